@@ -1,0 +1,127 @@
+"""What a registry entry of each axis holds: the contract a built-in or a user's plugin fulfils."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from harness.spec import RunSpec
+    from softdimo.teachers.base import Condition, Teacher
+
+#----------------------------------------------------------------------------
+
+
+# A teacher: its typed configuration (`teacher.*` keys), how to build it, and per-scale defaults.
+@dataclass(frozen=True)
+class TeacherEntry:
+    name: str
+    config_cls: type                                  # frozen dataclass of `param` fields
+    build: Callable[[Any, "RunContext"], "Teacher"]   # (config, ctx) -> trained / loaded teacher
+    scales: tuple[str, ...]                           # scales this teacher runs at
+    default_params: Mapping[str, Any] = field(default_factory=dict)  # `<stage>.<field>` overrides
+    default_metrics: tuple[str, ...] = ()             # eval.metrics when the grid names none
+    assets: Callable[[Any], list[str]] = lambda config: []  # asset names needed (checked pre-launch)
+    description: str = ""
+
+
+# A way of producing samples: one-step distillation, the teacher's sampler, a reference baseline.
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    stages: tuple[str, ...]                           # parameter stages this method reads
+    run: Callable[["RunSpec", "RunContext"], "MethodResult"]
+    uses_relaxation: bool = False
+    uses_refinement: bool = False
+    label: Callable[["RunSpec"], str] = lambda spec: spec.method  # row label in reports
+    description: str = ""
+
+
+# A generator relaxation (Soft-Di[M]O): logits [B,L,G,C] -> token representation q [B,L,G,C].
+# `fn(logits, probs_tau, noise_generator, config) -> (q, tokens)`; `differentiable` says whether
+# gradients reach the logits (refinements that need gradients are refused otherwise).
+@dataclass(frozen=True)
+class RelaxationEntry:
+    name: str
+    fn: Callable[..., Any]
+    differentiable: bool
+    description: str = ""
+
+
+# A refinement on top of Di[M]O (GAN, reward, ...); `stage` names its `<stage>.*` parameters.
+@dataclass(frozen=True)
+class RefinementEntry:
+    name: str
+    stage: str | None                                  # parameter stage name, None if no params
+    config_cls: type | None
+    needs_gradient: bool                               # refused with non-differentiable relaxations
+    build: Callable[..., Any] | None = None            # (config, teacher, ctx) -> refinement object
+    description: str = ""
+
+
+# A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all).
+@dataclass(frozen=True)
+class MetricEntry:
+    name: str
+    compute: Callable[["EvalInput", "RunContext"], dict[str, "MetricValue"]]
+    applies_to: tuple[str, ...] = ("*",)
+    description: str = ""
+
+
+#----------------------------------------------------------------------------
+
+
+# Where a job runs and what it may use; handed to teachers, methods and metrics.
+@dataclass
+class RunContext:
+    run_dir: Path                      # results/<grid>/<run_id>/
+    cache_dir: Path                    # shared cache (teachers, metric networks)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    threads: int = 1                   # torch intra-op threads for this job
+    log: Callable[[str], None] = print
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+# What a method returns: images with their conditions, plus anything measured on the way.
+@dataclass
+class MethodResult:
+    images: torch.Tensor                       # [N, C, H, W] float in [0, 1]
+    conditions: list[Any]                      # raw conditions (labels / prompts), length N
+    tokens: torch.Tensor | None = None         # [N, L, G] hard tokens when the method has them
+    extra_metrics: dict[str, "MetricValue"] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric vs step
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
+
+
+# The input every metric receives.
+@dataclass
+class EvalInput:
+    spec: "RunSpec"
+    teacher: "Teacher | None"
+    images: torch.Tensor
+    conditions: list[Any]
+    tokens: torch.Tensor | None
+
+
+# One metric value with the protocol that produced it; two values compare only if protocols match.
+@dataclass
+class MetricValue:
+    value: float
+    higher_is_better: bool
+    protocol: dict[str, Any]                   # implementation, version, features, reference, n, ...
+
+    def to_json(self) -> dict[str, Any]:
+        from harness.protocol import protocol_id
+        return {"value": self.value, "higher_is_better": self.higher_is_better,
+                "protocol": self.protocol, "protocol_id": protocol_id(self.protocol)}
+
+
+# Helper for metric implementations: the conditions of an evaluation as a LongTensor of labels.
+def labels_of(conditions: Sequence[Any]) -> torch.Tensor:
+    return torch.as_tensor([int(c) for c in conditions], dtype=torch.long)

@@ -1,0 +1,222 @@
+"""`RunSpec`: one fully resolved cell of a grid; the hash of its canonical JSON is the run id.
+
+Resolution order for every `<stage>.<field>` parameter (later wins): the stage dataclass default
+< the teacher's defaults < the grid's `params` < `scales.<scale>.params` < the cell's own values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from harness import registry
+from harness.entries import MethodEntry, RefinementEntry, TeacherEntry
+from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
+from softdimo.params import param, schema
+
+SPEC_VERSION = 1
+AXIS_KEYS = ("teacher", "method", "relaxation", "refinement", "seed")
+SCALES = ("mini", "paper")
+NONE = "none"
+
+#----------------------------------------------------------------------------
+
+
+# Evaluation of a run's samples.
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int = param(2000, lo=1, help="images generated and evaluated")
+    metrics: tuple = param((), help="metric names; empty = the teacher's default metrics")
+    grid_images: int = param(100, lo=0, hi=400, help="images in the record's sample grid PNG")
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    "distill": DistillConfig, "relax": RelaxConfig, "sample": SampleConfig, "eval": EvalConfig,
+}
+
+
+# One cell of an experiment matrix, with every parameter resolved.
+@dataclass(frozen=True)
+class RunSpec:
+    scale: str
+    teacher: str
+    method: str
+    relaxation: str
+    refinement: str
+    seed: int
+    params: tuple[tuple[str, Any], ...]     # sorted (`<stage>.<field>`, value) pairs
+    plugins: tuple[str, ...] = ()
+
+    # The canonical JSON that the run id hashes (sorted keys, no whitespace).
+    def canonical_json(self) -> str:
+        return json.dumps({"spec_version": SPEC_VERSION, **self.to_json()}, sort_keys=True,
+                          separators=(",", ":"), allow_nan=False)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def param(self, key: str) -> Any:
+        return dict(self.params)[key]
+
+    # The values of one stage as its configuration dataclass.
+    def stage(self, name: str, config_cls: type) -> Any:
+        prefix = name + "."
+        return config_cls(**{k[len(prefix):]: v for k, v in self.params if k.startswith(prefix)})
+
+    # A short human-readable label: the axes, then parameters that differ from their defaults.
+    def description(self, defaults: Mapping[str, Any] | None = None) -> str:
+        parts = [self.teacher, self.method]
+        if self.relaxation != NONE:
+            parts.append(self.relaxation)
+        if self.refinement != NONE:
+            parts.append("+" + self.refinement)
+        parts.append(f"s{self.seed}")
+        if defaults is not None:
+            parts += [f"{k}={_short(v)}" for k, v in self.params if defaults.get(k) != v]
+        return " ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+        d["plugins"] = list(self.plugins)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RunSpec":
+        params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d["params"].items()))
+        return cls(d["scale"], d["teacher"], d["method"], d["relaxation"], d["refinement"],
+                   int(d["seed"]), params, tuple(d.get("plugins", ())))
+
+
+def _short(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+#----------------------------------------------------------------------------
+
+
+# A problem with one key of one cell; the grid loader adds the file and line.
+class CellError(ValueError):
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+# The configuration class of every stage a cell reads, given its method and refinement.
+def stage_classes(teacher: TeacherEntry, method: MethodEntry,
+                  refinement: RefinementEntry | None) -> dict[str, type]:
+    out: dict[str, type] = {}
+    for stage in method.stages:
+        out[stage] = teacher.config_cls if stage == "teacher" else STAGE_CONFIGS[stage]
+    if refinement is not None and refinement.stage is not None and refinement.config_cls is not None:
+        out[refinement.stage] = refinement.config_cls
+    return out
+
+
+# Every stage name any teacher, method or refinement could read (for "unknown stage" errors).
+def known_stages() -> set[str]:
+    stages = set(STAGE_CONFIGS) | {"teacher"}
+    stages |= {e.stage for _, e in registry.refinements.items() if e.stage}
+    return stages
+
+
+# Resolve one cell (axis values and `<stage>.<field>` values) into a RunSpec, or raise CellError.
+def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] = (),
+                 grid_params: Mapping[str, Any] | None = None) -> RunSpec:
+    if scale not in SCALES:
+        raise CellError("scale", f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
+    for key in ("teacher", "method", "seed"):
+        if key not in cell:
+            raise CellError(key, f"missing; every cell needs teacher, method and seed")
+    teacher = _lookup(registry.teachers, "teacher", cell["teacher"])
+    method = _lookup(registry.methods, "method", cell["method"])
+    seed = cell["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CellError("seed", f"expected a non-negative integer, got {seed!r}")
+    if scale not in teacher.scales:
+        raise CellError("teacher", f"teacher {teacher.name!r} runs at scale(s) "
+                        f"{', '.join(teacher.scales)}, not {scale!r}")
+
+    relaxation = cell.get("relaxation", NONE)
+    relax_entry = None
+    if method.uses_relaxation:
+        if relaxation == NONE:
+            raise CellError("relaxation", f"method {method.name!r} needs a relaxation; allowed: "
+                            f"{', '.join(registry.relaxations.names())}")
+        relax_entry = _lookup(registry.relaxations, "relaxation", relaxation)
+    elif relaxation != NONE:
+        raise CellError("relaxation", f"method {method.name!r} takes no relaxation (got "
+                        f"{relaxation!r}); allowed: none")
+
+    refinement = cell.get("refinement", NONE)
+    ref_entry = None
+    if refinement != NONE:
+        if not method.uses_refinement:
+            raise CellError("refinement", f"method {method.name!r} takes no refinement (got "
+                            f"{refinement!r}); allowed: none")
+        ref_entry = _lookup(registry.refinements, "refinement", refinement)
+        if ref_entry.needs_gradient and relax_entry is not None and not relax_entry.differentiable:
+            grads = [n for n, e in registry.relaxations.items() if e.differentiable]
+            raise CellError("refinement", f"refinement {refinement!r} needs gradients through the "
+                            f"generator, but relaxation {relaxation!r} passes none; use one of: "
+                            f"{', '.join(grads)}")
+
+    classes = stage_classes(teacher, method, ref_entry)
+    values: dict[str, Any] = {}
+    for stage, cls in classes.items():
+        for name, spec in schema(cls).items():
+            values[f"{stage}.{name}"] = spec.default
+    overrides = {**teacher.default_params, **(grid_params or {}),
+                 **{k: v for k, v in cell.items() if "." in k}}
+    for key, value in overrides.items():
+        stage, _, name = key.partition(".")
+        if stage not in classes:
+            if stage not in known_stages():
+                raise CellError(key, f"unknown stage {stage!r}; allowed stages: "
+                                f"{', '.join(sorted(known_stages()))}")
+            continue  # a stage this cell's method does not read
+        fields = schema(classes[stage])
+        if name not in fields:
+            raise CellError(key, f"unknown parameter of stage {stage!r}; allowed: "
+                            f"{', '.join(sorted(fields))}")
+        try:
+            values[key] = fields[name].check(value)
+        except ValueError as e:
+            raise CellError(key, str(e)) from None
+
+    if "eval" in classes:
+        metrics = values["eval.metrics"] or teacher.default_metrics
+        for m in metrics:
+            entry = _lookup(registry.metrics, "eval.metrics", m)
+            if "*" not in entry.applies_to and teacher.name not in entry.applies_to:
+                raise CellError("eval.metrics", f"metric {m!r} does not apply to teacher "
+                                f"{teacher.name!r}; it applies to {', '.join(entry.applies_to)}")
+        values["eval.metrics"] = tuple(metrics)
+
+    return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
+                   tuple(sorted(values.items())), tuple(plugins))
+
+
+def _lookup(reg: registry.Registry, key: str, name: Any) -> Any:
+    if not isinstance(name, str):
+        raise CellError(key, f"expected a name, got {name!r}; allowed: {', '.join(reg.names())}")
+    try:
+        return reg.get(name)
+    except registry.UnknownNameError as e:
+        raise CellError(key, str(e)) from None
+
+
+# The default value of every parameter a spec holds (for descriptions: what differs from defaults).
+def spec_defaults(spec: RunSpec) -> dict[str, Any]:
+    teacher = registry.teachers.get(spec.teacher)
+    method = registry.methods.get(spec.method)
+    ref = registry.refinements.get(spec.refinement) if spec.refinement != NONE else None
+    out: dict[str, Any] = {}
+    for stage, cls in stage_classes(teacher, method, ref).items():
+        out.update({f"{stage}.{n}": s.default for n, s in schema(cls).items()})
+    out.update(teacher.default_params)
+    out["eval.metrics"] = tuple(teacher.default_metrics)
+    return out
