@@ -25,6 +25,7 @@ class DistillConfig:
     adam_beta2: float = param(0.999, lo=0.0, hi=1.0, help="Adam beta2 (paper 0.999)")
     warmup_steps: int = param(10, lo=0, help="linear lr warm-up steps (paper 100)")
     grad_clip: float = param(1.0, lo=0.0, help="max gradient norm; 0 = off")
+    dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
     beta: float = param(0.0, help="generalised Jeffreys weight: 0 forward KL, 1 reverse KL")
     r_init: float = param(0.3, lo=0.0, hi=1.0, help="fraction of x_init masked (paper 0.6 / 0.5)")
     sigma_init: float = param(0.1, lo=0.0, hi=1.0, help="variance-preserving noise on x_init embeddings")

@@ -10,6 +10,7 @@ to `layout.mask_id`. Distributions over tokens are float tensors [B, L, G, C].
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -182,6 +183,12 @@ class ImageNoise:
         return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.generators])
 
 
+# A seed for one purpose of a run ("distill", "sample", ...), unrelated to the seeds of other purposes.
+def derive_seed(seed: int, purpose: str) -> int:
+    tag = int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little")
+    return _mix_seed(seed, tag)
+
+
 def _mix_seed(seed: int, index: int) -> int:
     # SplitMix64-style mixing so that (seed, i) and (seed + 1, i - 1) give unrelated streams.
     z = (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & (2**64 - 1)
@@ -208,3 +215,14 @@ def mask_ratio(u: Tensor, schedule: str) -> Tensor:
 
 
 MASK_SCHEDULES = ("arccos", "cosine", "linear")
+
+
+# The MDM forward process q_{t|0} on slots: t ~ U[0, 1] per sample, exactly
+# round(slots * gamma(t)) slots masked (at least 1). Returns a bool mask [B, L, G].
+def random_slot_masks(layout: TokenLayout, batch: int, schedule: str, generator: torch.Generator,
+                      device: torch.device | str = "cpu") -> Tensor:
+    slots = layout.slots
+    gamma = mask_ratio(torch.rand(batch, generator=generator, device=device), schedule)
+    counts = (gamma * slots).round().clamp(1, slots)
+    ranks = torch.rand(batch, slots, generator=generator, device=device).argsort(1).argsort(1)
+    return (ranks < counts[:, None]).view(batch, layout.positions, layout.groups)

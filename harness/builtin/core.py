@@ -1,0 +1,28 @@
+"""Built-in methods and relaxations."""
+from __future__ import annotations
+
+from harness import methods, registry
+from harness.entries import MethodEntry, RelaxationEntry
+from softdimo.relax import relax_gumbel, relax_hard, relax_soft
+
+registry.relaxations.register("hard", RelaxationEntry(
+    "hard", relax_hard, differentiable=False, description="Di[M]O: sampled one-hot tokens, no gradient"))
+registry.relaxations.register("gumbel", RelaxationEntry(
+    "gumbel", relax_gumbel, differentiable=True,
+    description="straight-through Gumbel-softmax (relax.gumbel_tau)"))
+registry.relaxations.register("soft", RelaxationEntry(
+    "soft", relax_soft, differentiable=True, description="Soft-Di[M]O: expected embedding sum_j p_j E_j"))
+
+_REFERENCE_STAGES = ("teacher", "eval")
+registry.methods.register("dimo", MethodEntry(
+    "dimo", ("teacher", "distill", "relax", "sample", "eval"), methods.run_dimo, uses_relaxation=True,
+    uses_refinement=True, label=methods.dimo_label,
+    description="one-step Di[M]O distillation with a relaxation (and a refinement)"))
+registry.methods.register("teacher_sampler", MethodEntry(
+    "teacher_sampler", ("teacher", "sample", "eval"), methods.run_teacher_sampler,
+    label=methods.teacher_label, description="the teacher's own K-step sampler"))
+for _name, _run in (("real", methods.run_real), ("marginals_class", methods.run_marginals_class),
+                    ("marginals_uncond", methods.run_marginals_uncond), ("uniform", methods.run_uniform)):
+    registry.methods.register(_name, MethodEntry(
+        _name, _REFERENCE_STAGES, _run, label=lambda spec: methods.REFERENCE_LABELS[spec.method],
+        description=f"calibration reference: {methods.REFERENCE_LABELS[_name]}"))

@@ -1,0 +1,25 @@
+"""The mini-scale digits teacher and its metrics."""
+from __future__ import annotations
+
+from harness import registry
+from harness.entries import MetricEntry, RunContext, TeacherEntry
+from harness.metrics import digits as digits_metrics
+from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, build_digits_teacher
+
+
+def _build(config: DigitsConfig, ctx: RunContext) -> DigitsTeacher:
+    return build_digits_teacher(config, ctx.cache_dir, ctx.log)
+
+
+registry.teachers.register("digits", TeacherEntry(
+    "digits", DigitsConfig, _build, scales=("mini",),
+    default_metrics=("digits_fd", "digits_acc", "digits_pr", "digits_struct"),
+    description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))
+
+for _name, _fn, _desc in (
+        ("digits_fd", digits_metrics.compute_fd, "Frechet distance on digits-cnn-v1 features (FID analogue)"),
+        ("digits_acc", digits_metrics.compute_accuracy, "independent-classifier accuracy (GenEval analogue)"),
+        ("digits_pr", digits_metrics.compute_precision_recall, "k-NN precision / recall (k=3)"),
+        ("digits_struct", digits_metrics.compute_structure,
+         "within-class covariance error and neighbour mutual information (context use)")):
+    registry.metrics.register(_name, MetricEntry(_name, _fn, applies_to=("digits",), description=_desc))

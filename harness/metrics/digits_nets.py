@@ -1,0 +1,153 @@
+"""The two fixed networks behind the mini-scale digits metrics, and how they were trained.
+
+- `features` (digits-cnn-v1): a small CNN classifier; its 128-d penultimate layer gives the
+  features of the Frechet distance and of precision / recall (the Inception analogue).
+- `classifier` (digits-mlp-v1): an independent MLP classifier (different architecture, seed and
+  input view) whose accuracy against the conditioning label is the GenEval analogue.
+
+Both are trained on the training split only, with every image quantised to a random number of
+intensity levels, so one network serves every `teacher.levels`. Their weights are committed
+(`harness/metrics/weights/`) so that the sha256 in every protocol is the same on every machine;
+`python -m harness.metrics.digits_nets` re-trains them (deterministic on one machine) and prints
+their test accuracies and hashes.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from harness.assets import sha256_file
+from softdimo.data import digits as data
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+TRAIN_LEVELS = (2, 3, 4, 5, 6, 8, 17)   # quantisations seen in training
+
+#----------------------------------------------------------------------------
+
+
+# The FD / precision-recall feature network: conv32, conv64, pool, conv64, pool, fc128, fc10.
+class DigitsCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc = nn.Linear(64 * 2 * 2, 128)
+        self.out = nn.Linear(128, data.NUM_CLASSES)
+
+    # 128-d features of images [N, 1, 8, 8] in [0, 1].
+    def features(self, x: Tensor) -> Tensor:
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+
+# The independent accuracy classifier: an MLP on the flattened, centred image.
+class DigitsMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+                                 nn.Linear(256, data.NUM_CLASSES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1) * 2.0 - 1.0)
+
+
+# A committed network: its class, weights file, and training seed.
+@dataclass(frozen=True)
+class NetSpec:
+    name: str
+    make: Callable[[], nn.Module]
+    filename: str
+    seed: int
+    epochs: int
+    lr: float
+
+
+NETS = {
+    "features": NetSpec("digits-cnn-v1", DigitsCNN, "digits_cnn_v1.safetensors", seed=0, epochs=30, lr=1e-3),
+    "classifier": NetSpec("digits-mlp-v1", DigitsMLP, "digits_mlp_v1.safetensors", seed=1, epochs=40, lr=1e-3),
+}
+
+#----------------------------------------------------------------------------
+
+
+def _randomly_quantized(pixels: Tensor, g: torch.Generator) -> Tensor:
+    # Raw pixels 0..16 [N, 64] -> images quantised to a random level count each, in [0, 1].
+    levels = torch.tensor(TRAIN_LEVELS)[torch.randint(len(TRAIN_LEVELS), (pixels.shape[0],), generator=g)]
+    k = pixels * levels[:, None] // 17
+    return (k.float() / (levels[:, None] - 1).float()).view(-1, 1, data.SIDE, data.SIDE)
+
+
+# Train one network deterministically on the training split (1 thread); returns it in eval mode.
+def train_net(spec: NetSpec, log: Callable[[str], None] = print) -> nn.Module:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(spec.seed)
+        net = spec.make()
+        split = data.load_split("train")
+        pixels, labels = torch.as_tensor(split.pixels, dtype=torch.long), torch.as_tensor(split.labels)
+        g = torch.Generator().manual_seed(spec.seed)
+        opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+        for epoch in range(spec.epochs):
+            order = torch.randperm(len(labels), generator=g)
+            for i in range(0, len(order), 64):
+                idx = order[i:i + 64]
+                loss = F.cross_entropy(net(_randomly_quantized(pixels[idx], g)), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        log(f"{spec.name}: trained {spec.epochs} epochs, last loss {loss.item():.4f}")
+        return net.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
+# Test-split accuracy of a classifier at one quantisation.
+@torch.no_grad()
+def test_accuracy(net: nn.Module, levels: int) -> float:
+    images, labels = data.split_images("test", levels)
+    return (net(images).argmax(1) == labels).float().mean().item()
+
+
+_loaded: dict[str, tuple[nn.Module, str]] = {}
+
+
+# The committed network `key` ("features" or "classifier") in eval mode, with its weights' sha256.
+def load_net(key: str) -> tuple[nn.Module, str]:
+    if key not in _loaded:
+        spec = NETS[key]
+        path = WEIGHTS_DIR / spec.filename
+        if not path.is_file():
+            raise FileNotFoundError(f"digits metric network {spec.name} missing at {path}; "
+                                    f"re-create it with `python -m harness.metrics.digits_nets`")
+        net = spec.make()
+        net.load_state_dict(load_file(str(path)))
+        _loaded[key] = (net.eval().requires_grad_(False), sha256_file(path))
+    return _loaded[key]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Re-train the digits metric networks.")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for key, spec in NETS.items():
+        net = train_net(spec)
+        path = args.out / spec.filename
+        save_file(net.state_dict(), str(path))
+        accs = {v: round(test_accuracy(net, v), 4) for v in (2, 3, 4, 17)}
+        print(f"{key}: {spec.name} sha256 {sha256_file(path)} test accuracy by levels {accs}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Build-once caches for trained models: one directory per (name, configuration) content hash,
+created under an exclusive file lock so concurrent jobs train a model once and reuse it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+DONE_MARKER = "complete.json"
+
+#----------------------------------------------------------------------------
+
+
+# The content hash of a configuration dataclass (plus a version tag of the code that trains it).
+def config_hash(name: str, config: Any, version: str) -> str:
+    body = json.dumps({"name": name, "version": version, "config": dataclasses.asdict(config)},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# Return the cache directory of `key`, calling `build(tmp_dir)` first if it is not complete yet.
+# `build` writes its files into tmp_dir; the directory is renamed into place when it returns, and
+# a marker with the build time is written last. Returns (directory, was_cache_hit).
+def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
+    final = root / key
+    if (final / DONE_MARKER).is_file():
+        return final, True
+    with _exclusive(root / f".{key}.lock"):
+        if (final / DONE_MARKER).is_file():
+            return final, True
+        tmp = root / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        start = time.time()
+        summary = build(tmp)
+        summary = {**summary, "build_seconds": time.time() - start}
+        (tmp / DONE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final, False

@@ -1,0 +1,135 @@
+"""The `digits` teacher: a class-conditional MaskGIT over scikit-learn's 8x8 digits (mini scale).
+
+Tokens are the 64 pixels quantised to `levels` intensity levels (softdimo/data/digits.py); the
+"tokenizer decoder" maps a level k to the intensity k / (levels - 1), so `decode_soft` is the
+expected intensity under the token distribution. The network is a SmallMDM trained once per
+(configuration, seed) and cached on disk under its content hash, with its training log.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from softdimo.data import digits as data
+from softdimo.params import param
+from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
+from softdimo.teachers.cache import cached_dir, config_hash
+from softdimo.teachers.small_mdm import (ClassPrefix, MDMTrainSettings, SmallMDM, SmallMDMArch,
+                                         maskgit_sample, train_mdm)
+
+CODE_VERSION = "digits-teacher-2"   # bump when training code changes what a config produces
+
+#----------------------------------------------------------------------------
+
+
+# Configuration of the digits teacher (grid keys `teacher.*`).
+@dataclass(frozen=True)
+class DigitsConfig:
+    levels: int = param(4, lo=2, hi=17, help="intensity levels per pixel token")
+    d_model: int = param(64, lo=8, help="transformer width")
+    layers: int = param(3, lo=1, help="transformer blocks")
+    heads: int = param(4, lo=1, help="attention heads")
+    train_steps: int = param(800, lo=1, help="MaskGIT training steps")
+    batch_size: int = param(64, lo=1, help="training batch size")
+    lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
+    warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
+    weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
+    label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the null label (CFG)")
+    seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
+
+
+# Class labels as a `Condition`.
+def encode_labels(raw: Sequence[Any]) -> Condition:
+    labels = [int(r) for r in raw]
+    return Condition("class", {"labels": torch.as_tensor(labels, dtype=torch.long)}, labels)
+
+
+# A trained digits MDM with its decoder, conditions and sampler (implements `Teacher`).
+class DigitsTeacher:
+    name = "digits"
+    condition_kind = "class"
+
+    def __init__(self, config: DigitsConfig, network: SmallMDM, info: dict[str, Any]):
+        self.config = config
+        self.network = network.eval().requires_grad_(False)
+        self.layout = network.layout
+        self.levels = data.level_values(config.levels)
+        self.info = info
+
+    def encode_condition(self, raw: Sequence[Any]) -> Condition:
+        return encode_labels(raw)
+
+    def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
+        return torch.randint(data.NUM_CLASSES, (n,), generator=generator).tolist()
+
+    def eval_conditions(self, n: int) -> list[Any]:
+        return [i % data.NUM_CLASSES for i in range(n)]
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        return self.levels.to(tokens.device)[tokens[..., 0]].view(-1, 1, data.SIDE, data.SIDE)
+
+    def decode_soft(self, probs: Tensor) -> Tensor:
+        return (probs[..., 0, :] @ self.levels.to(probs.device)).view(-1, 1, data.SIDE, data.SIDE)
+
+    def sample(self, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
+               temperature: float = 1.0, choice_temperature: float = 0.0) -> Tensor:
+        return maskgit_sample(self.network, cond, steps, cfg, noise, temperature, choice_temperature)
+
+    def real_tokens(self) -> tuple[Tensor, list[Any]]:
+        tokens, labels = data.split_tokens("train", self.config.levels)
+        return tokens[..., None], labels.tolist()
+
+
+# A freshly initialised digits network for a configuration (seeded by `config.seed`).
+def new_network(config: DigitsConfig) -> SmallMDM:
+    torch.manual_seed(config.seed)
+    layout = TokenLayout(positions=data.SIDE * data.SIDE, groups=1, classes=config.levels,
+                         mask_id=config.levels, image_shape=(1, data.SIDE, data.SIDE))
+    arch = SmallMDMArch(d_model=config.d_model, layers=config.layers, heads=config.heads,
+                        grid=(data.SIDE, data.SIDE))
+    return SmallMDM(layout, arch, ClassPrefix(data.NUM_CLASSES, config.d_model))
+
+
+# Train a digits teacher from scratch; returns the network and the per-step log.
+def train_teacher(config: DigitsConfig, log: Callable[[str], None] = lambda s: None
+                  ) -> tuple[SmallMDM, list[dict]]:
+    network = new_network(config)
+    tokens, labels = data.split_tokens("train", config.levels)
+    tokens = tokens[..., None]
+
+    def batches(step: int, g: torch.Generator) -> tuple[Tensor, list]:
+        idx = torch.randint(tokens.shape[0], (config.batch_size,), generator=g)
+        return tokens[idx], labels[idx].tolist()
+
+    settings = MDMTrainSettings(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
+                                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine")
+    history = train_mdm(network, batches, encode_labels, settings, seed=config.seed, log=log)
+    return network, history
+
+
+# The cached teacher of a configuration, trained on first use (under a file lock).
+def build_digits_teacher(config: DigitsConfig, cache_root: Path,
+                         log: Callable[[str], None] = lambda s: None) -> DigitsTeacher:
+    key = f"digits-{config_hash('digits', config, CODE_VERSION)}"
+
+    def build(tmp: Path) -> dict[str, Any]:
+        log(f"training digits teacher {key} (cache miss)")
+        network, history = train_teacher(config, log)
+        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
+        (tmp / "train_log.json").write_text(json.dumps(history))
+        return {"final_loss": history[-1]["loss"], "steps": len(history)}
+
+    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
+    network = new_network(config)
+    network.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    summary = json.loads((directory / "complete.json").read_text())
+    info = {"cache_key": key, "cache_hit": hit, "cache_dir": str(directory), **summary}
+    return DigitsTeacher(config, network, info)

@@ -1,0 +1,246 @@
+"""The distillation loop (Algorithm 1 of Di[M]O, with Soft-Di[M]O's relaxations and refinements):
+generator theta and auxiliary psi initialised from the teacher phi, EMA of theta, resumable
+checkpoints holding every state (models, optimisers, EMA, all random generators).
+
+One random generator (`Distiller.rng`) drives every draw of training; evaluation and sampling use
+their own per-image streams (`ImageNoise`), so they never disturb training. All networks run in
+eval mode (no dropout): the loop is deterministic on CPU, and a resumed run ends bit-identical to
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from softdimo.config import DistillConfig, RelaxConfig
+from softdimo.dimo import (aux_loss, dimo_surrogate_loss, jeffreys_divergence, jeffreys_gradient,
+                           perturb_embeddings, token_init)
+from softdimo.relax import Relaxed
+from softdimo.teachers.base import (Condition, ImageNoise, Teacher, gumbel_from_uniform, guided_logits,
+                                    random_slot_masks)
+
+RelaxFn = Callable[[Tensor, Tensor, RelaxConfig, float], Relaxed]
+
+#----------------------------------------------------------------------------
+
+
+# One generator forward pass of a training step, as refinements see it.
+@dataclass
+class GeneratorBatch:
+    cond: Condition
+    logits: Tensor                 # z_theta [B, L, G, C], with gradient
+    relaxed: Relaxed               # q (differentiable for gumbel / soft) and x_theta
+    step: int
+
+
+# A refinement (GAN, reward, ...): extra generator loss terms and its own updates (issue 5).
+class Refinement(Protocol):
+    # Loss added to the generator objective (already weighted), and scalars to log.
+    def generator_loss(self, batch: GeneratorBatch) -> tuple[Tensor, dict[str, float]]: ...
+
+    # The refinement's own update after the generator step (e.g. the discriminator).
+    def update(self, batch: GeneratorBatch, rng: torch.Generator) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+#----------------------------------------------------------------------------
+
+
+# Generate one-step samples: x_init per image (uniform tokens, exactly round(slots r_init) masked,
+# embedding noise sigma_init), one forward pass, tokens drawn at `temperature` (PAPER.md 1.7).
+# Returns hard tokens [B, L, G] and the generator's probabilities [B, L, G, C].
+@torch.no_grad()
+def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: float, sigma_init: float,
+             temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    layout = network.layout
+    tokens = noise.randint(layout.classes, layout.positions, layout.groups)
+    n_mask = round(layout.slots * r_init)
+    masked = (noise.randperm(layout.slots) < n_mask).view_as(tokens)
+    x_init = torch.where(masked, torch.full_like(tokens, layout.mask_id), tokens)
+    e = network.embed(x_init)
+    e = perturb_embeddings(e, sigma_init, noise.randn(*e.shape[1:]))
+    logits = network(e, cond).logits / temperature
+    tokens = (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
+    return tokens, F.softmax(logits, -1)
+
+
+# lr multiplier: linear warm-up, then constant (Di[M]O code).
+def warmup_constant(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _trainable(network: nn.Module, freeze_embeddings: bool) -> list[nn.Parameter]:
+    frozen = network.embedding_parameter_names() if freeze_embeddings else set()
+    params = []
+    for name, p in network.named_parameters():
+        p.requires_grad_(name not in frozen)
+        if name not in frozen:
+            params.append(p)
+    return params
+
+
+# Di[M]O distillation state and step (Algorithm 1).
+class Distiller:
+    def __init__(self, teacher: Teacher, relax: RelaxFn, relax_config: RelaxConfig,
+                 config: DistillConfig, seed: int, refinement: Refinement | None = None,
+                 device: torch.device | str = "cpu"):
+        self.teacher, self.relax, self.relax_config = teacher, relax, relax_config
+        self.config, self.refinement = config, refinement
+        self.device = torch.device(device)
+        self.generator = copy.deepcopy(teacher.network).eval()     # theta <- phi
+        self.aux = copy.deepcopy(teacher.network).eval()           # psi <- phi
+        self.ema = copy.deepcopy(teacher.network).eval().requires_grad_(False)
+        betas = (config.adam_beta1, config.adam_beta2)
+        self.opt_g = torch.optim.Adam(_trainable(self.generator, config.freeze_embeddings),
+                                      lr=config.lr_generator, betas=betas)
+        self.opt_a = torch.optim.Adam(_trainable(self.aux, config.freeze_embeddings),
+                                      lr=config.lr_aux, betas=betas)
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # Draw conditions, x_init and one generator forward pass (with gradient), relaxed.
+    def _generator_pass(self, batch: int) -> GeneratorBatch:
+        cfg, layout = self.config, self.teacher.layout
+        cond = self.teacher.encode_condition(self.teacher.sample_conditions(batch, self.rng)).to(self.device)
+        x_init = token_init(layout, batch, cfg.r_init, self.rng, self.device)
+        e = self.generator.embed(x_init)
+        noise = torch.randn(e.shape, generator=self.rng, device=self.device)
+        e = perturb_embeddings(e, cfg.sigma_init, noise)
+        logits = self.generator(e, cond).logits
+        u = torch.rand(logits.shape, generator=self.rng, device=self.device)
+        relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
+        return GeneratorBatch(cond, logits, relaxed, self.step)
+
+    # What phi and psi see: the relaxation's q, or one-hot x_theta ("sampled").
+    def _teacher_view(self, relaxed: Relaxed) -> Tensor:
+        if self.config.teacher_input == "sampled":
+            return F.one_hot(relaxed.tokens, self.teacher.layout.classes).float()
+        return relaxed.q
+
+    # One training step: generator update with the Jeffreys gradient (+ refinement terms), EMA,
+    # refinement update, then `aux_updates` psi updates on fresh re-masked samples.
+    def train_step(self) -> dict[str, float]:
+        cfg, layout, net_phi = self.config, self.teacher.layout, self.teacher.network
+        lr_scale = warmup_constant(self.step, cfg.warmup_steps)
+        for opt, lr in ((self.opt_g, cfg.lr_generator), (self.opt_a, cfg.lr_aux)):
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_scale
+        batch = self._generator_pass(cfg.batch_size)
+        mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
+        with torch.no_grad():
+            e_t = net_phi.embed_soft(self._teacher_view(batch.relaxed).detach(), mask)
+            z_phi = guided_logits(net_phi, e_t, batch.cond, cfg.teacher_cfg).logits
+            z_psi = self.aux(e_t, batch.cond).logits
+            g = jeffreys_gradient(z_phi, z_psi, cfg.beta)
+            divergence = jeffreys_divergence(z_phi, z_psi, cfg.beta)[mask].mean()
+        loss = cfg.dimo_weight * dimo_surrogate_loss(batch.logits, g, mask)
+        log = {"step": float(self.step), "divergence": divergence.item()}
+        if self.refinement is not None:
+            extra, extra_log = self.refinement.generator_loss(batch)
+            loss = loss + extra
+            log.update(extra_log)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        log["grad_norm"] = _clip(self.opt_g, cfg.grad_clip)
+        self.opt_g.step()
+        self._update_ema()
+        if self.refinement is not None:
+            log.update(self.refinement.update(batch, self.rng))
+        for _ in range(cfg.aux_updates):
+            log["aux_loss"] = self._aux_step()
+        self.step += 1
+        self.history.append(log)
+        return log
+
+    def _aux_step(self) -> float:
+        cfg, layout = self.config, self.teacher.layout
+        with torch.no_grad():
+            fresh = self._generator_pass(cfg.batch_size)
+            mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
+            e_t = self.teacher.network.embed_soft(self._teacher_view(fresh.relaxed), mask)
+        loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing)
+        self.opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(self.opt_a, cfg.grad_clip)
+        self.opt_a.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = self.config.ema_decay
+        for p_ema, p in zip(self.ema.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - d)
+
+    # Everything needed to continue bit-identically.
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
+                "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": self.history,
+                "refinement": self.refinement.state_dict() if self.refinement is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.generator.load_state_dict(state["generator"])
+        self.aux.load_state_dict(state["aux"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_a.load_state_dict(state["opt_a"])
+        self.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = state["history"]
+        if self.refinement is not None:
+            self.refinement.load_state_dict(state["refinement"])
+
+
+def _clip(opt: torch.optim.Optimizer, max_norm: float) -> float:
+    params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+
+
+#----------------------------------------------------------------------------
+
+
+# Save a checkpoint atomically (temporary file, then rename).
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# Run (or resume) distillation to `config.steps`: loads `checkpoint` if present, saves it every
+# `checkpoint_every` steps, and calls `on_eval(step, distiller)` every `eval_every` steps.
+def run_distillation(distiller: Distiller, checkpoint: Path | None = None,
+                     on_eval: Callable[[int, Distiller], None] | None = None,
+                     log: Callable[[str], None] = lambda s: None,
+                     stop_after: int | None = None) -> Distiller:
+    cfg = distiller.config
+    if checkpoint is not None and checkpoint.is_file():
+        distiller.load_state_dict(torch.load(checkpoint, weights_only=False))
+        log(f"resumed distillation at step {distiller.step} from {checkpoint}")
+    while distiller.step < cfg.steps:
+        if stop_after is not None and distiller.step >= stop_after:
+            break
+        entry = distiller.train_step()
+        step = distiller.step
+        if step % 25 == 0 or step == cfg.steps:
+            log(f"distill step {step}/{cfg.steps} D={entry['divergence']:.4f} aux={entry['aux_loss']:.4f}")
+        if on_eval is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            on_eval(step, distiller)
+        if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(distiller.state_dict(), checkpoint)
+    return distiller

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny digits teacher trained once per test session in a temporary cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, build_digits_teacher
+
+TINY_TEACHER = DigitsConfig(levels=4, d_model=16, layers=1, heads=2, train_steps=30, batch_size=32,
+                            warmup_steps=5)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(teacher_cache: Path) -> DigitsTeacher:
+    torch.set_num_threads(1)
+    return build_digits_teacher(TINY_TEACHER, teacher_cache)
