@@ -2,6 +2,7 @@
 strict loading of released key layouts, and its registration (tiny sizes, CPU, seconds)."""
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, T
 from softdimo.teachers.maskbit import (MaskBitConfig, build_maskbit_teacher, generator_arch, guidance_weight,
                                        load_generator, load_real_tokens, load_tokenizer, maskbit_sample,
                                        released_sampler, remask_count, save_real_tokens, tokenizer_arch)
-from softdimo.teachers.maskbit_generator import (LFQBert, combine_groups, expected_bits, near_uniform_fraction,
-                                                 split_groups)
+from softdimo.teachers.maskbit_generator import (LFQBert, combine_groups, expected_bits,
+                                                 near_uniform_fraction, split_groups)
 from softdimo.teachers.maskbit_tokenizer import Conv2dSame, MaskBitTokenizer
 from softdimo.teachers.weights import CheckpointError, load_strict
 
@@ -79,14 +80,15 @@ def test_generator_logits_match_upstream(teacher, gio):
 def test_generator_masked_rows_and_intermediates(teacher, gio):
     net = teacher.network
     seen: dict[str, torch.Tensor] = {}
-    hooks = [net.first_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("first", o)),
-             net.transformer.layers[-1][1].register_forward_hook(lambda m, i, o: seen.__setitem__("trunk", o)),
-             net.last_layer.register_forward_hook(lambda m, i, o: seen.__setitem__("last", o))]
+    modules = {"first": net.first_layer, "trunk": net.transformer.layers[-1][1], "last": net.last_layer}
+    hooks = [m.register_forward_hook(lambda m, i, o, key=key: seen.__setitem__(key, o))
+             for key, m in modules.items()]
     try:
         with torch.no_grad():
             row = gio["tokens"][1:2]          # groups masked separately and together
             e = net.embed(row)
-            out = net(e, labels_cond(gio["labels"][1:2]), torch.zeros(1, dtype=torch.bool), hidden_layers=(0, 1))
+            no_drop = torch.zeros(1, dtype=torch.bool)
+            out = net(e, labels_cond(gio["labels"][1:2]), no_drop, hidden_layers=(0, 1))
     finally:
         for h in hooks:
             h.remove()
@@ -276,7 +278,12 @@ def test_sampler_unmasks_on_the_arccos_schedule(teacher, steps):
         masked = min(max(n, 1), masked - 1)
         expected.append(masked)
     expected.append(0)
-    assert [t.tolist() for t in trace] == [[e] * 3 for e in expected]
+    mask_id = teacher.layout.mask_id
+    assert [(t == mask_id).flatten(1).sum(1).tolist() for t in trace] == [[e] * 3 for e in expected]
+    for before, after in zip(trace, trace[1:]):       # unmasked slots keep their values
+        known = before != mask_id
+        assert torch.equal(after[known], before[known])
+    assert torch.equal(trace[-1], tokens)
     assert tokens.shape == (3, 16, 2) and tokens.min() >= 0 and tokens.max() < teacher.layout.classes
     assert remask_count(0, steps, slots, slots) == expected[0]
 
@@ -373,7 +380,8 @@ def test_full_size_modules_have_the_released_layout(bits):
     assert tshapes["quantize.codebook"] == (2 ** bits, bits)
     assert tshapes["encoder.down.4.res_blocks.0.nin_shortcut.weight"] == (512, 512, 1, 1)
     assert tshapes["decoder.up.3.res_blocks.0.nin_shortcut.weight"] == (128, 128, 1, 1)
-    assert "encoder.down.4.down_conv.weight" not in tshapes and "decoder.up.4.upsample_conv.weight" not in tshapes
+    assert "encoder.down.4.down_conv.weight" not in tshapes
+    assert "decoder.up.4.upsample_conv.weight" not in tshapes
     assert "encoder.conv_in.bias" not in tshapes and tshapes["decoder.conv_in.weight"] == (512, bits, 3, 3)
     enc = sum(p.numel() for n, p in tok.named_parameters() if n.startswith("encoder."))
     dec = sum(p.numel() for n, p in tok.named_parameters() if n.startswith("decoder."))
@@ -480,3 +488,20 @@ def test_tiny_random_teacher_is_seeded():
         assert torch.equal(p, q), n
     with pytest.raises(ValueError, match="needs generator and tokenizer weight files"):
         build_maskbit_teacher(MaskBitConfig(bits=14), None, None)
+
+
+def test_soft_path_backpropagates_from_the_teacher_into_a_generator_copy(teacher, gio):
+    # Soft-Di[M]O's differentiable path: generator logits -> softmax -> teacher.embed_soft -> frozen
+    # teacher. Gradients reach the generator's trainable parameters and never the teacher's.
+    generator = copy.deepcopy(teacher.network).train().requires_grad_(True)
+    for name, p in generator.named_parameters():
+        p.requires_grad_(name not in generator.embedding_parameter_names())
+    cond = labels_cond(gio["labels"])
+    z = generator(generator.embed(gio["tokens"]), cond).logits
+    out = teacher.network(teacher.network.embed_soft(z.softmax(-1)), cond, hidden_layers=(1,))
+    (out.logits.logsumexp(-1).mean() + out.hidden[0].square().mean()).backward()
+    grads = {n: p.grad for n, p in generator.named_parameters()}
+    assert grads["class_emb.weight"].abs().sum() > 0
+    assert grads["transformer.layers.0.0.mha.in_proj_weight"].abs().sum() > 0
+    assert all(grads[n] is None for n in generator.embedding_parameter_names())
+    assert all(p.grad is None for p in teacher.network.parameters())

@@ -58,7 +58,8 @@ def field_asset(config: MaskBitConfig, kind: str) -> str | None:
     name = f"maskbit_{kind}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"
     if name not in assets.manifest:
         assets.manifest.register(name, assets.Asset(
-            name=name, filename=os.path.expanduser(value), source=f"the file named by teacher.{field} ({value})",
+            name=name, filename=os.path.expanduser(value),
+            source=f"the file named by teacher.{field} ({value})",
             description=f"MaskBit {kind} file given by path"))
     return name
 
@@ -118,4 +119,5 @@ teachers.register("maskbit", TeacherEntry(
     name="maskbit", config_cls=MaskBitConfig, build=build, scales=("paper",),
     default_params=PAPER_DEFAULTS, default_metrics=("fid", "inception_score", "prdc"),
     assets=maskbit_assets,
-    description="MaskBit class-conditional ImageNet 256 (bit tokens, 2 groups of N/2 bits), released weights"))
+    description="MaskBit class-conditional ImageNet 256 (bit tokens, 2 groups of N/2 bits), "
+                "released weights"))

@@ -130,7 +130,8 @@ def guidance_weight(i: int, steps: int, cfg: float, annealing: str, scale_pow: f
     elif annealing == "cosine":
         a = (1.0 - math.cos(math.pi * (i / steps) ** scale_pow)) / 2.0
     else:
-        raise ValueError(f"unknown guidance annealing {annealing!r}; allowed: {', '.join(GUIDANCE_ANNEALING)}")
+        raise ValueError(f"unknown guidance annealing {annealing!r}; "
+                         f"allowed: {', '.join(GUIDANCE_ANNEALING)}")
     return 1.0 + (cfg - 1.0) * a
 
 
@@ -145,7 +146,7 @@ def remask_count(i: int, steps: int, slots: int, n_masked: int) -> int:
 # softmax(z / temperature) (z guided with weight `guidance_weight`), keeps known slots, and re-masks
 # the `remask_count` lowest confidences log p + choice_temperature (1 - (i+1)/T) Gumbel. The last
 # step's full draw is returned. Noise comes from per-image streams; `trace` (a list) receives the
-# number of masked slots of each image after every step.
+# token grid after every step.
 @torch.no_grad()
 def maskbit_sample(network: nn.Module, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
                    temperature: float = 1.0, choice_temperature: float = 0.0,
@@ -165,6 +166,8 @@ def maskbit_sample(network: nn.Module, cond: Condition, steps: int, cfg: float, 
         draw = (logp + noise.gumbel(*shape, layout.classes)).argmax(dim=-1)
         draw = torch.where(masked, draw, tokens)
         if i == steps - 1:
+            if trace is not None:
+                trace.append(draw.clone())
             break
         conf = logp.gather(-1, draw[..., None])[..., 0]
         conf = conf + choice_temperature * (1.0 - (i + 1) / steps) * noise.gumbel(*shape)
@@ -174,9 +177,7 @@ def maskbit_sample(network: nn.Module, cond: Condition, steps: int, cfg: float, 
         remask.scatter_(1, conf.topk(k, dim=1, largest=False).indices, True)
         tokens = torch.where(remask.view_as(draw), torch.full_like(draw, layout.mask_id), draw)
         if trace is not None:
-            trace.append(remask.sum(dim=1))
-    if trace is not None:
-        trace.append(torch.zeros(b, dtype=torch.long, device=draw.device))
+            trace.append(tokens.clone())
     return draw
 
 
@@ -254,7 +255,8 @@ class MaskBitTeacher:
     # Images [B, 3, H, W] in [0, 1] -> hard group tokens [B, L, 2] (the tokenizer's encoder).
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        _, indices = self.tokenizer.encode(images.to(self.device, self.tokenizer.encoder.conv_in.weight.dtype))
+        dtype = self.tokenizer.encoder.conv_in.weight.dtype
+        _, indices = self.tokenizer.encode(images.to(self.device, dtype))
         return split_groups(indices.flatten(1), self.network.arch.bits)
 
     # MaskBit's sampler (see `maskbit_sample`) with this teacher's guidance annealing.
@@ -298,7 +300,8 @@ def load_tokenizer(path: str | Path, arch: TokenizerArch) -> MaskBitTokenizer:
         tokenizer = MaskBitTokenizer(arch)
     load_strict(tokenizer, state, f"MaskBit tokenizer file {path}", assign=True)
     canonical = LookupFreeQuantizer(arch.bits)
-    _check_buffer(tokenizer.quantize.bits_to_indices, canonical.bits_to_indices, "quantize.bits_to_indices", path)
+    _check_buffer(tokenizer.quantize.bits_to_indices, canonical.bits_to_indices, "quantize.bits_to_indices",
+                  path)
     _check_buffer(tokenizer.quantize.codebook, canonical.codebook, "quantize.codebook", path)
     return tokenizer
 
@@ -353,8 +356,8 @@ def tokenize_images(teacher: MaskBitTeacher, images: Tensor, batch_size: int = 6
 
 # Write real tokens [N, L, 2] and labels [N] to a safetensors file `real_tokens` can name.
 def save_real_tokens(path: str | Path, tokens: Tensor, labels: Sequence[int]) -> None:
-    save_file({"tokens": tokens.long().contiguous(), "labels": torch.as_tensor(list(labels), dtype=torch.long)},
-              str(path))
+    labels_tensor = torch.as_tensor(list(labels), dtype=torch.long)
+    save_file({"tokens": tokens.long().contiguous(), "labels": labels_tensor}, str(path))
 
 
 # Read and check a real-tokens file against the layout: tokens [N, L, G] in [0, C), labels [N].
