@@ -1,2 +1,4 @@
-"""Importing this package registers every built-in registry entry."""
-from harness.builtin import core, digits  # noqa: F401
+"""Built-in registry entries, one module per area; importing this package registers them all."""
+from __future__ import annotations
+
+from harness.builtin import core, digits, maskbit  # noqa: F401

@@ -1,0 +1,123 @@
+"""Registers the `maskbit` teacher and the released MaskBit weight files in the asset manifest.
+
+Assets `maskbit_generator_{N}bit` and `maskbit_tokenizer_{N}bit` (N = 10, 12, 14, 16, 18) are the
+released `torch.save` state dicts from the Hugging Face user `markweber` (TEACHERS.md 1.6); their
+sha256 is not published, so only presence is checked. A `teacher.*_weights` value may also be a
+file path; it then becomes an asset of its own, so the pre-launch check names it when missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from harness import assets
+from harness.entries import RunContext, TeacherEntry
+from harness.registry import teachers
+from softdimo.teachers.maskbit import MASKBIT_BITS, MaskBitConfig, MaskBitTeacher, build_maskbit_teacher
+
+HF_USER = "https://huggingface.co/markweber"
+WEIGHT_FILE_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+WEIGHT_FIELDS = {"generator": "generator_weights", "tokenizer": "tokenizer_weights",
+                 "real_tokens": "real_tokens"}
+
+#----------------------------------------------------------------------------
+# Assets.
+
+
+# The manifest entry of a released MaskBit file (`kind` is "generator" or "tokenizer").
+def released_asset(kind: str, bits: int) -> assets.Asset:
+    name = f"maskbit_{kind}_{bits}bit"
+    return assets.Asset(
+        name=name, filename=f"maskbit/{name}.bin",
+        source=f"{HF_USER}/{name} (file {name}.bin)", sha256=None,
+        env_var=f"SOFTDIMO_MASKBIT_{kind.upper()}_{bits}BIT",
+        description=f"MaskBit {bits}-bit {kind} state dict (markweberdev/maskbit release)")
+
+
+for _bits in MASKBIT_BITS:
+    for _kind in ("generator", "tokenizer"):
+        assets.manifest.register(f"maskbit_{_kind}_{_bits}bit", released_asset(_kind, _bits))
+
+
+# The asset behind one `teacher.*` file field: the released default, a registered asset, or a file
+# path (absolute, or relative to the asset root) registered on first use; None when none is needed.
+def field_asset(config: MaskBitConfig, kind: str) -> str | None:
+    field = WEIGHT_FIELDS[kind]
+    value: str = getattr(config, field)
+    if not value:
+        if kind == "real_tokens" or config.size == "tiny":
+            return None
+        return f"maskbit_{kind}_{config.bits}bit"
+    if value in assets.manifest:
+        return value
+    if "/" not in value and not value.endswith(WEIGHT_FILE_SUFFIXES):
+        known = [n for n in assets.manifest.names() if n.startswith("maskbit_")]
+        raise ValueError(f"teacher.{field}: {value!r} is neither a registered asset ({', '.join(known)}) "
+                         f"nor a file path (containing '/' or ending in {', '.join(WEIGHT_FILE_SUFFIXES)})")
+    name = f"maskbit_{kind}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"
+    if name not in assets.manifest:
+        assets.manifest.register(name, assets.Asset(
+            name=name, filename=os.path.expanduser(value),
+            source=f"the file named by teacher.{field} ({value})",
+            description=f"MaskBit {kind} file given by path"))
+    return name
+
+
+# Every asset a configuration needs (checked before launch).
+def maskbit_assets(config: MaskBitConfig) -> list[str]:
+    return [name for kind in WEIGHT_FIELDS if (name := field_asset(config, kind)) is not None]
+
+
+# Build the teacher on the job's device from the resolved asset paths.
+def build(config: MaskBitConfig, ctx: RunContext) -> MaskBitTeacher:
+    paths = {kind: assets.resolve(name) if (name := field_asset(config, kind)) else None
+             for kind in WEIGHT_FIELDS}
+    teacher = build_maskbit_teacher(config, paths["generator"], paths["tokenizer"], paths["real_tokens"],
+                                    device=ctx.device)
+    ctx.log(f"maskbit teacher: {config.bits}-bit {config.size}, generator {teacher.info['generator']}, "
+            f"tokenizer {teacher.info['tokenizer']}")
+    return teacher
+
+
+#----------------------------------------------------------------------------
+# Paper-scale defaults. Soft-Di[M]O does not publish its MaskBit distillation settings (PAPER.md
+# 2.8: base lr, batch, steps, r_init, sigma_init and teacher CFG are NOT FOUND), so these follow
+# Di[M]O's released ImageNet (MaskGIT) configuration (PAPER.md 1.6) unless a comment says otherwise.
+# On MaskBit, r_init masks that fraction of the 512 (position, group) slots.
+
+PAPER_DEFAULTS: dict[str, Any] = {
+    "distill.steps": 50_000,            # config max_train_steps 50,001 (the eval script used 30k)
+    "distill.batch_size": 128,          # 64 per GPU x 2 GPUs (run name "GPUS2"; inferred)
+    "distill.lr_generator": 1e-5,
+    "distill.lr_aux": 1e-5,
+    "distill.adam_beta1": 0.9,
+    "distill.adam_beta2": 0.999,
+    "distill.warmup_steps": 100,
+    "distill.grad_clip": 1.0,
+    "distill.beta": 0.0,                # Jeffreys_0: forward KL (released default)
+    "distill.r_init": 0.6,              # fix_0.6
+    "distill.sigma_init": 0.1,          # noise_emb_perturb fix_0.1, added after input_proj here
+    "distill.teacher_cfg": 2.0,         # true_cfg of the MaskGIT run; MaskBit's is not published
+    "distill.gen_temperature": 1.0,
+    "distill.mask_schedule": "arccos",  # also MaskBit's own training and sampling schedule
+    "distill.aux_label_smoothing": 0.1,
+    "distill.aux_updates": 1,           # fake_rounds 1
+    "distill.freeze_embeddings": True,  # fix_emb_layer: input_proj, pos_emb, prediction_layer.bias
+    "distill.ema_decay": 0.9999,
+    "distill.checkpoint_every": 1000,   # ours: resumable checkpoints; not a paper setting
+    # The teacher's own sampler: the released 14-bit, 64-step row (TEACHERS.md 1.5); w = 1 + g.
+    # Other bit widths need their row (`released_sampler(bits)`) set in the grid.
+    "sample.steps": 64,
+    "sample.cfg": 8.1,
+    "sample.temperature": 1.0,
+    "sample.choice_temperature": 7.8,
+    "eval.samples": 50_000,             # ADM protocol: 50 images per class
+}
+
+teachers.register("maskbit", TeacherEntry(
+    name="maskbit", config_cls=MaskBitConfig, build=build, scales=("paper",),
+    default_params=PAPER_DEFAULTS, default_metrics=("fid", "inception_score", "prdc"),
+    assets=maskbit_assets,
+    description="MaskBit class-conditional ImageNet 256 (bit tokens, 2 groups of N/2 bits), "
+                "released weights"))

@@ -1,0 +1,79 @@
+"""Reading released teacher checkpoints safely and loading them with strict key matching.
+
+Files are read without unpickling code (`torch.load(..., weights_only=True)`) or as safetensors.
+Every problem (unreadable file, missing, unexpected or mis-shaped keys) raises `CheckpointError`
+naming the file and the keys, before any weight is copied.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+#----------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+# The tensors of a `.safetensors` file or of a `torch.save`d state dict (weights_only loading).
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or non-weights file: say which one
+        raise CheckpointError(f"{path}: cannot be read as a state dict ({type(e).__name__}: {e})") from e
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a flat mapping of parameter names to tensors, got "
+                              f"{type(state).__name__}")
+    return dict(state)
+
+
+# Rename key prefixes (`{"token_emb": "input_proj"}` turns token_emb.weight into input_proj.weight).
+def rename_prefixes(state: Mapping[str, Tensor], renames: Mapping[str, str], source: str = "state dict"
+                    ) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        for old, new in renames.items():
+            if key == old or key.startswith(old + "."):
+                key = new + key[len(old):]
+                break
+        if key in out:
+            raise CheckpointError(f"{source}: key {key!r} is present under both its released and its "
+                                  f"renamed name ({dict(renames)})")
+        out[key] = value
+    return out
+
+
+# Load `state` into `module` requiring exactly its keys and shapes; the error lists what differs.
+# `assign` adopts the file's tensors (for modules built on the meta device) instead of copying.
+def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, assign: bool = False) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(expected) & set(state)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_some(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_some(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches ({len(shapes)}): {_some(shapes)}")
+        raise CheckpointError(f"{source} does not match {type(module).__name__} "
+                              f"({'; '.join(parts)}); check the configuration (bit width, size)")
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+def _some(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
