@@ -1,0 +1,4 @@
+"""Built-in registry entries, one module per area; importing this package registers them all."""
+from __future__ import annotations
+
+from harness.builtin import maskgen  # noqa: F401
