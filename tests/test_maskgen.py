@@ -1,0 +1,424 @@
+"""MaskGen teacher: released key layout, parity with the upstream fixtures, the soft path, the
+tied head, no hidden re-masking, CLIP text features, the sampler end to end, errors."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch.testing import assert_close
+
+from harness import assets
+from harness.assets import AssetError
+from harness.builtin import maskgen as maskgen_entry
+from harness.entries import RunContext
+from harness.registry import teachers
+from harness.spec import STAGE_CONFIGS
+from softdimo.params import schema
+from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, guided_logits
+from softdimo.teachers.clip_text import build_clip_text_encoder
+from softdimo.teachers.maskgen import (MASKGEN_ARCHS, MaskGenArch, MaskGenConfig, aesthetic_embedding,
+                                       load_maskgen, maskgen_guidance, remask_count)
+from softdimo.teachers.tatitok import TATITOK_ARCHS, TATiTokArch, load_tatitok
+from softdimo.teachers.weights_io import WeightsError
+from maskgen_tiny import FIXTURES, MASKGEN_FILE, PROMPTS, TATITOK_FILE, tiny_maskgen_config, write_tiny_clip
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def io():
+    return load_file(str(FIXTURES / "maskgen_vq_tiny_io.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tio():
+    return load_file(str(FIXTURES / "tatitok_vq_tiny_io.safetensors"))
+
+
+@pytest.fixture()
+def net(io):
+    network = load_maskgen(MASKGEN_FILE, MASKGEN_ARCHS["tiny"], (3, 32, 32))
+    network.set_null_condition(io["null_text_seq"][0], io["null_text_pooled"][0, 0])
+    return network
+
+
+def fixture_cond(io) -> Condition:
+    return Condition("text", {"seq": io["text_seq"], "pooled": io["text_pooled"][:, 0],
+                              "aesthetic": io["aesthetic_score"]})
+
+
+#----------------------------------------------------------------------------
+# Architecture and strict loading.
+
+
+def test_presets_match_the_fixture_config():
+    config = json.loads((FIXTURES / "tiny_config.json").read_text())
+    assert MaskGenArch.from_upstream(config) == MASKGEN_ARCHS["tiny"]
+    assert TATiTokArch.from_upstream(config) == TATITOK_ARCHS["tiny"]
+    assert MASKGEN_ARCHS["L"].vocab_rows == 9194
+    assert (MASKGEN_ARCHS["XL"].width, MASKGEN_ARCHS["XL"].depth) == (1280, 20)
+
+
+def test_strict_load_uses_released_key_names(net):
+    released = load_file(str(MASKGEN_FILE))
+    assert set(net.state_dict()) == set(released)
+    assert net.lm_head.weight is net.embeddings.weight
+    assert isinstance(net, MDMNetwork)
+    for key, value in released.items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("variant", ["only_embeddings", "only_lm_head", "torch_bin"])
+def test_load_accepts_deduplicated_and_pickled_files(variant, io, tmp_path):
+    state = load_file(str(MASKGEN_FILE))
+    if variant == "only_embeddings":
+        del state["lm_head.weight"]
+    elif variant == "only_lm_head":
+        del state["embeddings.weight"]
+    path = tmp_path / ("w.bin" if variant == "torch_bin" else "w.safetensors")
+    if variant == "torch_bin":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    network = load_maskgen(path, MASKGEN_ARCHS["tiny"])
+    assert network.lm_head.weight is network.embeddings.weight
+    out = network(network.embed(io["input_ids"][..., None]), fixture_cond(io))
+    assert_close(out.logits[:, :, 0], io["logits_cond"], **TOL)
+
+
+def test_load_rejects_untied_unexpected_and_misshaped_files(tmp_path):
+    state = load_file(str(MASKGEN_FILE))
+    untied = dict(state, **{"lm_head.weight": state["lm_head.weight"] + 1})
+    save_file(untied, str(tmp_path / "untied.safetensors"))
+    with pytest.raises(WeightsError, match="lm_head.weight different"):
+        load_maskgen(tmp_path / "untied.safetensors", MASKGEN_ARCHS["tiny"])
+    extra = dict(state, **{"blocks.2.attn.to_q.weight": torch.zeros(1)})
+    save_file(extra, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(WeightsError, match=r"unexpected keys blocks\.2\.attn\.to_q\.weight"):
+        load_maskgen(tmp_path / "extra.safetensors", MASKGEN_ARCHS["tiny"])
+    with pytest.raises(WeightsError, match="wrong shape.*embeddings.weight"):
+        load_maskgen(MASKGEN_FILE, MaskGenArch(**{**MASKGEN_ARCHS["tiny"].__dict__, "codebook_size": 31}))
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_maskgen(tmp_path / "absent.bin", MASKGEN_ARCHS["tiny"])
+
+
+#----------------------------------------------------------------------------
+# Parity with the upstream MaskGen_VQ (fixtures recorded with diffusers' JointTransformerBlock).
+
+
+def test_parity_conditional_null_and_cfg_logits(net, io):
+    cond = fixture_cond(io)
+    embeds = net.embed(io["input_ids"][..., None])
+    out = net(embeds, cond, hidden_layers=[0, 1])
+    assert out.logits.shape == (3, 8, 1, 32)
+    assert_close(out.logits[:, :, 0], io["logits_cond"], **TOL)
+    assert_close(out.hidden[0], io["inter_block0_image_out"], **TOL)
+    assert_close(out.hidden[1], io["inter_block1_image_out"], **TOL)
+    ctx, c = net.condition(cond)
+    assert_close(ctx, io["inter_text_embed_proj_out"], **TOL)
+    assert_close(c, io["inter_cond_pooled_proj_out"][:, 0], **TOL)
+    assert_close(net.norm(out.hidden[1], c), io["inter_final_norm_out"], **TOL)
+
+    drop = torch.ones(3, dtype=torch.bool)
+    assert_close(net(embeds, cond, drop=drop).logits[:, :, 0], io["logits_uncond"], **TOL)
+    # Upstream CFG z_c + s (z_c - z_u) with s = 3 is guided_logits with w = 1 + s (one doubled batch).
+    guided = guided_logits(net, embeds, cond, 1.0 + io["cfg_scale"].item())
+    assert_close(guided.logits[:, :, 0], io["logits_cfg"], **TOL)
+    mixed = net(embeds, cond, drop=torch.tensor([True, False, True])).logits[:, :, 0]
+    assert_close(mixed[1], io["logits_cond"][1], **TOL)
+    assert_close(mixed[[0, 2]], io["logits_uncond"][[0, 2]], **TOL)
+
+
+def test_parity_masked_rows_and_aesthetic_sinusoid(io):
+    ids = io["input_ids"]
+    assert (ids[1, 1::2] == 32).all() and (ids[2] == 32).all()  # the fixture's masked cases
+    aes = aesthetic_embedding(io["aesthetic_score"], 16)
+    assert_close(torch.cat([io["text_pooled"][:, 0], aes], -1), io["pooled_with_aes"][:, 0], **TOL)
+
+
+def test_parity_soft_input(net, io):
+    cond = fixture_cond(io)
+    soft = net.embed_soft(io["soft_probs"][:, :, None, :])
+    assert_close(soft, io["soft_emb"], **TOL)
+    assert_close(net(soft, cond).logits[:, :, 0], io["logits_soft_cond"], **TOL)
+    drop = torch.ones(3, dtype=torch.bool)
+    assert_close(net(soft, cond, drop=drop).logits[:, :, 0], io["logits_soft_uncond"], **TOL)
+
+
+def test_embed_soft_of_one_hot_equals_embed_exactly(net, io):
+    tokens = torch.randint(0, 32, (4, 8, 1), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(4, 8, 1, dtype=torch.bool)
+    mask[:, ::3] = True
+    one_hot = torch.nn.functional.one_hot(tokens, 32).float()
+    assert torch.equal(net.embed_soft(one_hot), net.embed(tokens))
+    masked = torch.where(mask, torch.full_like(tokens, 32), tokens)
+    assert torch.equal(net.embed_soft(one_hot, mask), net.embed(masked))
+    with pytest.raises(ValueError, match=r"\[0, 32\]"):
+        net.embed(torch.full((1, 8, 1), 33))
+
+
+def test_tied_head_and_frozen_embedding_names(net, io):
+    names = dict(net.named_parameters())
+    assert net.embedding_parameter_names() <= set(names)
+    assert "lm_head.weight" not in names  # one Parameter, reported once
+    x = torch.randn(2, 8, 32)
+    assert_close(net.lm_head(x), x @ net.embeddings.weight[:32].T, atol=0, rtol=0)
+    theta = copy.deepcopy(net)
+    assert theta.lm_head.weight is theta.embeddings.weight
+    with torch.no_grad():
+        theta.embeddings.weight[3] += 1.0
+    assert torch.equal(theta.lm_head.weight[3], theta.embeddings.weight[3])
+    assert not torch.equal(theta.embeddings.weight[3], net.embeddings.weight[3])
+    assert torch.equal(theta.null_text_seq, net.null_text_seq)  # CFG encoding travels with copies
+
+
+def test_train_mode_never_remasks(net, io):
+    cond = fixture_cond(io)
+    embeds = net.embed(io["input_ids"][..., None])
+    before = embeds.clone()
+    reference = net.eval()(embeds, cond).logits
+    net.train()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert torch.equal(net(embeds, cond).logits, reference)
+    assert torch.equal(embeds, before)
+    assert_close(reference[0, :, 0], io["logits_cond"][0], **TOL)  # all-known row stays all-known
+
+
+#----------------------------------------------------------------------------
+# TA-TiTok.
+
+
+def test_tatitok_decoder_and_encoder_parity(tio):
+    tok = load_tatitok(TATITOK_FILE, TATITOK_ARCHS["tiny"], with_encoder=True)
+    assert set(tok.state_dict()) == set(load_file(str(TATITOK_FILE)))
+    with torch.no_grad():
+        assert_close(tok.decode_tokens(tio["dec_tokens"], tio["text_guidance"]), tio["images_from_tokens"], **TOL)
+        assert_close(tok.quantize.codebook_entry(tio["soft_probs"]), tio["soft_latent"], **TOL)
+        assert_close(tok.decode_probs(tio["soft_probs"], tio["text_guidance"]), tio["images_from_soft"], **TOL)
+        z, ids = tok.encode(tio["enc_image"])
+        assert torch.equal(ids, tio["enc_indices"])
+        assert_close(z, tio["enc_latent_quantized"], **TOL)
+        assert_close(tok.decode(z, tio["text_guidance"][:2]), tio["enc_recon"], **TOL)
+
+
+def test_tatitok_optional_embed_prob_and_decoder_only_load(tio, tmp_path):
+    state = load_file(str(TATITOK_FILE))
+    save_file(dict(state, **{"quantize.embed_prob": torch.rand(32)}), str(tmp_path / "cvq.safetensors"))
+    tok = load_tatitok(tmp_path / "cvq.safetensors", TATITOK_ARCHS["tiny"], with_encoder=False)
+    assert tok.encoder is None and not any(k.startswith("encoder.") for k in tok.state_dict())
+    with torch.no_grad():
+        assert_close(tok.decode_tokens(tio["dec_tokens"], tio["text_guidance"]), tio["images_from_tokens"], **TOL)
+    save_file(dict(state, **{"decoder.extra": torch.zeros(1)}), str(tmp_path / "bad.safetensors"))
+    with pytest.raises(WeightsError, match="unexpected keys decoder.extra"):
+        load_tatitok(tmp_path / "bad.safetensors", TATITOK_ARCHS["tiny"])
+
+
+#----------------------------------------------------------------------------
+# CLIP text features.
+
+
+def test_clip_text_features_match_open_clip(tmp_path):
+    import open_clip
+
+    config_path, weights_path = write_tiny_clip(tmp_path)
+    encoder = build_clip_text_encoder(str(config_path), weights_path)
+    reference = open_clip.model.CLIP(32, {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                          "patch_size": 16},
+                                     {"context_length": 7, "vocab_size": 49408, "width": 32, "heads": 4,
+                                      "layers": 2}, quick_gelu=True).eval()
+    reference.load_state_dict(load_file(str(weights_path)))
+    ids = encoder.tokenize(["a cat", "", "a very long prompt that is truncated to seven tokens"])
+    assert ids.shape == (3, 7)
+    with torch.no_grad():
+        f = encoder(ids)
+        assert_close(f.pooled, reference.encode_text(ids), **TOL)
+        x = reference.token_embedding(ids) + reference.positional_embedding
+        last, (penultimate,) = reference.transformer.forward_intermediates(x, reference.attn_mask, indices=[0])
+        assert_close(f.seq, penultimate, **TOL)
+        assert_close(f.final, reference.ln_final(last), **TOL)
+    assert f.seq.shape == f.final.shape == (3, 7, 32) and f.pooled.shape == (3, 32)
+    assert not torch.allclose(f.seq, f.final)
+
+
+def test_clip_errors_name_the_file(tmp_path):
+    config_path, weights_path = write_tiny_clip(tmp_path)
+    state = load_file(str(weights_path))
+    del state["ln_final.weight"]
+    save_file(state, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(WeightsError, match="broken.safetensors.*missing keys ln_final.weight"):
+        build_clip_text_encoder(str(config_path), tmp_path / "broken.safetensors")
+    with pytest.raises(WeightsError, match="neither an open_clip model name"):
+        build_clip_text_encoder("ViT-Nonexistent", weights_path)
+
+
+#----------------------------------------------------------------------------
+# The teacher, built through the registry entry, end to end.
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("maskgen")
+    config = tiny_maskgen_config(directory)
+    ctx = RunContext(run_dir=directory / "run", cache_dir=directory / "cache")
+    return teachers.get("maskgen").build(config, ctx)
+
+
+def test_tiny_teacher_samples_and_decodes(tiny_teacher):
+    teacher = tiny_teacher
+    assert isinstance(teacher, Teacher) and teacher.layout.image_shape == (3, 32, 32)
+    cond = teacher.encode_condition(list(PROMPTS[:2]))
+    assert set(cond.tensors) == {"seq", "pooled", "aesthetic", "final"}
+    assert torch.equal(cond.tensors["aesthetic"], torch.full((2,), 6.5))
+    tokens = teacher.sample(cond, noise=ImageNoise(7, [0, 1]))
+    assert tokens.shape == (2, 8, 1) and tokens.dtype == torch.long
+    assert ((tokens >= 0) & (tokens < 32)).all()
+    images = teacher.decode(tokens, cond)
+    assert images.shape == (2, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+    # Samples are seeded per image: image 1 alone equals image 1 of the pair; seeds matter.
+    alone = teacher.sample(cond.index(slice(1, 2)), noise=ImageNoise(7, [1]))
+    assert torch.equal(alone[0], tokens[1])
+    assert torch.equal(teacher.sample(cond, noise=ImageNoise(7, [0, 1])), tokens)
+    others = torch.stack([teacher.sample(cond, noise=ImageNoise(s, [0, 1])) for s in range(8, 12)])
+    assert (others != tokens).any()
+    # The soft decoder path at a one-hot distribution is the hard decoder.
+    one_hot = torch.nn.functional.one_hot(tokens, 32).float().requires_grad_(True)
+    soft_images = teacher.decode_soft(one_hot, cond)
+    assert_close(soft_images, images, **TOL)
+    soft_images.sum().backward()
+    assert one_hot.grad is not None and one_hot.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="text-conditioned"):
+        teacher.decode(tokens)
+
+
+def test_sampler_follows_the_released_schedule(tiny_teacher, monkeypatch):
+    teacher = tiny_teacher
+    assert maskgen_guidance(12.0, 1.0, "cosine") == pytest.approx(12.0)
+    assert maskgen_guidance(12.0, 1 / 16, "cosine") == pytest.approx(1 + 11 * (1 - math.cos(math.pi / 16)) / 2)
+    assert maskgen_guidance(12.0, 0.5, "linear") == pytest.approx(6.5)
+    network = teacher.network
+    masked_seen, weights_seen = [], []
+    original_embed = network.embed
+    monkeypatch.setattr(network, "embed", lambda t: masked_seen.append(int((t == 32).sum())) or original_embed(t))
+    import softdimo.teachers.maskgen as mg
+    original_guided = mg.guided_logits
+    monkeypatch.setattr(mg, "guided_logits", lambda n, e, c, w: weights_seen.append(w) or original_guided(n, e, c, w))
+    cond = teacher.encode_condition([PROMPTS[0]])
+    teacher.sample(cond, steps=4, noise=ImageNoise(0, [0]))
+    # 8 tokens, 4 steps: floor(8 arccos(r) / (pi/2)) for r = 1/4, 2/4, 3/4, clamped to [1, masked-1].
+    expected = [8]
+    for r in (0.25, 0.5, 0.75):
+        expected.append(int(remask_count(8, r, torch.tensor([expected[-1]]))[0]))
+    assert masked_seen == expected == [8, 6, 5, 3]
+    assert weights_seen == pytest.approx([1 + maskgen_guidance(12.0, r, "cosine") for r in (0.25, 0.5, 0.75, 1.0)])
+
+
+def test_prompt_files(tiny_teacher, tmp_path):
+    teacher = tiny_teacher
+    assert teacher.eval_conditions(5) == [PROMPTS[i % 3] for i in range(5)]
+    draws = teacher.sample_conditions(6, torch.Generator().manual_seed(1))
+    assert draws == teacher.sample_conditions(6, torch.Generator().manual_seed(1))
+    assert set(draws) <= set(PROMPTS)
+    with pytest.raises(TypeError, match="prompts"):
+        teacher.encode_condition([3])
+    missing = copy.copy(teacher)
+    missing._prompts = {}
+    missing.config = MaskGenConfig(size="tiny", train_prompts=str(tmp_path / "none.txt"))
+    with pytest.raises(FileNotFoundError, match="teacher.train_prompts.*none.txt"):
+        missing.sample_conditions(1, torch.Generator())
+    with pytest.raises(ValueError, match="teacher.eval_prompts is not set"):
+        missing.eval_conditions(1)
+
+
+#----------------------------------------------------------------------------
+# Registration and assets.
+
+
+def test_registration_defaults_are_valid_parameters():
+    entry = teachers.get("maskgen")
+    assert entry.scales == ("paper",) and entry.config_cls is MaskGenConfig
+    assert entry.default_metrics == ("geneval", "hps", "clip_score")
+    for key, value in entry.default_params.items():
+        stage, _, name = key.partition(".")
+        assert schema(STAGE_CONFIGS[stage])[name].check(value) == value, key
+    assert entry.default_params["sample.cfg"] == 12.0 and entry.default_params["sample.steps"] == 16
+    for name in ("maskgen_vq_l", "maskgen_vq_xl", "tatitok_bl128_vq", "openai_clip_vit_l_14_336"):
+        assert assets.manifest.get(name).sha256 is None
+
+
+def test_missing_weights_name_the_asset(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTDIMO_ASSETS", str(tmp_path))
+    for var in ("SOFTDIMO_MASKGEN_VQ_L", "SOFTDIMO_TATITOK_BL128_VQ", "SOFTDIMO_CLIP_VIT_L_14_336"):
+        monkeypatch.delenv(var, raising=False)
+    entry = teachers.get("maskgen")
+    assert entry.assets(MaskGenConfig()) == ["maskgen_vq_l", "tatitok_bl128_vq", "openai_clip_vit_l_14_336"]
+    assert entry.assets(MaskGenConfig(size="XL"))[0] == "maskgen_vq_xl"
+    assert entry.assets(MaskGenConfig(generator_weights="/x.bin")) == ["tatitok_bl128_vq", "openai_clip_vit_l_14_336"]
+    ctx = RunContext(run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    with pytest.raises(AssetError, match="asset 'maskgen_vq_l' is missing.*huggingface.co/fun-research/MaskGen"):
+        entry.build(MaskGenConfig(), ctx)
+    with pytest.raises(ValueError, match="teacher.generator_weights must be set"):
+        maskgen_entry.weight_paths(MaskGenConfig(size="tiny"))
+
+
+def test_paper_cells_resolve_with_maskgen_defaults(monkeypatch):
+    from harness import registry
+    from harness.entries import MethodEntry
+    from harness.spec import CellError, resolve_cell
+
+    sampler = MethodEntry("maskgen_test_sampler", stages=("teacher", "sample"), run=lambda spec, ctx: None)
+    monkeypatch.setitem(registry.methods._entries, sampler.name, sampler)
+    spec = resolve_cell({"teacher": "maskgen", "method": sampler.name, "seed": 0}, "paper")
+    assert spec.param("teacher.size") == "L" and spec.param("sample.cfg") == 12.0
+    assert spec.param("sample.choice_temperature") == 2.0
+    with pytest.raises(CellError, match="runs at scale"):
+        resolve_cell({"teacher": "maskgen", "method": sampler.name, "seed": 0}, "mini")
+    with pytest.raises(CellError, match="teacher.size.*'L', 'XL', 'tiny'"):
+        resolve_cell({"teacher": "maskgen", "method": sampler.name, "seed": 0, "teacher.size": "M"}, "paper")
+
+
+def test_released_sizes_have_the_published_parameter_counts():
+    from softdimo.teachers.clip_text import ClipTextEncoder, open_clip_text_config
+    from softdimo.teachers.maskgen import MaskGenNetwork, _check_compatible
+    from softdimo.teachers.tatitok import TATiTok
+    from open_clip.model import _build_text_tower
+
+    with torch.device("meta"):
+        large, xl = MaskGenNetwork(MASKGEN_ARCHS["L"]), MaskGenNetwork(MASKGEN_ARCHS["XL"])
+        tokenizer = TATiTok(TATITOK_ARCHS["bl128_vq"])
+        embed_dim, text_cfg, _ = open_clip_text_config("ViT-L-14-336")
+        text = ClipTextEncoder(_build_text_tower(embed_dim, text_cfg, quick_gelu=True), None, "ViT-L-14-336")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 (tied head counted once)
+    # TEACHERS.md 2.2 / 2.6: 604.3M (2.42 GB) and 1176.6M (4.71 GB); TA-TiTok bl128 391M.
+    assert (count(large), count(xl), count(tokenizer)) == (604_311_552, 1_176_611_840, 391_046_292)
+    _check_compatible(MASKGEN_ARCHS["L"], tokenizer, text)
+    _check_compatible(MASKGEN_ARCHS["XL"], tokenizer, text)
+    assert large.layout.positions == 128 and large.layout.mask_id == 8192
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_parity_and_sampling_on_gpu(io, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cuda = torch.device("cuda")
+    network = load_maskgen(MASKGEN_FILE, MASKGEN_ARCHS["tiny"]).to(cuda)
+    cond = fixture_cond(io).to(cuda)
+    out = network(network.embed(io["input_ids"][..., None].to(cuda)), cond)
+    assert_close(out.logits[:, :, 0].cpu(), io["logits_cond"], atol=1e-4, rtol=1e-4)
+    config = tiny_maskgen_config(tmp_path)
+    teacher = teachers.get("maskgen").build(config, RunContext(tmp_path / "run", tmp_path / "cache", device=cuda))
+    cond = teacher.encode_condition(list(PROMPTS))
+    tokens = teacher.sample(cond, noise=ImageNoise(0, range(3), device=cuda))
+    assert tokens.device.type == "cuda" and ((tokens >= 0) & (tokens < 32)).all()
+    assert teacher.decode(tokens, cond).shape == (3, 3, 32, 32)
