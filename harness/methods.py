@@ -38,21 +38,20 @@ def build_teacher(spec: RunSpec, ctx: RunContext) -> tuple[Teacher, float]:
     return teacher, time.perf_counter() - start
 
 
-# Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise.
-def batched_tokens(teacher: Teacher, n: int, seed: int, ctx: RunContext,
-                   draw: Callable[[Any, ImageNoise], Tensor]) -> tuple[Tensor, list[Any]]:
+# Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise,
+# decoded with their conditions. Returns tokens, images and the raw conditions.
+@torch.no_grad()
+def batched_samples(teacher: Teacher, n: int, seed: int, ctx: RunContext,
+                    draw: Callable[[Any, ImageNoise], Tensor]) -> tuple[Tensor, Tensor, list[Any]]:
     conditions = teacher.eval_conditions(n)
-    out = []
+    tokens, images = [], []
     for start in range(0, n, SAMPLE_BATCH):
         idx = range(start, min(n, start + SAMPLE_BATCH))
         cond = teacher.encode_condition(conditions[idx.start:idx.stop]).to(ctx.device)
-        out.append(draw(cond, ImageNoise(seed, idx, ctx.device)).cpu())
-    return torch.cat(out), conditions
-
-
-def _decoded(teacher: Teacher, tokens: Tensor) -> Tensor:
-    with torch.no_grad():
-        return torch.cat([teacher.decode(tokens[i:i + SAMPLE_BATCH]) for i in range(0, len(tokens), SAMPLE_BATCH)])
+        batch = draw(cond, ImageNoise(seed, idx, ctx.device))
+        tokens.append(batch.cpu())
+        images.append(teacher.decode(batch, cond).cpu())
+    return torch.cat(tokens), torch.cat(images), conditions
 
 
 #----------------------------------------------------------------------------
@@ -76,11 +75,10 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     distill_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    tokens, conditions = batched_tokens(
+    tokens, images, conditions = batched_samples(
         teacher, n, derive_seed(spec.seed, "sample"), ctx,
         lambda cond, noise: generate(distiller.ema, cond, noise, distill.r_init, distill.sigma_init,
                                      sample.temperature)[0])
-    images = _decoded(teacher, tokens)
     sample_s = time.perf_counter() - start
     last = distiller.history[-1]
     info = {"teacher": teacher.info, "final_divergence": last["divergence"], "final_aux_loss": last["aux_loss"],
@@ -95,11 +93,10 @@ def run_teacher_sampler(spec: RunSpec, ctx: RunContext) -> MethodResult:
     sample = spec.stage("sample", SampleConfig)
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
-    tokens, conditions = batched_tokens(
+    tokens, images, conditions = batched_samples(
         teacher, n, derive_seed(spec.seed, "sample"), ctx,
         lambda cond, noise: teacher.sample(cond, sample.steps, sample.cfg, noise, sample.temperature,
                                            sample.choice_temperature))
-    images = _decoded(teacher, tokens)
     return MethodResult(images, conditions, tokens, teacher=teacher, info={"teacher": teacher.info},
                         stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start})
 
@@ -128,9 +125,8 @@ def _reference_run(spec: RunSpec, ctx: RunContext,
     teacher, teacher_s = build_teacher(spec, ctx)
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
-    tokens, conditions = batched_tokens(teacher, n, derive_seed(spec.seed, "sample"), ctx,
-                                        lambda cond, noise: draw(teacher, cond, noise))
-    images = _decoded(teacher, tokens)
+    tokens, images, conditions = batched_samples(teacher, n, derive_seed(spec.seed, "sample"), ctx,
+                                                 lambda cond, noise: draw(teacher, cond, noise))
     return MethodResult(images, conditions, tokens, teacher=teacher,
                         stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start})
 

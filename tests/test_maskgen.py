@@ -24,7 +24,7 @@ from softdimo.teachers.maskgen import (MASKGEN_ARCHS, MaskGenArch, MaskGenConfig
                                        load_maskgen, maskgen_guidance, remask_count)
 from softdimo.teachers.tatitok import TATITOK_ARCHS, TATiTokArch, load_tatitok
 from softdimo.teachers.weights_io import WeightsError
-from maskgen_tiny import FIXTURES, MASKGEN_FILE, PROMPTS, TATITOK_FILE, tiny_maskgen_config, write_tiny_clip
+from tests.maskgen_tiny import FIXTURES, MASKGEN_FILE, PROMPTS, TATITOK_FILE, tiny_maskgen_config, write_tiny_clip
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

@@ -71,10 +71,10 @@ class DigitsTeacher:
     def eval_conditions(self, n: int) -> list[Any]:
         return [i % data.NUM_CLASSES for i in range(n)]
 
-    def decode(self, tokens: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, cond: Condition | None = None) -> Tensor:
         return self.levels.to(tokens.device)[tokens[..., 0]].view(-1, 1, data.SIDE, data.SIDE)
 
-    def decode_soft(self, probs: Tensor) -> Tensor:
+    def decode_soft(self, probs: Tensor, cond: Condition | None = None) -> Tensor:
         return (probs[..., 0, :] @ self.levels.to(probs.device)).view(-1, 1, data.SIDE, data.SIDE)
 
     def sample(self, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
