@@ -26,3 +26,6 @@ def teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_teacher(teacher_cache: Path) -> DigitsTeacher:
     torch.set_num_threads(1)
     return build_digits_teacher(TINY_TEACHER, teacher_cache)
+
+
+from tests.slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture for tests marked `slurm`)

@@ -1,0 +1,281 @@
+"""SLURM resource profiles: named YAML files in `slurm/profiles/` that a grid's
+`scales.<scale>.resources` refers to.
+
+A profile says where and how one cell runs (partition, GPUs, CPUs, memory, time limit, account,
+QoS, constraint, extra sbatch options) and what the cluster allows (array size limit, requeue
+cap). `to_submitit_parameters` turns it into `AutoExecutor.update_parameters` keyword arguments,
+checked against submitit's own list, so a mistake fails when the grid is loaded, not in sbatch.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from submitit import AutoExecutor, SlurmExecutor
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
+PROFILES_ENV = "SOFTDIMO_SLURM_PROFILES"  # overrides PROFILES_DIR
+
+# sbatch options (long names, `-` as `_`) that a profile key sets, and those submitit sets
+# itself: `additional_parameters` may not contradict them.
+PROFILE_OWNED_SBATCH = {
+    "partition": "partition", "time": "timeout_min", "account": "account", "qos": "qos",
+    "constraint": "constraint", "cpus_per_task": "cpus_per_task",
+    "gpus_per_node": "gpus_per_node", "mem": "mem_gb", "signal": "signal_delay_s",
+    "array": "array_parallelism",
+}
+SUBMITIT_OWNED_SBATCH = {"output", "error", "open_mode", "job_name", "wrap"}
+
+#----------------------------------------------------------------------------
+
+
+# One named resource profile; every field maps to one sbatch option or one submitit setting.
+@dataclass(frozen=True)
+class SlurmProfile:
+    name: str
+    path: Path
+    timeout_min: int                      # time limit (minutes); required, submitit's default is 5
+    description: str = ""
+    partition: str | None = None          # None = the cluster's default partition
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None           # None = the partition's default memory
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None         # node features, e.g. "a100|h100"
+    additional_parameters: Mapping[str, Any] = field(default_factory=dict)  # verbatim #SBATCH
+    array_parallelism: int = 256          # array tasks running at once (`%N`)
+    max_array_size: int = 1001            # the cluster's MaxArraySize: tasks per array at most
+    signal_delay_s: int = 90              # USR2 this long before the time limit (checkpoint)
+    max_num_timeout: int = 3              # requeues after a time limit before giving up
+    setup: tuple[str, ...] = ()           # shell lines before srun (module load, env exports)
+
+
+# A problem in a profile file; the message names the file, the line, the key and what is allowed.
+class ProfileError(ValueError):
+    def __init__(self, path: Path, key: str | None, message: str, line: int | None = None):
+        self.path, self.key, self.line = path, key, line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+# What each YAML key accepts: (kinds, nullable, lower bound, description for messages).
+@dataclass(frozen=True)
+class _Rule:
+    kind: str            # "int", "number", "str", "mapping", "lines"
+    nullable: bool = False
+    lo: float | None = None
+    open_lo: bool = False
+
+    def allowed(self) -> str:
+        text = {"int": "an integer", "number": "a number", "str": "a string",
+                "mapping": "a mapping of sbatch option -> value",
+                "lines": "a list of shell lines (strings)"}[self.kind]
+        if self.lo is not None:
+            text += f" {'>' if self.open_lo else '>='} {self.lo:g}"
+        return text + (" or null" if self.nullable else "")
+
+
+RULES: dict[str, _Rule] = {
+    "timeout_min": _Rule("int", lo=1),
+    "description": _Rule("str"),
+    "partition": _Rule("str", nullable=True),
+    "gpus_per_node": _Rule("int", lo=0),
+    "cpus_per_task": _Rule("int", lo=1),
+    "mem_gb": _Rule("number", nullable=True, lo=0, open_lo=True),
+    "account": _Rule("str", nullable=True),
+    "qos": _Rule("str", nullable=True),
+    "constraint": _Rule("str", nullable=True),
+    "additional_parameters": _Rule("mapping"),
+    "array_parallelism": _Rule("int", lo=1),
+    "max_array_size": _Rule("int", lo=1),
+    "signal_delay_s": _Rule("int", lo=0),
+    "max_num_timeout": _Rule("int", lo=0),
+    "setup": _Rule("lines"),
+}
+REQUIRED = ("timeout_min",)
+
+#----------------------------------------------------------------------------
+
+
+# The directory profiles are looked up in ($SOFTDIMO_SLURM_PROFILES, else slurm/profiles/).
+def profiles_dir() -> Path:
+    return Path(os.environ.get(PROFILES_ENV, PROFILES_DIR))
+
+
+# Names of the available profiles (file stems), sorted.
+def list_profiles(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or profiles_dir()).glob("*.yaml"))
+
+
+# Load and validate a profile given by name (a file in the profiles directory) or by path.
+def load_profile(name_or_path: str | Path, directory: Path | None = None) -> SlurmProfile:
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text)
+    else:
+        path = (directory or profiles_dir()) / f"{text}.yaml"
+        if not path.exists():
+            names = list_profiles(directory)
+            close = difflib.get_close_matches(text, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ProfileError(path, None, f"no SLURM profile named {text!r}{hint} "
+                               f"available: {', '.join(names) or '(none)'}")
+    if not path.exists():
+        raise ProfileError(path, None, "profile file does not exist")
+    return _parse(path, path.read_text())
+
+
+def _parse(path: Path, text: str) -> SlurmProfile:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ProfileError(path, None, "empty file; a profile needs at least timeout_min")
+        if not isinstance(node, yaml.MappingNode):
+            raise ProfileError(path, None, f"expected a mapping of profile keys, got a YAML "
+                               f"{node.id}", node.start_mark.line + 1)
+        values: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise ProfileError(path, repr(key), "keys must be strings", line)
+            if key in values:
+                raise ProfileError(path, key, f"duplicate key (first on line {lines[key]})", line)
+            if key not in RULES:
+                close = difflib.get_close_matches(key, RULES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ProfileError(path, key, f"unknown key{hint} allowed keys: "
+                                   f"{', '.join(RULES)}", line)
+            values[key] = loader.construct_object(value_node, deep=True)
+            lines[key] = line
+            if key == "additional_parameters" and isinstance(value_node, yaml.MappingNode):
+                for k_node, _ in value_node.value:
+                    lines[f"additional_parameters.{k_node.value}"] = k_node.start_mark.line + 1
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ProfileError(path, None, f"invalid YAML: {getattr(e, 'problem', e)}",
+                           mark.line + 1 if mark else None) from None
+    finally:
+        loader.dispose()
+
+    for key in REQUIRED:
+        if key not in values:
+            raise ProfileError(path, key, "missing; every profile must state its time limit in "
+                               "minutes explicitly (submitit would otherwise use 5)")
+    checked = {k: _check(path, k, v, lines[k]) for k, v in values.items()}
+    if "additional_parameters" in checked:
+        _check_additional(path, checked["additional_parameters"], lines)
+    profile = SlurmProfile(name=path.stem, path=path, **checked)
+    if profile.signal_delay_s >= profile.timeout_min * 60:
+        raise ProfileError(path, "signal_delay_s", f"{profile.signal_delay_s} s is not shorter than "
+                           f"the time limit ({profile.timeout_min} min): the checkpoint signal would "
+                           f"arrive at start", lines.get("signal_delay_s"))
+    return profile
+
+
+# Check one value against its rule; returns it normalised (lists -> tuples, ints -> floats).
+def _check(path: Path, key: str, value: Any, line: int) -> Any:
+    rule = RULES[key]
+
+    def bad() -> ProfileError:
+        return ProfileError(path, key, f"expected {rule.allowed()}, got {value!r}", line)
+
+    if value is None:
+        if rule.nullable:
+            return None
+        raise bad()
+    if rule.kind in ("int", "number"):
+        if isinstance(value, bool) or not isinstance(value, int if rule.kind == "int" else (int, float)):
+            raise bad()
+        if rule.lo is not None and (value <= rule.lo if rule.open_lo else value < rule.lo):
+            raise bad()
+        return float(value) if rule.kind == "number" else value
+    if rule.kind == "str":
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if rule.kind == "mapping":
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad()
+    return tuple(value)
+
+
+# `additional_parameters`: sbatch option names with scalar values, none that a profile key or
+# submitit already sets.
+def _check_additional(path: Path, extra: Mapping[Any, Any], lines: Mapping[str, int]) -> None:
+    for option, value in extra.items():
+        key = f"additional_parameters.{option}"
+        line = lines.get(key)
+        if not isinstance(option, str) or not option:
+            raise ProfileError(path, key, "option names must be non-empty strings", line)
+        if isinstance(value, (dict, list)) or value is None:
+            raise ProfileError(path, key, f"expected a string, number or true, got {value!r}", line)
+        if value is False:
+            raise ProfileError(path, key, "false is not an sbatch value; remove the option", line)
+        name = option.replace("-", "_")
+        if option.startswith("-") or len(option) == 1:
+            raise ProfileError(path, key, "write the long sbatch option name without dashes, "
+                               "e.g. `requeue: true` for --requeue", line)
+        if name in PROFILE_OWNED_SBATCH:
+            raise ProfileError(path, key, f"sbatch option --{option} is set by the profile key "
+                               f"{PROFILE_OWNED_SBATCH[name]!r}; use that instead", line)
+        if name in SUBMITIT_OWNED_SBATCH:
+            raise ProfileError(path, key, f"sbatch option --{option} is set by submitit", line)
+
+
+#----------------------------------------------------------------------------
+
+
+# The keyword arguments of `AutoExecutor.update_parameters` for this profile (unset options
+# omitted), validated against the keys and types submitit accepts.
+def to_submitit_parameters(profile: SlurmProfile) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "timeout_min": profile.timeout_min,
+        "cpus_per_task": profile.cpus_per_task,
+        "gpus_per_node": profile.gpus_per_node or None,   # --gpus-per-node=0 fails without GRES
+        "mem_gb": profile.mem_gb,
+        "slurm_partition": profile.partition,
+        "slurm_account": profile.account,
+        "slurm_qos": profile.qos,
+        "slurm_constraint": profile.constraint,
+        "slurm_array_parallelism": profile.array_parallelism,
+        "slurm_signal_delay_s": profile.signal_delay_s,
+        "slurm_additional_parameters": dict(profile.additional_parameters) or None,
+        "slurm_setup": list(profile.setup) or None,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    check_submitit_parameters(params, profile.path)
+    return params
+
+
+# The keyword arguments of the `AutoExecutor` constructor for this profile (the requeue cap
+# is a constructor argument in submitit, not an `update_parameters` key).
+def to_submitit_executor_kwargs(profile: SlurmProfile) -> dict[str, Any]:
+    return {"slurm_max_num_timeout": profile.max_num_timeout}
+
+
+# Raise ProfileError unless every key is one `AutoExecutor.update_parameters` accepts for SLURM,
+# with the type submitit asserts for generic keys.
+def check_submitit_parameters(params: Mapping[str, Any], path: Path) -> None:
+    generic = AutoExecutor._typed_parameters()
+    slurm_keys = SlurmExecutor._valid_parameters()
+    for key, value in params.items():
+        if key in generic:
+            expected = (int, float) if generic[key] is float else generic[key]
+            if not isinstance(value, expected) or isinstance(value, bool) and expected is not bool:
+                raise ProfileError(path, key, f"submitit expects {generic[key].__name__}, got {value!r}")
+        elif not (key.startswith("slurm_") and key[len("slurm_"):] in slurm_keys):
+            raise ProfileError(path, key, "not a submitit parameter; allowed: "
+                               f"{', '.join(sorted(generic))}, "
+                               f"{', '.join('slurm_' + k for k in sorted(slurm_keys))}")
+
