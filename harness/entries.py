@@ -70,6 +70,17 @@ class MetricEntry:
     description: str = ""
 
 
+# A differentiable reward model R(image, condition) (HPS / CLIP-score analogues at mini scale):
+# `build(teacher, ctx)` returns a callable `(images [B,C,H,W] in [0,1], Condition) -> [B]` that is
+# differentiable in the images; higher is better. Used by reward fine-tuning and TTEO selection.
+@dataclass(frozen=True)
+class RewardEntry:
+    name: str
+    build: Callable[..., Callable[..., torch.Tensor]]
+    applies_to: tuple[str, ...] = ("*",)
+    description: str = ""
+
+
 #----------------------------------------------------------------------------
 
 

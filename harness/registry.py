@@ -1,5 +1,5 @@
 """One typed registry per axis of the experiment matrix (teacher, method, relaxation, refinement,
-metric, executor, baseline source), keyed by the short names used in grid files.
+metric, executor, baseline source, reward model), keyed by the short names used in grid files.
 
 Built-in entries register when `harness.builtins` is imported; a user's own entries register from
 a module named in the grid (`plugins: [my_lab.my_relaxation]`) or from the package entry-point
@@ -82,11 +82,12 @@ refinements: Registry = Registry("refinement")
 metrics: Registry = Registry("metric")
 executors: Registry = Registry("executor")
 baseline_sources: Registry = Registry("baseline source")
+rewards: Registry = Registry("reward model")
 
 AXES: dict[str, Registry] = {
     "teachers": teachers, "methods": methods, "relaxations": relaxations,
     "refinements": refinements, "metrics": metrics, "executors": executors,
-    "baselines": baseline_sources,
+    "baselines": baseline_sources, "rewards": rewards,
 }
 
 _loaded_plugins: set[str] = set()
