@@ -23,7 +23,7 @@ from softdimo.teachers.clip_text import build_clip_text_encoder
 from softdimo.teachers.maskgen import (MASKGEN_ARCHS, MaskGenArch, MaskGenConfig, aesthetic_embedding,
                                        load_maskgen, maskgen_guidance, remask_count)
 from softdimo.teachers.tatitok import TATITOK_ARCHS, TATiTokArch, load_tatitok
-from softdimo.teachers.weights_io import WeightsError
+from softdimo.teachers.weights import CheckpointError
 from tests.maskgen_tiny import FIXTURES, MASKGEN_FILE, PROMPTS, TATITOK_FILE, tiny_maskgen_config, write_tiny_clip
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -102,15 +102,15 @@ def test_load_rejects_untied_unexpected_and_misshaped_files(tmp_path):
     state = load_file(str(MASKGEN_FILE))
     untied = dict(state, **{"lm_head.weight": state["lm_head.weight"] + 1})
     save_file(untied, str(tmp_path / "untied.safetensors"))
-    with pytest.raises(WeightsError, match="lm_head.weight different"):
+    with pytest.raises(CheckpointError, match="lm_head.weight different"):
         load_maskgen(tmp_path / "untied.safetensors", MASKGEN_ARCHS["tiny"])
     extra = dict(state, **{"blocks.2.attn.to_q.weight": torch.zeros(1)})
     save_file(extra, str(tmp_path / "extra.safetensors"))
-    with pytest.raises(WeightsError, match=r"unexpected keys blocks\.2\.attn\.to_q\.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(\d+\): blocks\.2\.attn\.to_q\.weight"):
         load_maskgen(tmp_path / "extra.safetensors", MASKGEN_ARCHS["tiny"])
-    with pytest.raises(WeightsError, match="wrong shape.*embeddings.weight"):
+    with pytest.raises(CheckpointError, match="shape mismatches.*embeddings.weight"):
         load_maskgen(MASKGEN_FILE, MaskGenArch(**{**MASKGEN_ARCHS["tiny"].__dict__, "codebook_size": 31}))
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_maskgen(tmp_path / "absent.bin", MASKGEN_ARCHS["tiny"])
 
 
@@ -222,7 +222,7 @@ def test_tatitok_optional_embed_prob_and_decoder_only_load(tio, tmp_path):
     with torch.no_grad():
         assert_close(tok.decode_tokens(tio["dec_tokens"], tio["text_guidance"]), tio["images_from_tokens"], **TOL)
     save_file(dict(state, **{"decoder.extra": torch.zeros(1)}), str(tmp_path / "bad.safetensors"))
-    with pytest.raises(WeightsError, match="unexpected keys decoder.extra"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(\d+\): decoder.extra"):
         load_tatitok(tmp_path / "bad.safetensors", TATITOK_ARCHS["tiny"])
 
 
@@ -258,9 +258,9 @@ def test_clip_errors_name_the_file(tmp_path):
     state = load_file(str(weights_path))
     del state["ln_final.weight"]
     save_file(state, str(tmp_path / "broken.safetensors"))
-    with pytest.raises(WeightsError, match="broken.safetensors.*missing keys ln_final.weight"):
+    with pytest.raises(CheckpointError, match=r"broken.safetensors.*missing keys \(\d+\): ln_final.weight"):
         build_clip_text_encoder(str(config_path), tmp_path / "broken.safetensors")
-    with pytest.raises(WeightsError, match="neither an open_clip model name"):
+    with pytest.raises(CheckpointError, match="neither an open_clip model name"):
         build_clip_text_encoder("ViT-Nonexistent", weights_path)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from softdimo.teachers.weights_io import WeightsError, load_strict, read_state_dict
+from softdimo.teachers.weights import CheckpointError, load_strict, read_state_dict
 
 # Keys of a full CLIP checkpoint that belong to neither tower (or are OpenAI metadata).
 _NON_TEXT_KEYS = {"logit_scale", "logit_bias", "input_resolution", "context_length", "vocab_size"}
@@ -101,16 +101,16 @@ def open_clip_text_config(model: str) -> tuple[int, dict[str, Any], bool]:
     path = Path(model).expanduser()
     if model.endswith(".json"):
         if not path.is_file():
-            raise WeightsError(f"CLIP text encoder: model config {path} does not exist")
+            raise CheckpointError(f"CLIP text encoder: model config {path} does not exist")
         cfg = json.loads(path.read_text())
         cfg = cfg.get("model_cfg", cfg)
     else:
         cfg = open_clip.get_model_config(model)
         if cfg is None:
-            raise WeightsError(f"CLIP text encoder: {model!r} is neither an open_clip model name "
+            raise CheckpointError(f"CLIP text encoder: {model!r} is neither an open_clip model name "
                                f"nor a .json model config; e.g. ViT-L-14-336")
     if "embed_dim" not in cfg or "text_cfg" not in cfg:
-        raise WeightsError(f"CLIP text encoder: config of {model!r} lacks 'embed_dim' or 'text_cfg'")
+        raise CheckpointError(f"CLIP text encoder: config of {model!r} lacks 'embed_dim' or 'text_cfg'")
     text_cfg = dict(cfg["text_cfg"])
     unsupported = {k: text_cfg[k] for k in ("hf_model_name", "hf_tokenizer_name", "embed_cls",
                                             "no_causal_mask", "final_ln_after_pool")
@@ -118,7 +118,7 @@ def open_clip_text_config(model: str) -> tuple[int, dict[str, Any], bool]:
     if text_cfg.get("pool_type", "argmax") != "argmax":
         unsupported["pool_type"] = text_cfg["pool_type"]
     if unsupported:
-        raise WeightsError(f"CLIP text encoder {model!r}: only OpenAI-style text towers (causal, "
+        raise CheckpointError(f"CLIP text encoder {model!r}: only OpenAI-style text towers (causal, "
                            f"BPE tokenizer, argmax EOT pooling) are supported; got {unsupported}")
     return int(cfg["embed_dim"]), text_cfg, bool(cfg.get("quick_gelu", False))
 
@@ -143,6 +143,6 @@ def build_clip_text_encoder(model: str, weights: str | Path, quick_gelu: bool = 
     embed_dim, text_cfg, cfg_quick_gelu = open_clip_text_config(model)
     state = text_state_dict(read_state_dict(weights, "CLIP text encoder"))
     tower = _build_text_tower(embed_dim, text_cfg, quick_gelu=quick_gelu or cfg_quick_gelu)
-    load_strict(tower, state, weights, "CLIP text encoder")
+    load_strict(tower, state, f"CLIP text encoder: {weights}")
     tokenizer = SimpleTokenizer(context_length=tower.positional_embedding.shape[0])
     return ClipTextEncoder(tower, tokenizer, model).eval().requires_grad_(False)

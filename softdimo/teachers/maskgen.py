@@ -35,7 +35,7 @@ from softdimo.teachers.base import Condition, ImageNoise, NetworkOutput, TokenLa
 from softdimo.teachers.clip_text import ClipTextEncoder, build_clip_text_encoder
 from softdimo.teachers.mmdit import AdaLNContinuous, JointBlock
 from softdimo.teachers.tatitok import TATITOK_ARCHS, TATiTok, load_tatitok
-from softdimo.teachers.weights_io import WeightsError, build_uninitialised, load_strict, read_state_dict
+from softdimo.teachers.weights import CheckpointError, build_uninitialised, load_strict, read_state_dict
 
 #----------------------------------------------------------------------------
 
@@ -201,17 +201,17 @@ def load_maskgen(path: str | Path, arch: MaskGenArch,
     state = read_state_dict(path, what)
     emb, head = state.get("embeddings.weight"), state.get("lm_head.weight")
     if emb is None and head is None:
-        raise WeightsError(f"{what}: {path} has neither embeddings.weight nor lm_head.weight")
+        raise CheckpointError(f"{what}: {path} has neither embeddings.weight nor lm_head.weight")
     if emb is None:
         state["embeddings.weight"] = head
     elif head is None:
         state["lm_head.weight"] = emb
     elif emb.shape != head.shape or not torch.equal(emb, head):
-        raise WeightsError(f"{what}: {path} has lm_head.weight different from embeddings.weight; "
+        raise CheckpointError(f"{what}: {path} has lm_head.weight different from embeddings.weight; "
                            f"MaskGen-VQ ties them, so this is not a MaskGen-VQ checkpoint")
     network = build_uninitialised(lambda: MaskGenNetwork(arch, image_shape))
     network.tie_weights()
-    load_strict(network, state, path, what)
+    load_strict(network, state, f"{what}: {path}")
     return network.eval().requires_grad_(False)
 
 
@@ -408,7 +408,7 @@ def _check_compatible(arch: MaskGenArch, tokenizer: TATiTok, text: ClipTextEncod
         problems.append(f"CLIP text features [{text.context_length}, {text.width}], TA-TiTok "
                         f"expects [{t.text_context_length}, {t.text_dim}]")
     if problems:
-        raise WeightsError("MaskGen components do not fit together: " + "; ".join(problems))
+        raise CheckpointError("MaskGen components do not fit together: " + "; ".join(problems))
 
 
 # Load the three components from local files and assemble the teacher on `device`.

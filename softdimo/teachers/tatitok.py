@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softdimo.teachers.weights_io import build_uninitialised, load_strict, read_state_dict
+from softdimo.teachers.weights import build_uninitialised, load_strict, read_state_dict
 
 # Width, depth and heads of the upstream ViT size names; `tiny` exists only for tests.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -249,6 +249,6 @@ def load_tatitok(path: str | Path, arch: TATiTokArch, with_encoder: bool = False
     if not with_encoder:
         state = {k: v for k, v in state.items() if not (k.startswith("encoder.") or k == "latent_tokens")}
     model = build_uninitialised(lambda: TATiTok(arch, with_encoder))
-    load_strict(model, state, path, "TA-TiTok tokenizer")
+    load_strict(model, state, f"TA-TiTok tokenizer: {path}")
     return model.eval().requires_grad_(False)
 

@@ -1,13 +1,15 @@
 """Reading released teacher checkpoints safely and loading them with strict key matching.
 
-Files are read without unpickling code (`torch.load(..., weights_only=True)`) or as safetensors.
-Every problem (unreadable file, missing, unexpected or mis-shaped keys) raises `CheckpointError`
-naming the file and the keys, before any weight is copied.
+Released checkpoints come as safetensors files or as `torch.save` pickles of a plain state dict
+(`.bin`, `.pt`, `.pth`). Pickles are read with `weights_only=True` (no code runs on load) and
+memory-mapped where the format allows, so a 2.4 GB checkpoint is not held twice. Every problem
+(missing or unreadable file, missing, unexpected or mis-shaped keys) raises an error naming the
+file and the keys, before any weight is copied.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from safetensors.torch import load_file
@@ -16,26 +18,39 @@ from torch import Tensor, nn
 #----------------------------------------------------------------------------
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     pass
 
 
-# The tensors of a `.safetensors` file or of a `torch.save`d state dict (weights_only loading).
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
+# The tensors of a `.safetensors` file or of a `torch.save`d state dict (weights-only loading).
+# `what` names the file's role in error messages ("MaskGen generator", ...).
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise FileNotFoundError(f"{what}: weight file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            state = load_file(str(path))
+            state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
+    except CheckpointError:
+        raise
     except Exception as e:  # a corrupt or non-weights file: say which one
-        raise CheckpointError(f"{path}: cannot be read as a state dict ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{what}: {path} cannot be read as a state dict ({type(e).__name__}: {e})") from e
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a flat mapping of parameter names to tensors, got "
-                              f"{type(state).__name__}")
+        raise CheckpointError(f"{what}: {path}: expected a flat mapping of parameter names to tensors, "
+                              f"got {type(state).__name__}")
     return dict(state)
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "TorchScript" in str(e):
+            raise CheckpointError(f"{path} is a TorchScript archive, which cannot be read without "
+                                  "running its code; use a safetensors or state-dict export") from None
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy pickles: no mmap
 
 
 # Rename key prefixes (`{"token_emb": "input_proj"}` turns token_emb.weight into input_proj.weight).
@@ -73,6 +88,14 @@ def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, ass
         raise CheckpointError(f"{source} does not match {type(module).__name__} "
                               f"({'; '.join(parts)}); check the configuration (bit width, size)")
     module.load_state_dict(state, strict=True, assign=assign)
+
+
+# Build a module without initialising it (meta device), then give it uninitialised CPU storage;
+# the caller fills every tensor with `load_strict`. Saves the random init of 600M parameters.
+def build_uninitialised(factory: Callable[[], nn.Module]) -> nn.Module:
+    with torch.device("meta"):
+        module = factory()
+    return module.to_empty(device="cpu")
 
 
 def _some(items: list[str], n: int = 8) -> str:
