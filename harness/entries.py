@@ -25,6 +25,9 @@ class TeacherEntry:
     default_metrics: tuple[str, ...] = ()             # eval.metrics when the grid names none
     assets: Callable[[Any], list[str]] = lambda config: []  # asset names needed (checked pre-launch)
     description: str = ""
+    # The teacher's world without the trained network (layout, conditions, decode, real data), for
+    # reference baselines; None = reference methods build the full teacher.
+    build_world: Callable[[Any, "RunContext"], Any] | None = None
 
 
 # A way of producing samples: one-step distillation, the teacher's sampler, a reference baseline.

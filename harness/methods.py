@@ -122,7 +122,11 @@ def _draw_from_frequencies(freq: Tensor, cond_index: Tensor, noise: ImageNoise) 
 
 def _reference_run(spec: RunSpec, ctx: RunContext,
                    draw: Callable[[Teacher, Any, ImageNoise], Tensor]) -> MethodResult:
-    teacher, teacher_s = build_teacher(spec, ctx)
+    start = time.perf_counter()
+    entry = registry.teachers.get(spec.teacher)
+    config = spec.stage("teacher", entry.config_cls)
+    teacher = entry.build_world(config, ctx) if entry.build_world else entry.build(config, ctx)
+    teacher_s = time.perf_counter() - start
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
     tokens, images, conditions = batched_samples(teacher, n, derive_seed(spec.seed, "sample"), ctx,

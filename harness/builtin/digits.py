@@ -4,7 +4,7 @@ from __future__ import annotations
 from harness import registry
 from harness.entries import MetricEntry, RunContext, TeacherEntry
 from harness.metrics import digits as digits_metrics
-from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, build_digits_teacher
+from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, DigitsWorld, build_digits_teacher
 
 
 def _build(config: DigitsConfig, ctx: RunContext) -> DigitsTeacher:
@@ -14,6 +14,7 @@ def _build(config: DigitsConfig, ctx: RunContext) -> DigitsTeacher:
 registry.teachers.register("digits", TeacherEntry(
     "digits", DigitsConfig, _build, scales=("mini",),
     default_metrics=("digits_fd", "digits_acc", "digits_pr", "digits_struct"),
+    build_world=lambda config, ctx: DigitsWorld(config),
     description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))
 
 for _name, _fn, _desc in (

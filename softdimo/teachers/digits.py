@@ -35,7 +35,7 @@ class DigitsConfig:
     d_model: int = param(64, lo=8, help="transformer width")
     layers: int = param(3, lo=1, help="transformer blocks")
     heads: int = param(4, lo=1, help="attention heads")
-    train_steps: int = param(800, lo=1, help="MaskGIT training steps")
+    train_steps: int = param(1600, lo=1, help="MaskGIT training steps")
     batch_size: int = param(64, lo=1, help="training batch size")
     lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
     warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
@@ -50,17 +50,18 @@ def encode_labels(raw: Sequence[Any]) -> Condition:
     return Condition("class", {"labels": torch.as_tensor(labels, dtype=torch.long)}, labels)
 
 
-# A trained digits MDM with its decoder, conditions and sampler (implements `Teacher`).
-class DigitsTeacher:
+# The digits world without a trained network: token layout, conditions, decoder, real data.
+# Reference baselines (real images, marginals) need only this, so they never train a teacher.
+class DigitsWorld:
     name = "digits"
     condition_kind = "class"
 
-    def __init__(self, config: DigitsConfig, network: SmallMDM, info: dict[str, Any]):
+    def __init__(self, config: DigitsConfig):
         self.config = config
-        self.network = network.eval().requires_grad_(False)
-        self.layout = network.layout
+        self.layout = TokenLayout(positions=data.SIDE * data.SIDE, groups=1, classes=config.levels,
+                                  mask_id=config.levels, image_shape=(1, data.SIDE, data.SIDE))
         self.levels = data.level_values(config.levels)
-        self.info = info
+        self.info: dict[str, Any] = {}
 
     def encode_condition(self, raw: Sequence[Any]) -> Condition:
         return encode_labels(raw)
@@ -77,20 +78,27 @@ class DigitsTeacher:
     def decode_soft(self, probs: Tensor, cond: Condition | None = None) -> Tensor:
         return (probs[..., 0, :] @ self.levels.to(probs.device)).view(-1, 1, data.SIDE, data.SIDE)
 
-    def sample(self, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
-               temperature: float = 1.0, choice_temperature: float = 0.0) -> Tensor:
-        return maskgit_sample(self.network, cond, steps, cfg, noise, temperature, choice_temperature)
-
     def real_tokens(self) -> tuple[Tensor, list[Any]]:
         tokens, labels = data.split_tokens("train", self.config.levels)
         return tokens[..., None], labels.tolist()
 
 
+# A trained digits MDM in its world: adds the frozen network and the MaskGIT sampler (`Teacher`).
+class DigitsTeacher(DigitsWorld):
+    def __init__(self, config: DigitsConfig, network: SmallMDM, info: dict[str, Any]):
+        super().__init__(config)
+        self.network = network.eval().requires_grad_(False)
+        self.info = info
+
+    def sample(self, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
+               temperature: float = 1.0, choice_temperature: float = 0.0) -> Tensor:
+        return maskgit_sample(self.network, cond, steps, cfg, noise, temperature, choice_temperature)
+
+
 # A freshly initialised digits network for a configuration (seeded by `config.seed`).
 def new_network(config: DigitsConfig) -> SmallMDM:
     torch.manual_seed(config.seed)
-    layout = TokenLayout(positions=data.SIDE * data.SIDE, groups=1, classes=config.levels,
-                         mask_id=config.levels, image_shape=(1, data.SIDE, data.SIDE))
+    layout = DigitsWorld(config).layout
     arch = SmallMDMArch(d_model=config.d_model, layers=config.layers, heads=config.heads,
                         grid=(data.SIDE, data.SIDE))
     return SmallMDM(layout, arch, ClassPrefix(data.NUM_CLASSES, config.d_model))
