@@ -97,6 +97,7 @@ class MethodResult:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric vs step
     stage_seconds: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
+    teacher: Any = None                        # the teacher object, for metrics; not recorded
 
 
 # The input every metric receives.
