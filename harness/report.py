@@ -52,7 +52,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     files: list[Path] = []
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
-    renderers = {"md": tables.render_markdown, "tex": tables.render_latex, "csv": tables.render_csv}
+    markdown = tables.render_markdown(built)          # also embedded in the index
+    renderers = {"md": lambda t: markdown, "tex": tables.render_latex, "csv": tables.render_csv}
     for fmt in formats:
         path = tdir / f"results.{fmt}"
         path.write_text(renderers[fmt](built), encoding="utf-8")
@@ -67,7 +68,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         sample_files = plots.sample_pages(records, results_root, out_dir / "samples")
     index = out_dir / "report.md"
     index.write_text(render_index(results_root, records, problems, base_summary, base_problems,
-                                  built, files, plot_files, sample_files, out_dir), encoding="utf-8")
+                                  markdown, files, plot_files, sample_files, out_dir),
+                     encoding="utf-8")
     all_problems = [f"{p.path}: {p.message}" for p in problems] + base_problems
     return Report(index, rows, built, files + plot_files + sample_files + [index], all_problems)
 
@@ -92,7 +94,7 @@ def _rel(path: Path, base: Path) -> str:
 def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
                  problems: Sequence[store.Problem], base_summary: Sequence[str],
                  base_problems: Sequence[str],
-                 built: tables.Tables, table_files: Sequence[Path], plot_files: Sequence[Path],
+                 table_markdown: str, table_files: Sequence[Path], plot_files: Sequence[Path],
                  sample_files: Sequence[Path], out_dir: Path) -> str:
     out = ["# Results report", ""]
     by_grid = Counter((r["grid"], r["status"]) for r in records)
@@ -108,7 +110,7 @@ def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
     out.append(" · ".join(f"[{p.suffix[1:]}]({_rel(p, out_dir)})" for p in table_files) or
                "(no table format requested)")
     out.append("")
-    out.append(tables.render_markdown(built) if built.blocks else "No ok records to tabulate.")
+    out.append(table_markdown or "No ok records to tabulate.")
     out.append("")
     if plot_files:
         out += ["## Plots", ""]

@@ -115,7 +115,6 @@ def record_path(results_root: str | Path, grid: str, run_id: str) -> Path:
 
 # Read and check one record; raises CorruptRecordError naming the file on any problem.
 def read_record(path: str | Path) -> Record:
-    path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -255,16 +254,16 @@ def scan(results_root: str | Path, grids: Iterable[str] | None = None
         for entry in sorted(os.scandir(gdir), key=lambda e: e.name):
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
-            path = Path(entry.path) / RECORD_FILE
+            path = os.path.join(entry.path, RECORD_FILE)
             try:
                 record = read_record(path)
             except FileNotFoundError:
                 continue                        # a run that has not written its record yet
             except (CorruptRecordError, OSError) as e:
-                problems.append(Problem(path, getattr(e, "reason", str(e))))
+                problems.append(Problem(Path(path), getattr(e, "reason", str(e))))
                 continue
             if record["run_id"] != entry.name or record["grid"] != grid:
-                problems.append(Problem(path, f"record says run {record['run_id']!r} of grid "
+                problems.append(Problem(Path(path), f"record says run {record['run_id']!r} of grid "
                                         f"{record['grid']!r}, but lies in {grid}/{entry.name}"))
                 continue
             records.append(record)
