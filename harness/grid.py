@@ -44,6 +44,7 @@ GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "sca
 SCALE_KEYS = ("matrix", "params", "resources")
 MAX_CELLS = 100_000
 DEFAULT_SCALE = "mini"
+RESERVED_NAMES = ("report",)
 _GRID_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _PARAM_KEY = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*$")
@@ -216,10 +217,13 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
     elif not isinstance(name, str) or not _GRID_NAME.match(name):
         ck.add(_line(doc, "name"), "name", f"{name!r} is not a valid grid name; allowed: "
                f"letters, digits, '_' and '-' (it becomes the directory results/<name>/)")
+    elif name in RESERVED_NAMES:
+        ck.add(_line(doc, "name"), "name", f"{name!r} is reserved (results/{name}/ holds the "
+               f"report); choose another name")
     description = doc.get("description", "")
     if not isinstance(description, str):
         ck.add(_line(doc, "description"), "description", "expected a string")
-    cosmetic = len(ck.problems)              # problems so far do not stop the cells' validation
+    non_blocking = len(ck.problems)          # problems so far do not stop validating the cells
 
     file_scale = doc.get("scale", DEFAULT_SCALE)
     if file_scale not in SCALES:
@@ -248,7 +252,7 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
             if key not in axes_of_matrix:
                 ck.add(_line(ex, key), f"exclude[{i}].{key}", f"not an axis of the matrix; exclude "
                        f"names values of axes: {', '.join(sorted(axes_of_matrix)) or '(none)'}")
-    if len(ck.problems) > cosmetic:          # the cells cannot be built: say what is wrong so far
+    if len(ck.problems) > non_blocking:      # the cells cannot be built: say what is wrong so far
         ck.raise_if_any()
 
     total = sum(math.prod(len(v) for v in p.axes.values()) for p in products) + len(includes)

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import torch
 
 from harness import registry, store
-from harness.entries import EvalInput, MethodResult, MetricValue, RunContext
-from harness.spec import RunSpec
+from harness.entries import EvalInput, MetricValue, RunContext
+from harness.spec import RunSpec, spec_defaults
 
 THREADS_ENV = "SOFTDIMO_THREADS"
 CACHE_ENV = "SOFTDIMO_CACHE"
@@ -122,7 +122,6 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
 
 
 def _base_record(spec: RunSpec, grid: str, status: str) -> dict[str, Any]:
-    from harness.spec import spec_defaults
     try:
         description = spec.description(spec_defaults(spec))
     except Exception:                       # names not registered: fall back to the axes

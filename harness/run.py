@@ -21,7 +21,7 @@ from typing import Sequence, TextIO
 from harness import registry, store
 from harness.executors import LaunchError, load_resources
 from harness.grid import Grid, GridError, load_grid, load_yaml
-from harness.launch import CellState, ProgressPrinter, plan, submit, to_submit, wait
+from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
 from harness.spec import STAGE_CONFIGS, SCALES
 from softdimo.params import schema
 
@@ -139,8 +139,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     printer = ProgressPrinter(len(cells), done_before, err)
     try:
         wait(launch, printer)
-    finally:
+    except KeyboardInterrupt:
         printer.close()
+        print(f"interrupted: jobs already started keep running and write their records under "
+              f"{results / grid.name}; run the same command again to see what is left", file=err)
+        return 130
+    printer.close()
     return summarise(grid, results, {s.run_id for s in todo}, out)
 
 
@@ -153,8 +157,7 @@ def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO) -> None:
     for c in cells:
         print(f"{c.run_id:16}  {c.state:8}  {c.description}", file=out)
     counts = Counter(c.state for c in cells)
-    print(", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "corrupt", "running",
-                                                   "pending") if counts[s]), file=out)
+    print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
 
 
 def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:

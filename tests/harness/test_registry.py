@@ -75,7 +75,8 @@ def test_list_params_shows_type_default_allowed_help():
 
 
 def test_unknown_executor_exit_2(write_grid, tmp_path):
-    path = write_grid("name: g\nplugins: [toy_lab]\nmatrix: {teacher: [toy], method: [toy_sampler], seed: [0]}\n")
+    path = write_grid("name: g\nplugins: [toy_lab]\n"
+                      "matrix: {teacher: [toy], method: [toy_sampler], seed: [0]}\n")
     err = io.StringIO()
     rc = run.main(["--grid", str(path), "--executor", "lcoal", "--results", str(tmp_path / "r")],
                   io.StringIO(), err)

@@ -170,3 +170,56 @@ def test_missing_profile_stops_before_submitting(write_grid, tmp_path, monkeypat
     rc, _, err = main("--grid", str(grid), "--results", str(tmp_path / "r"), "--executor", "debug")
     assert rc == 2 and "resource profile 'cluster9' not found" in err
     assert record_files(tmp_path / "r") == []
+
+
+class RecordingExecutor:
+    # Stands in for submitit.AutoExecutor(cluster="slurm") where no SLURM is installed: records
+    # the parameters and the job arrays (one per `batch()` block) instead of calling sbatch.
+    instances: list["RecordingExecutor"] = []
+
+    def __init__(self, folder, cluster):
+        self.folder, self.cluster, self.params, self.arrays = folder, cluster, {}, []
+        self._batch = None
+        RecordingExecutor.instances.append(self)
+
+    def update_parameters(self, **kwargs):
+        self.params.update(kwargs)
+
+    def batch(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            self._batch = []
+            yield
+            self.arrays.append(self._batch)
+            self._batch = None
+        return ctx()
+
+    def submit(self, fn, *args):
+        assert self._batch is not None, "slurm cells must be submitted inside executor.batch()"
+        self._batch.append((fn, args))
+        return type("Job", (), {"job_id": f"1_{len(self._batch) - 1}"})()
+
+
+def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_path):
+    import submitit
+    from harness import job as job_module
+    monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)
+    RecordingExecutor.instances.clear()
+    specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i}, "mini")
+             for i in range(7)]
+    resources = executors.Resources(name="gpu", timeout_min=90, cpus_per_task=4, gpus_per_node=1,
+                                    array_limit=3, slurm={"partition": "gpu"})
+    subs = executors.submit_slurm(executors.SubmitRequest(specs, "g", tmp_path, tmp_path / "%j",
+                                                          resources, max_parallel=5))
+    (ex,) = RecordingExecutor.instances
+    assert ex.cluster == "slurm"
+    assert [len(a) for a in ex.arrays] == [3, 3, 1]                   # chunked to the array limit
+    assert ex.params["timeout_min"] == 90 and ex.params["cpus_per_task"] == 4
+    assert ex.params["gpus_per_node"] == 1 and ex.params["slurm_partition"] == "gpu"
+    assert ex.params["slurm_array_parallelism"] == 5
+    assert ex.params["slurm_setup"] == ["export SOFTDIMO_THREADS=4"]
+    fn, args = ex.arrays[0][0]
+    assert fn is job_module.execute and args == (specs[0].to_json(), "g", str(tmp_path))
+    assert [s.run_ids for s in subs] == [[s.run_id] for s in specs]
