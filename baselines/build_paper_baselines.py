@@ -126,6 +126,7 @@ def citation(raw: dict) -> tuple[str, str, str]:
     return "", README_SOURCES[teacher], "primary"
 
 
+# Every raw row with the added columns, in the raw file's order.
 def build(source: Path) -> list[dict]:
     with open(source, newline="", encoding="utf-8") as f:
         raws = list(csv.DictReader(f))
@@ -147,6 +148,7 @@ def build(source: Path) -> list[dict]:
     return out
 
 
+# Write baselines/paper_results.csv.
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", type=Path, default=HERE / "sources" / "paper_results_raw.csv")

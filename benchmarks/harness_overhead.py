@@ -32,6 +32,7 @@ from harness.protocol import protocol_id  # noqa: E402
 METRICS = ("toy_mean", "toy_fidelity", "toy_std", "m4", "m5")
 
 
+# A grid of `cells` cells of the toy one-step method.
 def grid_text(cells: int) -> str:
     # relaxation (2) x seed (n) x distill.beta (10) x distill.r_init (10)
     seeds = max(1, cells // 200)
@@ -42,6 +43,7 @@ def grid_text(cells: int) -> str:
             f"params: {{eval.samples: 100, distill.steps: 10}}\n")
 
 
+# A synthetic ok record with random metric values.
 def ok_record(spec_json: dict, run_id: str, rng: random.Random, metrics=METRICS) -> dict:
     return {"schema_version": store.SCHEMA_VERSION, "run_id": run_id, "grid": "bench",
             "description": "", "spec": spec_json, "status": "ok", "error": None,
@@ -52,6 +54,7 @@ def ok_record(spec_json: dict, run_id: str, rng: random.Random, metrics=METRICS)
             "curves": {}, "samples": {}, "info": {}}
 
 
+# Write a record file directly (no fsync: this benchmarks reading, not writing).
 def write_plain(root: Path, rec: dict) -> None:
     d = store.run_dir(root, rec["grid"], rec["run_id"])
     d.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,7 @@ class _Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+# Benchmark 1: expansion + planning.
 def bench_planning(cells: int, tmp: Path) -> dict[str, float]:
     path = tmp / "bench.yaml"
     path.write_text(grid_text(cells))
@@ -85,6 +89,7 @@ def bench_planning(cells: int, tmp: Path) -> dict[str, float]:
     return {"cells": len(grid.specs), "expand": expand, "plan": planning}
 
 
+# Benchmark 2: the report over `rows` metric rows.
 def bench_report(rows: int, tmp: Path) -> dict[str, float]:
     root = tmp / "report_results"
     rng = random.Random(1)
@@ -105,6 +110,7 @@ def bench_report(rows: int, tmp: Path) -> dict[str, float]:
             "figures": sum(p.suffix == ".png" for p in rep_plots.files)}
 
 
+# Run both benchmarks and print their figures.
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cells", type=int, default=10_000)

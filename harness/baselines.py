@@ -73,6 +73,7 @@ class Baseline:
                          citation=self.citation)
 
 
+# A baseline file that cannot be read; the message names the file and line.
 class BaselineError(ValueError):
     pass
 

@@ -45,6 +45,7 @@ class Resources:
     slurm: Mapping[str, Any] = field(default_factory=dict)  # extra `slurm_*` keys, verbatim
 
 
+# A launch that cannot start (e.g. a resource profile missing or malformed); nothing submitted.
 class LaunchError(RuntimeError):
     pass
 

@@ -71,6 +71,7 @@ def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
     return [c.spec for c in cells if c.state == "pending" or c.state in retry]
 
 
+# The submission marker of a run (executor, job id, host, time), None if there is none.
 def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, Any] | None:
     path = store.run_dir(results_root, grid, run_id) / MARKER
     try:
@@ -159,11 +160,12 @@ def _job_exception(job: Any) -> BaseException | None:
 def _settle(launch: Launch, sub: Submission, error: BaseException | None) -> None:
     statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}
+    descriptions = {s.run_id: s.description() for s in sub.specs}
     for rid in sub.run_ids:
         if statuses[rid] is not None:
             continue
         record = {"schema_version": store.SCHEMA_VERSION, "run_id": rid, "grid": launch.grid,
-                  "description": "", "spec": spec_json[rid], "status": "failed",
+                  "description": descriptions[rid], "spec": spec_json[rid], "status": "failed",
                   "error": {"type": "JobEnded", "message": f"job {sub.job.job_id} ended without "
                             f"a record for this cell ({_reason(error)})",
                             "traceback": str(error or ""), "log": _job_log(sub.job)},

@@ -139,6 +139,7 @@ def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
     return "\n".join(out)
 
 
+# `python -m harness.report`; returns the exit code (2: bad arguments).
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -198,6 +198,7 @@ def _fmt_like(x: float, ref: float) -> str:
     return f"{x:.{digits}f}"
 
 
+# The text of one table cell: mean +- std (n), delta, footnote marks.
 def cell_text(cell: Cell | None, kind: str, pm: str = "±", delta_sign: str = "Δ") -> str:
     if cell is None or cell.mean is None:
         text = MISSING if cell is None or not cell.diverged else "diverged"
@@ -246,6 +247,7 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "^": r"\textasciicircum{}", "–": "--", "−": "-", "Δ": r"$\Delta$", "±": r"$\pm$"}
 
 
+# Text made safe for LaTeX (and the table's symbols as math).
 def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
