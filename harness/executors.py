@@ -218,12 +218,22 @@ def local_alive(marker: Mapping[str, Any]) -> bool:
     return True
 
 
+# A SLURM job is alive until submitit sees its result file or a final scheduler state (sacct);
+# when the scheduler cannot be asked, it is assumed alive (the SLURM issue refines this).
+def slurm_alive(marker: Mapping[str, Any]) -> bool:
+    from submitit.slurm.slurm import SlurmJob
+    try:
+        return not SlurmJob(marker["folder"], str(marker["job_id"])).done(force_check=True)
+    except KeyError:
+        return False
+
+
 EXECUTORS = (
     ExecutorEntry("debug", submit_debug, alive=lambda marker: False, run_in_process=run_debug_job,
                   description="submitit DebugExecutor: in this process, one cell after another"),
     ExecutorEntry("local", submit_local, alive=local_alive,
                   description="submitit LocalExecutor: subprocesses, at most --max-parallel "
                               "lanes of cells"),
-    ExecutorEntry("slurm", submit_slurm, alive=lambda marker: True,
+    ExecutorEntry("slurm", submit_slurm, alive=slurm_alive,
                   description="submitit on SLURM: job arrays per resource profile"),
 )

@@ -80,11 +80,12 @@ def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, A
         return None
 
 
-def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job_id: str) -> None:
+def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job_id: str,
+                  folder: Path) -> None:
     d = store.run_dir(results_root, grid, run_id)
     d.mkdir(parents=True, exist_ok=True)
     (d / MARKER).write_text(json.dumps({
-        "executor": executor, "job_id": job_id, "host": socket.gethostname(),
+        "executor": executor, "job_id": job_id, "host": socket.gethostname(), "folder": str(folder),
         "submitted": dt.datetime.now().astimezone().isoformat(timespec="seconds")}))
 
 #----------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
     if not entry.in_process:
         for sub in submissions:
             for rid in sub.run_ids:
-                _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id))
+                _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder)
     return Launch(grid.name, root, entry, submissions, folder.parent)
 
 

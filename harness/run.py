@@ -161,10 +161,12 @@ def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO) -> None:
 
 
 def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:
-    line = (f"nothing to do: all {sum(counts.values())} cells of grid {grid.name!r} have records "
-            f"({counts['done']} ok, {counts['diverged']} diverged, {counts['failed']} failed)")
-    if counts["running"]:
-        line += f"; {counts['running']} still running"
+    total, running = sum(counts.values()), counts["running"]
+    which = f"all {total} cells" if not running else f"{total - running} of {total} cells"
+    line = (f"nothing to do: {which} of grid {grid.name!r} have records ({counts['done']} ok, "
+            f"{counts['diverged']} diverged, {counts['failed'] + counts['corrupt']} failed)")
+    if running:
+        line += f"; {running} submitted earlier still running"
     if (counts["failed"] or counts["corrupt"]) and not rerun_failed:
         line += "; failed cells are retried only with --rerun-failed"
     return line

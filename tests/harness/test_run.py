@@ -223,3 +223,14 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     fn, args = ex.arrays[0][0]
     assert fn is job_module.execute and args == (specs[0].to_json(), "g", str(tmp_path))
     assert [s.run_ids for s in subs] == [[s.run_id] for s in specs]
+
+
+def test_slurm_marker_alive_until_result(tmp_path):
+    # A finished SLURM job leaves submitit's result pickle: its cells are no longer "running".
+    folder = tmp_path / "%j"
+    marker = {"executor": "slurm", "job_id": "4242", "folder": str(folder)}
+    done_dir = tmp_path / "4242"
+    done_dir.mkdir()
+    (done_dir / "4242_0_result.pkl").write_bytes(b"")
+    assert executors.slurm_alive(marker) is False
+    assert executors.slurm_alive({"executor": "slurm", "job_id": "1"}) is False   # no folder known
