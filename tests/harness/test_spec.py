@@ -70,3 +70,16 @@ def test_run_id_changes_with_every_parameter():
     ids.add(resolve_cell(CELL, "mini", ("toy_lab",)).run_id)   # plugins are part of the spec
     assert len(ids) == changed + 2
     assert changed > 30                          # every field of every stage was varied
+
+
+def test_to_json_has_every_field_and_id_scheme_is_design_md():
+    import dataclasses
+    import hashlib
+    spec = resolve_cell(CELL, "mini", ("toy_lab",))
+    assert set(spec.to_json()) == {f.name for f in dataclasses.fields(RunSpec)}
+    # docs/design.md: sha256 of the canonical JSON (sorted keys, no spaces, spec_version), 16 hex.
+    d = dataclasses.asdict(spec)
+    d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params}
+    d["plugins"] = list(spec.plugins)
+    body = json.dumps({"spec_version": 1, **d}, sort_keys=True, separators=(",", ":"))
+    assert spec.run_id == hashlib.sha256(body.encode()).hexdigest()[:16]
