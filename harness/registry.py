@@ -25,8 +25,8 @@ class UnknownNameError(KeyError):
     def __init__(self, axis: str, name: str, valid: list[str]):
         self.axis, self.name, self.valid = axis, name, valid
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        super().__init__(f"unknown {axis} {name!r}{hint} valid: {', '.join(valid) or '(none)'}")
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown {axis} {name!r}{hint}; allowed: {', '.join(valid) or '(none)'}")
 
     def __str__(self) -> str:
         return self.args[0]

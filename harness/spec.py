@@ -5,7 +5,7 @@ Resolution order for every `<stage>.<field>` parameter (later wins): the stage d
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -54,7 +54,7 @@ class RunSpec:
         return json.dumps({"spec_version": SPEC_VERSION, **self.to_json()}, sort_keys=True,
                           separators=(",", ":"), allow_nan=False)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
@@ -79,10 +79,10 @@ class RunSpec:
         return " ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
-        d["plugins"] = list(self.plugins)
-        return d
+        return {"scale": self.scale, "teacher": self.teacher, "method": self.method,
+                "relaxation": self.relaxation, "refinement": self.refinement, "seed": self.seed,
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params},
+                "plugins": list(self.plugins)}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RunSpec":

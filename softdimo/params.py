@@ -7,6 +7,7 @@ ranges and choices from one place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, get_type_hints
 
@@ -78,7 +79,9 @@ class ParamSpec:
         return value
 
 
-# The schema of every field of a configuration dataclass, keyed by field name.
+# The schema of every field of a configuration dataclass, keyed by field name (cached per class:
+# grids resolve it for every cell; callers must not mutate the returned mapping).
+@functools.lru_cache(maxsize=None)
 def schema(config_cls: type) -> dict[str, ParamSpec]:
     hints = get_type_hints(config_cls)
     out = {}

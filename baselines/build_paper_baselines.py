@@ -1,0 +1,166 @@
+"""Build `baselines/paper_results.csv` from the transcribed table `sources/paper_results_raw.csv`.
+
+    python baselines/build_paper_baselines.py [--source RAW.csv] [--out baselines/paper_results.csv]
+
+The raw file (columns paper, table, teacher, task, method, steps, metric, value, notes; one row per
+reported number, values as printed) is the project's transcription of the Di[M]O project page,
+the Soft-Di[M]O paper notes and the teachers' READMEs (see docs and PAPER.md section 6). This
+script only adds columns; it never changes a number:
+
+- `arxiv`, `citation` (paper + table / figure or README), `source_quality`: `primary` when read in
+  the original (Di[M]O project page tables, teacher READMEs), `secondary` for every Soft-Di[M]O
+  row (transcribed from notes until the paper's full text confirms it);
+- `task` (a short key) beside `task_original`; `teacher_key` (the harness teacher name);
+- `metric` (the harness metric name) beside `metric_original`; `higher_is_better`;
+- `protocol_json`: the evaluation protocol as far as it is known (PAPER.md 1.8 for Di[M]O's
+  released evaluation scripts); unknown parts are said to be unknown in its `notes`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from harness.baselines import COLUMNS  # noqa: E402
+
+ARXIV = re.compile(r"arXiv (\d{4}\.\d{5})")
+
+# Harness metric names for the names printed in the papers (the version of a metric, e.g. HPS
+# v2.0 vs v2.1, lives in its protocol, so that the report refuses to compare across versions).
+METRICS = {
+    "FID": "fid", "IS": "is", "Precision": "precision", "Recall": "recall",
+    "Density": "density", "Coverage": "coverage",
+    "HPSv2.0_anime": "hps_anime", "HPSv2.0_concept-art": "hps_concept_art",
+    "HPSv2.0_painting": "hps_painting", "HPSv2.0_photo": "hps_photo", "HPSv2.0_avg": "hps_avg",
+    "HPSv2.1_anime": "hps_anime", "HPS_avg": "hps_avg",
+    "GenEval_overall": "geneval_overall", "GenEval_single_object": "geneval_single_object",
+    "GenEval_two_object": "geneval_two_object", "GenEval_counting": "geneval_counting",
+    "GenEval_colors": "geneval_colors", "GenEval_position": "geneval_position",
+    "GenEval_color_attribution": "geneval_color_attribution",
+    "FID_MSCOCO": "fid_coco", "CLIP_score": "clip_score", "MJHQ30K_FID": "fid_mjhq30k",
+}
+LOWER_IS_BETTER = {"fid", "fid_coco", "fid_mjhq30k"}
+TEACHERS = {"MaskGit": "maskgit", "MaskBit": "maskbit", "Meissonic": "meissonic",
+            "MaskGen": "maskgen", "MaskGen-L": "maskgen", "n/a": "", "unknown": ""}
+TASKS = {"ImageNet-256 class-to-image": "imagenet256-c2i",
+         "text-to-image (Meissonic 1024px)": "t2i-1024", "text-to-image": "t2i"}
+README_SOURCES = {"MaskBit": "github.com/markweberdev/maskbit README, model zoo table",
+                  "MaskGen": "github.com/bytedance/1d-tokenizer README_MaskGen.md, model zoo table"}
+
+#----------------------------------------------------------------------------
+
+
+# The evaluation protocol of one number, as far as the sources say (PAPER.md 1.8).
+def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
+    dimo = paper.startswith("DiMO")
+    soft = paper.startswith("Soft-DiMO")
+    unknown = ("Soft-Di[M]O's evaluation code is not available; protocol details not confirmed"
+               if soft else "the README does not state the evaluation implementation")
+    if metric == "fid" and task == "imagenet256-c2i":
+        p = {"name": "imagenet256-fid50k-adm", "reference": "ADM VIRTUAL_imagenet256 mu/sigma",
+             "samples": 50000}
+        if dimo:
+            p.update(implementation="clean-fid legacy_tensorflow", samples_per_class=50,
+                     notes="Di[M]O eval scripts: clean-fid legacy_tensorflow against "
+                           "fid_stats_imagenet256_guided_diffusion.npz (PAPER.md 1.8)")
+        else:
+            p["notes"] = f"assumed ImageNet-256 FID-50k against the ADM reference; {unknown}"
+        return p
+    if metric == "is":
+        p = {"name": "imagenet256-is50k", "samples": 50000}
+        if dimo:
+            p.update(implementation="torch-fidelity inception_score_mean")
+        else:
+            p["notes"] = unknown
+        return p
+    if metric in ("precision", "recall", "density", "coverage"):
+        if dimo:
+            return {"name": "imagenet256-prdc-adm", "implementation": "Naeem et al. PRDC", "k": 3,
+                    "features": "Inception (legacy TF)",
+                    "reference": "ADM VIRTUAL_imagenet256_labeled.npz (10k images)"}
+        return {"name": "imagenet256-precision-recall", "notes": "which precision/recall "
+                "(Naeem PRDC or Kynkaanniemi improved P/R of the ADM evaluator) is unknown; "
+                + unknown}
+    if metric.startswith("hps_"):
+        version = "v2.0" if metric_original.startswith("HPSv2.0") else "v2.1"
+        p = {"name": "hpsv2-benchmark", "version": version}
+        if dimo:
+            p.update(images_per_prompt=1, notes="hpsv2.benchmark_prompts('all'); the leaderboard "
+                     "rows are copied from the HPSv2 GitHub leaderboard (PAPER.md 1.8)")
+        else:
+            p["notes"] = ("version inferred (v2.1), not stated; " if metric_original == "HPS_avg"
+                          else "") + unknown
+        return p
+    if metric.startswith("geneval_"):
+        p = {"name": "geneval"}
+        if dimo:
+            p.update(prompts=553, images_per_prompt=4, detector="Mask2Former Swin-S",
+                     notes="official evaluation_metadata.jsonl (PAPER.md 1.8)")
+        else:
+            p["notes"] = unknown
+        return p
+    if metric == "fid_coco":
+        return {"name": "coco-fid", "notes": "COCO subset size and FID implementation not found"}
+    if metric == "clip_score":
+        return {"name": "clip-score", "notes": "CLIP backbone not found"}
+    if metric == "fid_mjhq30k":
+        return {"name": "mjhq30k-fid", "samples": 30000, "notes": unknown}
+    raise ValueError(f"no protocol known for metric {metric!r}")
+
+
+# Citation, arXiv id and source quality of one raw row.
+def citation(raw: dict) -> tuple[str, str, str]:
+    paper = raw["paper"]
+    m = ARXIV.search(paper)
+    if paper.startswith("DiMO"):
+        return m.group(1), f"Zhu et al., Di[M]O (arXiv {m.group(1)}), {raw['table']}", "primary"
+    if paper.startswith("Soft-DiMO"):
+        return (m.group(1), f"Zhu et al., Soft-Di[M]O (arXiv {m.group(1)}), {raw['table']}",
+                "secondary")
+    teacher = "MaskBit" if "MaskBit" in paper else "MaskGen"
+    return "", README_SOURCES[teacher], "primary"
+
+
+# Every raw row with the added columns, in the raw file's order.
+def build(source: Path) -> list[dict]:
+    with open(source, newline="", encoding="utf-8") as f:
+        raws = list(csv.DictReader(f))
+    out = []
+    for raw in raws:
+        metric = METRICS[raw["metric"]]
+        task = TASKS[raw["task"]]
+        arxiv, cite, quality = citation(raw)
+        out.append({
+            "source": "papers", "paper": raw["paper"], "arxiv": arxiv, "citation": cite,
+            "source_quality": quality, "table": raw["table"], "teacher": raw["teacher"],
+            "teacher_key": TEACHERS[raw["teacher"]], "task": task, "task_original": raw["task"],
+            "method": raw["method"], "steps": raw["steps"], "metric": metric,
+            "metric_original": raw["metric"], "value": raw["value"], "std": "", "n": "",
+            "higher_is_better": "false" if metric in LOWER_IS_BETTER else "true",
+            "protocol_json": json.dumps(protocol(metric, raw["metric"], raw["paper"], task),
+                                        sort_keys=True),
+            "notes": raw["notes"]})
+    return out
+
+
+# Write baselines/paper_results.csv.
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--source", type=Path, default=HERE / "sources" / "paper_results_raw.csv")
+    p.add_argument("--out", type=Path, default=HERE / "paper_results.csv")
+    args = p.parse_args()
+    rows = build(args.source)
+    with open(args.out, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {len(rows)} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Baselines: reported numbers stored as cited data, compared with runs only where protocols match.
+
+Two sources are registered (`python -m harness.run --list baselines`):
+- `papers`: `baselines/paper_results.csv`, every number of the Di[M]O and Soft-Di[M]O papers and
+  the teachers' own reports, built by `baselines/build_paper_baselines.py`;
+- `mini_reference`: `baselines/mini_reference.csv`, the project's own mini-scale results, made
+  from ok records by
+
+      python -m harness.baselines export --grid soft_vs_hard --results results \\
+          --out baselines/mini_reference.csv
+
+Both files have the columns of `COLUMNS`; `protocol_json` holds the evaluation protocol as far as
+it is known (see `harness.protocol`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from harness import registry, store
+from harness.protocol import protocol_id
+from harness.results import ResultRow, rows_from_records
+
+BASELINES_ENV = "SOFTDIMO_BASELINES"
+COLUMNS = ("source", "paper", "arxiv", "citation", "source_quality", "table", "teacher",
+           "teacher_key", "task", "task_original", "method", "steps", "metric", "metric_original",
+           "value", "std", "n", "higher_is_better", "protocol_json", "notes")
+QUALITIES = ("primary", "secondary")
+
+#----------------------------------------------------------------------------
+
+
+# One reported number with its citation and protocol.
+@dataclass(frozen=True)
+class Baseline:
+    source: str                     # baseline source name: "papers", "mini_reference", ...
+    paper: str                      # e.g. "Soft-DiMO (arXiv 2509.22925)"
+    arxiv: str                      # arXiv id, "" when the number is not from a paper
+    citation: str                   # paper + table / figure (or README) the number comes from
+    source_quality: str             # "primary" (read in the original) or "secondary" (transcribed)
+    table: str                      # the table as the source names it
+    teacher: str                    # teacher as printed
+    teacher_key: str                # harness teacher name ("" when no harness teacher matches)
+    task: str                       # normalised task key, e.g. "imagenet256-c2i"
+    task_original: str
+    method: str                     # method as printed: the row label in tables
+    steps: int | None               # sampling steps
+    metric: str                     # harness metric name
+    metric_original: str            # metric as printed
+    value: float
+    std: float | None
+    n: int | None
+    higher_is_better: bool
+    protocol: Mapping[str, Any]
+    notes: str
+
+    # This baseline as a row of the flat results table.
+    def row(self) -> ResultRow:
+        return ResultRow("baseline", self.source, self.teacher_key, self.method,
+                         f"{self.source}:{self.teacher_key}:{self.method}:{self.steps}",
+                         self.metric, self.value, self.higher_is_better, self.protocol,
+                         protocol_id(self.protocol), self.steps, std=self.std, n=self.n,
+                         citation=self.citation)
+
+
+# A baseline file that cannot be read; the message names the file and line.
+class BaselineError(ValueError):
+    pass
+
+
+# A registered baseline source: a CSV file of baselines.
+@dataclass(frozen=True)
+class BaselineSource:
+    name: str
+    path: Callable[[], Path]
+    description: str = ""
+
+    def load(self) -> list[Baseline]:
+        return read_csv(self.path(), self.name)
+
+
+# The directory of the baseline files: $SOFTDIMO_BASELINES, else <project>/baselines.
+def baselines_dir() -> Path:
+    return Path(os.environ.get(BASELINES_ENV) or Path(__file__).resolve().parents[1] / "baselines")
+
+#----------------------------------------------------------------------------
+
+
+# Read a baseline CSV; every problem names the file and line.
+def read_csv(path: str | Path, source: str) -> list[Baseline]:
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BaselineError(f"{path}: missing column(s) {', '.join(missing)}")
+        out = []
+        for i, r in enumerate(reader, start=2):
+            try:
+                out.append(_parse(r, source))
+            except (ValueError, KeyError) as e:
+                raise BaselineError(f"{path}:{i}: {e}") from None
+    return out
+
+
+def _parse(r: Mapping[str, str], source: str) -> Baseline:
+    if r["source_quality"] not in QUALITIES:
+        raise ValueError(f"source_quality {r['source_quality']!r}; allowed: {', '.join(QUALITIES)}")
+    protocol = json.loads(r["protocol_json"])
+    if not isinstance(protocol, dict) or "name" not in protocol:
+        raise ValueError("protocol_json must be an object with a 'name'")
+    value = float(r["value"])
+    if not math.isfinite(value):
+        raise ValueError(f"value {r['value']!r} is not finite")
+    return Baseline(source, r["paper"], r["arxiv"], r["citation"], r["source_quality"], r["table"],
+                    r["teacher"], r["teacher_key"], r["task"], r["task_original"], r["method"],
+                    int(r["steps"]) if r["steps"] else None, r["metric"], r["metric_original"],
+                    value, float(r["std"]) if r["std"] else None, int(r["n"]) if r["n"] else None,
+                    r["higher_is_better"] == "true", protocol, r["notes"])
+
+
+# Write baselines as CSV (the columns of COLUMNS).
+def write_csv(baselines: Iterable[Baseline], path: str | Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for b in baselines:
+        w.writerow({"source": b.source, "paper": b.paper, "arxiv": b.arxiv, "citation": b.citation,
+                    "source_quality": b.source_quality, "table": b.table, "teacher": b.teacher,
+                    "teacher_key": b.teacher_key, "task": b.task, "task_original": b.task_original,
+                    "method": b.method, "steps": "" if b.steps is None else b.steps,
+                    "metric": b.metric, "metric_original": b.metric_original,
+                    "value": repr(b.value),
+                    "std": "" if b.std is None else repr(b.std), "n": "" if b.n is None else b.n,
+                    "higher_is_better": "true" if b.higher_is_better else "false",
+                    "protocol_json": json.dumps(dict(b.protocol), sort_keys=True),
+                    "notes": b.notes})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(buf.getvalue(), encoding="utf-8")
+
+
+# Every baseline of the registered sources (or of `names`), and one line per source saying what
+# was loaded; a file that cannot be read is a problem (listed), a file not made yet is not.
+def load_all(names: Sequence[str] | None = None) -> tuple[list[Baseline], list[str], list[str]]:
+    out: list[Baseline] = []
+    summary: list[str] = []
+    problems: list[str] = []
+    for name in names or registry.baseline_sources.names():
+        src = registry.baseline_sources.get(name)
+        if not src.path().exists():
+            summary.append(f"{name}: {src.path()} not present")
+            continue
+        try:
+            rows = src.load()
+        except (BaselineError, OSError) as e:
+            problems.append(f"baseline source {name!r}: {e}")
+            continue
+        out += rows
+        summary.append(f"{name}: {len(rows)} numbers from {src.path()}")
+    return out, summary, problems
+
+#----------------------------------------------------------------------------
+
+
+# Baselines from ok records: mean, std and n over seeds per (teacher, label, metric, protocol).
+def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: str
+                 ) -> list[Baseline]:
+    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for row in rows_from_records(r for r in records if r["status"] == "ok"):
+        if row.value is not None:
+            groups[(row.teacher, row.label, row.steps, row.metric, row.protocol_id)].append(row)
+    out = []
+    for (teacher, label, steps, metric, _), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        values = [r.value for r in rows]
+        out.append(Baseline(
+            source, "softdimo-harness mini reference", "", citation, "primary", rows[0].source,
+            teacher, teacher, "mini", "", label, steps, metric, metric,
+            statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
+            len(values), rows[0].higher_is_better, rows[0].protocol,
+            f"runs: {', '.join(sorted(r.run_id for r in rows))}"))
+    return out
+
+
+# `python -m harness.baselines export ...`: ok records of one grid -> a baseline CSV.
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.baselines",
+                                description="Baseline files: export ok records as baselines.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="turn the ok records of a grid into baseline rows")
+    e.add_argument("--grid", required=True, metavar="NAME", help="grid name (results/<NAME>/)")
+    e.add_argument("--results", default="results", metavar="DIR", help="results root")
+    e.add_argument("--out", required=True, metavar="CSV", help="baseline file to write")
+    e.add_argument("--source", default="mini_reference", help="source name in the file")
+    sub.add_parser("list", help="print the registered baseline sources and their files")
+    args = p.parse_args(argv)
+    import harness.builtin  # noqa: F401
+    if args.command == "list":
+        for name, src in registry.baseline_sources.items():
+            print(f"{name:16} {src.path()}  {src.description}")
+        return 0
+    records, problems = store.scan(args.results, [args.grid])
+    for prob in problems:
+        print(f"warning: {prob.path}: {prob.message}", file=sys.stderr)
+    for r in records:                       # labels come from the methods' own entries
+        for module in r["spec"].get("plugins", []):
+            registry.load_plugin(module)
+    rows = from_records(records, args.source, f"softdimo-harness grid {args.grid!r}, "
+                                              f"results exported from {args.results}")
+    if not rows:
+        print(f"error: no ok records with metrics for grid {args.grid!r} under {args.results}",
+              file=sys.stderr)
+        return 2
+    write_csv(rows, args.out)
+    print(f"wrote {len(rows)} baseline rows from {sum(r['status'] == 'ok' for r in records)} ok "
+          f"records to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

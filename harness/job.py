@@ -1,0 +1,278 @@
+"""What a submitted job runs: one cell (`execute`) or a lane of cells in order (`execute_lane`).
+
+The callables take only JSON values (the spec as JSON, the grid name, the results root), so
+submitit pickles a few hundred bytes and the job imports the code on disk. A cell always ends
+with a record: `ok`, `diverged` (a metric was not finite) or `failed` (any exception, with its
+traceback and the path of the run's log). `execute` returns the status instead of raising, so a
+lane goes on to its next cell after a failure.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.metadata
+import math
+import os
+import platform
+import resource
+import socket
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from harness import registry, store
+from harness.entries import EvalInput, MetricValue, RunContext
+from harness.spec import RunSpec, spec_defaults
+
+THREADS_ENV = "SOFTDIMO_THREADS"
+CACHE_ENV = "SOFTDIMO_CACHE"
+DEVICE_ENV = "SOFTDIMO_DEVICE"
+LOG_FILE = "log.txt"
+SAMPLES_FILE = "samples.png"
+MIN_TILE_PX = 64                      # small images (8x8 digits) are upscaled to at least this
+MAX_TILE_PX = 128                     # large images are downscaled to at most this in the grid
+PACKAGES = ("softdimo-harness", "torch", "torchvision", "numpy", "scipy", "scikit-learn",
+            "submitit", "pyyaml", "pillow", "matplotlib", "safetensors", "torch-fidelity",
+            "clean-fid", "open_clip_torch")
+
+#----------------------------------------------------------------------------
+
+
+# Run one cell and write its record; returns the record's status ("ok", "diverged", "failed").
+def execute(spec_json: dict[str, Any], grid: str, results_root: str) -> str:
+    spec = RunSpec.from_json(spec_json)
+    run_dir = store.run_dir(results_root, grid, spec.run_id)
+    existing = store.statuses(results_root, grid, [spec.run_id])[spec.run_id]
+    if existing in store.FINAL_STATUSES:
+        return existing                     # submitted twice (e.g. two --no-wait launches)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / LOG_FILE
+    started, t0 = _now(), time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        log = _logger(log_file)
+        log(f"run {spec.run_id} of grid {grid!r} started {started}")
+        try:
+            record = _run(spec, grid, results_root, run_dir, log)
+        except Exception as e:
+            tb = traceback.format_exc()
+            log(tb)
+            record = _base_record(spec, grid, "failed")
+            record["error"] = {"type": type(e).__name__, "message": str(e) or repr(e),
+                               "traceback": tb, "log": str(log_path)}
+        record["provenance"] = {**_provenance(), "started": started, "finished": _now()}
+        record["cost"] = _cost(time.perf_counter() - t0, record.pop("_stages", {}),
+                               record.pop("_gpus", 0))
+        try:
+            store.write_record(run_dir, record)
+        except store.RecordExistsError as e:  # another job finished the same cell first
+            log(str(e))
+            return store.statuses(results_root, grid, [spec.run_id])[spec.run_id] or "failed"
+        log(f"run {spec.run_id} finished: {record['status']}")
+    return record["status"]
+
+
+# Run several cells one after the other in this job (a "lane"); returns their statuses.
+def execute_lane(spec_jsons: list[dict[str, Any]], grid: str, results_root: str) -> list[str]:
+    return [execute(s, grid, results_root) for s in spec_jsons]
+
+
+def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
+         log: Callable[[str], None]) -> dict[str, Any]:
+    import harness.builtin  # noqa: F401  (registers the built-in entries)
+    for module in spec.plugins:
+        registry.load_plugin(module)
+    ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=_device(),
+                     threads=threads(), log=log)
+    torch.set_num_threads(ctx.threads)
+    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+    log(f"device {ctx.device}, {ctx.threads} thread(s), cache {ctx.cache_dir}")
+
+    result = registry.methods.get(spec.method).run(spec, ctx)
+    t_eval = time.perf_counter()
+    metrics = dict(result.extra_metrics)
+    names = dict(spec.params).get("eval.metrics", ())
+    for name in names:
+        values = registry.metrics.get(name).compute(
+            EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens), ctx)
+        for key, value in values.items():
+            if key in metrics:
+                raise ValueError(f"metric value {key!r} produced twice (by {name!r} and earlier)")
+            metrics[key] = value
+    stages = {**result.stage_seconds, "eval_s": time.perf_counter() - t_eval}
+
+    finite = all(math.isfinite(v.value) for v in metrics.values())
+    record = _base_record(spec, grid, "ok" if finite else "diverged")
+    record["metrics"] = {k: _metric_json(v) for k, v in metrics.items()}
+    record["curves"] = {k: [[float(s), float(v)] for s, v in c] for k, c in result.curves.items()}
+    record["info"] = _jsonable(result.info)
+    n_grid = dict(spec.params).get("eval.grid_images", 0)
+    if n_grid and len(result.images):
+        save_image_grid(result.images[:n_grid], run_dir / SAMPLES_FILE)
+        record["samples"] = {"grid_png": SAMPLES_FILE, "count": min(n_grid, len(result.images))}
+    if not finite:
+        bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
+        log(f"diverged: metric(s) {', '.join(bad)} not finite")
+    record["_stages"] = stages
+    record["_gpus"] = 1 if ctx.device.type == "cuda" else 0
+    return record
+
+
+def _base_record(spec: RunSpec, grid: str, status: str) -> dict[str, Any]:
+    try:
+        description = spec.description(spec_defaults(spec))
+    except Exception:                       # names not registered: fall back to the axes
+        description = spec.description()
+    return {"schema_version": store.SCHEMA_VERSION, "run_id": spec.run_id, "grid": grid,
+            "description": description, "spec": spec.to_json(), "status": status, "error": None,
+            "metrics": {}, "curves": {}, "samples": {}, "info": {}}
+
+
+def _metric_json(v: MetricValue) -> dict[str, Any]:
+    out = v.to_json()
+    out["value"] = float(v.value) if math.isfinite(v.value) else None
+    return out
+
+
+# JSON-safe copy of method info: non-finite floats become None, other objects their repr.
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (bool, int, str)):
+        return x
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return _jsonable(x.item())
+    return repr(x)
+
+#----------------------------------------------------------------------------
+
+
+# The shared cache: $SOFTDIMO_CACHE, else <results root>/.cache.
+def cache_dir(results_root: str | Path) -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path(results_root) / ".cache")
+
+
+# Torch threads for this job: $SOFTDIMO_THREADS (set by the launcher per job), else 1.
+def threads() -> int:
+    try:
+        return max(1, int(os.environ.get(THREADS_ENV, "1")))
+    except ValueError:
+        return 1
+
+
+def _device() -> torch.device:
+    name = os.environ.get(DEVICE_ENV)
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _logger(log_file: Any) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        line = f"[{dt.datetime.now().strftime('%H:%M:%S')}] {message}"
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+    return log
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+#----------------------------------------------------------------------------
+
+
+# Save images [N, C, H, W] in [0, 1] as one PNG grid; small images are upscaled (nearest).
+def save_image_grid(images: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+    x = images.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
+    n, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(f"sample grid needs 1 or 3 channels, got {c}")
+    side = max(h, w)
+    if side < MIN_TILE_PX:
+        x = torch.nn.functional.interpolate(x, scale_factor=-(-MIN_TILE_PX // side), mode="nearest")
+    elif side > MAX_TILE_PX:
+        x = torch.nn.functional.interpolate(x, scale_factor=MAX_TILE_PX / side, mode="area")
+    n, c, h, w = x.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 2
+    canvas = torch.ones(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[:, top:top + h, left:left + w] = x[i]
+    pixels = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels[..., 0] if c == 1 else pixels, "L" if c == 1 else "RGB").save(path)
+
+#----------------------------------------------------------------------------
+
+
+# Where the run ran: code version, packages, machine, submitit job.
+def _provenance() -> dict[str, Any]:
+    commit, dirty = _git_state()
+    env = _job_environment()
+    return {"git_commit": commit, "git_dirty": dirty, "packages": _packages(),
+            "host": socket.gethostname(), "python": platform.python_version(),
+            "accelerator": _accelerator(), "executor": env[0], "job_id": env[1],
+            "submitit_log": env[2]}
+
+
+# Commit and dirty flag of the project checkout holding this code (None, None outside git).
+@functools.lru_cache(maxsize=1)
+def _git_state() -> tuple[str | None, bool | None]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                                capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(status.strip())
+
+
+@functools.lru_cache(maxsize=1)
+def _packages() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _accelerator() -> str:
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+
+
+# (executor name, job id, log path) of the submitit job running this code, if any.
+def _job_environment() -> tuple[str, str | None, str | None]:
+    import submitit
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:
+        return "none", None, None
+    try:
+        log = str(env.paths.stdout)
+    except KeyError:
+        log = None
+    return env.cluster, env.job_id, log
+
+
+def _cost(wall_s: float, stages: dict[str, float], gpus: int) -> dict[str, Any]:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"wall_s": round(wall_s, 3), "peak_mem_mb": round(peak_kb / 1024, 1),
+            "accelerator_hours": round(wall_s * gpus / 3600, 6),
+            "stages": {k: round(float(v), 3) for k, v in stages.items()}}

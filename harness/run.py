@@ -1,0 +1,257 @@
+"""Run an experiment grid: expand it, show the plan, submit the pending cells, wait, summarise.
+
+    python -m harness.run --grid ablations/soft_vs_hard.yaml                # mini scale, local
+    python -m harness.run --grid ablations/soft_vs_hard.yaml --dry-run      # the plan only
+    python -m harness.run --grid G.yaml --executor slurm --scale paper --no-wait
+    python -m harness.run --list relaxations                                # what is registered
+
+Running the same command again skips cells with an `ok` record (and says when nothing is left);
+failed cells are retried only with --rerun-failed. Exit codes: 0 all cells ok, 1 some cell
+failed, 2 the grid or the command line is wrong (nothing was launched).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from harness import registry, store
+from harness.executors import LaunchError, load_resources
+from harness.grid import Grid, GridError, load_grid, load_yaml
+from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
+from harness.spec import STAGE_CONFIGS, SCALES
+from softdimo.params import schema
+
+LIST_CHOICES = tuple(registry.AXES) + ("params",)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness.run", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[1:]))
+    g = p.add_argument_group("what to run")
+    g.add_argument("--grid", metavar="FILE", help="grid file (YAML)")
+    g.add_argument("--scale", choices=SCALES, help="override the grid's scale")
+    g.add_argument("--allow-large", action="store_true",
+                   help="allow grids of more than 100,000 cells")
+    g = p.add_argument_group("how to run it")
+    g.add_argument("--executor", default="local", metavar="NAME",
+                   help="submitit executor: debug, local or slurm (default: local)")
+    g.add_argument("--max-parallel", type=_positive, default=_cores(), metavar="N",
+                   help="jobs running at once (default: this machine's cores, %(default)s)")
+    g.add_argument("--results", default="results", metavar="DIR",
+                   help="results root (default: ./results)")
+    g.add_argument("--dry-run", action="store_true", help="show the cells and their state, run nothing")
+    g.add_argument("--no-wait", action="store_true", help="return once the jobs are submitted")
+    g.add_argument("--rerun-failed", action="store_true", help="retry cells whose record is failed")
+    g = p.add_argument_group("discovery")
+    g.add_argument("--list", choices=LIST_CHOICES, metavar="AXIS",
+                   help=f"print the registered names of one axis: {', '.join(LIST_CHOICES)}")
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Entry point; returns the exit code.
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    args = _parser().parse_args(argv)
+    import harness.builtin  # noqa: F401  (registers the built-in entries)
+    try:
+        registry.load_entry_point_plugins()
+    except ImportError as e:
+        print(f"error: {e}", file=err)
+        return 2
+
+    if args.list:
+        if args.grid:
+            _load_plugins_of(Path(args.grid), err)
+        print_list(args.list, out)
+        return 0
+    if not args.grid:
+        print("error: --grid FILE is required (or --list AXIS)", file=err)
+        return 2
+
+    try:
+        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large)
+        registry.executors.get(args.executor)
+        load_resources(grid.resources)
+        problems = missing_assets(grid)
+    except LaunchError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    except GridError as e:
+        for line in e.problems:
+            print(line, file=err)
+        print(f"{len(e.problems)} problem(s) in {args.grid}; nothing was run", file=err)
+        return 2
+    except registry.UnknownNameError as e:
+        print(f"error: --executor: {e}", file=err)
+        return 2
+    if problems:
+        for line in problems:
+            print(line, file=err)
+        return 2
+
+    results = Path(args.results)
+    cells = plan(grid, results)
+    if args.dry_run:
+        print_plan(grid, cells, out)
+        return 0
+    todo = to_submit(cells, args.rerun_failed)
+    counts = Counter(c.state for c in cells)
+    if not todo:
+        print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
+        _print_failures(grid, results, [c for c in cells if c.state in ("failed", "corrupt")], out)
+        return 1 if counts["failed"] + counts["corrupt"] else 0
+
+    print(f"grid {grid.name!r} ({grid.scale}): {len(cells)} cells, {len(todo)} to run, "
+          f"{counts['done'] + counts['diverged']} done, {counts['running']} already running; "
+          f"executor {args.executor}", file=out)
+    try:
+        launch = submit(grid, todo, results, args.executor, args.max_parallel)
+    except LaunchError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    if args.no_wait and not launch.executor.in_process:
+        jobs = ", ".join(str(s.job.job_id) for s in launch.submissions)
+        print(f"submitted {len(todo)} cells in {len(launch.submissions)} job(s): {jobs}\n"
+              f"records appear under {results / grid.name}; logs under {launch.folder}; run the "
+              f"same command again to see what is left", file=out)
+        return 0
+    if args.no_wait:
+        print("note: the debug executor runs in this process; --no-wait does not apply", file=out)
+
+    done_before = len(cells) - len(todo) - counts["running"]
+    printer = ProgressPrinter(len(cells), done_before, err)
+    try:
+        wait(launch, printer)
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"interrupted: jobs already started keep running and write their records under "
+              f"{results / grid.name}; run the same command again to see what is left", file=err)
+        return 130
+    printer.close()
+    return summarise(grid, results, {s.run_id for s in todo}, out)
+
+
+# Print the grid's cells: id, state, description.
+def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO) -> None:
+    width = max([len("description")] + [len(c.description) for c in cells])
+    print(f"grid {grid.name!r} ({grid.scale}) from {grid.path}: {len(cells)} cells", file=out)
+    print(f"{'id':16}  {'state':8}  {'description':{width}}", file=out)
+    print(f"{'-' * 16}  {'-' * 8}  {'-' * width}", file=out)
+    for c in cells:
+        print(f"{c.run_id:16}  {c.state:8}  {c.description}", file=out)
+    counts = Counter(c.state for c in cells)
+    print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
+
+
+def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:
+    total, running = sum(counts.values()), counts["running"]
+    which = f"all {total} cells" if not running else f"{total - running} of {total} cells"
+    line = (f"nothing to do: {which} of grid {grid.name!r} have records ({counts['done']} ok, "
+            f"{counts['diverged']} diverged, {counts['failed'] + counts['corrupt']} failed)")
+    if running:
+        line += f"; {running} submitted earlier still running"
+    if (counts["failed"] or counts["corrupt"]) and not rerun_failed:
+        line += "; failed cells are retried only with --rerun-failed"
+    return line
+
+
+# Print the end-of-run summary; returns the exit code (1 if any cell of the grid failed).
+def summarise(grid: Grid, results: Path, ran: set[str], out: TextIO) -> int:
+    statuses = store.statuses(results, grid.name, [s.run_id for s in grid.specs])
+    now = Counter(statuses[r] for r in ran)
+    skipped = len(grid.specs) - len(ran)
+    print(f"summary: {now['ok']} ok, {now['failed'] + now['corrupt'] + now[None]} failed, "
+          f"{now['diverged']} diverged, {skipped} skipped (done before)", file=out)
+    failed = [CellState(s, d, "failed") for s, d in zip(grid.specs, grid.descriptions())
+              if statuses[s.run_id] in ("failed", "corrupt", None) and s.run_id in ran]
+    _print_failures(grid, results, failed, out)
+    return 1 if failed else 0
+
+
+def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: TextIO) -> None:
+    for c in cells:
+        path = store.record_path(results, grid.name, c.run_id)
+        try:
+            error = store.read_record(path).get("error") or {}
+            line = f"{error.get('type', '?')}: {error.get('message', '')}"
+            log = error.get("log", "")
+        except (store.CorruptRecordError, OSError) as e:
+            line, log = str(e), str(path)
+        print(f"  failed {c.run_id} {c.description}\n    {line}\n    log: {log}", file=out)
+
+
+# Asset problems of every teacher the grid uses (weights, reference statistics).
+def missing_assets(grid: Grid) -> list[str]:
+    from harness import assets
+    problems = []
+    needed: set[str] = set()
+    for spec in grid.specs:
+        entry = registry.teachers.get(spec.teacher)
+        needed.update(entry.assets(spec.stage("teacher", entry.config_cls)))
+    for name in sorted(needed):
+        try:
+            status = assets.check_asset(assets.manifest.get(name))
+        except registry.UnknownNameError as e:
+            problems.append(f"{grid.path}: {e}")
+            continue
+        if status.state != "present":
+            problems.append(f"{grid.path}: {assets.describe_problem(status)}")
+    return problems
+
+#----------------------------------------------------------------------------
+
+
+# Print one registry (names and descriptions), or every stage parameter for `params`.
+def print_list(axis: str, out: TextIO) -> None:
+    if axis == "params":
+        _print_params(out)
+        return
+    items = registry.AXES[axis].items()
+    if not items:
+        print(f"(no {axis} registered)", file=out)
+    width = max([len(n) for n, _ in items] + [4])
+    for name, entry in items:
+        print(f"{name:{width}}  {getattr(entry, 'description', '')}", file=out)
+
+
+def _print_params(out: TextIO) -> None:
+    stages: list[tuple[str, str, type]] = [(s, "", cls) for s, cls in STAGE_CONFIGS.items()]
+    stages += [("teacher", f" (teacher {n!r})", e.config_cls) for n, e in registry.teachers.items()]
+    stages += [(e.stage, f" (refinement {n!r})", e.config_cls)
+               for n, e in registry.refinements.items() if e.stage and e.config_cls]
+    for stage, note, cls in stages:
+        print(f"{stage}.*{note}", file=out)
+        for name, p in schema(cls).items():
+            default = ",".join(map(str, p.default)) if isinstance(p.default, tuple) else p.default
+            print(f"  {stage + '.' + name:28} {p.type.__name__:6} default {default!s:10} "
+                  f"{p.allowed():28} {p.help}", file=out)
+
+
+def _load_plugins_of(path: Path, err: TextIO) -> None:
+    try:
+        doc = load_yaml(path)
+        for module in (doc or {}).get("plugins", []) or []:
+            registry.load_plugin(module)
+    except (GridError, ImportError, AttributeError) as e:
+        print(f"warning: plugins of {path} not loaded: {e}", file=err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

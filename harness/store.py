@@ -1,0 +1,270 @@
+"""The results store: one `record.json` per run under `results/<grid>/<run_id>/`.
+
+A record is written atomically (temporary file in the same directory, fsync, rename) under a
+per-run lock, so a reader sees either the previous record or the new one, never half of one. An
+`ok` or `diverged` record is final and is never overwritten; a `failed` record that is retried is
+first kept as `attempts/<n>.json`. Corrupt records are reported by name, never dropped silently.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, TypedDict
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+ATTEMPTS_DIR = "attempts"
+LOCK_FILE = ".record.lock"
+STATUSES = ("ok", "failed", "diverged")
+FINAL_STATUSES = ("ok", "diverged")        # never overwritten; a run in one of these is done
+REQUIRED_KEYS = ("schema_version", "run_id", "grid", "spec", "status")
+
+#----------------------------------------------------------------------------
+
+
+# The error of a failed run.
+class RecordError(TypedDict):
+    type: str                       # exception class name, e.g. "RuntimeError"
+    message: str                    # str(exception): the line shown in summaries
+    traceback: str                  # full formatted traceback
+    log: str                        # path of the run's log file
+
+
+# One metric value with the protocol that produced it (see `harness.protocol`).
+class RecordMetric(TypedDict):
+    value: float | None             # None when the value was not finite (status "diverged")
+    higher_is_better: bool          # direction, for arrows and "best" marks in reports
+    protocol: dict[str, Any]        # name, implementation + version, features, reference, n, ...
+    protocol_id: str                # "<name>:<sha256 prefix>" of the protocol
+
+
+# Where the run ran and with which code.
+class RecordProvenance(TypedDict, total=False):
+    git_commit: str | None          # HEAD of the project checkout, None outside a git checkout
+    git_dirty: bool | None          # uncommitted changes to tracked or untracked (not ignored) files
+    packages: dict[str, str]        # distribution name -> version, for the libraries that matter
+    host: str                       # hostname
+    python: str                     # interpreter version
+    accelerator: str                # "cpu" or "<n> x <GPU name>"
+    executor: str                   # submitit cluster name ("debug", "local", "slurm") or "none"
+    job_id: str | None              # submitit job id (array jobs: "<array>_<index>")
+    submitit_log: str | None        # the submitit job's stdout log, when inside a job
+    started: str                    # ISO 8601 time the run started
+    finished: str                   # ISO 8601 time the record was written
+
+
+# What the run cost.
+class RecordCost(TypedDict):
+    wall_s: float                   # seconds from start of the run to its record
+    peak_mem_mb: float              # peak resident memory of the job process so far (MiB)
+    accelerator_hours: float        # wall_s * accelerators used / 3600
+    stages: dict[str, float]        # seconds per stage, e.g. teacher_s, distill_s, eval_s
+
+
+# A record, schema version 1 (`results/<grid>/<run_id>/record.json`).
+class Record(TypedDict, total=False):
+    schema_version: int             # SCHEMA_VERSION at the time of writing
+    run_id: str                     # RunSpec.run_id: 16 hex digits of the spec's sha256
+    grid: str                       # grid name: the directory under the results root
+    description: str                # short human-readable label of the cell
+    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params, plugins
+    status: Literal["ok", "failed", "diverged"]  # diverged: some metric was not finite
+    error: RecordError | None       # set when status is "failed"
+    metrics: dict[str, RecordMetric]  # metric name -> value with protocol
+    curves: dict[str, list[list[float]]]  # metric name -> [[training step, value], ...]
+    samples: dict[str, Any]         # {"grid_png": file name beside the record, "count": images}
+    info: dict[str, Any]            # method-specific summary (JSON values only)
+    provenance: RecordProvenance
+    cost: RecordCost
+
+
+# A record that cannot be read; the message names the file.
+class CorruptRecordError(ValueError):
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: corrupt record: {reason}")
+
+
+# Raised when a write would replace a final (`ok` / `diverged`) record.
+class RecordExistsError(FileExistsError):
+    pass
+
+
+# A record found by `scan` that could not be used.
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    message: str
+
+#----------------------------------------------------------------------------
+
+
+# The directory of one run.
+def run_dir(results_root: str | Path, grid: str, run_id: str) -> Path:
+    return Path(results_root) / grid / run_id
+
+
+# The record file of one run.
+def record_path(results_root: str | Path, grid: str, run_id: str) -> Path:
+    return run_dir(results_root, grid, run_id) / RECORD_FILE
+
+
+# Read and check one record; raises CorruptRecordError naming the file on any problem.
+def read_record(path: str | Path) -> Record:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise CorruptRecordError(path, f"not UTF-8 text ({e.reason})") from None
+    if not text.strip():
+        raise CorruptRecordError(path, "empty file")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorruptRecordError(path, f"invalid JSON at line {e.lineno} column {e.colno} "
+                                 f"({e.msg}); the file may be truncated") from None
+    check_record(record, path)
+    return record
+
+
+# Check the keys a reader relies on; raises CorruptRecordError.
+def check_record(record: Any, path: str | Path) -> None:
+    if not isinstance(record, dict):
+        raise CorruptRecordError(Path(path), f"expected a JSON object, got {type(record).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise CorruptRecordError(Path(path), f"missing key(s) {', '.join(missing)}")
+    if record["schema_version"] != SCHEMA_VERSION:
+        raise CorruptRecordError(Path(path), f"schema_version {record['schema_version']!r}; this "
+                                 f"harness reads version {SCHEMA_VERSION}")
+    if record["status"] not in STATUSES:
+        raise CorruptRecordError(Path(path), f"status {record['status']!r} is not one of "
+                                 f"{', '.join(STATUSES)}")
+    if not isinstance(record["spec"], dict):
+        raise CorruptRecordError(Path(path), "spec is not an object")
+
+
+# Write a record atomically; never replaces an ok/diverged record; keeps a replaced failed one.
+def write_record(run_dir: str | Path, record: Record) -> Path:
+    run_dir = Path(run_dir)
+    check_record(record, run_dir / RECORD_FILE)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+    target = run_dir / RECORD_FILE
+    fd, tmp_name = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=run_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)         # mkstemp makes 0600; records are for everyone
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with _locked(run_dir):
+            previous = _previous_status(target)
+            if previous in FINAL_STATUSES:
+                raise RecordExistsError(f"{target}: a {previous!r} record exists and is never "
+                                        f"overwritten; delete the run directory to redo it")
+            if previous is not None:
+                _keep_attempt(run_dir, target)
+            os.replace(tmp, target)
+            _fsync_dir(run_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# Status of the record at `path`, "corrupt" if unreadable, None if absent.
+def _previous_status(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)["status"]
+    except CorruptRecordError:
+        return "corrupt"
+
+
+# Keep the current record as attempts/<n>.json (a hard link, so the record never goes missing).
+def _keep_attempt(run_dir: Path, target: Path) -> None:
+    attempts = run_dir / ATTEMPTS_DIR
+    attempts.mkdir(exist_ok=True)
+    n = 1 + max((int(p.stem) for p in attempts.glob("*.json") if p.stem.isdigit()), default=0)
+    try:
+        os.link(target, attempts / f"{n}.json")
+    except OSError:                             # filesystems without hard links
+        (attempts / f"{n}.json").write_bytes(target.read_bytes())
+
+
+class _locked:
+    # An exclusive flock on the run's lock file for the check-and-replace step.
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+#----------------------------------------------------------------------------
+
+
+# The status of each run id's record in one grid: "ok" / "failed" / "diverged" / "corrupt" / None.
+def statuses(results_root: str | Path, grid: str, run_ids: Iterable[str]) -> dict[str, str | None]:
+    gdir = Path(results_root) / grid
+    present = set(os.listdir(gdir)) if gdir.is_dir() else set()   # one listing, not a stat per run
+    return {rid: _previous_status(gdir / rid / RECORD_FILE) if rid in present else None
+            for rid in run_ids}
+
+
+# The grid directories under a results root (hidden directories and `report` are not grids).
+def grid_names(results_root: str | Path) -> list[str]:
+    root = Path(results_root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name != "report")
+
+
+# Every readable record under a results root, and a Problem for each unreadable one.
+def scan(results_root: str | Path, grids: Iterable[str] | None = None
+         ) -> tuple[list[Record], list[Problem]]:
+    root = Path(results_root)
+    names = grid_names(root) if grids is None else list(grids)
+    records: list[Record] = []
+    problems: list[Problem] = []
+    for grid in names:
+        gdir = root / grid
+        if not gdir.is_dir():
+            problems.append(Problem(gdir, f"no results for grid {grid!r} under {root}"))
+            continue
+        for entry in sorted(os.scandir(gdir), key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            path = os.path.join(entry.path, RECORD_FILE)
+            try:
+                record = read_record(path)
+            except FileNotFoundError:
+                continue                        # a run that has not written its record yet
+            except (CorruptRecordError, OSError) as e:
+                problems.append(Problem(Path(path), getattr(e, "reason", str(e))))
+                continue
+            if record["run_id"] != entry.name or record["grid"] != grid:
+                problems.append(Problem(Path(path), f"record says run {record['run_id']!r} of grid "
+                                        f"{record['grid']!r}, but lies in {grid}/{entry.name}"))
+                continue
+            records.append(record)
+    return records, problems

@@ -1,0 +1,47 @@
+"""Shared fixtures of the harness tests: the `toy_lab` plugin on the path of this process and of
+every job subprocess, grid files written from text, and the records of a results root."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "tests" / "plugins"
+for _p in (str(PLUGINS), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+# Jobs started by submitit's local executor import the harness and the plugin from these paths.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), str(PLUGINS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+import harness.builtin  # noqa: E402,F401
+import toy_lab  # noqa: E402,F401
+
+
+# A grid file made from (dedented) YAML text.
+@pytest.fixture
+def write_grid(tmp_path: Path):
+    def write(text: str, name: str = "grid.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+    return write
+
+
+# Every record.json under a results root.
+@pytest.fixture
+def record_files():
+    def find(root: Path) -> list[Path]:
+        return sorted(root.rglob("record.json")) if root.exists() else []
+    return find
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch):
+    for var in ("TOY_LAB_FAIL", "TOY_LAB_CRASH", "SOFTDIMO_CACHE", "SOFTDIMO_THREADS",
+                "SOFTDIMO_BASELINES", "SOFTDIMO_PROFILES"):
+        monkeypatch.delenv(var, raising=False)

@@ -1,0 +1,92 @@
+"""Baselines: the paper numbers as cited data with protocols, and the mini reference export."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import baselines, job, registry, store, tables
+from harness.grid import load_grid
+from harness.report import results_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_build_script_reproduces_committed_csv(tmp_path):
+    out = tmp_path / "paper_results.csv"
+    subprocess.run([sys.executable, str(ROOT / "baselines" / "build_paper_baselines.py"),
+                    "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    assert out.read_bytes() == (ROOT / "baselines" / "paper_results.csv").read_bytes()
+
+
+def test_paper_baselines_carry_citation_quality_protocol():
+    rows = registry.baseline_sources.get("papers").load()
+    raw = (ROOT / "baselines" / "sources" / "paper_results_raw.csv").read_text().splitlines()
+    assert len(rows) == len(raw) - 1 == 265                     # every number, none dropped
+    soft = [b for b in rows if b.paper.startswith("Soft-DiMO")]
+    assert len(soft) == 52 and {b.source_quality for b in soft} == {"secondary"}
+    assert {b.arxiv for b in soft} == {"2509.22925"}
+    dimo = [b for b in rows if b.paper.startswith("DiMO")]
+    assert {b.source_quality for b in dimo} == {"primary"} and {b.arxiv for b in dimo} == {"2503.15457"}
+    fid = next(b for b in dimo if b.metric == "fid" and b.method == "Di[M]O")
+    assert (fid.value, fid.steps, fid.teacher_key, fid.higher_is_better) == (6.91, 1, "maskgit", False)
+    assert fid.protocol["name"] == "imagenet256-fid50k-adm"
+    assert fid.protocol["implementation"] == "clean-fid legacy_tensorflow"
+    assert fid.protocol["reference"] == "ADM VIRTUAL_imagenet256 mu/sigma"
+    assert fid.protocol["samples"] == 50000
+    hps = [b for b in dimo if b.metric_original.startswith("HPSv2.0")]
+    assert hps and all(b.protocol["name"] == "hpsv2-benchmark" and b.protocol["version"] == "v2.0"
+                       for b in hps)
+    gen = next(b for b in dimo if b.metric == "geneval_overall")
+    assert (gen.protocol["prompts"], gen.protocol["images_per_prompt"]) == (553, 4)
+    soft_hps = next(b for b in soft if b.metric_original == "HPS_avg")
+    assert soft_hps.protocol["version"] == "v2.1" and "inferred" in soft_hps.protocol["notes"]
+    assert all(b.citation and b.protocol.get("name") for b in rows)
+    # Soft-Di[M]O's own FID cannot be compared with Di[M]O's protocol on what is unknown, but is
+    # not contradicted either; HPS v2.0 vs v2.1 is refused.
+    from harness.protocol import protocol_mismatch
+    assert protocol_mismatch(hps[0].protocol, soft_hps.protocol) == "version differs (v2.0 vs v2.1)"
+
+
+def test_bad_baseline_file_names_file_and_line(tmp_path):
+    path = tmp_path / "b.csv"
+    text = (ROOT / "baselines" / "paper_results.csv").read_text().splitlines()
+    text[3] = text[3].replace(",primary,", ",tertiary,", 1)
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(baselines.BaselineError, match=rf"{path}:4: source_quality 'tertiary'"):
+        baselines.read_csv(path, "x")
+
+
+GRID = """
+name: ref
+plugins: [toy_lab]
+matrix: {teacher: [toy], method: [toy_student], relaxation: [toy_hard, toy_soft], seed: [0, 1]}
+params: {eval.samples: 20}
+"""
+
+
+def test_export_mini_reference_and_compare(write_grid, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    for spec in load_grid(write_grid(GRID)).specs:
+        job.execute(spec.to_json(), "ref", str(results))
+    bdir = tmp_path / "baselines"
+    out = bdir / "mini_reference.csv"
+    assert baselines.main(["export", "--grid", "ref", "--results", str(results), "--out", str(out)]) == 0
+    assert "wrote 4 baseline rows from 4 ok records" in capsys.readouterr().out
+    monkeypatch.setenv("SOFTDIMO_BASELINES", str(bdir))
+    base, summary, problems = baselines.load_all()
+    assert problems == [] and f"mini_reference: 4 numbers from {out}" in summary
+    soft = next(b for b in base if b.method == "Toy student (toy_soft)" and b.metric == "toy_mean")
+    assert soft.n == 2 and soft.std is not None and soft.source_quality == "primary"
+    assert soft.protocol == {"name": "toy-mean", "implementation": "toy_lab", "version": 1,
+                             "samples": 20}
+    records, _ = store.scan(results)
+    t = tables.build_tables(results_table(records, base))
+    row = next(r for r in t.blocks[0].rows if r.label == "Toy student (toy_soft)")
+    assert row.cells["toy_mean"].delta == pytest.approx(0.0, abs=1e-12)   # compared with itself
+    assert row.cells["toy_mean"].delta_source == "mini_reference"
+    assert baselines.main(["export", "--grid", "nope", "--results", str(results), "--out",
+                           str(tmp_path / "x.csv")]) == 2

@@ -1,0 +1,123 @@
+"""`harness.job.execute`: one cell -> one record with metrics, samples, provenance and cost; a
+failure becomes a failed record (not an exception), a non-finite metric a diverged one."""
+from __future__ import annotations
+
+import importlib.metadata
+import pickle
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from harness import job, store
+from harness.spec import resolve_cell
+
+STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", "seed": 1,
+           "eval.samples": 30, "eval.grid_images": 9, "eval.metrics": ["toy_mean", "toy_fidelity"]}
+
+
+def test_execute_writes_ok_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTDIMO_THREADS", "2")
+    spec = resolve_cell(STUDENT, "mini", ("toy_lab",))
+    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
+    rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
+    assert rec["status"] == "ok" and rec["error"] is None and rec["spec"] == spec.to_json()
+    assert rec["description"] == "toy toy_student toy_soft s1 eval.grid_images=9 eval.samples=30"
+    # The metric values are what the images give: recompute them independently.
+    from toy_lab import ToyTeacher, ToyTeacherConfig
+    teacher = ToyTeacher(ToyTeacherConfig())
+    b = torch.zeros(10, dtype=torch.float64)
+    for _ in range(20):
+        b = b + 0.1 * (teacher.targets - b)
+    labels = torch.arange(30) % 10
+    images = teacher.draw(b[labels], 1).float()
+    assert rec["metrics"]["toy_mean"]["value"] == pytest.approx(float(images.double().mean()), rel=1e-12)
+    gap = (images.double().mean((1, 2, 3)) - teacher.targets[labels]).abs().mean()
+    assert rec["metrics"]["toy_fidelity"]["value"] == pytest.approx(float(gap), rel=1e-12)
+    assert rec["metrics"]["toy_mean"]["protocol"] == {"name": "toy-mean", "implementation": "toy_lab",
+                                                      "version": 1, "samples": 30}
+    assert rec["metrics"]["toy_mean"]["protocol_id"].startswith("toy-mean:")
+    assert [p[0] for p in rec["curves"]["toy_gap"]] == [4, 8, 12, 16, 20]
+    # Sample grid: 9 images of 8x8 upscaled (nearest) to 64x64 in a 3x3 grid with 2px borders.
+    assert rec["samples"] == {"grid_png": "samples.png", "count": 9}
+    with Image.open(store.run_dir(tmp_path, "g", spec.run_id) / "samples.png") as im:
+        assert im.size == (3 * 66 + 2, 3 * 66 + 2) and im.mode == "L"
+    prov = rec["provenance"]
+    assert prov["executor"] == "none" and prov["job_id"] is None     # called directly
+    assert prov["python"] == platform.python_version() and prov["host"] == socket.gethostname()
+    assert prov["accelerator"] == ("cpu" if not torch.cuda.is_available() else
+                                   f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
+    assert prov["packages"]["torch"] == importlib.metadata.version("torch")
+    root = Path(job.__file__).resolve().parents[1]
+    if (root / ".git").exists():                   # a git checkout (CI may copy files only)
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        assert prov["git_commit"] == head and isinstance(prov["git_dirty"], bool)
+    else:
+        assert prov["git_commit"] is None and prov["git_dirty"] is None
+    cost = rec["cost"]
+    assert cost["wall_s"] > 0 and cost["peak_mem_mb"] > 10 and cost["accelerator_hours"] == 0.0
+    assert set(cost["stages"]) == {"distill_s", "sample_s", "eval_s"}
+    assert "2 thread(s)" in (store.run_dir(tmp_path, "g", spec.run_id) / "log.txt").read_text()
+    # Running the same cell again leaves the ok record alone.
+    before = store.record_path(tmp_path, "g", spec.run_id).read_bytes()
+    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
+    assert store.record_path(tmp_path, "g", spec.run_id).read_bytes() == before
+
+
+def test_execute_failure_is_a_failed_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_LAB_FAIL", "1")
+    spec = resolve_cell({"teacher": "toy", "method": "toy_flaky", "seed": 0}, "mini", ("toy_lab",))
+    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "failed"
+    rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
+    err = rec["error"]
+    assert err["type"] == "RuntimeError"
+    assert err["message"] == "toy_flaky failed because TOY_LAB_FAIL is set"
+    assert "run_flaky" in err["traceback"] and err["log"].endswith("log.txt")
+    assert "toy_flaky failed" in open(err["log"]).read()
+    monkeypatch.delenv("TOY_LAB_FAIL")
+    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"     # a retry replaces it
+    d = store.run_dir(tmp_path, "g", spec.run_id)
+    assert store.read_record(d / "attempts" / "1.json")["status"] == "failed"
+
+
+def test_execute_nan_metric_is_diverged(tmp_path):
+    spec = resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": 0, "teacher.diverge": True,
+                         "eval.metrics": ["toy_mean"]}, "mini", ("toy_lab",))
+    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "diverged"
+    rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
+    assert rec["metrics"]["toy_mean"]["value"] is None
+
+
+def test_execute_lane_runs_cells_in_order_and_survives_failures(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_LAB_FAIL", "1")
+    specs = [resolve_cell({"teacher": "toy", "method": m, "seed": 0}, "mini", ("toy_lab",))
+             for m in ("toy_flaky", "toy_sampler")]
+    assert job.execute_lane([s.to_json() for s in specs], "g", str(tmp_path)) == ["failed", "ok"]
+
+
+def test_submitted_callable_is_small_and_picklable(tmp_path):
+    spec = resolve_cell(STUDENT, "mini", ("toy_lab",))
+    payload = pickle.dumps((job.execute, (spec.to_json(), "g", str(tmp_path))))
+    assert len(payload) < 4000
+
+
+def test_cache_dir_and_threads(monkeypatch, tmp_path):
+    assert job.cache_dir(tmp_path) == tmp_path / ".cache"
+    monkeypatch.setenv("SOFTDIMO_CACHE", str(tmp_path / "c"))
+    assert job.cache_dir(tmp_path) == tmp_path / "c"
+    monkeypatch.setenv("SOFTDIMO_THREADS", "3")
+    assert job.threads() == 3
+    monkeypatch.setenv("SOFTDIMO_THREADS", "x")
+    assert job.threads() == 1
+
+
+def test_image_grid_rgb_large_downscaled(tmp_path):
+    x = torch.rand(5, 3, 256, 256)
+    job.save_image_grid(x, tmp_path / "s.png")
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.mode == "RGB" and im.size == (3 * 130 + 2, 2 * 130 + 2)

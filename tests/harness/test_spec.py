@@ -1,0 +1,85 @@
+"""Run ids: a hash of the resolved spec, stable across processes, independent of the order in
+which the grid gave things, and different whenever any value changes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import registry
+from harness.spec import STAGE_CONFIGS, RunSpec, resolve_cell
+from softdimo.params import schema
+
+CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
+        "refinement": "toy_sharpen", "seed": 3, "distill.steps": 7}
+
+
+def test_run_id_stable_across_processes():
+    spec = resolve_cell(CELL, "mini", ("toy_lab",), {"eval.samples": 12})
+    code = ("import json, sys, harness.builtin, toy_lab; from harness.spec import resolve_cell; "
+            "print(resolve_cell(json.loads(sys.argv[1]), 'mini', ('toy_lab',), "
+            "{'eval.samples': 12}).run_id)")
+    root = Path(__file__).resolve().parents[2]
+    ids = {subprocess.run([sys.executable, "-c", code, json.dumps(CELL)], capture_output=True,
+                          text=True, check=True, cwd=root,
+                          env={"PYTHONPATH": f"{root}:{root / 'tests' / 'plugins'}",
+                               "PYTHONHASHSEED": str(seed)}).stdout.strip()
+           for seed in (1, 2)}
+    assert ids == {spec.run_id}
+    assert len(spec.run_id) == 16 and int(spec.run_id, 16) >= 0
+
+
+def test_run_id_independent_of_order():
+    a = resolve_cell(CELL, "mini", (), {"eval.samples": 12, "sample.temperature": 0.5})
+    b = resolve_cell(dict(reversed(list(CELL.items()))), "mini", (),
+                     {"sample.temperature": 0.5, "eval.samples": 12})
+    c = resolve_cell({**CELL, "eval.samples": 12}, "mini", (), {"sample.temperature": 0.5})
+    assert a.run_id == b.run_id == c.run_id
+    assert RunSpec.from_json(json.loads(json.dumps(a.to_json()))) == a
+
+
+def test_run_id_changes_with_every_parameter():
+    base = resolve_cell(CELL, "mini")
+    ids = {base.run_id}
+    changed = 0
+    classes = {**STAGE_CONFIGS, "teacher": registry.teachers.get("toy").config_cls,
+               "toyref": registry.refinements.get("toy_sharpen").config_cls}
+    for key, value in base.params:
+        stage, _, name = key.partition(".")
+        p = schema(classes[stage])[name]
+        if p.type is bool:
+            new = not value
+        elif p.choices:
+            new = next(c for c in p.choices if c != value)
+        elif p.type is tuple:
+            new = ("toy_std",) if value != ("toy_std",) else ("toy_mean",)
+        elif p.type is int:
+            new = value + 1 if p.hi is None or value + 1 <= p.hi else value - 1
+        else:
+            new = value / 2 if value else 0.5
+        spec = resolve_cell({**CELL, key: new}, "mini")
+        assert spec.param(key) == new
+        ids.add(spec.run_id)
+        changed += 1
+    for axis, value in (("seed", 4), ("refinement", "none")):
+        ids.add(resolve_cell({**CELL, axis: value}, "mini").run_id)
+        changed += 1
+    ids.add(resolve_cell({**CELL, "relaxation": "toy_hard", "refinement": "none"}, "mini").run_id)
+    changed += 1
+    ids.add(resolve_cell(CELL, "mini", ("toy_lab",)).run_id)   # plugins are part of the spec
+    assert len(ids) == changed + 2
+    assert changed > 30                          # every field of every stage was varied
+
+
+def test_to_json_has_every_field_and_id_scheme_is_design_md():
+    import dataclasses
+    import hashlib
+    spec = resolve_cell(CELL, "mini", ("toy_lab",))
+    assert set(spec.to_json()) == {f.name for f in dataclasses.fields(RunSpec)}
+    # docs/design.md: sha256 of the canonical JSON (sorted keys, no spaces, spec_version), 16 hex.
+    d = dataclasses.asdict(spec)
+    d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params}
+    d["plugins"] = list(spec.plugins)
+    body = json.dumps({"spec_version": 1, **d}, sort_keys=True, separators=(",", ":"))
+    assert spec.run_id == hashlib.sha256(body.encode()).hexdigest()[:16]
