@@ -61,13 +61,15 @@ class RefinementEntry:
     description: str = ""
 
 
-# A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all).
+# A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all);
+# `assets` names the asset files it reads (checked before a grid launches).
 @dataclass(frozen=True)
 class MetricEntry:
     name: str
     compute: Callable[["EvalInput", "RunContext"], dict[str, "MetricValue"]]
     applies_to: tuple[str, ...] = ("*",)
     description: str = ""
+    assets: tuple[str, ...] = ()
 
 
 #----------------------------------------------------------------------------
@@ -99,7 +101,8 @@ class MethodResult:
     info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
 
 
-# The input every metric receives.
+# The input every metric receives. Paper-scale runs write their samples to disk (harness.samples)
+# and pass the folder or npz as `samples`; metrics then read images from it, not from `images`.
 @dataclass
 class EvalInput:
     spec: "RunSpec"
@@ -107,6 +110,7 @@ class EvalInput:
     images: torch.Tensor
     conditions: list[Any]
     tokens: torch.Tensor | None
+    samples: Path | None = None
 
 
 # One metric value with the protocol that produced it; two values compare only if protocols match.
