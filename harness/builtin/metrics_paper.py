@@ -60,7 +60,7 @@ def _hps(version: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValu
     def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
         source, _ = samples_of(inp)
         prompts = _prompts(inp)
-        scorer = hps.load_hps(version, ctx.device)
+        scorer = hps.load_hps(version, ctx.device, arch=hps.HPS_ARCH)
         bench = {style: hps.benchmark_prompts(style) for style in hps.HPS_STYLES}
         if prompts == [p for style in hps.HPS_STYLES for p in bench[style]]:
             images, start = {}, 0
