@@ -64,13 +64,15 @@ class RefinementEntry:
     description: str = ""
 
 
-# A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all).
+# A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all);
+# `assets` names the asset files it reads (checked before a grid launches).
 @dataclass(frozen=True)
 class MetricEntry:
     name: str
     compute: Callable[["EvalInput", "RunContext"], dict[str, "MetricValue"]]
     applies_to: tuple[str, ...] = ("*",)
     description: str = ""
+    assets: tuple[str, ...] = ()
 
 
 # A differentiable reward model R(image, condition) (HPS / CLIP-score analogues at mini scale):
@@ -114,7 +116,8 @@ class MethodResult:
     teacher: Any = None                        # the teacher object, for metrics (not recorded)
 
 
-# The input every metric receives.
+# The input every metric receives. Paper-scale runs write their samples to disk (harness.samples)
+# and pass the folder or npz as `samples`; metrics then read images from it, not from `images`.
 @dataclass
 class EvalInput:
     spec: "RunSpec"
@@ -122,6 +125,7 @@ class EvalInput:
     images: torch.Tensor
     conditions: list[Any]
     tokens: torch.Tensor | None
+    samples: Path | None = None
 
 
 # One metric value with the protocol that produced it; two values compare only if protocols match.

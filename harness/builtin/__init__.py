@@ -1,4 +1,5 @@
 """Built-in registry entries, one module per area; importing this package registers them all."""
 from __future__ import annotations
 
-from harness.builtin import baselines, core, digits, executors, maskbit, maskgen  # noqa: F401
+from harness.builtin import (baselines, core, digits, executors, maskbit, maskgen,  # noqa: F401
+                             metrics_paper)

@@ -1,0 +1,336 @@
+"""Evaluate any sample set under a named protocol and record it beside the runs.
+
+    python -m harness.evaluate --samples DIR_OR_NPZ --protocol NAME [--reference PATH]
+                               [--results DIR] [--metrics ...] [--label TEXT] [--teacher NAME]
+
+So a method not implemented here (its samples written by its own code) is compared with the
+baselines and the harness's runs under exactly the same protocol. Protocols:
+
+- FID family (`harness.metrics.fid.FID_PROTOCOLS`, e.g. imagenet256-fid50k-adm): `--samples` is a
+  folder of PNG/JPEG images or an npz with uint8 NHWC `arr_0`; `--metrics` picks among fid,
+  inception_score, kid, prdc (default: all the reference supports); `--reference` overrides the
+  protocol's reference (npz with mu/sigma[, arr_0], or a folder / npz of images).
+- `hpsv2-benchmark-v2.0`, `hpsv2-benchmark-v2.1`: `--samples` is `<root>` with `<style>/<idx:05d>.jpg`.
+- `geneval`: `--samples` is a GenEval image folder; `--geneval-dir`, `--geneval-python` (or the
+  SOFTDIMO_GENEVAL_* variables) say where GenEval and its environment are.
+- CLIP score (`coco30k-clipscore-gigagan`, `clipscore-gigagan`): `--samples` images plus
+  `--captions FILE` (one caption per line, in sample order).
+
+The record goes to `<results>/evaluate/<run_id>/record.json` (schema: docs/design.md); the run id is
+the content hash of the samples and of what the protocol reads. An `ok` record is never
+overwritten; a failed one is moved to `attempts/<n>.json` before a retry.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness import assets
+from harness.entries import MetricValue
+from harness.metrics import clip_score, fid, geneval, hps
+from harness.samples import open_samples
+
+SCHEMA_VERSION = 1
+GRID = "evaluate"
+HPS_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in hps.HPS_VERSIONS}
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "clean-fid", "torch-fidelity", "open_clip_torch", "pillow")
+
+#----------------------------------------------------------------------------
+# Protocol dispatch: name -> (what it reads, how it computes).
+
+
+# All protocol names `--protocol` accepts, by family.
+def protocol_names() -> dict[str, list[str]]:
+    return {"fid": fid.FID_PROTOCOLS.names(), "hps": sorted(HPS_PROTOCOLS), "geneval": ["geneval"],
+            "clip": clip_score.CLIP_PROTOCOLS.names()}
+
+
+# The identity of an evaluation (its run id hashes this): samples content, protocol, inputs read.
+def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
+    family = _family(args.protocol)
+    samples = Path(args.samples)
+    ident: dict[str, Any] = {"protocol": args.protocol, "samples_sha256": content_sha256(samples, family)}
+    if family == "fid":
+        ident["metrics"] = sorted(args.metrics) if args.metrics else None
+        if args.reference:
+            ident["reference_sha256"] = content_sha256(Path(args.reference), "fid")
+    if family == "clip":
+        ident["captions_sha256"] = assets.sha256_file(Path(args.captions))
+        if args.weights:
+            ident["weights_sha256"] = assets.sha256_file(Path(args.weights))
+    ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name, verify_hash=False))
+                              for name in protocol_assets(args)}
+    return ident
+
+
+# sha256 of a sample set: the npz or image folder content, or every file of a layout tree.
+def content_sha256(path: Path, family: str) -> str:
+    if family in ("fid", "clip"):
+        return open_samples(path).content_sha256()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: expected a folder")
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{assets.sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+# Compute the metrics of one evaluation.
+def compute(args: argparse.Namespace, run_dir: Path, cache_dir: Path) -> tuple[dict[str, MetricValue], int]:
+    family = _family(args.protocol)
+    device = torch.device(args.device)
+    if family == "fid":
+        source = open_samples(args.samples)
+        manifest = (Path(args.samples) if Path(args.samples).is_dir() else Path(args.samples).parent) / "manifest.json"
+        meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        metrics = args.metrics or _default_fid_metrics(args)
+        return fid.evaluate(source, args.protocol, metrics, args.reference, args.reference_name, device,
+                            args.batch_size, args.num_workers, cache_dir, meta), len(source)
+    if family == "hps":
+        scorer = hps.load_hps(HPS_PROTOCOLS[args.protocol], device)
+        values = hps.evaluate_benchmark(Path(args.samples), scorer, batch_size=args.batch_size)
+        return values, values["hps"].protocol["prompts_per_style"] * len(hps.HPS_STYLES)
+    if family == "geneval":
+        config = _geneval_config(args)
+        values = geneval.evaluate(Path(args.samples), config, run_dir / "geneval")
+        return values, values["geneval"].protocol["num_samples"]
+    source = open_samples(args.samples)
+    captions = Path(args.captions).read_text().splitlines()
+    value = clip_score.clip_score(source, captions, args.protocol, args.weights, device, args.batch_size)
+    return {"clip_score": value}, len(source)
+
+
+# FID-family default: every metric the reference can give (KID / PRDC need reference images).
+def _default_fid_metrics(args: argparse.Namespace) -> list[str]:
+    protocol = fid.FID_PROTOCOLS.get(args.protocol)
+    ref = Path(args.reference) if args.reference else assets.resolve(protocol.reference) if protocol.reference else None
+    if ref is not None and ref.is_file() and ref.suffix == ".npz":
+        import numpy as np
+        with np.load(ref) as data:
+            if {"mu", "sigma"} <= set(data.files) and "arr_0" not in data.files:
+                print(f"note: {ref} holds only mu/sigma: computing fid and inception_score (KID and PRDC "
+                      f"need reference images)", file=sys.stderr)
+                return ["fid", "inception_score"]
+    return list(fid.FID_METRICS)
+
+
+def _geneval_config(args: argparse.Namespace) -> geneval.GenEvalConfig:
+    return geneval.GenEvalConfig.from_env(Path(args.geneval_dir) if args.geneval_dir else None, args.geneval_python)
+
+
+def _family(name: str) -> str:
+    for family, names in protocol_names().items():
+        if name in names:
+            return family
+    allowed = "; ".join(f"{k}: {', '.join(v)}" for k, v in protocol_names().items())
+    raise ValueError(f"unknown protocol {name!r}; allowed — {allowed}")
+
+
+# Problems with the arguments, found before any computation (one line each).
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    try:
+        family = _family(args.protocol)
+    except ValueError as e:
+        return [str(e)]
+    problems = []
+    if not Path(args.samples).exists():
+        problems.append(f"--samples {args.samples}: no such file or folder")
+    if args.metrics and family != "fid":
+        problems.append(f"--metrics applies to FID-family protocols only, not {args.protocol!r}")
+    if args.metrics:
+        problems += [f"--metrics {m!r}: allowed {', '.join(fid.FID_METRICS)}" for m in args.metrics
+                     if m not in fid.FID_METRICS]
+    if args.reference and not Path(args.reference).exists():
+        problems.append(f"--reference {args.reference}: no such file or folder")
+    if family == "clip" and not (args.captions and Path(args.captions).is_file()):
+        problems.append(f"protocol {args.protocol!r} needs --captions FILE (one caption per line)")
+    if family == "fid" and not args.reference and fid.FID_PROTOCOLS.get(args.protocol).reference is None:
+        problems.append(f"protocol {args.protocol!r} has no default reference: pass --reference")
+    if family == "geneval":
+        try:
+            config = _geneval_config(args)
+        except ValueError as e:
+            return problems + [str(e)]
+        if not config.metadata_path.is_file():
+            problems.append(f"{config.metadata_path}: GenEval prompt metadata not found (--geneval-dir)")
+    return problems + assets.check_before_launch(protocol_assets(args))
+
+
+# The assets an evaluation reads (weights, default references, prompt lists).
+def protocol_assets(args: argparse.Namespace) -> list[str]:
+    family = _family(args.protocol)
+    if family == "fid":
+        protocol = fid.FID_PROTOCOLS.get(args.protocol)
+        names = protocol.assets(args.metrics or fid.FID_METRICS)
+        return [n for n in names if n != protocol.reference] if args.reference else names
+    if family == "hps":
+        return [hps.HPS_VERSIONS[HPS_PROTOCOLS[args.protocol]]] + [f"hps-benchmark-{s}" for s in hps.HPS_STYLES]
+    if family == "clip" and not args.weights:
+        return [clip_score.CLIP_PROTOCOLS.get(args.protocol).weights_asset]
+    if family == "geneval" and any("{detector_dir}" in part for part in _geneval_config(args).command):
+        return ["geneval-mask2former"]
+    return []
+
+
+#----------------------------------------------------------------------------
+# Records.
+
+
+# Write a record atomically (temporary file in the same folder, fsync, rename); same signature as
+# harness.store.write_record, which replaces this once both are merged.
+def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "record.json"
+    tmp = run_dir / f".record.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=False, allow_nan=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+# Move a failed record out of the way before a retry (attempts/<n>.json).
+def archive_failed(run_dir: Path) -> None:
+    path = run_dir / "record.json"
+    attempts = run_dir / "attempts"
+    attempts.mkdir(exist_ok=True)
+    n = len(list(attempts.glob("*.json")))
+    os.replace(path, attempts / f"{n}.json")
+
+
+def provenance(started: str) -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    commit = _git(root, "rev-parse", "HEAD")
+    dirty = bool(_git(root, "status", "--porcelain")) if commit else None
+    return {"git_commit": commit, "git_dirty": dirty,
+            "packages": {p: _dist_version(p) for p in PACKAGES},
+            "host": socket.gethostname(), "python": platform.python_version(),
+            "accelerator": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "executor": "local", "job_id": os.environ.get("SLURM_JOB_ID"),
+            "started": started, "finished": _now()}
+
+
+def _git(root: Path, *cmd: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+#----------------------------------------------------------------------------
+# Command line.
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m harness.evaluate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", metavar="DIR_OR_NPZ", help="the sample set to evaluate (required)")
+    p.add_argument("--protocol", metavar="NAME", help="protocol name (required; see --list-protocols)")
+    p.add_argument("--list-protocols", action="store_true", help="print the protocol names and exit")
+    p.add_argument("--reference", metavar="PATH", help="FID family: reference npz (mu/sigma[, arr_0]) or images")
+    p.add_argument("--reference-name", metavar="NAME", help="name recorded for --reference (default: its stem)")
+    p.add_argument("--metrics", nargs="+", metavar="M", help=f"FID family: subset of {', '.join(fid.FID_METRICS)}")
+    p.add_argument("--captions", metavar="FILE", help="CLIP score: one caption per line, in sample order")
+    p.add_argument("--weights", metavar="FILE", help="CLIP score: weights file instead of the protocol's asset")
+    p.add_argument("--geneval-dir", metavar="DIR", help="GenEval checkout (default $SOFTDIMO_GENEVAL_DIR)")
+    p.add_argument("--geneval-python", metavar="EXE", help="GenEval environment's python ($SOFTDIMO_GENEVAL_PYTHON)")
+    p.add_argument("--results", default="results", metavar="DIR", help="results root (record: DIR/evaluate/<id>/)")
+    p.add_argument("--label", default="external", help="row label for the report (e.g. the method's name)")
+    p.add_argument("--teacher", default="external", help="teacher the samples belong to (report grouping)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader workers for image decoding")
+    args = p.parse_args(argv)
+    if not args.list_protocols and not (args.samples and args.protocol):
+        p.error("--samples and --protocol are required")
+    return args
+
+
+# Evaluate, write the record, print the values; returns the exit status.
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_protocols:
+        for family, names in protocol_names().items():
+            print(f"{family}: {', '.join(names)}")
+        return 0
+    problems = check_arguments(args)
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    ident = evaluation_identity(args)
+    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    run_dir = Path(args.results) / GRID / run_id
+    existing = run_dir / "record.json"
+    if existing.is_file():
+        if json.loads(existing.read_text()).get("status") == "ok":
+            print(f"already evaluated: {existing} (an ok record is never overwritten)")
+            return 0
+        archive_failed(run_dir)
+    cache_dir = Path(os.environ.get("SOFTDIMO_CACHE", Path(args.results) / ".cache"))
+
+    started, t0 = _now(), time.time()
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
+        "description": f"{args.label} {args.protocol}",
+        "spec": {"scale": "paper", "teacher": args.teacher, "method": "external", "relaxation": "none",
+                 "refinement": "none", "seed": 0, "plugins": [],
+                 "params": {"evaluate.samples": str(Path(args.samples).resolve()),
+                            "evaluate.protocol": args.protocol, "evaluate.label": args.label,
+                            "evaluate.reference": str(Path(args.reference).resolve()) if args.reference else None,
+                            "evaluate.metrics": args.metrics, **{f"evaluate.{k}": v for k, v in ident.items()
+                                                                if k.endswith("sha256")}}},
+        "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(args.samples)},
+        "info": {"identity": ident}}
+    try:
+        values, count = compute(args, run_dir, cache_dir)
+        record["metrics"] = {k: v.to_json() for k, v in values.items()}
+        record["samples"]["count"] = count
+    except Exception as e:  # a failed evaluation is recorded with its traceback, then reported
+        record["status"] = "failed"
+        record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
+    wall = time.time() - t0
+    record["provenance"] = provenance(started)
+    record["cost"] = {"wall_s": wall, "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "accelerator_hours": wall / 3600 if args.device.startswith("cuda") else 0.0,
+                      "stages": {"eval_s": wall}}
+    path = write_record(run_dir, record)
+    if record["status"] != "ok":
+        print(f"error: {record['error']['type']}: {record['error']['message']} (record: {path})", file=sys.stderr)
+        return 1
+    for key, value in record["metrics"].items():
+        print(f"{key:<24} {value['value']:.6g}   [{value['protocol_id']}]")
+    print(f"record: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

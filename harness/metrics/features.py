@@ -1,0 +1,335 @@
+"""Inception-v3 (TF 2015-12-05) features of sample sets, through clean-fid or torch-fidelity.
+
+Three extractors, named `<library>/<mode>`:
+
+- `clean-fid/legacy_tensorflow`: clean-fid's TorchScript Inception resizing inside the network
+  like TF (Di[M]O's FID, ECOSYSTEM.md 5.3);
+- `clean-fid/clean`: PIL bicubic resize to 299 in float outside the network, same TorchScript
+  model (a different metric: never compare it with legacy numbers);
+- `torch-fidelity/inception-v3-compat`: torch-fidelity's port of the TF graph (pool3 2048-d and the
+  1008-way `logits_unbiased` used by the Inception Score).
+
+Weights always come from local files (assets), passed explicitly: clean-fid's `InceptionV3W` with
+`download=False`, torch-fidelity's `feature_extractor_weights_path`. Images reach each network the
+way the library's own folder reader delivers them (the same PIL decode, resize and tensor
+conversion), so features equal the library's; statistics are accumulated in float64.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from harness.assets import sha256_file
+from harness.samples import SampleSource, open_samples
+
+CLEANFID_WEIGHTS_NAME = "inception-2015-12-05.pt"  # the file name InceptionV3W(path) opens
+
+#----------------------------------------------------------------------------
+# torch-fidelity keyword arguments.
+
+
+# Check keyword arguments for torch-fidelity against `torch_fidelity.defaults.DEFAULTS`: the library
+# silently ignores unknown names (e.g. the fork-only `fid_statistics_file`), so a typo would pass.
+def check_tfidelity_kwargs(**kwargs: Any) -> dict[str, Any]:
+    from torch_fidelity.defaults import DEFAULTS
+    for key, value in kwargs.items():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"torch-fidelity {_version('torch-fidelity')} has no keyword argument "
+                             f"{key!r}{hint} (it would be ignored silently); known: {', '.join(sorted(DEFAULTS))}")
+        if key == "feature_extractor_internal_dtype" and value == "float64":
+            raise ValueError("feature_extractor_internal_dtype='float64' is mapped to float32 by "
+                             "torch-fidelity 0.4.0 (helpers.text_to_dtype); it would not do what it says")
+    return dict(kwargs)
+
+
+#----------------------------------------------------------------------------
+# Extractors.
+
+
+# How one named extractor computes features.
+@dataclass(frozen=True)
+class ExtractorSpec:
+    key: str                # "<library>/<mode>"
+    library: str            # "clean-fid" or "torch-fidelity"
+    mode: str               # clean-fid mode, or the torch-fidelity extractor name
+    weights_asset: str      # asset holding the weights file
+    has_logits: bool        # provides the 1008-way logits_unbiased (Inception Score)
+
+
+EXTRACTORS: dict[str, ExtractorSpec] = {s.key: s for s in (
+    ExtractorSpec("clean-fid/legacy_tensorflow", "clean-fid", "legacy_tensorflow",
+                  "inception-2015-12-05-torchscript", has_logits=False),
+    ExtractorSpec("clean-fid/clean", "clean-fid", "clean", "inception-2015-12-05-torchscript", has_logits=False),
+    ExtractorSpec("torch-fidelity/inception-v3-compat", "torch-fidelity", "inception-v3-compat",
+                  "inception-2015-12-05-tfidelity", has_logits=True),
+)}
+
+
+# A loaded extractor: images in the library's input format -> (pool3 [B, 2048], logits or None).
+class InceptionExtractor:
+    def __init__(self, spec: ExtractorSpec, weights: Path, device: torch.device):
+        self.spec, self.weights, self.device = spec, Path(weights), torch.device(device)
+        self.weights_sha256 = sha256_file(self.weights)
+        self.version = _version(spec.library)
+        if spec.library == "clean-fid":
+            self.model = _load_cleanfid_model(self.weights, self.weights_sha256, spec.mode, self.device)
+        else:
+            self.model = _load_tfidelity_model(self.weights, spec.mode, self.device)
+
+    # A Dataset over a sample source producing what the library's folder reader produces.
+    def dataset(self, source: SampleSource) -> Dataset:
+        if self.spec.library == "clean-fid":
+            return _CleanFIDImages(source, self.spec.mode)
+        return _TorchFidelityImages(source)
+
+    @torch.no_grad()
+    def __call__(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        batch = batch.to(self.device)
+        if self.spec.library == "clean-fid":
+            return self.model(batch), None
+        pool, logits = self.model(batch)
+        return pool, logits
+
+    # A key for caches: changes whenever the features could change.
+    def cache_key(self) -> str:
+        body = json.dumps({"extractor": self.spec.key, "weights_sha256": self.weights_sha256,
+                           "library": self.spec.library, "version": self.version}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    # Protocol fields describing these features.
+    def describe(self) -> dict[str, Any]:
+        return {"features": self.spec.key, "implementation": self.spec.library,
+                "implementation_version": self.version, "feature_weights": self.weights.name,
+                "feature_weights_sha256": self.weights_sha256}
+
+
+# Load (once per process and file version) the extractor `key` with weights from a local file.
+def load_extractor(key: str, weights: Path, device: str | torch.device = "cpu") -> InceptionExtractor:
+    if key not in EXTRACTORS:
+        raise KeyError(f"unknown feature extractor {key!r}; allowed: {', '.join(EXTRACTORS)}")
+    st = Path(weights).stat()
+    return _load_extractor(key, str(Path(weights).resolve()), str(device), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load_extractor(key: str, weights: str, device: str, mtime_ns: int, size: int) -> InceptionExtractor:
+    return InceptionExtractor(EXTRACTORS[key], Path(weights), torch.device(device))
+
+
+def _load_cleanfid_model(weights: Path, digest: str, mode: str, device: torch.device) -> Callable:
+    from cleanfid.inception_torchscript import InceptionV3W
+    folder = weights.parent
+    if weights.name != CLEANFID_WEIGHTS_NAME:
+        # InceptionV3W opens <folder>/inception-2015-12-05.pt; link a differently named file there.
+        folder = Path(tempfile.gettempdir()) / f"softdimo-cleanfid-{digest[:16]}"
+        folder.mkdir(exist_ok=True)
+        link = folder / CLEANFID_WEIGHTS_NAME
+        if not link.exists():
+            tmp = folder / f".{os.getpid()}.lnk"
+            tmp.symlink_to(weights.resolve())
+            os.replace(tmp, link)
+    model = InceptionV3W(str(folder), download=False, resize_inside=(mode == "legacy_tensorflow"))
+    return model.to(device).eval()
+
+
+def _load_tfidelity_model(weights: Path, name: str, device: torch.device) -> Callable:
+    from torch_fidelity.utils import create_feature_extractor
+    kwargs = check_tfidelity_kwargs(feature_extractor_weights_path=str(weights), verbose=False)
+    model = create_feature_extractor(name, ["2048", "logits_unbiased"], cuda=False, **kwargs)
+    return model.to(device)
+
+
+# clean-fid's ResizeDataset.__getitem__ after the image is decoded: resize for the mode, then
+# ToTensor (x255 for uint8 results) -> float [3, H, W] in [0, 255].
+class _CleanFIDImages(Dataset):
+    def __init__(self, source: SampleSource, mode: str):
+        from cleanfid.resize import build_resizer
+        from torchvision.transforms import ToTensor
+        self.source, self.fn_resize, self.to_tensor = source, build_resizer(mode), ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Tensor:
+        resized = self.fn_resize(self.source[i])
+        if resized.dtype == np.uint8:
+            return self.to_tensor(np.array(resized)) * 255
+        return self.to_tensor(resized)
+
+
+# torch-fidelity's ImagesPathDataset: the RGB image as a uint8 tensor [3, H, W].
+class _TorchFidelityImages(Dataset):
+    def __init__(self, source: SampleSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.source[i].transpose(2, 0, 1)))
+
+
+#----------------------------------------------------------------------------
+# Statistics and feature sets.
+
+
+# Streaming mean and covariance in float64: sum x and sum x x^T, unbiased covariance at the end
+# (the accumulation of EDM's fid.py).
+class GaussianStats:
+    def __init__(self, dim: int):
+        self.n = 0
+        self.sum = torch.zeros(dim, dtype=torch.float64)
+        self.outer = torch.zeros(dim, dim, dtype=torch.float64)
+
+    def update(self, features: Tensor) -> None:
+        x = features.detach().to("cpu", torch.float64)
+        self.n += x.shape[0]
+        self.sum += x.sum(0)
+        self.outer += x.T @ x
+
+    @property
+    def mu(self) -> np.ndarray:
+        return (self.sum / self.n).numpy()
+
+    @property
+    def sigma(self) -> np.ndarray:
+        if self.n < 2:
+            raise ValueError(f"a covariance needs at least 2 images, got {self.n}")
+        mu = self.sum / self.n
+        return ((self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)).numpy()
+
+
+# Features of one sample set under one extractor.
+@dataclass
+class FeatureSet:
+    n: int
+    mu: np.ndarray                   # float64 [2048]
+    sigma: np.ndarray                # float64 [2048, 2048]
+    pool: np.ndarray                 # float32 [N, 2048]
+    logits: np.ndarray | None        # float32 [N, 1008] (torch-fidelity only)
+
+
+# Run the extractor over every image of a source, in index order.
+def extract_features(source: SampleSource, extractor: InceptionExtractor, batch_size: int = 50,
+                     num_workers: int = 0) -> FeatureSet:
+    loader = DataLoader(extractor.dataset(source), batch_size=batch_size, shuffle=False,
+                        drop_last=False, num_workers=num_workers)
+    stats, pools, logits = GaussianStats(2048), [], []
+    for batch in loader:
+        pool, logit = extractor(batch)
+        stats.update(pool)
+        pools.append(pool.to("cpu", torch.float32).numpy())
+        if logit is not None:
+            logits.append(logit.to("cpu", torch.float32).numpy())
+    if stats.n != len(source):
+        raise RuntimeError(f"{source.name}: extracted {stats.n} of {len(source)} images")
+    return FeatureSet(stats.n, stats.mu, stats.sigma, np.concatenate(pools),
+                      np.concatenate(logits) if logits else None)
+
+
+_MEMO: dict[tuple[str, str, int], FeatureSet] = {}
+_MEMO_SIZE = 4
+
+
+# `extract_features`, remembered per (content, extractor) in this process (several metrics of one
+# protocol share a pass) and, when `cache_dir` is given, on disk under a content-derived name.
+def features_of(source: SampleSource, extractor: InceptionExtractor, batch_size: int = 50,
+                num_workers: int = 0, cache_dir: Path | None = None) -> FeatureSet:
+    key = (source.content_sha256(), extractor.cache_key(), len(source))
+    if key in _MEMO:
+        return _MEMO[key]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "metrics" / "inception-features" / f"{key[0][:24]}-{key[1][:16]}.npz"
+        if path.is_file():
+            with np.load(path) as d:
+                feats = FeatureSet(int(d["n"]), d["mu"], d["sigma"], d["pool"],
+                                   d["logits"] if "logits" in d.files else None)
+            if feats.n == len(source):
+                return _remember(key, feats)
+    feats = extract_features(source, extractor, batch_size, num_workers)
+    if path is not None:
+        _save_features(path, feats, {"source": source.name, "content_sha256": key[0],
+                                     **extractor.describe()})
+    return _remember(key, feats)
+
+
+def _remember(key: tuple[str, str, int], feats: FeatureSet) -> FeatureSet:
+    if len(_MEMO) >= _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = feats
+    return feats
+
+
+def _save_features(path: Path, feats: FeatureSet, provenance: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"n": np.int64(feats.n), "mu": feats.mu, "sigma": feats.sigma, "pool": feats.pool}
+    if feats.logits is not None:
+        arrays["logits"] = feats.logits
+    tmp = path.with_name(f".{os.getpid()}-{path.name}")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+
+
+#----------------------------------------------------------------------------
+# Reference statistics.
+
+
+# The reference side of FID / KID / PRDC: mu/sigma, and the features of reference images if any.
+@dataclass
+class Reference:
+    name: str
+    sha256: str                      # of the npz file, or of the image folder's content
+    mu: np.ndarray                   # float64
+    sigma: np.ndarray                # float64
+    num_images: int | None           # None: statistics precomputed elsewhere (e.g. ADM mu/sigma)
+    images: SampleSource | None      # reference images (ADM arr_0, or the folder) for KID / PRDC
+
+    def describe(self) -> dict[str, Any]:
+        return {"reference": self.name, "reference_sha256": self.sha256}
+
+
+# A reference from an npz with `mu`/`sigma` (and optionally images `arr_0`), or from a folder / an
+# npz of images only, whose statistics are computed once and cached under a content-derived name.
+def load_reference(path: Path, extractor: InceptionExtractor, name: str | None = None,
+                   batch_size: int = 50, num_workers: int = 0, cache_dir: Path | None = None) -> Reference:
+    path = Path(path)
+    name = name or path.stem
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path) as data:
+            keys = set(data.files)
+            if {"mu", "sigma"} <= keys:
+                mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+                if mu.shape != (2048,) or sigma.shape != (2048, 2048):
+                    raise ValueError(f"{path}: mu {mu.shape} / sigma {sigma.shape}; expected (2048,) "
+                                     f"and (2048, 2048) pool3 statistics")
+                images = SampleSource(str(path), npz=path) if "arr_0" in keys else None
+                return Reference(name, sha256_file(path), mu, sigma, None, images)
+            if "arr_0" not in keys:
+                raise KeyError(f"{path}: neither mu/sigma nor arr_0 (keys: {', '.join(sorted(keys))})")
+    source = open_samples(path)
+    feats = features_of(source, extractor, batch_size, num_workers, cache_dir)
+    return Reference(name, source.content_sha256(), feats.mu, feats.sigma, feats.n, source)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"

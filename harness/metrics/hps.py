@@ -1,0 +1,223 @@
+"""HPS v2 / v2.1 (Human Preference Score, tgxs002/HPSv2) on open_clip, from local files.
+
+The `hpsv2` wheel is not used: it pins pytest==7.2.0 and protobuf<4 at run time, lacks its BPE
+vocabulary file, vendors an old open_clip and downloads the 3.9 GB laion ViT-H-14 weights on every
+first use only to overwrite them (ECOSYSTEM.md 6). Its scoring path is small and is reproduced here
+on `open_clip_torch`: build open_clip `ViT-H-14` without pretrained weights, load the HPS
+checkpoint's `state_dict` (v2.0 `HPS_v2_compressed.pt` or v2.1 `HPS_v2.1_compressed.pt`; the key
+names of the vendored and the released open_clip agree), and score
+
+    HPS(image, prompt) = 100 * <f_img / |f_img|, f_txt / |f_txt|>
+
+The x100 is the benchmark convention (`evaluate_benchmark_all`: per-style means of 10 chunks of
+80, i.e. the mean over 800 images, times 100; ~27-31); `hpsv2.score` returns the raw cosine
+(~0.27-0.31). Images go through HPS's own validation transform, which differs from open_clip's:
+RGB -> ToTensor -> Resize(224, bicubic, on the float tensor) -> CenterCrop(224) -> Normalize
+(OpenAI mean/std). On CUDA the forward runs under fp16 autocast, as HPS does; on CPU in fp32.
+
+The benchmark layout is `<root>/<style>/<idx:05d>.jpg` for the 4 styles (anime, concept-art,
+paintings, photo; 800 prompts each). The upstream evaluator skips missing images with a print;
+here every style must be complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from harness import assets
+from harness.entries import MetricValue
+
+HPS_ARCH = "ViT-H-14"
+HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
+HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+HPS_SCALE = 100.0
+HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
+HPS_PREPROCESS = "rgb>to_tensor>resize(bicubic,antialias)>center_crop>normalize(openai)"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#----------------------------------------------------------------------------
+# The scorer.
+
+
+# HPS's validation transform for square `size` inputs (hpsv2/src/open_clip/transform.py, is_train=False).
+def hps_transform(size: int) -> Any:
+    from torchvision import transforms as T
+    return T.Compose([lambda im: im.convert("RGB"), T.ToTensor(),
+                      T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
+                      T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+
+
+# An HPS model ready to score (image, prompt) pairs.
+@dataclass
+class HPSScorer:
+    version: str
+    arch: str
+    checkpoint: Path
+    checkpoint_sha256: str
+    model: torch.nn.Module
+    tokenizer: Any
+    transform: Any
+    device: torch.device
+
+    # Raw cosine similarities (float64) of images (PIL, HWC uint8 or paths) with their prompts.
+    @torch.no_grad()
+    def cosine(self, images: Sequence[Image.Image | np.ndarray | Path], prompts: Sequence[str],
+               batch_size: int = 20) -> np.ndarray:
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        out = []
+        for s in range(0, len(images), batch_size):
+            batch = [images[i] for i in range(s, min(s + batch_size, len(images)))]
+            pixels = torch.stack([self.transform(_pil(im)) for im in batch]).to(self.device)
+            tokens = self.tokenizer(list(prompts[s:s + batch_size])).to(self.device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                f_img = self.model.encode_image(pixels, normalize=True)
+                f_txt = self.model.encode_text(tokens, normalize=True)
+            out.append((f_img.float() * f_txt.float()).sum(-1).double().cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    # Protocol fields of scores from this model.
+    def describe(self) -> dict[str, Any]:
+        return {"hps_version": self.version, "arch": self.arch, "checkpoint": self.checkpoint.name,
+                "checkpoint_sha256": self.checkpoint_sha256, "scale": HPS_SCALE,
+                "preprocess": HPS_PREPROCESS,
+                "precision": "amp-fp16" if self.device.type == "cuda" else "fp32",
+                "implementation": f"harness on open_clip {_open_clip_version()}"}
+
+
+# Load HPS `version` ("v2.0" or "v2.1") from its checkpoint asset (or an explicit file).
+def load_hps(version: str, device: torch.device | str = "cpu", arch: str = HPS_ARCH,
+             checkpoint: Path | None = None) -> HPSScorer:
+    if version not in HPS_VERSIONS:
+        raise ValueError(f"HPS version {version!r}: allowed {', '.join(HPS_VERSIONS)} (their scores are "
+                         f"not comparable; always name one)")
+    path = Path(checkpoint) if checkpoint is not None else assets.resolve(HPS_VERSIONS[version])
+    return _load_hps(version, str(device), arch, str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_hps(version: str, device: str, arch: str, path: str, mtime_ns: int) -> HPSScorer:
+    import open_clip
+    model = open_clip.create_model(arch, pretrained=None, device="cpu")
+    state = _load_state_dict(Path(path))
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise ValueError(f"{path}: not an HPS checkpoint of open_clip {arch!r}: missing keys {missing[:5]}, "
+                         f"unexpected keys {unexpected[:5]}")
+    model.load_state_dict(state, strict=True)
+    model = model.to(device).eval()
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return HPSScorer(version, arch, Path(path), assets.sha256_file(Path(path)), model,
+                     open_clip.get_tokenizer(arch), hps_transform(size), torch.device(device))
+
+
+# The `state_dict` of an HPS checkpoint ({"state_dict": ...}; a "module." prefix is removed).
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # The released files are plain pickles written by an older torch; they hold no code of ours.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise KeyError(f"{path}: no 'state_dict' (found {keys}); expected an HPS checkpoint")
+    state = ckpt["state_dict"]
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _key_mismatch(model: torch.nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:
+    own = set(model.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)
+
+
+#----------------------------------------------------------------------------
+# Benchmark prompts, layout and scores.
+
+
+# The benchmark prompts of one style (a JSON list, from the asset `hps-benchmark-<style>`).
+def benchmark_prompts(style: str) -> list[str]:
+    if style not in HPS_STYLES:
+        raise ValueError(f"HPS style {style!r}: allowed {', '.join(HPS_STYLES)}")
+    path = assets.resolve(f"hps-benchmark-{style}")
+    prompts = json.loads(path.read_text())
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{path}: expected a JSON list of prompt strings")
+    return prompts
+
+
+# Write images (HWC uint8, in prompt order) of each style as <root>/<style>/<idx:05d>.jpg.
+def write_benchmark_layout(root: Path, images: dict[str, Sequence[np.ndarray]],
+                           prompts: dict[str, Sequence[str]]) -> Path:
+    root = Path(root)
+    for style, style_images in images.items():
+        if style not in HPS_STYLES:
+            raise ValueError(f"HPS style {style!r}: allowed {', '.join(HPS_STYLES)}")
+        if len(style_images) != len(prompts[style]):
+            raise ValueError(f"style {style}: {len(style_images)} images for {len(prompts[style])} prompts")
+        (root / style).mkdir(parents=True, exist_ok=True)
+        for idx, image in enumerate(style_images):
+            Image.fromarray(image).save(root / style / f"{idx:05d}.jpg", quality=HPS_JPEG_QUALITY)
+    return root
+
+
+# Score a benchmark folder: per-style means and their average (the "Avg" column), all x100.
+def evaluate_benchmark(root: Path, scorer: HPSScorer, prompts: dict[str, Sequence[str]] | None = None,
+                       batch_size: int = 20) -> dict[str, MetricValue]:
+    root = Path(root)
+    prompts = prompts or {style: benchmark_prompts(style) for style in HPS_STYLES}
+    per_style: dict[str, float] = {}
+    for style in HPS_STYLES:
+        files = [root / style / f"{i:05d}.jpg" for i in range(len(prompts[style]))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{root / style}: {len(missing)} of {len(files)} images missing "
+                                    f"(first {missing[0]}); the HPS benchmark needs one <idx:05d>.jpg per prompt")
+        cos = scorer.cosine(files, prompts[style], batch_size)
+        per_style[style] = float(HPS_SCALE * cos.mean())
+    counts = {style: len(prompts[style]) for style in HPS_STYLES}
+    base = {"name": f"hpsv2-benchmark-{scorer.version}", **scorer.describe(),
+            "styles": list(HPS_STYLES), "prompts_per_style": counts["anime"] if len(set(counts.values())) == 1
+            else counts, "prompts_sha256": _prompts_digest(prompts), "image_format": f"jpg-q{HPS_JPEG_QUALITY}"}
+    out = {f"hps_{style}": MetricValue(v, True, {**base, "metric": f"hps_{style}"}) for style, v in per_style.items()}
+    out["hps"] = MetricValue(float(np.mean(list(per_style.values()))), True,
+                             {**base, "metric": "hps", "average": "mean of the 4 style means"})
+    return out
+
+
+# Mean HPS (x100) of arbitrary (image, prompt) pairs; protocol "hpsv2-pairs-<version>".
+def score_pairs(images: Sequence[np.ndarray], prompts: Sequence[str], scorer: HPSScorer,
+                batch_size: int = 20) -> MetricValue:
+    cos = scorer.cosine(images, prompts, batch_size)
+    return MetricValue(float(HPS_SCALE * cos.mean()), True, {
+        "name": f"hpsv2-pairs-{scorer.version}", **scorer.describe(), "metric": "hps",
+        "num_samples": len(images), "prompts_sha256": _prompts_digest({"all": prompts})})
+
+
+def _prompts_digest(prompts: dict[str, Sequence[str]]) -> str:
+    return hashlib.sha256(json.dumps({k: list(v) for k, v in prompts.items()}, sort_keys=True).encode()).hexdigest()
+
+
+def _pil(image: Image.Image | np.ndarray | Path) -> Image.Image:
+    if isinstance(image, Path):
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    return image if isinstance(image, Image.Image) else Image.fromarray(image)
+
+
+def _open_clip_version() -> str:
+    import open_clip
+    return open_clip.__version__

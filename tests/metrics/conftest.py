@@ -1,0 +1,66 @@
+"""Fixtures of the paper-metric tests: seeded random weights in the released files' formats, placed
+under a temporary asset root (so the harness finds them the way it finds a user's real files), and
+tiny image folders. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception
+
+N_SAMPLES, N_REFERENCE, SIZE = 10, 8, 32
+CACHE_VARIABLES = ("SOFTDIMO_INCEPTION_TORCHSCRIPT", "SOFTDIMO_INCEPTION_TFIDELITY", "SOFTDIMO_ADM_IMAGENET256",
+                   "SOFTDIMO_HPS_V20", "SOFTDIMO_HPS_V21", "SOFTDIMO_CLIP_VIT_G_14", "SOFTDIMO_GENEVAL_DETECTOR",
+                   "SOFTDIMO_CACHE")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+# Seeded Inception weights: torch-fidelity's state dict and clean-fid's TorchScript archive.
+@pytest.fixture(scope="session")
+def inception_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inception")
+    return {"tfidelity": write_tfidelity_inception(root / "weights-inception-2015-12-05-6726825d.pth", seed=0),
+            "torchscript": write_cleanfid_inception(root / "inception-2015-12-05.pt", seed=0)}
+
+
+# A temporary asset root holding the seeded Inception files under their manifest names; every
+# library cache variable points into the temporary folder, so no real file on this machine is used.
+@pytest.fixture()
+def asset_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inception_files: dict[str, Path]) -> Path:
+    root = tmp_path / "assets"
+    (root / "cleanfid").mkdir(parents=True)
+    (root / "torch-fidelity").mkdir()
+    (root / "cleanfid" / "inception-2015-12-05.pt").symlink_to(inception_files["torchscript"])
+    (root / "torch-fidelity" / "weights-inception-2015-12-05-6726825d.pth").symlink_to(inception_files["tfidelity"])
+    monkeypatch.setenv("SOFTDIMO_ASSETS", str(root))
+    for var in CACHE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    for var, sub in (("TORCH_HOME", "torch"), ("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HPS_ROOT", "hps")):
+        monkeypatch.setenv(var, str(tmp_path / "caches" / sub))
+    return root
+
+
+def _write_images(folder: Path, n: int, seed: int, lo: int, hi: int) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image = rng.integers(lo, hi, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(image).save(folder / f"{i:06d}.png")
+    return folder
+
+
+# Tiny sample and reference folders (different seeds and intensity ranges, so FID is not ~0).
+@pytest.fixture(scope="session")
+def image_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("images")
+    return {"samples": _write_images(root / "samples", N_SAMPLES, seed=1, lo=0, hi=256),
+            "reference": _write_images(root / "reference", N_REFERENCE, seed=2, lo=40, hi=220)}
