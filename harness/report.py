@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import baselines, plots, registry, store, tables
+from harness import baselines, paired, plots, registry, store, tables
 from harness.results import ResultRow, rows_from_records
 
 FORMATS = ("md", "tex", "csv")
@@ -58,6 +58,10 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         path = tdir / f"results.{fmt}"
         path.write_text(renderers[fmt](built), encoding="utf-8")
         files.append(path)
+    paired_markdown = paired.render_markdown(paired.paired_differences(rows))
+    if paired_markdown:
+        files.append(tdir / "paired.md")
+        files[-1].write_text(paired_markdown, encoding="utf-8")
     plot_files: list[Path] = []
     sample_files: list[Path] = []
     if with_plots:
@@ -68,7 +72,7 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         sample_files = plots.sample_pages(records, results_root, out_dir / "samples")
     index = out_dir / "report.md"
     index.write_text(render_index(results_root, records, problems, base_summary, base_problems,
-                                  markdown, files, plot_files, sample_files, out_dir),
+                                  markdown, paired_markdown, files, plot_files, sample_files, out_dir),
                      encoding="utf-8")
     all_problems = [f"{p.path}: {p.message}" for p in problems] + base_problems
     return Report(index, rows, built, files + plot_files + sample_files + [index], all_problems)
@@ -94,7 +98,8 @@ def _rel(path: Path, base: Path) -> str:
 def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
                  problems: Sequence[store.Problem], base_summary: Sequence[str],
                  base_problems: Sequence[str],
-                 table_markdown: str, table_files: Sequence[Path], plot_files: Sequence[Path],
+                 table_markdown: str, paired_markdown: str, table_files: Sequence[Path],
+                 plot_files: Sequence[Path],
                  sample_files: Sequence[Path], out_dir: Path) -> str:
     out = ["# Results report", ""]
     by_grid = Counter((r["grid"], r["status"]) for r in records)
@@ -107,11 +112,13 @@ def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
                        f"{by_grid[(grid, 'failed')]} |")
         out.append("")
     out += ["## Tables", ""]
-    out.append(" · ".join(f"[{p.suffix[1:]}]({_rel(p, out_dir)})" for p in table_files) or
+    out.append(" · ".join(f"[{p.name}]({_rel(p, out_dir)})" for p in table_files) or
                "(no table format requested)")
     out.append("")
     out.append(table_markdown or "No ok records to tabulate.")
     out.append("")
+    if paired_markdown:
+        out += ["## Paired differences between relaxations", "", paired_markdown, ""]
     if plot_files:
         out += ["## Plots", ""]
         for p in plot_files:
