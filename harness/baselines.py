@@ -191,13 +191,14 @@ def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: st
     return out
 
 
-# `python -m harness.baselines export ...`: ok records of one grid -> a baseline CSV.
+# `python -m harness.baselines export ...`: ok records of one or more grids -> a baseline CSV.
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.baselines",
                                 description="Baseline files: export ok records as baselines.")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="turn the ok records of a grid into baseline rows")
-    e.add_argument("--grid", required=True, metavar="NAME", help="grid name (results/<NAME>/)")
+    e.add_argument("--grid", required=True, action="append", metavar="NAME",
+                   help="grid name (results/<NAME>/); repeat for several grids")
     e.add_argument("--results", default="results", metavar="DIR", help="results root")
     e.add_argument("--out", required=True, metavar="CSV", help="baseline file to write")
     e.add_argument("--source", default="mini_reference", help="source name in the file")
@@ -208,16 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, src in registry.baseline_sources.items():
             print(f"{name:16} {src.path()}  {src.description}")
         return 0
-    records, problems = store.scan(args.results, [args.grid])
+    records, problems = store.scan(args.results, args.grid)
     for prob in problems:
         print(f"warning: {prob.path}: {prob.message}", file=sys.stderr)
     for r in records:                       # labels come from the methods' own entries
         for module in r["spec"].get("plugins", []):
             registry.load_plugin(module)
-    rows = from_records(records, args.source, f"softdimo-harness grid {args.grid!r}, "
+    grids = ", ".join(args.grid)
+    rows = from_records(records, args.source, f"softdimo-harness grid(s) {grids}, "
                                               f"results exported from {args.results}")
     if not rows:
-        print(f"error: no ok records with metrics for grid {args.grid!r} under {args.results}",
+        print(f"error: no ok records with metrics for grid(s) {grids} under {args.results}",
               file=sys.stderr)
         return 2
     write_csv(rows, args.out)
