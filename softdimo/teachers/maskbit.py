@@ -235,13 +235,13 @@ class MaskBitTeacher:
         return [i % self.num_classes for i in range(n)]
 
     # Hard group tokens [B, L, 2] -> images [B, 3, H, W] in [0, 1] (masked groups decode as bits 0).
-    def decode(self, tokens: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, cond: Condition | None = None) -> Tensor:
         dtype = self.tokenizer.decoder.conv_in.weight.dtype
         return self._decode_bits(token_bits(tokens, self.network.arch.group_bits, dtype))
 
     # Group distributions [B, L, 2, C] -> images: the expected +-1 bits fed to the decoder (a
     # relaxation: the decoder is nonlinear). Differentiable in `probs`.
-    def decode_soft(self, probs: Tensor) -> Tensor:
+    def decode_soft(self, probs: Tensor, cond: Condition | None = None) -> Tensor:
         return self._decode_bits(expected_bits(probs.to(self.tokenizer.decoder.conv_in.weight.dtype)))
 
     def _decode_bits(self, bits: Tensor) -> Tensor:
