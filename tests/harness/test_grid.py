@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import run
+from harness import registry, run
 from harness.grid import GridError, load_grid
 
 HEAD = """
@@ -126,7 +126,8 @@ MALFORMED = [
     ("unknown-scale", HEAD + "scale: huge\n" + MATRIX,
      ":3: scale: unknown scale 'huge'; allowed: mini, paper"),
     ("unknown-teacher", HEAD + "matrix: {teacher: [toyy], method: [toy_sampler], seed: [0]}\n",
-     ":3: matrix.teacher: unknown teacher 'toyy' (did you mean 'toy'?); allowed: toy"),
+     ":3: matrix.teacher: unknown teacher 'toyy' (did you mean 'toy'?); allowed: "
+     + ", ".join(registry.teachers.names())),
     ("unknown-axis", HEAD + "matrix: {teacher: [toy], method: [toy_student], relaxtion: [toy_soft], "
      "seed: [0]}\n",
      ":3: matrix.relaxtion: unknown axis (did you mean 'relaxation'?); allowed: teacher, method"),
@@ -152,7 +153,8 @@ MALFORMED = [
     ("needs-gradient", HEAD + "matrix: {teacher: [toy], method: [toy_student], relaxation: [toy_hard], "
      "refinement: [toy_sharpen], seed: [0]}\n",
      ":3: matrix.refinement: refinement 'toy_sharpen' needs gradients through the generator, but "
-     "relaxation 'toy_hard' passes none; use one of: toy_soft"),
+     "relaxation 'toy_hard' passes none; use one of: "
+     + ", ".join(n for n, e in registry.relaxations.items() if e.differentiable)),
     ("relaxation-not-taken", HEAD + "matrix: {teacher: [toy], method: [toy_sampler], "
      "relaxation: [toy_soft], seed: [0]}\n",
      ":3: matrix.relaxation: method 'toy_sampler' takes no relaxation (got 'toy_soft'); allowed: none"),

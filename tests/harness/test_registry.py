@@ -7,6 +7,7 @@ import pytest
 
 from harness import registry, run
 from harness.registry import Registry, UnknownNameError
+from softdimo.config import DistillConfig
 
 
 def test_unknown_name_lists_valid_names_and_closest():
@@ -68,7 +69,7 @@ def test_list_params_shows_type_default_allowed_help():
     out = io.StringIO()
     run.main(["--list", "params"], out, io.StringIO())
     line = next(ln for ln in out.getvalue().splitlines() if "distill.r_init" in ln)
-    assert line.split()[:4] == ["distill.r_init", "float", "default", "0.3"]
+    assert line.split()[:4] == ["distill.r_init", "float", "default", str(DistillConfig().r_init)]
     assert "a number in [0.0, 1.0]" in line and "fraction of x_init masked" in line
     assert "teacher.* (teacher 'toy')" in out.getvalue()
     assert "toyref.strength" in out.getvalue()
