@@ -81,6 +81,10 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     for label in ("Di[M]O (hard)", "Di[M]O (gumbel)", "Di[M]O (soft)", "teacher K=4", "real (train split)"):
         assert label in table, label
     assert "digits_fd" in table and (out_dir / "report.md").is_file()
+    cost = (out_dir / "tables" / "cost.md").read_text()
+    assert "| digits | Di[M]O (soft) | 1 |" in cost
+    paired = (out_dir / "tables" / "paired.md").read_text()
+    assert "Di[M]O (gumbel) − Di[M]O (hard)" in paired and "Di[M]O (soft) − Di[M]O (hard)" in paired
     assert list((out_dir).rglob("*.png")) and list((out_dir).rglob("*.pdf"))
 
 

@@ -1,0 +1,41 @@
+"""The cost table of a report: wall-clock seconds per method (mean ± std over its runs) and the
+seconds of each stage (teacher, distillation, sampling, evaluation), from the records' `cost`.
+A pure function of records; costs depend on the machine and its load, so they are reported
+beside the metrics, never compared with baselines.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+from harness.results import method_label
+
+STAGES = ("teacher_s", "distill_s", "sample_s", "eval_s")
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+# Markdown: one row per (teacher, method label) of ok records, wall and stage seconds, accelerator hours.
+def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("status") == "ok" and isinstance(r.get("cost"), Mapping):
+            groups[(r["spec"]["teacher"], method_label(r["spec"]))].append(r["cost"])
+    if not groups:
+        return ""
+    out = ["Seconds per run, mean ± std over runs (n); stages as the records give them.", "",
+           "| teacher | method | n | wall s | " + " | ".join(STAGES) + " | accelerator h |",
+           "|---|---|---:|---:|" + "---:|" * (len(STAGES) + 1)]
+    for (teacher, label), costs in sorted(groups.items()):
+        stages = [_mean_std([c["stages"][s] for c in costs if s in c.get("stages", {})]) for s in STAGES]
+        hours = sum(float(c.get("accelerator_hours") or 0.0) for c in costs)
+        out.append(f"| {teacher} | {label} | {len(costs)} | {_mean_std([c['wall_s'] for c in costs])} | "
+                   + " | ".join(stages) + f" | {hours:.3g} |")
+    return "\n".join(out) + "\n"
