@@ -16,7 +16,9 @@ resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this mac
   checkpointable, code-version checked), arrays chunked to the profile's `max_array_size`
   (submitit does not split them), the profile's `timeout_min` always explicit, and
   `--max-parallel` (else the profile's `array_parallelism`) tasks at once. Job states come from
-  one `sacct` call per poll; without accounting, from submitit's result files.
+  one `sacct` call for all jobs (while waiting, at most every SACCT_POLL_S). Without accounting
+  they come from submitit's result files, so a job killed before writing one counts as running
+  until `--cancel` (or deleting its cells' `.submitted` markers).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submi
 from harness.spec import RunSpec
 
 DEFAULT_TIMEOUT_MIN = 240                  # per cell, for debug / local without a profile
+SACCT_POLL_S = 10.0                        # while waiting, at most one sacct call this often
 
 #----------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class ExecutorEntry:
     run_in_process: Callable[[Any], BaseException | None] | None = None  # debug: run a job here
     cancel: Callable[[Sequence[Mapping[str, Any]]], str | None] | None = None  # error or None
     description: str = ""
+    ended_poll_s: float = 0.0              # least seconds between two `ended` calls while waiting
 
     @property
     def in_process(self) -> bool:
@@ -273,7 +277,7 @@ EXECUTORS = (
                   description="submitit LocalExecutor: subprocesses, at most --max-parallel "
                               "lanes of cells"),
     ExecutorEntry("slurm", submit_slurm, states=slurm_states, ended=slurm_ended,
-                  cancel=slurm_cancel,
+                  cancel=slurm_cancel, ended_poll_s=SACCT_POLL_S,
                   description="submitit on SLURM: job arrays per resource profile, checkpointed "
                               "and requeued on time limits"),
 )

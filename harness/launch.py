@@ -164,6 +164,7 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
     pending = list(launch.submissions)
     statuses = store.statuses(launch.results_root, launch.grid, ids)
     progress(statuses)
+    asked = -float("inf")                  # when the executor was last asked about its jobs
     while pending:
         if launch.executor.in_process:
             sub = pending.pop(0)
@@ -173,10 +174,12 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
             time.sleep(poll_s)
             statuses = store.statuses(launch.results_root, launch.grid, ids)
             pending = [s for s in pending if any(statuses[r] is None for r in s.run_ids)]
-            for sub, how in zip(list(pending), launch.executor.ended(pending)):
-                if how is not None:
-                    pending.remove(sub)
-                    _settle(launch, sub, how, *_job_error(sub.job))
+            if pending and time.monotonic() - asked >= launch.executor.ended_poll_s:
+                asked = time.monotonic()
+                for sub, how in zip(list(pending), launch.executor.ended(pending)):
+                    if how is not None:
+                        pending.remove(sub)
+                        _settle(launch, sub, how, *_job_error(sub.job))
         statuses = store.statuses(launch.results_root, launch.grid, ids)
         progress(statuses)
     for rid in ids:

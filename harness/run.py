@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except KeyboardInterrupt:
         printer.close()
         print(f"interrupted: jobs already started keep running and write their records under "
-              f"{results / grid.name}; run the same command again to see what is left", file=err)
+              f"{results / grid.name}; see them with --status, stop them with --cancel", file=err)
         return 130
     printer.close()
     return summarise(grid, results, {s.run_id for s in todo}, out)
