@@ -48,6 +48,7 @@ class _Deferral:
         self.sig, self.handler, self.grace_s = sig, handler, grace_s
         self.pending: tuple[int, FrameType | None] | None = None
         self.timer: threading.Timer | None = None
+        self.handed_over = False
 
     # The signal handler while deferring: note the signal and start the grace timer; a second
     # signal (the timer's, or SLURM's again) hands over at once.
@@ -68,12 +69,16 @@ class _Deferral:
         save()
         self.hand_over()
 
+    # Let submitit's handler checkpoint, requeue and exit. A duplicate signal (the timer's, sent
+    # just before it was stopped) is ignored meanwhile, so the job is never requeued twice.
     def hand_over(self) -> None:
         signum, frame = self.pending or (int(self.sig), None)
         self.pending = None
         self.stop_timer()
-        signal.signal(self.sig, self.handler)
+        self.handed_over = True
+        signal.signal(self.sig, signal.SIG_IGN)
         self.handler(signum, frame)          # submitit: checkpoint(), scontrol requeue, exit
+        signal.signal(self.sig, self.handler)  # it returned (not rank 0): later signals count
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -94,11 +99,12 @@ def safe_points() -> Iterator[Callable[[Callable[[], None]], None]]:
     signal.signal(sig, deferral.on_signal)
     try:
         yield deferral.safe_point
-    except BaseException:
+    except BaseException:                    # e.g. submitit's exit after the hand-over
         deferral.stop_timer()
-        signal.signal(sig, handler)
+        if not deferral.handed_over:
+            signal.signal(sig, handler)
         raise
-    signal.signal(sig, handler)
     if deferral.pending is not None:
         deferral.hand_over()
     deferral.stop_timer()
+    signal.signal(sig, handler)

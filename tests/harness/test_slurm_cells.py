@@ -111,6 +111,26 @@ def test_the_signal_waits_for_the_next_step_boundary(submitit_like_handler) -> N
     assert len(submitit_like_handler) == 2                       # not deferred outside the block
 
 
+def test_a_duplicate_signal_during_the_hand_over_is_ignored() -> None:
+    calls: list[int] = []
+
+    def submitit_like(signum: int, frame: object) -> None:
+        calls.append(signum)
+        os.kill(os.getpid(), signal.SIGUSR2)                     # e.g. the grace timer, just then
+        time.sleep(0.05)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with preemption.safe_points() as safe_point:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)
+            safe_point(lambda: None)
+        time.sleep(0.05)
+        assert calls == [signal.SIGUSR2]                         # requeued once, not twice
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def test_without_a_step_boundary_the_grace_period_hands_over(submitit_like_handler) -> None:
     preemption.set_grace(1.0)
     try:
