@@ -1,8 +1,10 @@
 """Executors: how pending cells become submitit jobs (`debug`, `local`, `slurm`).
 
 Every executor is submitit's: the submitted callables are `harness.job.execute` /
-`execute_lane` with the spec as JSON and two paths, never a model. Each job gets
-SOFTDIMO_THREADS = cores / jobs running at once.
+`execute_lane` / `SlurmCell` with the spec as JSON and two paths, never a model. Each job gets
+SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once).
+A resource profile (`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and
+resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
 
 - `debug`: submitit's DebugExecutor; one job per cell, run in this process, one after the other,
   when the launcher waits on it (so `--no-wait` does not apply to it).
@@ -10,70 +12,40 @@ SOFTDIMO_THREADS = cores / jobs running at once.
   cap is ours: the pending cells are dealt round-robin into at most `--max-parallel` *lanes*, and
   each lane is one job running its cells in order. This needs no driver loop, so it works with
   `--no-wait`; its cost is that a lane does not steal work from another.
-- `slurm`: AutoExecutor(cluster="slurm"); one job per cell, submitted as job arrays
-  (`executor.batch()`) chunked to the profile's array limit, `--max-parallel` as the array
-  parallelism. Completed by the SLURM issue (profiles, checkpointing, accounting).
+- `slurm`: one submitit SLURM executor per profile; one array task per cell (`SlurmCell`:
+  checkpointable, code-version checked), arrays chunked to the profile's `max_array_size`
+  (submitit does not split them), the profile's `timeout_min` always explicit, and
+  `--max-parallel` (else the profile's `array_parallelism`) tasks at once. Job states come from
+  one `sacct` call for all jobs (while waiting, at most every SACCT_POLL_S). Without accounting
+  they come from submitit's result files, so a job killed before writing one counts as running
+  until `--cancel` (or deleting its cells' `.submitted` markers).
 """
 from __future__ import annotations
 
 import os
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import yaml
-
 from harness import job as job_module
+from harness import slurm
+from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.spec import RunSpec
 
-PROFILE_DIR_ENV = "SOFTDIMO_PROFILES"
+DEFAULT_TIMEOUT_MIN = 240                  # per cell, for debug / local without a profile
+SACCT_POLL_S = 10.0                        # while waiting, at most one sacct call this often
 
 #----------------------------------------------------------------------------
 
 
-# A named resource profile: what one job may use and how long one cell may take.
-@dataclass(frozen=True)
-class Resources:
-    name: str = "default"
-    timeout_min: int = 240                 # per cell; a local lane gets this times its cells
-    cpus_per_task: int | None = None       # None: this machine's cores / jobs at once (local)
-    gpus_per_node: int | None = None       # None: local: every visible GPU; slurm: 0
-    mem_gb: float | None = None            # None: the cluster's default
-    array_limit: int = 1000                # largest job array the cluster accepts
-    slurm: Mapping[str, Any] = field(default_factory=dict)  # extra `slurm_*` keys, verbatim
-
-
-# A launch that cannot start (e.g. a resource profile missing or malformed); nothing submitted.
+# A launch that cannot start (e.g. no resource profile for SLURM, sbatch refusing a job);
+# `submitted` holds what went out before the failure.
 class LaunchError(RuntimeError):
-    pass
-
-
-# The directory resource profiles are read from: $SOFTDIMO_PROFILES, else <project>/slurm/profiles.
-def profile_dir() -> Path:
-    return Path(os.environ.get(PROFILE_DIR_ENV)
-                or Path(__file__).resolve().parents[1] / "slurm" / "profiles")
-
-
-# A resource profile by name (`<profile dir>/<name>.yaml`); None gives the defaults.
-def load_resources(name: str | None) -> Resources:
-    if name is None:
-        return Resources()
-    path = profile_dir() / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in profile_dir().glob("*.yaml"))
-        raise LaunchError(f"resource profile {name!r} not found at {path}; available: "
-                          f"{', '.join(known) or '(none)'}")
-    body = yaml.safe_load(path.read_text()) or {}
-    allowed = {f.name for f in fields(Resources)} - {"name"}
-    unknown = sorted(set(body) - allowed) if isinstance(body, dict) else ["(not a mapping)"]
-    if unknown:
-        raise LaunchError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; allowed: "
-                          f"{', '.join(sorted(allowed))}")
-    return Resources(name=name, **body)
-
-#----------------------------------------------------------------------------
+    def __init__(self, message: str, submitted: Sequence["Submission"] = ()):
+        super().__init__(message)
+        self.submitted = list(submitted)
 
 
 # One submitted job and the cells it will write records for.
@@ -81,6 +53,7 @@ def load_resources(name: str | None) -> Resources:
 class Submission:
     job: Any                               # a submitit.Job
     specs: list[RunSpec]
+    marker: dict[str, Any] = field(default_factory=dict)  # extra marker fields (array id, log)
 
     @property
     def run_ids(self) -> list[str]:
@@ -94,8 +67,17 @@ class SubmitRequest:
     grid: str
     results_root: Path
     folder: Path                           # submitit folder, results/<grid>/.submitit/%j
-    resources: Resources
-    max_parallel: int
+    profile: SlurmProfile | None           # resource profile of this group (None: defaults)
+    max_parallel: int | None               # jobs at once; None: local: cores, slurm: the profile's
+    code: job_module.CodeVersion = job_module.CodeVersion(None, None)  # code at submission
+    allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
+
+
+# What the scheduler says about a job submitted earlier: may it still run, and its state.
+@dataclass(frozen=True)
+class JobState:
+    alive: bool
+    state: str                             # e.g. "RUNNING", "PENDING", "CANCELLED by 0", "ended"
 
 
 # A registered executor.
@@ -103,9 +85,13 @@ class SubmitRequest:
 class ExecutorEntry:
     name: str
     submit: Callable[[SubmitRequest], list[Submission]]
-    alive: Callable[[Mapping[str, Any]], bool]  # is the job of a submission marker still running?
+    states: Callable[[Sequence[Mapping[str, Any]]], list[JobState]]  # of submission markers
+    ended: Callable[[Sequence[Submission]], list[str | None]] = lambda subs: [
+        "ended" if s.job.done() else None for s in subs]   # how each job ended; None: running
     run_in_process: Callable[[Any], BaseException | None] | None = None  # debug: run a job here
+    cancel: Callable[[Sequence[Mapping[str, Any]]], str | None] | None = None  # error or None
     description: str = ""
+    ended_poll_s: float = 0.0              # least seconds between two `ended` calls while waiting
 
     @property
     def in_process(self) -> bool:
@@ -135,12 +121,22 @@ def _args(spec: RunSpec, req: SubmitRequest) -> tuple[dict[str, Any], str, str]:
     return spec.to_json(), req.grid, str(req.results_root)
 
 
+# Torch threads of a job on this machine: its share of the cores, at most the profile's CPUs.
+def _threads(req: SubmitRequest, share: int) -> int:
+    return min(req.profile.cpus_per_task, share) if req.profile else share
+
+
+def _timeout_min(req: SubmitRequest) -> int:
+    return req.profile.timeout_min if req.profile else DEFAULT_TIMEOUT_MIN
+
+
 # debug: one in-process job per cell.
 def submit_debug(req: SubmitRequest) -> list[Submission]:
     import submitit
     executor = submitit.AutoExecutor(folder=req.folder, cluster="debug")
-    executor.update_parameters(timeout_min=req.resources.timeout_min)
-    with _env(**{job_module.THREADS_ENV: str(req.resources.cpus_per_task or _cores())}):
+    executor.update_parameters(timeout_min=_timeout_min(req))
+    threads = _threads(req, _cores())
+    with _env(**{job_module.THREADS_ENV: str(threads)}):
         return [Submission(executor.submit(job_module.execute, *_args(s, req)), [s])
                 for s in req.specs]
 
@@ -169,44 +165,66 @@ def submit_local(req: SubmitRequest) -> list[Submission]:
     import submitit
     import torch
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
-    groups = lanes(req.specs, req.max_parallel)
-    threads = req.resources.cpus_per_task or max(1, _cores() // len(groups))
-    gpus = req.resources.gpus_per_node
+    groups = lanes(req.specs, req.max_parallel or _cores())
+    threads = _threads(req, max(1, _cores() // len(groups)))
+    gpus = req.profile.gpus_per_node if req.profile else torch.cuda.device_count()
     out = []
     with _env(**{job_module.THREADS_ENV: str(threads)}):
         for lane in groups:
-            executor.update_parameters(
-                name=f"softdimo-{req.grid}", timeout_min=req.resources.timeout_min * len(lane),
-                gpus_per_node=torch.cuda.device_count() if gpus is None else gpus)
+            executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus,
+                                       timeout_min=_timeout_min(req) * len(lane))
             job = executor.submit(job_module.execute_lane, [s.to_json() for s in lane], req.grid,
                                   str(req.results_root))
             out.append(Submission(job, lane))
     return out
 
 
-# slurm: one array element per cell, arrays chunked to the profile's array limit.
+# slurm: one executor for the profile, one array task per cell, arrays of at most the
+# profile's `max_array_size` tasks (one sbatch call each).
 def submit_slurm(req: SubmitRequest) -> list[Submission]:
     import submitit
-    r = req.resources
-    threads = r.cpus_per_task or 1
-    executor = submitit.AutoExecutor(folder=req.folder, cluster="slurm")
-    executor.update_parameters(
-        name=f"softdimo-{req.grid}", timeout_min=r.timeout_min, cpus_per_task=threads,
-        gpus_per_node=r.gpus_per_node or 0, slurm_array_parallelism=req.max_parallel,
-        slurm_setup=[f"export {job_module.THREADS_ENV}={threads}"],
-        **({"mem_gb": r.mem_gb} if r.mem_gb is not None else {}),
-        **{f"slurm_{k}": v for k, v in r.slurm.items()})
-    out = []
-    for start in range(0, len(req.specs), r.array_limit):
-        chunk = req.specs[start:start + r.array_limit]
-        with executor.batch():
-            jobs = [executor.submit(job_module.execute, *_args(s, req)) for s in chunk]
-        out += [Submission(j, [s]) for j, s in zip(jobs, chunk)]
+    p = req.profile
+    if p is None:
+        raise LaunchError("--executor slurm needs a resource profile: --slurm-profile NAME or the "
+                          "grid's scales.<scale>.resources")
+    try:
+        executor = submitit.AutoExecutor(folder=req.folder, cluster="slurm",
+                                         **to_submitit_executor_kwargs(p))
+    except RuntimeError as e:               # no srun / sbatch on this machine
+        raise LaunchError(f"cannot submit to SLURM from this machine: {e}") from None
+    params = to_submitit_parameters(p)
+    params["slurm_setup"] = [*params.get("slurm_setup", []),
+                             f"export {job_module.THREADS_ENV}={p.cpus_per_task}"]
+    if req.max_parallel:
+        params["slurm_array_parallelism"] = req.max_parallel
+    executor.update_parameters(name=f"softdimo-{req.grid}", **params)
+    submission = job_module.Submission(
+        code=asdict(req.code), allow_code_change=req.allow_code_change, profile=p.name,
+        max_num_timeout=p.max_num_timeout, signal_delay_s=p.signal_delay_s)
+    out: list[Submission] = []
+    for start in range(0, len(req.specs), p.max_array_size):
+        chunk = req.specs[start:start + p.max_array_size]
+        try:
+            with executor.batch():
+                jobs = [executor.submit(job_module.SlurmCell(s.to_json(), req.grid,
+                                                             str(req.results_root), submission))
+                        for s in chunk]
+        except Exception as e:              # sbatch refused (partition, account, limits, ...)
+            raise LaunchError(f"sbatch refused an array of {len(chunk)} cells (profile "
+                              f"{p.name!r}, {p.path}): {e}", out) from None
+        for j, spec in zip(jobs, chunk):
+            array, _, task = str(j.job_id).partition("_")
+            out.append(Submission(j, [spec], {"array_id": array, "task": int(task) if task else None,
+                                              "log": str(j.paths.stderr), "profile": p.name}))
     return out
 
 
 # A local job is alive while its controller process runs (same host only).
-def local_alive(marker: Mapping[str, Any]) -> bool:
+def local_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
+    return [JobState(alive, "running" if alive else "ended") for alive in map(_local_alive, markers)]
+
+
+def _local_alive(marker: Mapping[str, Any]) -> bool:
     if marker.get("host") != socket.gethostname():
         return True                        # cannot tell from here; assume it still runs
     try:
@@ -218,22 +236,48 @@ def local_alive(marker: Mapping[str, Any]) -> bool:
     return True
 
 
-# A SLURM job is alive until submitit sees its result file or a final scheduler state (sacct);
-# when the scheduler cannot be asked, it is assumed alive (the SLURM issue refines this).
-def slurm_alive(marker: Mapping[str, Any]) -> bool:
-    from submitit.slurm.slurm import SlurmJob
-    try:
-        return not SlurmJob(marker["folder"], str(marker["job_id"])).done(force_check=True)
-    except KeyError:
-        return False
+# SLURM jobs: one sacct call for all markers; a job sacct does not know (yet), or every job when
+# sacct cannot be asked, is alive until submitit's result file appears.
+def slurm_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
+    states = slurm.sacct_states(str(m["job_id"]) for m in markers if m.get("job_id"))
+    out = []
+    for m in markers:
+        if not m.get("job_id") or not m.get("folder"):
+            out.append(JobState(False, "unknown"))
+            continue
+        state = (states or {}).get(str(m["job_id"]))
+        if state is None:
+            done = _result_file(m["folder"], str(m["job_id"])).exists()
+            out.append(JobState(not done, "ended" if done else "submitted"))
+        else:
+            out.append(JobState(not slurm.is_final(state), state))
+    return out
+
+
+# How each SLURM job of this launch ended (sacct's final state), None while it may still run.
+def slurm_ended(subs: Sequence[Submission]) -> list[str | None]:
+    markers = [{"job_id": str(s.job.job_id), "folder": str(s.job.paths.folder)} for s in subs]
+    return [None if st.alive else st.state for st in slurm_states(markers)]
+
+
+def slurm_cancel(markers: Sequence[Mapping[str, Any]]) -> str | None:
+    return slurm.cancel([str(m["job_id"]) for m in markers])
+
+
+def _result_file(folder: str, job_id: str) -> Path:
+    from submitit.core.utils import JobPaths
+    return JobPaths(folder, job_id=job_id, task_id=0).result_pickle
 
 
 EXECUTORS = (
-    ExecutorEntry("debug", submit_debug, alive=lambda marker: False, run_in_process=run_debug_job,
+    ExecutorEntry("debug", submit_debug, states=lambda markers: [JobState(False, "ended")] * len(markers),
+                  run_in_process=run_debug_job,
                   description="submitit DebugExecutor: in this process, one cell after another"),
-    ExecutorEntry("local", submit_local, alive=local_alive,
+    ExecutorEntry("local", submit_local, states=local_states,
                   description="submitit LocalExecutor: subprocesses, at most --max-parallel "
                               "lanes of cells"),
-    ExecutorEntry("slurm", submit_slurm, alive=slurm_alive,
-                  description="submitit on SLURM: job arrays per resource profile"),
+    ExecutorEntry("slurm", submit_slurm, states=slurm_states, ended=slurm_ended,
+                  cancel=slurm_cancel, ended_poll_s=SACCT_POLL_S,
+                  description="submitit on SLURM: job arrays per resource profile, checkpointed "
+                              "and requeued on time limits"),
 )

@@ -5,12 +5,18 @@ submitit pickles a few hundred bytes and the job imports the code on disk. A cel
 with a record: `ok`, `diverged` (a metric was not finite) or `failed` (any exception, with its
 traceback and the path of the run's log). `execute` returns the status instead of raising, so a
 lane goes on to its next cell after a failure.
+
+On SLURM a cell is a `SlurmCell`: checkpointable (requeued on USR2 / time limit, resuming from the
+cell's `checkpoints/`), recording its job id, requeues and the requeue cap, and refusing to run on
+other code than was submitted unless the launch allowed it.
 """
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -19,12 +25,14 @@ import socket
 import subprocess
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import submitit
 import torch
 
-from harness import registry, store
+from harness import preemption, registry, slurm, store
 from harness.entries import EvalInput, MetricValue, RunContext
 from harness.spec import RunSpec, spec_defaults
 
@@ -32,6 +40,7 @@ THREADS_ENV = "SOFTDIMO_THREADS"
 CACHE_ENV = "SOFTDIMO_CACHE"
 DEVICE_ENV = "SOFTDIMO_DEVICE"
 LOG_FILE = "log.txt"
+JOB_RUNS_FILE = "job_runs.jsonl"      # one line per interrupted (requeued) run of a job on a cell
 SAMPLES_FILE = "samples.png"
 MIN_TILE_PX = 64                      # small images (8x8 digits) are upscaled to at least this
 MAX_TILE_PX = 128                     # large images are downscaled to at most this in the grid
@@ -42,8 +51,45 @@ PACKAGES = ("softdimo-harness", "torch", "torchvision", "numpy", "scipy", "sciki
 #----------------------------------------------------------------------------
 
 
+# The code a job runs: git commit, dirty flag and a hash of the uncommitted changes to tracked
+# files (`git diff HEAD`; untracked files such as results are not part of it).
+@dataclass(frozen=True)
+class CodeVersion:
+    git_commit: str | None
+    git_dirty: bool | None
+    diff_sha256: str | None = None       # None when there are no changes to tracked files
+
+    # Same commit and same uncommitted changes (a dirty flag from untracked files alone is not
+    # a code change).
+    def same_code(self, other: "CodeVersion") -> bool:
+        return self.git_commit == other.git_commit and self.diff_sha256 == other.diff_sha256
+
+    def describe(self) -> str:
+        if self.git_commit is None:
+            return "no git checkout"
+        changes = f" with uncommitted changes {self.diff_sha256[:12]}" if self.diff_sha256 else ""
+        return f"commit {self.git_commit[:12]}{changes}"
+
+
+# What the launcher fixed when it submitted a SLURM cell (JSON values only).
+@dataclass(frozen=True)
+class Submission:
+    code: dict[str, Any]                 # CodeVersion at submission, as JSON
+    allow_code_change: bool = False      # --allow-code-change: run even on other code
+    profile: str | None = None           # resource profile name
+    max_num_timeout: int | None = None   # the requeue cap (submitit's slurm_max_num_timeout)
+    signal_delay_s: int = 90             # USR2 this long before the time limit
+
+
+# A job refused to run because the code changed between submission and start.
+class CodeChangedError(RuntimeError):
+    pass
+
+
 # Run one cell and write its record; returns the record's status ("ok", "diverged", "failed").
-def execute(spec_json: dict[str, Any], grid: str, results_root: str) -> str:
+# `submission` (SLURM cells) adds the code check, the job's requeue state and sacct's cost.
+def execute(spec_json: dict[str, Any], grid: str, results_root: str,
+            submission: Submission | None = None) -> str:
     spec = RunSpec.from_json(spec_json)
     run_dir = store.run_dir(results_root, grid, spec.run_id)
     existing = store.statuses(results_root, grid, [spec.run_id])[spec.run_id]
@@ -51,11 +97,16 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str) -> str:
         return existing                     # submitted twice (e.g. two --no-wait launches)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_FILE
+    job = slurm.current_job()
     started, t0 = _now(), time.perf_counter()
+    reraise: BaseException | None = None
+    code_check: str | None = None
     with open(log_path, "a", encoding="utf-8") as log_file:
         log = _logger(log_file)
-        log(f"run {spec.run_id} of grid {grid!r} started {started}")
+        again = f" (SLURM job {job.job_id}, restart {job.restart_count})" if job and job.restart_count else ""
+        log(f"run {spec.run_id} of grid {grid!r} started {started}{again}")
         try:
+            code_check = _check_code(submission, log)
             record = _run(spec, grid, results_root, run_dir, log)
         except Exception as e:
             tb = traceback.format_exc()
@@ -63,16 +114,95 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str) -> str:
             record = _base_record(spec, grid, "failed")
             record["error"] = {"type": type(e).__name__, "message": str(e) or repr(e),
                                "traceback": tb, "log": str(log_path)}
+            if isinstance(e, CodeChangedError):
+                code_check = "refused"
+            if isinstance(e, submitit.core.utils.UncompletedJobError):   # the requeue cap
+                record["error"]["message"] = _cap_message(e, job, submission)
+                reraise = e                 # the job ends in error, as submitit intends
+        except BaseException:
+            if job is not None:             # SystemExit from submitit: the job was requeued
+                _note_interrupted_run(run_dir, job, time.perf_counter() - t0)
+                log("run interrupted by SLURM; the job was requeued and resumes from its checkpoint")
+            raise
         record["provenance"] = {**_provenance(), "started": started, "finished": _now()}
+        if submission is not None:
+            record["provenance"]["submitted_code"] = submission.code
+            record["provenance"]["code_check"] = code_check
+        if job is not None:
+            record["provenance"]["slurm"] = {
+                **job.to_json(), "profile": submission.profile if submission else None,
+                "max_num_timeout": submission.max_num_timeout if submission else None}
         record["cost"] = _cost(time.perf_counter() - t0, record.pop("_stages", {}),
-                               record.pop("_gpus", 0))
+                               record.pop("_gpus", 0), _earlier_runs(run_dir, job), job,
+                               record["status"])
         try:
             store.write_record(run_dir, record)
         except store.RecordExistsError as e:  # another job finished the same cell first
             log(str(e))
             return store.statuses(results_root, grid, [spec.run_id])[spec.run_id] or "failed"
         log(f"run {spec.run_id} finished: {record['status']}")
+    if reraise is not None:
+        raise reraise
     return record["status"]
+
+
+# One cell as a SLURM array task. Checkpointable: on USR2 / the time limit submitit calls the
+# inherited `checkpoint()`, which resubmits this object (JSON values only; the progress itself is
+# in the cell's checkpoints/ on disk), then requeues the job, at most `max_num_timeout` times.
+class SlurmCell(submitit.helpers.Checkpointable):
+    def __init__(self, spec_json: dict[str, Any], grid: str, results_root: str,
+                 submission: Submission) -> None:
+        self.spec_json, self.grid, self.results_root = spec_json, grid, results_root
+        self.submission = submission
+
+    # Run the cell; a signal during distillation saves at the next step boundary, within half
+    # of the profile's signal delay.
+    def __call__(self) -> str:
+        preemption.set_grace(self.submission.signal_delay_s / 2)
+        return execute(self.spec_json, self.grid, self.results_root, self.submission)
+
+
+# "same" / "changed, allowed"; raises CodeChangedError when the job's code is not the submitted.
+def _check_code(submission: Submission | None, log: Callable[[str], None]) -> str | None:
+    if submission is None:
+        return None
+    submitted, now = CodeVersion(**submission.code), code_version()
+    if submitted.same_code(now):
+        return "same"
+    message = (f"the code changed between submission and start: submitted {submitted.describe()}, "
+               f"this job runs {now.describe()}")
+    if submission.allow_code_change:
+        log(f"{message}; running anyway (--allow-code-change)")
+        return "changed, allowed"
+    raise CodeChangedError(f"{message}. The job refuses to run on other code than was submitted: "
+                           f"resubmit with --rerun-failed, or pass --allow-code-change")
+
+
+def _cap_message(error: BaseException, job: slurm.JobInfo | None,
+                 submission: Submission | None) -> str:
+    restarts = job.restart_count if job else 0
+    cap = submission.max_num_timeout if submission else None
+    profile = submission.profile if submission else None
+    return (f"{error} Requeue cap reached after {restarts} requeue(s) (max_num_timeout={cap}, "
+            f"profile {profile!r}). The checkpoint is kept: retry with --rerun-failed after raising "
+            f"the profile's timeout_min or max_num_timeout.")
+
+
+# Remember the wall time of a run that was interrupted to be requeued (for the final cost).
+def _note_interrupted_run(run_dir: Path, job: slurm.JobInfo, wall_s: float) -> None:
+    entry = {"job_id": job.job_id, "restart": job.restart_count, "wall_s": round(wall_s, 3),
+             "end": "requeued", "time": _now()}
+    with open(run_dir / JOB_RUNS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+# The interrupted earlier runs of this job on this cell.
+def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, Any]]:
+    path = run_dir / JOB_RUNS_FILE
+    if job is None or not path.exists():
+        return []
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in runs if r.get("job_id") == job.job_id]
 
 
 # Run several cells one after the other in this job (a "lane"); returns their statuses.
@@ -117,7 +247,7 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
         bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
         log(f"diverged: metric(s) {', '.join(bad)} not finite")
     record["_stages"] = stages
-    record["_gpus"] = 1 if ctx.device.type == "cuda" else 0
+    record["_gpus"] = max(1, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0
     return record
 
 
@@ -227,17 +357,26 @@ def _provenance() -> dict[str, Any]:
 
 
 # Commit and dirty flag of the project checkout holding this code (None, None outside git).
-@functools.lru_cache(maxsize=1)
 def _git_state() -> tuple[str | None, bool | None]:
+    version = code_version()
+    return version.git_commit, version.git_dirty
+
+
+# The code version of the project checkout holding this code (cached per process).
+@functools.lru_cache(maxsize=1)
+def code_version() -> CodeVersion:
     root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=30, check=True).stdout.strip()
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                                capture_output=True, text=True, timeout=30, check=True).stdout
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain").strip())
+        diff = git("diff", "HEAD", "--binary") if dirty else ""
     except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit, bool(status.strip())
+        return CodeVersion(None, None)
+    return CodeVersion(commit, dirty, hashlib.sha256(diff.encode()).hexdigest() if diff else None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -271,8 +410,19 @@ def _job_environment() -> tuple[str, str | None, str | None]:
     return env.cluster, env.job_id, log
 
 
-def _cost(wall_s: float, stages: dict[str, float], gpus: int) -> dict[str, Any]:
+# Cost of a cell: job-measured wall time and accelerator hours over every run of its job
+# (interrupted runs included), per-stage seconds of the last run, and SLURM accounting's view.
+def _cost(wall_s: float, stages: dict[str, float], gpus: int, earlier: list[dict[str, Any]],
+          job: slurm.JobInfo | None, status: str) -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"wall_s": round(wall_s, 3), "peak_mem_mb": round(peak_kb / 1024, 1),
-            "accelerator_hours": round(wall_s * gpus / 3600, 6),
-            "stages": {k: round(float(v), 3) for k, v in stages.items()}}
+    runs = [{k: r[k] for k in ("restart", "wall_s", "end")} for r in earlier]
+    runs.append({"restart": job.restart_count if job else 0, "wall_s": round(wall_s, 3), "end": status})
+    total_s = sum(r["wall_s"] for r in runs)
+    cost: dict[str, Any] = {
+        "wall_s": round(total_s, 3), "peak_mem_mb": round(peak_kb / 1024, 1),
+        "accelerator_hours": round(total_s * gpus / 3600, 6),
+        "stages": {k: round(float(v), 3) for k, v in stages.items()}, "runs": runs}
+    usage = slurm.job_usage(job.job_id) if job is not None else None
+    if usage is not None:
+        cost["sacct"] = usage
+    return cost

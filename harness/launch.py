@@ -1,8 +1,10 @@
-"""Planning and launching a grid: which cells are done, submitting the rest, waiting for records.
+"""Planning and launching a grid: which cells are done, submitting the rest, waiting for records,
+showing the state of each cell and cancelling its jobs.
 
-A cell is done when its record is `ok` or `diverged`; the scheduler's own state is only a hint.
-Submitted cells get a marker (`<run_dir>/.submitted`, the job id) so that running the command
-again while their jobs still run does not submit them twice.
+A cell is done when its record is `ok` or `diverged`; the scheduler's own state (`sacct`) is only
+a hint. Submitted cells get a marker (`<run_dir>/.submitted`: executor, job id, SLURM array id and
+task index, log path) so that running the command again while their jobs still run does not
+submit them twice, and so that `--status` / `--cancel` find their jobs.
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness import registry, store
-from harness.executors import ExecutorEntry, Submission, SubmitRequest, load_resources
+from harness.executors import ExecutorEntry, JobState, LaunchError, Submission, SubmitRequest
 from harness.grid import Grid
+from harness.job import code_version
+from harness.profiles import SlurmProfile, load_profile
 from harness.spec import RunSpec
 
 MARKER = ".submitted"
@@ -43,26 +47,36 @@ class CellState:
 # The state of every cell of a grid, in grid order.
 def plan(grid: Grid, results_root: str | Path) -> list[CellState]:
     status = store.statuses(results_root, grid.name, [s.run_id for s in grid.specs])
-    gdir = Path(results_root) / grid.name
-    started = set(os.listdir(gdir)) if gdir.is_dir() else set()
+    alive = {rid for rid, js in job_states(results_root, grid.name,
+                                           [r for r, st in status.items() if st is None]).items()
+             if js.alive}
     out = []
     for spec, desc in zip(grid.specs, grid.descriptions()):
         st = status[spec.run_id]
         if st is None:
-            running = spec.run_id in started and _running(results_root, grid.name, spec.run_id)
-            state = "running" if running else "pending"
+            state = "running" if spec.run_id in alive else "pending"
         else:
             state = "done" if st == "ok" else st
         out.append(CellState(spec, desc, state))
     return out
 
 
-# A cell submitted earlier (e.g. with --no-wait) whose job still runs.
-def _running(results_root: str | Path, grid: str, run_id: str) -> bool:
-    marker = read_marker(results_root, grid, run_id)
-    if marker is None or marker.get("executor") not in registry.executors:
-        return False
-    return registry.executors.get(marker["executor"]).alive(marker)
+# The job state of every given cell that has a submission marker (cells submitted earlier, e.g.
+# with --no-wait), asking each executor once for all its markers.
+def job_states(results_root: str | Path, grid: str, run_ids: Sequence[str]
+               ) -> dict[str, JobState]:
+    gdir = Path(results_root) / grid
+    started = set(os.listdir(gdir)) if gdir.is_dir() else set()
+    by_executor: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for rid in run_ids:
+        marker = read_marker(results_root, grid, rid) if rid in started else None
+        if marker is not None and marker.get("executor") in registry.executors:
+            by_executor.setdefault(marker["executor"], []).append((rid, marker))
+    out: dict[str, JobState] = {}
+    for name, items in by_executor.items():
+        states = registry.executors.get(name).states([m for _, m in items])
+        out.update((rid, js) for (rid, _), js in zip(items, states))
+    return out
 
 
 # The cells to submit: pending ones, plus failed / corrupt ones when retrying failures.
@@ -81,12 +95,12 @@ def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, A
 
 
 def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job_id: str,
-                  folder: Path) -> None:
+                  folder: Path, extra: dict[str, Any]) -> None:
     d = store.run_dir(results_root, grid, run_id)
     d.mkdir(parents=True, exist_ok=True)
     (d / MARKER).write_text(json.dumps({
         "executor": executor, "job_id": job_id, "host": socket.gethostname(), "folder": str(folder),
-        "submitted": dt.datetime.now().astimezone().isoformat(timespec="seconds")}))
+        "submitted": dt.datetime.now().astimezone().isoformat(timespec="seconds"), **extra}))
 
 #----------------------------------------------------------------------------
 
@@ -105,24 +119,40 @@ class Launch:
         return [r for s in self.submissions for r in s.run_ids]
 
 
-# Submit cells through a registered executor, one submission per resource profile.
+# The resource profile of each group of cells: `override` (--slurm-profile) or the grid's
+# `scales.<scale>.resources`; None where neither names one. Raises ProfileError.
+def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | None, SlurmProfile | None]:
+    name = override or grid.resources
+    return {name: load_profile(name) if name else None}
+
+
+# Submit cells through a registered executor, one group (and for SLURM one executor, its arrays
+# chunked to the array limit) per resource profile. The code version is recorded for the jobs.
 def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
-           max_parallel: int) -> Launch:
+           max_parallel: int | None = None, profile: str | None = None,
+           allow_code_change: bool = False) -> Launch:
     entry = registry.executors.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
+    profiles = resource_profiles(grid, profile)     # all loaded and checked before submitting
     groups: dict[str | None, list[RunSpec]] = {}
-    for spec in specs:                       # one profile per grid today; grouped all the same
-        groups.setdefault(grid.resources, []).append(spec)
-    resources = {name: load_resources(name) for name in groups}   # all checked before submitting
+    for spec in specs:                 # one profile per grid and scale today; grouped all the same
+        groups.setdefault(profile or grid.resources, []).append(spec)
+    code = code_version()
     submissions: list[Submission] = []
-    for profile, group in groups.items():
-        submissions += entry.submit(SubmitRequest(group, grid.name, root, folder,
-                                                  resources[profile], max(1, max_parallel)))
-    if not entry.in_process:
-        for sub in submissions:
-            for rid in sub.run_ids:
-                _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder)
+    try:
+        for name, group in groups.items():
+            submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
+                                                      max_parallel, code, allow_code_change))
+    except LaunchError as e:
+        submissions += e.submitted
+        raise
+    finally:
+        if not entry.in_process:
+            for sub in submissions:
+                for rid in sub.run_ids:
+                    _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
+                                  sub.marker)
     return Launch(grid.name, root, entry, submissions, folder.parent)
 
 
@@ -134,15 +164,22 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
     pending = list(launch.submissions)
     statuses = store.statuses(launch.results_root, launch.grid, ids)
     progress(statuses)
+    asked = -float("inf")                  # when the executor was last asked about its jobs
     while pending:
         if launch.executor.in_process:
             sub = pending.pop(0)
-            _settle(launch, sub, launch.executor.run_in_process(sub.job))
+            error = launch.executor.run_in_process(sub.job)
+            _settle(launch, sub, "ended", _reason(error) if error else None, str(error or ""))
         else:
             time.sleep(poll_s)
-            for sub in [s for s in pending if s.job.done()]:
-                pending.remove(sub)
-                _settle(launch, sub, _job_exception(sub.job))
+            statuses = store.statuses(launch.results_root, launch.grid, ids)
+            pending = [s for s in pending if any(statuses[r] is None for r in s.run_ids)]
+            if pending and time.monotonic() - asked >= launch.executor.ended_poll_s:
+                asked = time.monotonic()
+                for sub, how in zip(list(pending), launch.executor.ended(pending)):
+                    if how is not None:
+                        pending.remove(sub)
+                        _settle(launch, sub, how, *_job_error(sub.job))
         statuses = store.statuses(launch.results_root, launch.grid, ids)
         progress(statuses)
     for rid in ids:
@@ -150,26 +187,33 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
     return statuses
 
 
-def _job_exception(job: Any) -> BaseException | None:
+# (last line, traceback) of the error a finished job left in submitit's result file; (None, "")
+# when it left none (killed, cancelled) or succeeded. Never waits, unlike `job.exception()`.
+def _job_error(job: Any) -> tuple[str | None, str]:
+    from submitit.core.utils import pickle_load
     try:
-        return job.exception()
-    except Exception as e:                 # e.g. UncompletedJobError: the job left no result
-        return e
+        outcome, value = pickle_load(job.paths.result_pickle)
+    except Exception:
+        return None, ""
+    if outcome != "error":
+        return None, ""
+    return _reason(RuntimeError(str(value))), str(value)
 
 
 # After a job ended: every cell of it without a record gets a failed record.
-def _settle(launch: Launch, sub: Submission, error: BaseException | None) -> None:
+def _settle(launch: Launch, sub: Submission, how: str, reason: str | None, trace: str) -> None:
     statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}
     descriptions = {s.run_id: s.description() for s in sub.specs}
     for rid in sub.run_ids:
         if statuses[rid] is not None:
             continue
+        why = f"{how}: {reason}" if reason else how
         record = {"schema_version": store.SCHEMA_VERSION, "run_id": rid, "grid": launch.grid,
                   "description": descriptions[rid], "spec": spec_json[rid], "status": "failed",
                   "error": {"type": "JobEnded", "message": f"job {sub.job.job_id} ended without "
-                            f"a record for this cell ({_reason(error)})",
-                            "traceback": str(error or ""), "log": _job_log(sub.job)},
+                            f"a record for this cell ({why})", "traceback": trace,
+                            "log": _job_log(sub.job)},
                   "metrics": {}, "curves": {}, "samples": {}, "info": {},
                   "provenance": {"executor": launch.executor.name, "job_id": str(sub.job.job_id),
                                  "host": socket.gethostname()},
@@ -182,9 +226,7 @@ def _settle(launch: Launch, sub: Submission, error: BaseException | None) -> Non
 
 
 # The line of a job's error worth showing: the exception line of its remote traceback.
-def _reason(error: BaseException | None) -> str:
-    if error is None:
-        return "the job ended without writing this cell's record"
+def _reason(error: BaseException) -> str:
     lines = [ln for ln in str(error).splitlines()
              if ln.strip() and not ln.startswith((" ", "-", "You can", "Job ("))]
     return lines[-1] if lines else type(error).__name__
@@ -195,6 +237,91 @@ def _job_log(job: Any) -> str:
         return str(job.paths.stderr if job.paths.stderr.exists() else job.paths.stdout)
     except Exception:
         return ""
+
+#----------------------------------------------------------------------------
+
+
+# What `--status` shows for one cell.
+@dataclass(frozen=True)
+class CellStatus:
+    run_id: str
+    description: str
+    state: str                             # ok, diverged, failed, corrupt, running, pending
+    job: str                               # job id (and scheduler state) or ""
+    detail: str = ""                       # error line of a failed cell
+    log: str = ""                          # log of a failed cell, or of a job that ended early
+    job_log: str = ""                      # the submitit job's own log of a failed cell
+
+
+# The state of every cell: records first (the truth), then the jobs of submitted cells (one
+# scheduler query per executor; for SLURM one sacct call, a hint).
+def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
+    ids = [s.run_id for s in grid.specs]
+    records = store.statuses(results_root, grid.name, ids)
+    jobs = job_states(results_root, grid.name,
+                      [r for r in ids if records[r] not in store.FINAL_STATUSES])
+    out = []
+    for spec, desc in zip(grid.specs, grid.descriptions()):
+        rid, st, js = spec.run_id, records[spec.run_id], jobs.get(spec.run_id)
+        marker = read_marker(results_root, grid.name, rid) if js else None
+        job = f"{marker['job_id']} {js.state}" if marker and js else ""
+        if js is not None and js.alive:
+            out.append(CellStatus(rid, desc, "running", job))
+        elif st is not None:
+            out.append(_recorded_status(results_root, grid.name, rid, desc, st))
+        elif js is not None:               # submitted, ended without a record: will be resubmitted
+            out.append(CellStatus(rid, desc, "pending", job, "its job ended without a record",
+                                  str(marker.get("log", "")) if marker else ""))
+        else:
+            out.append(CellStatus(rid, desc, "pending", ""))
+    return out
+
+
+def _recorded_status(results_root: str | Path, grid: str, run_id: str, desc: str,
+                     st: str) -> CellStatus:
+    path = store.record_path(results_root, grid, run_id)
+    try:
+        record = store.read_record(path)
+    except (store.CorruptRecordError, OSError) as e:
+        return CellStatus(run_id, desc, "corrupt", "", str(e), str(path))
+    provenance = record.get("provenance") or {}
+    job = str(provenance.get("job_id") or "")
+    error = record.get("error") or {}
+    if not error:
+        return CellStatus(run_id, desc, st, job)
+    detail = f"{error.get('type', '?')}: {error.get('message', '')}"
+    log, job_log = str(error.get("log", "")), str(provenance.get("submitit_log") or "")
+    return CellStatus(run_id, desc, st, job, detail, log, job_log if job_log != log else "")
+
+
+# Cancel the jobs of the grid's cells that have no final record; returns (cancelled job ids,
+# problems). Their markers are removed, so the cells count as pending again.
+def cancel(grid: Grid, results_root: str | Path) -> tuple[list[str], list[str]]:
+    ids = [s.run_id for s in grid.specs]
+    records = store.statuses(results_root, grid.name, ids)
+    jobs = job_states(results_root, grid.name,
+                      [r for r in ids if records[r] not in store.FINAL_STATUSES])
+    by_executor: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for rid, js in jobs.items():
+        marker = read_marker(results_root, grid.name, rid)
+        if js.alive and marker is not None:
+            by_executor.setdefault(marker["executor"], []).append((rid, marker))
+    cancelled, problems = [], []
+    for name, items in by_executor.items():
+        entry = registry.executors.get(name)
+        job_ids = sorted({str(m["job_id"]) for _, m in items})
+        if entry.cancel is None:
+            problems.append(f"{len(items)} cell(s) run under the {name!r} executor "
+                            f"(jobs {', '.join(job_ids)}), which cannot be cancelled from here")
+            continue
+        error = entry.cancel([m for _, m in items])
+        if error:
+            problems.append(f"cancelling {name} jobs {', '.join(job_ids)} failed: {error}")
+            continue
+        cancelled += job_ids
+        for rid, _ in items:
+            (store.run_dir(results_root, grid.name, rid) / MARKER).unlink(missing_ok=True)
+    return cancelled, problems
 
 #----------------------------------------------------------------------------
 

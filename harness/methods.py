@@ -18,12 +18,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from harness import registry
+from harness import preemption, registry
 from harness.entries import MethodResult, RunContext
 from harness.spec import NONE, EvalConfig, RunSpec
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
-from softdimo.train import Distiller, generate, run_distillation
+from softdimo.train import Distiller, generate, run_distillation, save_checkpoint
 
 SAMPLE_BATCH = 500
 
@@ -71,7 +71,15 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
                           seed=derive_seed(spec.seed, "distill"), refinement=refinement, device=ctx.device)
     start = time.perf_counter()
-    run_distillation(distiller, checkpoint=ctx.checkpoint_dir / "distill.pt", log=ctx.log)
+    checkpoint = ctx.checkpoint_dir / "distill.pt"
+
+    def save_on_signal(d: Distiller) -> None:
+        save_checkpoint(d.state_dict(), checkpoint)
+        ctx.log(f"preemption signal: checkpoint saved at distill step {d.step}; requeueing")
+
+    with preemption.safe_points() as safe_point:   # a SLURM signal saves at the next step boundary
+        run_distillation(distiller, checkpoint=checkpoint, log=ctx.log,
+                         on_step=lambda d: safe_point(lambda: save_on_signal(d)))
     distill_s = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -2,12 +2,15 @@
 
     python -m harness.run --grid ablations/soft_vs_hard.yaml                # mini scale, local
     python -m harness.run --grid ablations/soft_vs_hard.yaml --dry-run      # the plan only
-    python -m harness.run --grid G.yaml --executor slurm --scale paper --no-wait
+    python -m harness.run --grid G.yaml --executor slurm --slurm-profile generic_gpu --no-wait
+    python -m harness.run --grid G.yaml --status                            # per cell: state, job, log
+    python -m harness.run --grid G.yaml --cancel                            # cancel the grid's jobs
     python -m harness.run --list relaxations                                # what is registered
 
 Running the same command again skips cells with an `ok` record (and says when nothing is left);
 failed cells are retried only with --rerun-failed. Exit codes: 0 all cells ok, 1 some cell
-failed, 2 the grid or the command line is wrong (nothing was launched).
+failed, 2 the grid, a resource profile, a missing asset or the command line is wrong (nothing
+was launched).
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from harness import registry, store
-from harness.executors import LaunchError, load_resources
+from harness import launch, registry, store
+from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid, load_yaml
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
-from harness.spec import STAGE_CONFIGS, SCALES
+from harness.profiles import ProfileError, list_profiles
+from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
 LIST_CHOICES = tuple(registry.AXES) + ("params",)
@@ -40,13 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("how to run it")
     g.add_argument("--executor", default="local", metavar="NAME",
                    help="submitit executor: debug, local or slurm (default: local)")
-    g.add_argument("--max-parallel", type=_positive, default=_cores(), metavar="N",
-                   help="jobs running at once (default: this machine's cores, %(default)s)")
+    g.add_argument("--slurm-profile", metavar="NAME",
+                   help="resource profile (slurm/profiles/NAME.yaml); overrides the grid's "
+                        "scales.<scale>.resources; required by --executor slurm if the grid names none")
+    g.add_argument("--max-parallel", type=_positive, default=None, metavar="N",
+                   help=f"jobs running at once (default: local: this machine's cores, {_cores()}; "
+                        f"slurm: the profile's array_parallelism)")
+    g.add_argument("--allow-code-change", action="store_true",
+                   help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
                    help="results root (default: ./results)")
     g.add_argument("--dry-run", action="store_true", help="show the cells and their state, run nothing")
     g.add_argument("--no-wait", action="store_true", help="return once the jobs are submitted")
     g.add_argument("--rerun-failed", action="store_true", help="retry cells whose record is failed")
+    g = p.add_argument_group("jobs already submitted")
+    g.add_argument("--status", action="store_true",
+                   help="per cell: pending / running (job id) / ok / failed (error, log path)")
+    g.add_argument("--cancel", action="store_true", help="cancel the grid's running jobs")
     g = p.add_argument_group("discovery")
     g.add_argument("--list", choices=LIST_CHOICES, metavar="AXIS",
                    help=f"print the registered names of one axis: {', '.join(LIST_CHOICES)}")
@@ -88,30 +102,44 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     try:
         grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large)
         registry.executors.get(args.executor)
-        load_resources(grid.resources)
-        problems = missing_assets(grid)
-    except LaunchError as e:
-        print(f"error: {e}", file=err)
-        return 2
+        profiles = launch.resource_profiles(grid, args.slurm_profile)
     except GridError as e:
         for line in e.problems:
             print(line, file=err)
         print(f"{len(e.problems)} problem(s) in {args.grid}; nothing was run", file=err)
         return 2
+    except ProfileError as e:
+        print(f"error: {e}", file=err)
+        return 2
     except registry.UnknownNameError as e:
         print(f"error: --executor: {e}", file=err)
         return 2
-    if problems:
-        for line in problems:
-            print(line, file=err)
-        return 2
 
     results = Path(args.results)
+    if args.status:
+        return print_status(grid, launch.status(grid, results), out)
+    if args.cancel:
+        return cancel_jobs(grid, results, out, err)
+    if args.executor == "slurm" and None in profiles:
+        print(f"error: --executor slurm needs a resource profile: pass --slurm-profile NAME or set "
+              f"scales.{grid.scale}.resources in {grid.path}; available: "
+              f"{', '.join(list_profiles()) or '(none)'}", file=err)
+        return 2
+
     cells = plan(grid, results)
+    todo = to_submit(cells, args.rerun_failed)
+    problems = missing_assets(grid, todo)
     if args.dry_run:
         print_plan(grid, cells, out)
+        for line in problems:
+            print(f"note: the launch would stop: {line}", file=err)
         return 0
-    todo = to_submit(cells, args.rerun_failed)
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=err)
+        print(f"{len(problems)} asset(s) missing or corrupt for the {len(todo)} cell(s) to run; "
+              f"nothing was submitted (python -m harness.assets check)", file=err)
+        return 2
     counts = Counter(c.state for c in cells)
     if not todo:
         print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
@@ -122,15 +150,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
           f"{counts['done'] + counts['diverged']} done, {counts['running']} already running; "
           f"executor {args.executor}", file=out)
     try:
-        launch = submit(grid, todo, results, args.executor, args.max_parallel)
+        launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
+                          args.allow_code_change)
     except LaunchError as e:
         print(f"error: {e}", file=err)
+        if e.submitted:
+            print(f"{sum(len(s.specs) for s in e.submitted)} cell(s) were submitted before the "
+                  f"error; they keep running (--status, --cancel)", file=err)
         return 2
-    if args.no_wait and not launch.executor.in_process:
-        jobs = ", ".join(str(s.job.job_id) for s in launch.submissions)
-        print(f"submitted {len(todo)} cells in {len(launch.submissions)} job(s): {jobs}\n"
-              f"records appear under {results / grid.name}; logs under {launch.folder}; run the "
-              f"same command again to see what is left", file=out)
+    if args.no_wait and not launched.executor.in_process:
+        jobs = ", ".join(str(s.job.job_id) for s in launched.submissions)
+        print(f"submitted {len(todo)} cells in {len(launched.submissions)} job(s): {jobs}\n"
+              f"records appear under {results / grid.name}; logs under {launched.folder}; see "
+              f"them with --status", file=out)
         return 0
     if args.no_wait:
         print("note: the debug executor runs in this process; --no-wait does not apply", file=out)
@@ -138,11 +170,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     done_before = len(cells) - len(todo) - counts["running"]
     printer = ProgressPrinter(len(cells), done_before, err)
     try:
-        wait(launch, printer)
+        wait(launched, printer)
     except KeyboardInterrupt:
         printer.close()
         print(f"interrupted: jobs already started keep running and write their records under "
-              f"{results / grid.name}; run the same command again to see what is left", file=err)
+              f"{results / grid.name}; see them with --status, stop them with --cancel", file=err)
         return 130
     printer.close()
     return summarise(grid, results, {s.run_id for s in todo}, out)
@@ -188,32 +220,65 @@ def summarise(grid: Grid, results: Path, ran: set[str], out: TextIO) -> int:
 def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: TextIO) -> None:
     for c in cells:
         path = store.record_path(results, grid.name, c.run_id)
+        job_log = ""
         try:
-            error = store.read_record(path).get("error") or {}
+            record = store.read_record(path)
+            error = record.get("error") or {}
             line = f"{error.get('type', '?')}: {error.get('message', '')}"
             log = error.get("log", "")
+            job_log = (record.get("provenance") or {}).get("submitit_log") or ""
         except (store.CorruptRecordError, OSError) as e:
             line, log = str(e), str(path)
         print(f"  failed {c.run_id} {c.description}\n    {line}\n    log: {log}", file=out)
+        if job_log and job_log != log:
+            print(f"    job log: {job_log}", file=out)
 
 
-# Asset problems of every teacher the grid uses (weights, reference statistics).
-def missing_assets(grid: Grid) -> list[str]:
+# Asset problems (one line each, saying how to obtain the asset) of the cells about to run:
+# their teachers' weights and their metrics' networks and reference statistics.
+def missing_assets(grid: Grid, specs: Sequence[RunSpec]) -> list[str]:
     from harness import assets
-    problems = []
-    needed: set[str] = set()
-    for spec in grid.specs:
+    needed: list[str] = []
+    for spec in specs:
         entry = registry.teachers.get(spec.teacher)
-        needed.update(entry.assets(spec.stage("teacher", entry.config_cls)))
-    for name in sorted(needed):
-        try:
-            status = assets.check_asset(assets.manifest.get(name))
-        except registry.UnknownNameError as e:
-            problems.append(f"{grid.path}: {e}")
-            continue
-        if status.state != "present":
-            problems.append(f"{grid.path}: {assets.describe_problem(status)}")
-    return problems
+        needed += entry.assets(spec.stage("teacher", entry.config_cls))
+        for metric in dict(spec.params).get("eval.metrics", ()):
+            needed += registry.metrics.get(metric).assets
+    return [f"{grid.path}: {line}" for line in assets.check_before_launch(needed)]
+
+
+# Print the state of every cell (`--status`); returns 1 if a cell failed, else 0.
+def print_status(grid: Grid, rows: Sequence[launch.CellStatus], out: TextIO) -> int:
+    width = max([len("description")] + [len(r.description) for r in rows])
+    job_width = max([len("job")] + [len(r.job) for r in rows])
+    print(f"grid {grid.name!r} ({grid.scale}) from {grid.path}: {len(rows)} cells", file=out)
+    print(f"{'id':16}  {'state':8}  {'job':{job_width}}  description", file=out)
+    print(f"{'-' * 16}  {'-' * 8}  {'-' * job_width}  {'-' * width}", file=out)
+    for r in rows:
+        print(f"{r.run_id:16}  {r.state:8}  {r.job:{job_width}}  {r.description}", file=out)
+        if r.detail:
+            print(f"    {r.detail.splitlines()[0]}", file=out)
+        if r.log:
+            print(f"    log: {r.log}", file=out)
+        if r.job_log:
+            print(f"    job log: {r.job_log}", file=out)
+    counts = Counter(r.state for r in rows)
+    order = ("ok", "diverged", "failed", "corrupt", "running", "pending")
+    print(", ".join(f"{counts[s]} {s}" for s in order if counts[s]), file=out)
+    return 1 if counts["failed"] + counts["corrupt"] else 0
+
+
+# Cancel the grid's jobs (`--cancel`); returns 0, or 1 if some could not be cancelled.
+def cancel_jobs(grid: Grid, results: Path, out: TextIO, err: TextIO) -> int:
+    cancelled, problems = launch.cancel(grid, results)
+    for line in problems:
+        print(f"error: {line}", file=err)
+    if cancelled:
+        print(f"cancelled {len(cancelled)} job(s) of grid {grid.name!r}: {', '.join(cancelled)}; "
+              f"their cells are pending again", file=out)
+    elif not problems:
+        print(f"nothing to cancel: no job of grid {grid.name!r} is running", file=out)
+    return 1 if problems else 0
 
 #----------------------------------------------------------------------------
 

@@ -55,14 +55,48 @@ class RecordProvenance(TypedDict, total=False):
     submitit_log: str | None        # the submitit job's stdout log, when inside a job
     started: str                    # ISO 8601 time the run started
     finished: str                   # ISO 8601 time the record was written
+    slurm: "RecordSlurm"            # SLURM runs only
+    submitted_code: dict[str, Any]  # SLURM: git_commit, git_dirty, diff_sha256 at submission
+    code_check: str | None          # SLURM: "same", "changed, allowed" (--allow-code-change), "refused"
 
 
-# What the run cost.
-class RecordCost(TypedDict):
-    wall_s: float                   # seconds from start of the run to its record
+# The SLURM job that wrote the record.
+class RecordSlurm(TypedDict):
+    job_id: str                     # "<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>", else SLURM_JOB_ID
+    restart_count: int              # requeues before the run that wrote it (SLURM_RESTART_COUNT)
+    partition: str | None
+    node: str | None
+    profile: str | None             # the resource profile (slurm/profiles/<name>.yaml)
+    max_num_timeout: int | None     # the requeue cap: time-outs before the job gives up
+
+
+# One start of a job on a cell (a requeued job starts again).
+class RecordRun(TypedDict):
+    restart: int                    # SLURM_RESTART_COUNT of that start (0 without SLURM)
+    wall_s: float                   # seconds that start ran
+    end: str                        # "requeued", or the record's status for the last start
+
+
+# What SLURM accounting says the job used, over all its starts (`sacct --duplicates`).
+class RecordSacct(TypedDict):
+    elapsed_s: int                  # sum of ElapsedRaw, the last start counted until the record
+    runs: int                       # starts accounted
+    gpus: int                       # GPUs allocated (AllocTRES gres/gpu)
+    accelerator_hours: float        # elapsed_s * gpus / 3600
+
+
+class _RecordCostKeys(TypedDict):
+    wall_s: float                   # seconds from start to record, over every start of the job
     peak_mem_mb: float              # peak resident memory of the job process so far (MiB)
     accelerator_hours: float        # wall_s * accelerators used / 3600
-    stages: dict[str, float]        # seconds per stage, e.g. teacher_s, distill_s, eval_s
+    stages: dict[str, float]        # seconds per stage of the last start, e.g. distill_s, eval_s
+
+
+# What the run cost, measured by the job itself and, on SLURM with accounting, by sacct.
+# (`runs` and `sacct` are absent from the launcher's JobEnded records.)
+class RecordCost(_RecordCostKeys, total=False):
+    runs: list[RecordRun]           # every start of the job on this cell, in order
+    sacct: RecordSacct              # SLURM with accounting only
 
 
 # A record, schema version 1 (`results/<grid>/<run_id>/record.json`).

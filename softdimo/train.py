@@ -223,11 +223,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 # Run (or resume) distillation to `config.steps`: loads `checkpoint` if present, saves it every
-# `checkpoint_every` steps, and calls `on_eval(step, distiller)` every `eval_every` steps.
+# `checkpoint_every` steps, calls `on_eval(step, distiller)` every `eval_every` steps and
+# `on_step(distiller)` after every step (a step boundary: the state is consistent there).
 def run_distillation(distiller: Distiller, checkpoint: Path | None = None,
                      on_eval: Callable[[int, Distiller], None] | None = None,
                      log: Callable[[str], None] = lambda s: None,
-                     stop_after: int | None = None) -> Distiller:
+                     stop_after: int | None = None,
+                     on_step: Callable[[Distiller], None] | None = None) -> Distiller:
     cfg = distiller.config
     if checkpoint is not None and checkpoint.is_file():
         distiller.load_state_dict(torch.load(checkpoint, weights_only=False))
@@ -243,4 +245,6 @@ def run_distillation(distiller: Distiller, checkpoint: Path | None = None,
             on_eval(step, distiller)
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             save_checkpoint(distiller.state_dict(), checkpoint)
+        if on_step is not None:
+            on_step(distiller)
     return distiller

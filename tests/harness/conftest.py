@@ -43,5 +43,5 @@ def record_files():
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch):
     for var in ("TOY_LAB_FAIL", "TOY_LAB_CRASH", "SOFTDIMO_CACHE", "SOFTDIMO_THREADS",
-                "SOFTDIMO_BASELINES", "SOFTDIMO_PROFILES"):
+                "SOFTDIMO_BASELINES", "SOFTDIMO_SLURM_PROFILES"):
         monkeypatch.delenv(var, raising=False)

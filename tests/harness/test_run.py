@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -151,25 +152,33 @@ def test_lanes_deal_round_robin():
     assert len(executors.lanes(specs[:2], 8)) == 2
 
 
-def test_resource_profiles(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOFTDIMO_PROFILES", str(tmp_path))
-    (tmp_path / "gpu1.yaml").write_text("timeout_min: 30\ngpus_per_node: 1\narray_limit: 50\n")
-    (tmp_path / "bad.yaml").write_text("timeout: 30\n")
-    r = executors.load_resources("gpu1")
-    assert (r.name, r.timeout_min, r.gpus_per_node, r.array_limit) == ("gpu1", 30, 1, 50)
-    assert executors.load_resources(None) == executors.Resources()
-    with pytest.raises(executors.LaunchError, match="unknown key\\(s\\) timeout; allowed"):
-        executors.load_resources("bad")
-    with pytest.raises(executors.LaunchError, match="'nope' not found .* available: bad, gpu1"):
-        executors.load_resources("nope")
-
-
 def test_missing_profile_stops_before_submitting(write_grid, tmp_path, monkeypatch, record_files):
-    monkeypatch.setenv("SOFTDIMO_PROFILES", str(tmp_path / "profiles"))
+    monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(tmp_path / "profiles"))
     grid = write_grid(GRID + "scales:\n  mini:\n    resources: cluster9\n")
     rc, _, err = main("--grid", str(grid), "--results", str(tmp_path / "r"), "--executor", "debug")
-    assert rc == 2 and "resource profile 'cluster9' not found" in err
+    assert rc == 2 and "no SLURM profile named 'cluster9'" in err
     assert record_files(tmp_path / "r") == []
+
+
+def test_slurm_needs_a_profile(write_grid, tmp_path, record_files):
+    rc, _, err = main("--grid", str(write_grid(GRID)), "--results", str(tmp_path / "r"),
+                      "--executor", "slurm")
+    assert rc == 2 and "--executor slurm needs a resource profile: pass --slurm-profile NAME" in err
+    assert "available: " in err and "localhost" in err
+    assert record_files(tmp_path / "r") == []
+
+
+def test_flag_profile_wins_over_the_grid_and_bad_profiles_stop(write_grid, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(tmp_path))
+    (tmp_path / "gpu1.yaml").write_text("timeout_min: 30\ngpus_per_node: 1\nmax_array_size: 50\n")
+    (tmp_path / "bad.yaml").write_text("timeout: 30\n")
+    grid = load_grid(write_grid(GRID + "scales:\n  mini:\n    resources: bad\n"))
+    assert launch.resource_profiles(grid, "gpu1")["gpu1"].max_array_size == 50
+    rc, _, err = main("--grid", str(grid.path), "--results", str(tmp_path / "r"), "--dry-run")
+    assert rc == 2 and f"{tmp_path / 'bad.yaml'}:1: timeout: unknown key" in err
+    rc, out, _ = main("--grid", str(grid.path), "--results", str(tmp_path / "r"), "--dry-run",
+                      "--slurm-profile", "gpu1")
+    assert rc == 0 and out.splitlines()[-1] == "7 pending"
 
 
 class RecordingExecutor:
@@ -177,8 +186,8 @@ class RecordingExecutor:
     # the parameters and the job arrays (one per `batch()` block) instead of calling sbatch.
     instances: list["RecordingExecutor"] = []
 
-    def __init__(self, folder, cluster):
-        self.folder, self.cluster, self.params, self.arrays = folder, cluster, {}, []
+    def __init__(self, folder, cluster, **kwargs):
+        self.folder, self.cluster, self.kwargs, self.params, self.arrays = folder, cluster, kwargs, {}, []
         self._batch = None
         RecordingExecutor.instances.append(self)
 
@@ -199,38 +208,56 @@ class RecordingExecutor:
     def submit(self, fn, *args):
         assert self._batch is not None, "slurm cells must be submitted inside executor.batch()"
         self._batch.append((fn, args))
-        return type("Job", (), {"job_id": f"1_{len(self._batch) - 1}"})()
+        array, task = len(self.arrays) + 1, len(self._batch) - 1
+        paths = type("Paths", (), {"stderr": Path(f"/logs/{array}_{task}_0_log.err")})()
+        return type("Job", (), {"job_id": f"{array}_{task}", "paths": paths})()
 
 
 def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_path):
+    import dataclasses
+
     import submitit
     from harness import job as job_module
+    from harness.profiles import load_profile
     monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)
     RecordingExecutor.instances.clear()
     specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i}, "mini")
              for i in range(7)]
-    resources = executors.Resources(name="gpu", timeout_min=90, cpus_per_task=4, gpus_per_node=1,
-                                    array_limit=3, slurm={"partition": "gpu"})
+    profile = dataclasses.replace(load_profile("generic_gpu"), max_array_size=3, max_num_timeout=4)
+    code = job_module.CodeVersion("abc123", True, "d1ff")
     subs = executors.submit_slurm(executors.SubmitRequest(specs, "g", tmp_path, tmp_path / "%j",
-                                                          resources, max_parallel=5))
+                                                          profile, None, code, False))
     (ex,) = RecordingExecutor.instances
-    assert ex.cluster == "slurm"
+    assert ex.cluster == "slurm" and ex.kwargs == {"slurm_max_num_timeout": 4}
     assert [len(a) for a in ex.arrays] == [3, 3, 1]                   # chunked to the array limit
-    assert ex.params["timeout_min"] == 90 and ex.params["cpus_per_task"] == 4
+    assert ex.params["timeout_min"] == 240 and ex.params["cpus_per_task"] == 8
     assert ex.params["gpus_per_node"] == 1 and ex.params["slurm_partition"] == "gpu"
-    assert ex.params["slurm_array_parallelism"] == 5
-    assert ex.params["slurm_setup"] == ["export SOFTDIMO_THREADS=4"]
+    assert ex.params["slurm_array_parallelism"] == 32                  # the profile's
+    assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", "export SOFTDIMO_THREADS=8"]
     fn, args = ex.arrays[0][0]
-    assert fn is job_module.execute and args == (specs[0].to_json(), "g", str(tmp_path))
+    assert isinstance(fn, job_module.SlurmCell) and args == ()
+    assert (fn.spec_json, fn.grid, fn.results_root) == (specs[0].to_json(), "g", str(tmp_path))
+    assert fn.submission == job_module.Submission(
+        {"git_commit": "abc123", "git_dirty": True, "diff_sha256": "d1ff"}, False, "generic_gpu", 4, 120)
+    assert len(pickle.dumps(fn)) < 4000                               # JSON values, no model
     assert [s.run_ids for s in subs] == [[s.run_id] for s in specs]
+    assert [(s.marker["array_id"], s.marker["task"]) for s in subs[2:4]] == [("1", 2), ("2", 0)]
+    RecordingExecutor.instances.clear()
+    executors.submit_slurm(executors.SubmitRequest(specs[:1], "g", tmp_path, tmp_path / "%j",
+                                                   profile, 5, code, False))
+    assert RecordingExecutor.instances[0].params["slurm_array_parallelism"] == 5  # --max-parallel
 
 
-def test_slurm_marker_alive_until_result(tmp_path):
-    # A finished SLURM job leaves submitit's result pickle: its cells are no longer "running".
+def test_slurm_states_from_result_files_without_sacct(tmp_path, monkeypatch):
+    # Where sacct cannot be asked, a finished SLURM job is one that left submitit's result pickle.
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
     folder = tmp_path / "%j"
-    marker = {"executor": "slurm", "job_id": "4242", "folder": str(folder)}
     done_dir = tmp_path / "4242"
     done_dir.mkdir()
     (done_dir / "4242_0_result.pkl").write_bytes(b"")
-    assert executors.slurm_alive(marker) is False
-    assert executors.slurm_alive({"executor": "slurm", "job_id": "1"}) is False   # no folder known
+    markers = [{"executor": "slurm", "job_id": "4242", "folder": str(folder)},
+               {"executor": "slurm", "job_id": "4243", "folder": str(folder)},
+               {"executor": "slurm", "job_id": "1"}]                  # no folder known
+    assert executors.slurm_states(markers) == [
+        executors.JobState(False, "ended"), executors.JobState(True, "submitted"),
+        executors.JobState(False, "unknown")]

@@ -1,0 +1,136 @@
+"""The SLURM commands the harness uses besides submitit: `sacct` for job states (a hint for
+display and for noticing jobs that ended without a record) and cost, `scancel` to cancel.
+
+Records stay the truth: a cell is done only when its `ok` record exists. Everything here returns
+None / an empty answer instead of raising when SLURM or its accounting cannot be asked, so a
+cluster without `sacct` still runs grids (submitit then relies on its result files).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+SACCT_TIMEOUT_S = 30
+# Job states after which a job never runs again (sacct spells CANCELLED as "CANCELLED by <uid>").
+FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT")
+_ARRAY_ROW = re.compile(r"^(\d+)_\[([^\]]+)\]$")   # a pending array range, e.g. 12_[3-5,7%2]
+
+#----------------------------------------------------------------------------
+
+
+# Whether a job in `state` (as sacct prints it) has ended for good.
+def is_final(state: str) -> bool:
+    return state.split()[0].rstrip("+") in FINAL_STATES if state else False
+
+
+# The ids one sacct row stands for: "12_3" -> ["12_3"]; "12_[3-5,7%2]" -> 12_3, 12_4, 12_5, 12_7.
+def expand_row_id(row_id: str) -> list[str]:
+    match = _ARRAY_ROW.match(row_id)
+    if not match:
+        return [row_id]
+    array, ranges = match.group(1), match.group(2).split("%")[0]
+    out = []
+    for part in ranges.split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{array}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+# {job id: state} for the given job ids (array tasks as "<array>_<index>") from one sacct call;
+# None when sacct cannot be asked (not installed, no accounting, controller unreachable).
+def sacct_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    out = _sacct(["-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids)])
+    if out is None:
+        return None
+    wanted, states = set(ids), {}
+    for line in out.splitlines():
+        row_id, _, state = line.partition("|")
+        for jid in expand_row_id(row_id.strip()):
+            if jid in wanted:
+                states[jid] = state.strip()
+    return states
+
+
+def _sacct(args: Sequence[str]) -> str | None:
+    if shutil.which("sacct") is None:
+        return None
+    try:
+        done = subprocess.run(["sacct", *args], capture_output=True, text=True,
+                              timeout=SACCT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+# Cancel jobs (array tasks "<array>_<index>" or whole arrays) with one scancel call; returns the
+# error text, or None when scancel succeeded.
+def cancel(job_ids: Sequence[str]) -> str | None:
+    if not job_ids:
+        return None
+    if shutil.which("scancel") is None:
+        return "scancel not found: is this a SLURM login node?"
+    done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit code {done.returncode}")
+
+#----------------------------------------------------------------------------
+
+
+# The SLURM job this process runs in, from its environment (None outside SLURM).
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str                  # "<array>_<index>" for array tasks, else SLURM_JOB_ID
+    restart_count: int           # SLURM_RESTART_COUNT: requeues so far (unset on the first run)
+    partition: str | None
+    node: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"job_id": self.job_id, "restart_count": self.restart_count,
+                "partition": self.partition, "node": self.node}
+
+
+def current_job() -> JobInfo | None:
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return JobInfo(job_id=f"{array}_{task}" if array and task else env["SLURM_JOB_ID"],
+                   restart_count=int(env.get("SLURM_RESTART_COUNT") or 0),
+                   partition=env.get("SLURM_JOB_PARTITION"), node=env.get("SLURMD_NODENAME"))
+
+
+# What accounting says a job used so far, summed over its runs (a requeued job has one row per
+# run: `sacct --duplicates`): elapsed seconds, allocated GPUs, GPU hours. None without sacct.
+def job_usage(job_id: str) -> dict[str, float | int] | None:
+    out = _sacct(["-X", "-n", "-P", "-D", "-o", "JobID,State,ElapsedRaw,AllocTRES", "-j", job_id])
+    if not out:
+        return None
+    elapsed, gpu_s, runs, gpus = 0, 0.0, 0, 0
+    for line in out.splitlines():
+        fields = line.split("|")
+        if len(fields) != 4 or not fields[2].isdigit():
+            continue
+        seconds, gpus = int(fields[2]), _gpus(fields[3])
+        elapsed += seconds
+        gpu_s += seconds * gpus
+        runs += 1
+    if not runs:
+        return None
+    return {"elapsed_s": elapsed, "runs": runs, "gpus": gpus,
+            "accelerator_hours": round(gpu_s / 3600, 6)}
+
+
+# GPUs in an AllocTRES string such as "billing=8,cpu=8,gres/gpu=2,mem=64G,node=1".
+def _gpus(tres: str) -> int:
+    for item in tres.split(","):
+        key, _, value = item.partition("=")
+        if key == "gres/gpu" and value.isdigit():
+            return int(value)
+    return 0
