@@ -25,8 +25,10 @@ def _mean_std(values: list[float]) -> str:
 # Markdown: one row per (teacher, method label) of ok records, wall and stage seconds, accelerator hours.
 def render_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for r in records:
-        if r.get("status") == "ok" and isinstance(r.get("cost"), Mapping):
+    seen: set[str] = set()
+    for r in records:                      # a run reused in several grids counts once
+        if r.get("status") == "ok" and isinstance(r.get("cost"), Mapping) and r["run_id"] not in seen:
+            seen.add(r["run_id"])
             groups[(r["spec"]["teacher"], method_label(r["spec"]))].append(r["cost"])
     if not groups:
         return ""

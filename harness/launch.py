@@ -79,6 +79,17 @@ def job_states(results_root: str | Path, grid: str, run_ids: Sequence[str]
     return out
 
 
+# Copy, for each pending cell, an ok record of the same run id from another grid (the same
+# resolved spec: the same run); returns the run ids reused.
+def reuse_other_grids(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path) -> set[str]:
+    here = store.statuses(results_root, grid.name, [s.run_id for s in specs])
+    fresh = [rid for rid, st in here.items() if st is None]   # failed / corrupt here: run again
+    sources = store.ok_records_elsewhere(results_root, fresh, grid.name)
+    for source in sources.values():
+        store.reuse_record(source, results_root, grid.name)
+    return set(sources)
+
+
 # The cells to submit: pending ones, plus failed / corrupt ones when retrying failures.
 def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
     retry = ("failed", "corrupt") if rerun_failed else ()

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="show the cells and their state, run nothing")
     g.add_argument("--no-wait", action="store_true", help="return once the jobs are submitted")
     g.add_argument("--rerun-failed", action="store_true", help="retry cells whose record is failed")
+    g.add_argument("--no-reuse", action="store_true",
+                   help="run cells again even when another grid has an ok record of the same run")
     g = p.add_argument_group("jobs already submitted")
     g.add_argument("--status", action="store_true",
                    help="per cell: pending / running (job id) / ok / failed (error, log path)")
@@ -128,6 +130,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
 
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
+    if not args.dry_run and not args.no_reuse:
+        reused = launch.reuse_other_grids(grid, todo, results)
+        if reused:
+            print(f"reused {len(reused)} ok record(s) of the same runs from other grids "
+                  f"(--no-reuse runs them again)", file=out)
+            cells = plan(grid, results)
+            todo = [s for s in todo if s.run_id not in reused]
     problems = missing_assets(grid, todo)
     if args.dry_run:
         print_plan(grid, cells, out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,7 @@ class Record(TypedDict, total=False):
     info: dict[str, Any]            # method-specific summary (JSON values only)
     provenance: RecordProvenance
     cost: RecordCost
+    reused_from: str                # "<grid>/<run_id>" when copied from another grid's ok record
 
 
 # A record that cannot be read; the message names the file.
@@ -302,3 +304,38 @@ def scan(results_root: str | Path, grids: Iterable[str] | None = None
                 continue
             records.append(record)
     return records, problems
+
+
+# For each of `run_ids`, the ok record of the same run in another grid under the same results root
+# (the run id hashes the whole resolved spec, so such a record is the same run). Lists each other
+# grid's directory once; reads only the candidates.
+def ok_records_elsewhere(results_root: str | Path, run_ids: Iterable[str], grid: str) -> dict[str, Path]:
+    wanted = set(run_ids)
+    found: dict[str, Path] = {}
+    for other in grid_names(results_root):
+        if other == grid or not wanted:
+            continue
+        for rid in wanted & set(os.listdir(Path(results_root) / other)):
+            path = record_path(results_root, other, rid)
+            try:
+                if path.is_file() and read_record(path)["status"] == "ok":
+                    found[rid] = path
+            except CorruptRecordError:
+                continue
+        wanted -= set(found)
+    return found
+
+
+# Copy another grid's ok record of the same run (and its sample grid) into `grid`, marked with
+# `reused_from`; the original keeps its provenance and cost. Returns the new record's path.
+def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
+    record = read_record(source)
+    record["reused_from"] = f"{record['grid']}/{record['run_id']}"
+    record["grid"] = grid
+    target = run_dir(results_root, grid, record["run_id"])
+    target.mkdir(parents=True, exist_ok=True)
+    png = (record.get("samples") or {}).get("grid_png")
+    if png and (source.parent / png).is_file():
+        shutil.copyfile(source.parent / png, target / png)
+    return write_record(target, record)
+

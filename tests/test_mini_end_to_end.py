@@ -75,6 +75,18 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     rc, out = _main("--grid", str(grid), "--results", str(debug), "--executor", "debug")
     assert rc == 0 and out.startswith("nothing to do")
 
+    # Another grid holding two of these runs: their ok records are reused, not recomputed.
+    other = _write(tmp_path / "other.yaml", {**GRID, "name": "mini_e2e_other", "matrix": [
+        {"teacher": ["digits"], "method": ["dimo"], "relaxation": ["soft"], "seed": [0, 1]},
+        {"teacher": ["digits"], "method": ["uniform"], "seed": [0]}]})
+    rc, out = _main("--grid", str(other), "--results", str(debug), "--executor", "debug")
+    assert rc == 0 and "reused 1 ok record(s) of the same runs from other grids" in out, out
+    assert "summary: 2 ok" in out
+    reused = [r for r in store.scan(debug, ["mini_e2e_other"])[0] if "reused_from" in r]
+    assert len(reused) == 1 and reused[0]["spec"]["relaxation"] == "soft" and reused[0]["spec"]["seed"] == 0
+    original = store.read_record(debug / reused[0]["reused_from"] / "record.json")
+    assert reused[0]["metrics"] == original["metrics"] and reused[0]["grid"] == "mini_e2e_other"
+
     out_dir = tmp_path / "report"
     assert report.main(["--results", str(debug), "--out", str(out_dir)]) == 0
     table = (out_dir / "tables" / "results.md").read_text()
@@ -82,7 +94,7 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
         assert label in table, label
     assert "digits_fd" in table and (out_dir / "report.md").is_file()
     cost = (out_dir / "tables" / "cost.md").read_text()
-    assert "| digits | Di[M]O (soft) | 1 |" in cost
+    assert "| digits | Di[M]O (soft) | 2 |" in cost      # seed 0 (reused once) and seed 1
     paired = (out_dir / "tables" / "paired.md").read_text()
     assert "Di[M]O (gumbel) − Di[M]O (hard)" in paired and "Di[M]O (soft) − Di[M]O (hard)" in paired
     assert list((out_dir).rglob("*.png")) and list((out_dir).rglob("*.pdf"))
