@@ -18,7 +18,7 @@ from softdimo.teachers.base import ImageNoise, guided_logits
 from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher
 from softdimo.train import Distiller, generate, run_distillation
 
-TINY = ShapesConfig(d_model=16, layers=1, heads=2, train_steps=30, batch_size=32, warmup_steps=5)
+TINY = ShapesConfig(d_model=16, layers=1, heads=2, train_steps=200, batch_size=32, warmup_steps=5)
 TINY_PARAMS = {f"teacher.{k}": v for k, v in TINY.__dict__.items()}
 
 
@@ -106,3 +106,23 @@ def test_registered_rungs_and_methods(tiny_shapes: ShapesTeacher, shapes_cache: 
     assert floor["shapes_geneval"] < 0.5
     dimo = _run("dimo", shapes_cache, tmp_path, relaxation="soft", **{"distill.steps": 2, "distill.batch_size": 8})
     assert 0.0 <= dimo["shapes_geneval"] <= 1.0
+
+
+def test_visible_slots_predict_themselves(tiny_shapes: ShapesTeacher, shapes_cache: Path) -> None:
+    # teacher.loss_positions = "all": visible cells are in the loss, so x_init's random tokens are
+    # copied by the teacher-initialised generator (the seeds of one-step sampling)
+    tokens, prompts = world.sample_batch(256, seed=3)
+    net = tiny_shapes.network
+    predicted = net(net.embed(tokens[..., None]), tiny_shapes.encode_condition(prompts)).logits.argmax(-1)[..., 0]
+    objects = tokens != 0
+    assert (predicted[objects] == tokens[objects]).float().mean() > 0.3
+    masked_only = build_shapes_teacher(ShapesConfig(**{**TINY.__dict__, "loss_positions": "masked"}), shapes_cache)
+    assert masked_only.info["cache_key"] != tiny_shapes.info["cache_key"]
+    net = masked_only.network
+    copied = net(net.embed(tokens[..., None]), tiny_shapes.encode_condition(prompts)).logits.argmax(-1)[..., 0]
+    assert (copied[objects] == tokens[objects]).float().mean() < 0.1
+
+
+def test_unknown_loss_positions_are_refused(shapes_cache: Path) -> None:
+    with pytest.raises(ValueError, match="loss_positions"):
+        build_shapes_teacher(ShapesConfig(**{**TINY.__dict__, "loss_positions": "visible"}), shapes_cache)

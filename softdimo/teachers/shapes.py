@@ -46,6 +46,8 @@ class ShapesConfig:
     warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
     weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
     label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the <null> prompt (CFG)")
+    loss_positions: str = param("all", choices=("masked", "all"),
+                                help="slots in the loss: masked only, or all (visible ones predict themselves)")
     seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
 
 
@@ -135,7 +137,8 @@ def train_teacher(config: ShapesConfig, log: Callable[[str], None] = lambda s: N
 
     settings = MDMTrainSettings(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
                                 warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine")
+                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine",
+                                loss_positions=config.loss_positions)
     history = train_mdm(network, batches, encode_prompts, settings, seed=config.seed, log=log)
     return network, history
 
