@@ -157,6 +157,7 @@ class MDMTrainSettings:
     label_dropout: float
     grad_clip: float
     schedule: str = "cosine"
+    loss_positions: str = "masked"     # "masked" (MaskGIT paper) or "all" (MaskGIT-PyTorch, Di[M]O's teacher)
 
 
 # lr multiplier: linear warm-up, then cosine decay to 10% of the peak.
@@ -168,10 +169,13 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 # Train an MDM by masked cross-entropy; `batches(step, generator)` yields (tokens [B,L,G], raw conds).
-# Returns the per-step log (loss, lr).
+# With `loss_positions="all"` the visible slots are predicted too (identity), as in the MaskGIT-PyTorch
+# trainer behind Di[M]O's teacher. Returns the per-step log (loss, lr).
 def train_mdm(network: SmallMDM, batches: Callable[[int, torch.Generator], tuple[Tensor, list]],
               encode: Callable[[list], Condition], settings: MDMTrainSettings, seed: int,
               log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    if settings.loss_positions not in ("masked", "all"):
+        raise ValueError(f"loss_positions must be 'masked' or 'all', got {settings.loss_positions!r}")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # parameter init was done by the caller; this only guards stray ops
     opt = torch.optim.AdamW(network.parameters(), lr=settings.lr, betas=(0.9, 0.99),
@@ -189,7 +193,10 @@ def train_mdm(network: SmallMDM, batches: Callable[[int, torch.Generator], tuple
         drop = torch.rand(tokens.shape[0], generator=g) < settings.label_dropout
         inputs = torch.where(mask, torch.full_like(tokens, layout.mask_id), tokens)
         logits = network(network.embed(inputs), cond, drop=drop).logits
-        loss = F.cross_entropy(logits[mask], tokens[mask])
+        if settings.loss_positions == "all":
+            loss = F.cross_entropy(logits.flatten(0, 2), tokens.flatten())
+        else:
+            loss = F.cross_entropy(logits[mask], tokens[mask])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip > 0:

@@ -1,0 +1,61 @@
+"""The learned shapes reward (`shapes_clip`): CLIP-score of an image against its prompt under the
+committed contrastive model shapes-clip-v1 (harness/metrics/shapes_clip_net.py).
+
+The reward is R(x, c) = 100 cos(f_img(x), f_txt(c)), differentiable in the images (the reward of
+Soft-Di[M]O's reward fine-tuning, PAPER.md 2.6, and the selection score of best-of-N / TTEO); the
+metric is its mean over a run's samples (CLIPScore's 100 x cosine, without the clamp at 0). It is
+kept apart from the exact checker so that reward hacking shows up as reward up, checker down.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from torch import Tensor
+
+from harness.entries import EvalInput, MetricValue, RunContext
+from harness.metrics.shapes_clip_net import NAME, load_clip
+from softdimo.data import shapes as world
+from softdimo.teachers.base import Condition
+
+SCALE = 100.0
+BATCH = 1000
+
+#----------------------------------------------------------------------------
+
+
+# R(x, c) = 100 cos(f_img(x), f_txt(c)) for images [B, 3, 16, 16] in [0, 1] and their prompts;
+# differentiable in the images (the network itself is frozen).
+class ShapesClipReward:
+    def __init__(self) -> None:
+        self.model, self.sha256 = load_clip()
+
+    def __call__(self, images: Tensor, cond: Condition) -> Tensor:
+        if not cond.raw:
+            raise ValueError("shapes_clip needs the prompts (Condition.raw) of the images")
+        return self.score(images, [str(p) for p in cond.raw])
+
+    # The reward of images against prompt strings.
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        if images.shape[1:] != (3, world.SIDE, world.SIDE) or len(images) != len(prompts):
+            raise ValueError(f"shapes_clip expects images [B, 3, {world.SIDE}, {world.SIDE}] and B prompts, "
+                             f"got {tuple(images.shape)} and {len(prompts)} prompts")
+        ids = world.tokenize(prompts).to(images.device)
+        return SCALE * self.model.to(images.device).similarity(images, ids)
+
+
+# The reward entry's builder: (teacher, ctx) -> reward callable.
+def build_reward(teacher: Any, ctx: RunContext) -> Callable[[Tensor, Condition], Tensor]:
+    return ShapesClipReward()
+
+
+# shapes_clip: mean CLIP-score of the samples against their prompts.
+def compute_clip_score(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+    reward = ShapesClipReward()
+    prompts = [str(c) for c in inp.conditions]
+    total = 0.0
+    for i in range(0, len(prompts), BATCH):
+        total += reward.score(inp.images[i:i + BATCH].float(), prompts[i:i + BATCH]).detach().sum().item()
+    proto = {"name": "shapes-clip-score", "implementation": "softdimo-harness shapes CLIP-score",
+             "model": NAME, "model_sha256": reward.sha256, "scale": SCALE, "world": world.WORLD_VERSION,
+             "samples": len(prompts)}
+    return {"shapes_clip": MetricValue(total / len(prompts), True, proto)}

@@ -1,0 +1,155 @@
+"""The exact GenEval-style checker of the shapes world (`shapes_geneval`).
+
+An image is parsed back into objects: every pixel snaps to its nearest palette colour, each
+colour's 4-connected components are found, and a component is an object only if its cropped mask
+equals one shape template exactly; any other component is junk. A prompt is then scored by
+GenEval's rules (Ghosh et al. 2023, `evaluate_images.py`), with an exact parse in place of the
+detector:
+
+- lenient (GenEval): every prompted object is present (with its colour where the prompt names
+  one); counting needs exactly the prompted number of that shape; position needs a pair of the two
+  shapes whose boxes satisfy GenEval's `relative_position` (threshold 0.1). Extra objects and junk
+  are ignored. With an exact parse "present" means "some parsed object", where GenEval takes the
+  detector's most confident boxes.
+- strict: lenient, and the parsed objects are exactly the prompt's (no extra object, no junk).
+
+Scores per task are accuracies; overall = the unweighted mean of the task accuracies (GenEval).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.ndimage
+from torch import Tensor
+
+from harness.entries import EvalInput, MetricValue, RunContext
+from softdimo.data import shapes as world
+
+CHECKER_VERSION = "shapes-geneval-1"
+_FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+_TEMPLATES = {name: np.array(t, dtype=bool) for name, t in world.TEMPLATES.items()}
+_PALETTE = np.array(world.PALETTE, dtype=np.float64)
+
+#----------------------------------------------------------------------------
+
+
+# One parsed object: shape, colour and pixel box (x0, y0, x1, y1), end-exclusive.
+@dataclass(frozen=True)
+class ParsedObject:
+    shape: str
+    color: str
+    box: tuple[int, int, int, int]
+
+
+# An image parsed back into objects, plus the number of components that match no template.
+@dataclass(frozen=True)
+class ParsedScene:
+    objects: tuple[ParsedObject, ...]
+    junk: int
+
+
+# Palette index [H, W] (0 = background) of each pixel of an image [3, H, W]: the nearest colour.
+def palette_indices(image: np.ndarray) -> np.ndarray:
+    d = ((image.transpose(1, 2, 0)[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def _classify(mask: np.ndarray) -> str | None:
+    for name, template in _TEMPLATES.items():
+        if mask.shape == template.shape and np.array_equal(mask, template):
+            return name
+    return None
+
+
+# Parse one image [3, H, W] in [0, 1] into objects (exact template matches per colour component).
+def parse_image(image: np.ndarray) -> ParsedScene:
+    index = palette_indices(image)
+    objects, junk = [], 0
+    for c, color in enumerate(world.COLORS, start=1):
+        labels, count = scipy.ndimage.label(index == c, structure=_FOUR_CONNECTED)
+        for k, sl in enumerate(scipy.ndimage.find_objects(labels), start=1):
+            shape = _classify(labels[sl] == k)
+            if shape is None:
+                junk += 1
+            else:
+                objects.append(ParsedObject(shape, color, (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)))
+    return ParsedScene(tuple(objects), junk)
+
+
+def _matches(want: world.ObjectSpec, got: ParsedObject) -> bool:
+    return got.shape == want.shape and (want.color is None or got.color == want.color)
+
+
+# GenEval's (lenient) verdict on one parsed scene for one prompt.
+def lenient_correct(spec: world.PromptSpec, scene: ParsedScene) -> bool:
+    found = [[o for o in scene.objects if _matches(want, o)] for want in spec.objects]
+    if spec.task == "counting":
+        return len(found[0]) == spec.count
+    if spec.task == "position":
+        return any(spec.relation in world.relative_position(a.box, b.box) for a in found[0] for b in found[1])
+    return all(found)
+
+
+# The strict verdict: lenient, and exactly the prompt's objects with no junk.
+def strict_correct(spec: world.PromptSpec, scene: ParsedScene) -> bool:
+    return (scene.junk == 0 and len(scene.objects) == len(spec.scene_objects())
+            and lenient_correct(spec, scene))
+
+
+# Per-task and overall accuracies of one evaluation.
+@dataclass(frozen=True)
+class GenEvalScores:
+    strict: dict[str, float]        # task -> accuracy
+    lenient: dict[str, float]
+    counts: dict[str, int]          # task -> prompts
+
+    @property
+    def strict_overall(self) -> float:
+        return float(np.mean(list(self.strict.values())))
+
+    @property
+    def lenient_overall(self) -> float:
+        return float(np.mean(list(self.lenient.values())))
+
+
+# Score images [N, 3, H, W] in [0, 1] against their prompts; tasks without prompts are left out
+# of the overall mean.
+def evaluate(images: Tensor, prompts: Sequence[str]) -> GenEvalScores:
+    if len(images) != len(prompts):
+        raise ValueError(f"shapes_geneval got {len(images)} images but {len(prompts)} prompts")
+    if len(prompts) == 0:
+        raise ValueError("shapes_geneval needs at least one image")
+    pixels = images.detach().double().cpu().numpy()
+    strict: dict[str, list[bool]] = {}
+    lenient: dict[str, list[bool]] = {}
+    for image, prompt in zip(pixels, prompts):
+        spec = world.parse_prompt(prompt)
+        scene = parse_image(image)
+        strict.setdefault(spec.task, []).append(strict_correct(spec, scene))
+        lenient.setdefault(spec.task, []).append(lenient_correct(spec, scene))
+    tasks = [t for t in world.TASKS if t in strict]
+    return GenEvalScores({t: float(np.mean(strict[t])) for t in tasks},
+                         {t: float(np.mean(lenient[t])) for t in tasks},
+                         {t: len(strict[t]) for t in tasks})
+
+
+#----------------------------------------------------------------------------
+# Metric entry.
+
+
+# shapes_geneval: strict overall (`shapes_geneval`), strict per task (`shapes_geneval_<task>`) and
+# lenient overall (`shapes_geneval_lenient`).
+def compute_geneval(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+    scores = evaluate(inp.images, [str(c) for c in inp.conditions])
+    base = {"implementation": "softdimo-harness exact shapes checker", "version": CHECKER_VERSION,
+            "world": world.WORLD_VERSION, "position_threshold": world.POSITION_THRESHOLD,
+            "samples": len(inp.images), "prompts_per_task": scores.counts}
+    out = {"shapes_geneval": MetricValue(scores.strict_overall, True,
+                                         {"name": "shapes-geneval-strict", **base}),
+           "shapes_geneval_lenient": MetricValue(scores.lenient_overall, True,
+                                                 {"name": "shapes-geneval-lenient", **base})}
+    for task, value in scores.strict.items():
+        out[f"shapes_geneval_{task}"] = MetricValue(value, True, {"name": f"shapes-geneval-strict-{task}", **base})
+    return out

@@ -1,0 +1,164 @@
+"""The `shapes` teacher: a text-conditioned MaskGIT over the layout tokens of the shapes world
+(mini-scale text-to-image; softdimo/data/shapes.py).
+
+The prompt's words enter as prefix tokens (`TextPrefix`); prompt dropout to the all-<null> prompt
+trains the unconditional branch for CFG. The fixed renderer is the tokenizer decoder: `decode`
+renders hard layout tokens and `decode_soft` is the expected rendering sum_j p_j patch_j, exactly
+the soft path of Soft-Di[M]O. Training data are fresh scenes every step (unlimited); the network
+is trained once per (configuration, seed) and cached under its content hash with its log.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from softdimo.data import shapes as world
+from softdimo.params import param
+from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
+from softdimo.teachers.cache import cached_dir, config_hash
+from softdimo.teachers.small_mdm import (MDMTrainSettings, SmallMDM, SmallMDMArch, TextPrefix,
+                                         maskgit_sample, train_mdm)
+
+CODE_VERSION = f"shapes-teacher-1/{world.WORLD_VERSION}"  # bump when training changes its output
+REAL_SCENES = 5000          # size of the fixed "real" set (GAN real branch)
+REAL_SEED = 20250901        # seed of that set
+
+#----------------------------------------------------------------------------
+
+
+# Configuration of the shapes teacher (grid keys `teacher.*`).
+@dataclass(frozen=True)
+class ShapesConfig:
+    d_model: int = param(64, lo=8, help="transformer width")
+    layers: int = param(3, lo=1, help="transformer blocks")
+    heads: int = param(4, lo=1, help="attention heads")
+    train_steps: int = param(3000, lo=1, help="MaskGIT training steps (fresh scenes each step)")
+    batch_size: int = param(64, lo=1, help="training batch size")
+    lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
+    warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
+    weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
+    label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the <null> prompt (CFG)")
+    loss_positions: str = param("all", choices=("masked", "all"),
+                                help="slots in the loss: masked only, or all (visible ones predict themselves)")
+    seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
+
+
+# Prompts as a text `Condition` (word ids [B, PROMPT_LEN]).
+def encode_prompts(raw: Sequence[Any]) -> Condition:
+    prompts = [str(r) for r in raw]
+    return Condition("text", {"tokens": world.tokenize(prompts)}, prompts)
+
+
+def _seed_from(generator: torch.Generator) -> int:
+    return int(torch.randint(2 ** 62, (1,), generator=generator))
+
+
+@lru_cache(maxsize=1)
+def _real_set() -> tuple[Tensor, tuple[str, ...]]:
+    tokens, prompts = world.sample_batch(REAL_SCENES, REAL_SEED)
+    return tokens[..., None], tuple(prompts)
+
+
+# A trained shapes MDM with its renderer, prompts and sampler (implements `Teacher`).
+class ShapesTeacher:
+    name = "shapes"
+    condition_kind = "text"
+
+    def __init__(self, config: ShapesConfig, network: SmallMDM, info: dict[str, Any]):
+        self.config = config
+        self.network = network.eval().requires_grad_(False)
+        self.layout = network.layout
+        self.info = info
+
+    def encode_condition(self, raw: Sequence[Any]) -> Condition:
+        return encode_prompts(raw)
+
+    # n training prompts, tasks uniform, drawn from the run's generator.
+    def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
+        return world.sample_prompts(n, _seed_from(generator))
+
+    # The first n evaluation prompts: balanced over the six tasks, deterministic.
+    def eval_conditions(self, n: int) -> list[Any]:
+        return world.eval_prompts(n)
+
+    def decode(self, tokens: Tensor, cond: Condition | None = None) -> Tensor:
+        return world.render(tokens[..., 0])
+
+    def decode_soft(self, probs: Tensor, cond: Condition | None = None) -> Tensor:
+        return world.render_soft(probs[..., 0, :])
+
+    def sample(self, cond: Condition, steps: int, cfg: float, noise: ImageNoise,
+               temperature: float = 1.0, choice_temperature: float = 0.0) -> Tensor:
+        return maskgit_sample(self.network, cond, steps, cfg, noise, temperature, choice_temperature)
+
+    # A fixed set of REAL_SCENES real scenes [N, 16, 1] with their prompts.
+    def real_tokens(self) -> tuple[Tensor, list[Any]]:
+        tokens, prompts = _real_set()
+        return tokens.clone(), list(prompts)
+
+    # A real scene for each prompt, drawn from each image's own stream: tokens [B, 16, 1].
+    def real_tokens_for(self, prompts: Sequence[str], noise: ImageNoise) -> Tensor:
+        seeds = noise.randint(2 ** 62, 1)[:, 0].tolist()
+        layouts = [world.sample_layout(world.parse_prompt(p), random.Random(s)) for p, s in zip(prompts, seeds)]
+        return torch.tensor(layouts, dtype=torch.long, device=noise.device)[..., None]
+
+
+# The token layout of the shapes world: 16 cells, 17 values, mask id 17, 16x16 RGB images.
+def shapes_layout() -> TokenLayout:
+    return TokenLayout(positions=world.POSITIONS, groups=1, classes=world.NUM_TOKENS,
+                       mask_id=world.NUM_TOKENS, image_shape=(3, world.SIDE, world.SIDE))
+
+
+# A freshly initialised shapes network for a configuration (seeded by `config.seed`).
+def new_network(config: ShapesConfig) -> SmallMDM:
+    torch.manual_seed(config.seed)
+    arch = SmallMDMArch(d_model=config.d_model, layers=config.layers, heads=config.heads,
+                        grid=(world.GRID, world.GRID))
+    prefix = TextPrefix(len(world.VOCAB), world.PROMPT_LEN, config.d_model, world.WORD_ID[world.NULL])
+    return SmallMDM(shapes_layout(), arch, prefix)
+
+
+# Train a shapes teacher from scratch on fresh scenes; returns the network and the per-step log.
+def train_teacher(config: ShapesConfig, log: Callable[[str], None] = lambda s: None
+                  ) -> tuple[SmallMDM, list[dict]]:
+    network = new_network(config)
+
+    def batches(step: int, g: torch.Generator) -> tuple[Tensor, list]:
+        tokens, prompts = world.sample_batch(config.batch_size, _seed_from(g))
+        return tokens[..., None], prompts
+
+    settings = MDMTrainSettings(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
+                                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine",
+                                loss_positions=config.loss_positions)
+    history = train_mdm(network, batches, encode_prompts, settings, seed=config.seed, log=log)
+    return network, history
+
+
+# The cached teacher of a configuration, trained on first use (under a file lock).
+def build_shapes_teacher(config: ShapesConfig, cache_root: Path,
+                         log: Callable[[str], None] = lambda s: None) -> ShapesTeacher:
+    key = f"shapes-{config_hash('shapes', config, CODE_VERSION)}"
+
+    def build(tmp: Path) -> dict[str, Any]:
+        log(f"training shapes teacher {key} (cache miss)")
+        network, history = train_teacher(config, log)
+        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
+        (tmp / "train_log.json").write_text(json.dumps(history))
+        return {"final_loss": history[-1]["loss"], "steps": len(history)}
+
+    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
+    network = new_network(config)
+    network.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    summary = json.loads((directory / "complete.json").read_text())
+    info = {"cache_key": key, "cache_hit": hit, "cache_dir": str(directory), **summary}
+    return ShapesTeacher(config, network, info)
