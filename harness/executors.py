@@ -154,10 +154,19 @@ def run_debug_job(job: Any) -> BaseException | None:
         os.environ.update(backup)
 
 
-# Deal cells round-robin into at most `n` lanes (lane i holds cells i, i+n, i+2n, ...).
+# Deal cells round-robin into at most `n` lanes (lane i holds cells i, i+n, i+2n, ...), after
+# interleaving the cells of different teachers (teacher name and `teacher.*` values), so that
+# lanes start on different teachers and train them side by side instead of one lane waiting on
+# another's teacher-cache lock. With one teacher the order is the grid's.
 def lanes(specs: Sequence[RunSpec], n: int) -> list[list[RunSpec]]:
     n = max(1, min(n, len(specs)))
-    return [list(specs[i::n]) for i in range(n)]
+    by_teacher: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        key = (spec.teacher, tuple(kv for kv in spec.params if kv[0].startswith("teacher.")))
+        by_teacher.setdefault(key, []).append(spec)
+    groups = list(by_teacher.values())
+    order = [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
+    return [order[i::n] for i in range(n)]
 
 
 # local: at most `max_parallel` jobs, each running its lane of cells in order.

@@ -152,6 +152,14 @@ def test_lanes_deal_round_robin():
     assert len(executors.lanes(specs[:2], 8)) == 2
 
 
+def test_lanes_put_different_teachers_side_by_side():
+    specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i, "teacher.size": dim},
+                          "mini") for dim in (4, 6) for i in range(3)]
+    lanes = executors.lanes(specs, 2)
+    assert [[(s.param("teacher.size"), s.seed) for s in lane] for lane in lanes] == [
+        [(4, 0), (4, 1), (4, 2)], [(6, 0), (6, 1), (6, 2)]]
+
+
 def test_missing_profile_stops_before_submitting(write_grid, tmp_path, monkeypatch, record_files):
     monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(tmp_path / "profiles"))
     grid = write_grid(GRID + "scales:\n  mini:\n    resources: cluster9\n")
