@@ -55,3 +55,15 @@ class SampleConfig:
     steps: int = param(16, lo=1, help="K of the teacher's own sampler (teacher_sampler method)")
     cfg: float = param(1.0, lo=0.0, help="CFG weight of the teacher's sampler; 1 = none")
     choice_temperature: float = param(0.0, lo=0.0, help="MaskGIT Gumbel noise on confidences (annealed)")
+    # Test-time scaling of the one-step student (PAPER.md 2.7; softdimo/refine/tteo.py).
+    tteo_steps: int = param(0, lo=0, help="TTEO: SGD steps on the generator's input embedding; 0 = off "
+                                          "(paper 2 and 4)")
+    tteo_lr: float = param(0.2, lo=0.0, help="TTEO SGD learning rate (paper 0.2, no clipping)")
+    tteo_reward: tuple = param((), help="reward models TTEO ascends (registry.rewards), summed; needed when "
+                                        "tteo_steps > 0 (paper: NOT FOUND)")
+    tteo_proximity: float = param(0.0, lo=0.0, help="mu of -mu ||e - e_init||^2 in the TTEO objective (ours; "
+                                                    "the paper names no regulariser)")
+    tteo_batch: int = param(500, lo=1, help="images per TTEO batch (memory only; results do not depend on it)")
+    best_of_n: int = param(1, lo=1, help="candidates per condition, the best by select_reward kept (paper 1-64)")
+    select_reward: tuple = param((), help="reward models whose sum scores best-of-N candidates (paper: CLIP, "
+                                          "ImageReward, HPS, PickScore composite); needed when best_of_n > 1")

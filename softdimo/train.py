@@ -38,12 +38,14 @@ class GeneratorBatch:
     logits: Tensor                 # z_theta [B, L, G, C], with gradient
     relaxed: Relaxed               # q (differentiable for gumbel / soft) and x_theta
     step: int
+    temperature: float = 1.0       # T of p_theta = softmax(z_theta / T) that x_theta was drawn from
 
 
 # A refinement (GAN, reward, ...): extra generator loss terms and its own updates (issue 5).
 class Refinement(Protocol):
-    # Loss added to the generator objective (already weighted), and scalars to log.
-    def generator_loss(self, batch: GeneratorBatch) -> tuple[Tensor, dict[str, float]]: ...
+    # Loss added to the generator objective (already weighted), and scalars to log; `rng` is the
+    # training stream (masks, real batches), so a resumed run draws what an uninterrupted one does.
+    def generator_loss(self, batch: GeneratorBatch, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]: ...
 
     # The refinement's own update after the generator step (e.g. the discriminator).
     def update(self, batch: GeneratorBatch, rng: torch.Generator) -> dict[str, float]: ...
@@ -62,16 +64,28 @@ class Refinement(Protocol):
 @torch.no_grad()
 def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: float, sigma_init: float,
              temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    e = input_embeddings(network, noise, r_init, sigma_init)
+    logits = network(e, cond).logits / temperature
+    return draw_tokens(logits, noise), F.softmax(logits, -1)
+
+
+# The generator's input e_in per image: x_init (uniform tokens, exactly round(slots r_init)
+# masked) embedded, plus variance-preserving noise sigma_init (PAPER.md 1.5). TTEO optimises it.
+@torch.no_grad()
+def input_embeddings(network: nn.Module, noise: ImageNoise, r_init: float, sigma_init: float) -> Tensor:
     layout = network.layout
     tokens = noise.randint(layout.classes, layout.positions, layout.groups)
     n_mask = round(layout.slots * r_init)
     masked = (noise.randperm(layout.slots) < n_mask).view_as(tokens)
     x_init = torch.where(masked, torch.full_like(tokens, layout.mask_id), tokens)
     e = network.embed(x_init)
-    e = perturb_embeddings(e, sigma_init, noise.randn(*e.shape[1:]))
-    logits = network(e, cond).logits / temperature
-    tokens = (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
-    return tokens, F.softmax(logits, -1)
+    return perturb_embeddings(e, sigma_init, noise.randn(*e.shape[1:]))
+
+
+# The final token draw from (temperature-scaled) logits: Gumbel-max with each image's own noise.
+@torch.no_grad()
+def draw_tokens(logits: Tensor, noise: ImageNoise) -> Tensor:
+    return (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
 
 
 # lr multiplier: linear warm-up, then constant (Di[M]O code).
@@ -120,7 +134,7 @@ class Distiller:
         logits = self.generator(e, cond).logits
         u = torch.rand(logits.shape, generator=self.rng, device=self.device)
         relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
-        return GeneratorBatch(cond, logits, relaxed, self.step)
+        return GeneratorBatch(cond, logits, relaxed, self.step, cfg.gen_temperature)
 
     # What phi and psi see: the relaxation's q, or one-hot x_theta ("sampled").
     def _teacher_view(self, relaxed: Relaxed) -> Tensor:
@@ -147,7 +161,7 @@ class Distiller:
         loss = cfg.dimo_weight * dimo_surrogate_loss(batch.logits, g, mask)
         log = {"step": float(self.step), "divergence": divergence.item()}
         if self.refinement is not None:
-            extra, extra_log = self.refinement.generator_loss(batch)
+            extra, extra_log = self.refinement.generator_loss(batch, self.rng)
             loss = loss + extra
             log.update(extra_log)
         self.opt_g.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
 """Built-in registry entries, one module per area; importing this package registers them all."""
 from __future__ import annotations
 
-from harness.builtin import core, digits, maskbit, maskgen  # noqa: F401
+from harness.builtin import core, digits, maskbit, maskgen, refine  # noqa: F401
