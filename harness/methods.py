@@ -3,6 +3,8 @@
 - `dimo`: one-step distillation of the teacher (Di[M]O with the cell's relaxation and refinement),
   then one-step sampling with the EMA generator (optionally with TTEO and best-of-N,
   `sample.tteo_*`, `sample.best_of_n`); `distill.eval_every` adds metric curves over steps.
+  Trained students are cached by the parameters that determine them (`student_key`), so cells
+  that differ only in how they sample (best-of-N, TTEO, sample counts) train once.
 - `teacher_sampler`: the teacher's own K-step sampler (`sample.steps`, `sample.cfg`).
 - `real`, `marginals_class`, `marginals_uncond`, `uniform`: the reference rungs of the calibration
   ladder — real training images, independent per-pixel (per-slot) draws from the class-conditional
@@ -13,10 +15,13 @@ depend on batch size or hardware count.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -29,9 +34,11 @@ from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
 from softdimo.refine.tteo import TTSCost, TTSSettings, sample_test_time
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
+from softdimo.teachers.cache import cached_dir
 from softdimo.train import Distiller, Refinement, generate, run_distillation
 
 SAMPLE_BATCH = 500
+STUDENT_CODE_VERSION = "dimo-student-1"   # bump when training code changes what a student key produces
 
 #----------------------------------------------------------------------------
 
@@ -130,22 +137,22 @@ def test_time_settings(sample: SampleConfig) -> TTSSettings:
                             best_of_n=sample.best_of_n, chunk=sample.tteo_batch)
 
 
-# One-step samples of the EMA generator: plain, or with TTEO / best-of-N (`sample.*`); returns the
-# tokens, images, conditions and, with test-time scaling, its cost.
-def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, distiller: Distiller
+# One-step samples of a generator: plain, or with TTEO / best-of-N (`sample.*`); returns the tokens,
+# images, conditions and, with test-time scaling, its cost.
+def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: torch.nn.Module
                  ) -> tuple[Tensor, Tensor, list[Any], TTSCost | None]:
     distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
     n, seed = spec.stage("eval", EvalConfig).samples, derive_seed(spec.seed, "sample")
     settings = test_time_settings(sample)
     if settings.steps == 0 and settings.best_of_n == 1:
         out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: generate(
-            distiller.ema, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
+            generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
         return (*out, None)
     tteo_reward = summed_reward(build_rewards(sample.tteo_reward, teacher, ctx)) if settings.steps else None
     select = summed_reward(build_rewards(sample.select_reward, teacher, ctx)) if settings.best_of_n > 1 else None
     cost = TTSCost()
     out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: sample_test_time(
-        distiller.ema, teacher, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, settings,
+        generator, teacher, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, settings,
         tteo_reward, select, cost))
     return (*out, cost)
 
@@ -158,32 +165,76 @@ def _cost_metrics(cost: TTSCost, sample: SampleConfig, device: str) -> dict[str,
                                                     {"name": "sampling-seconds-per-image", "device": device})}
 
 
-# dimo: distil the teacher into a one-step generator, then sample it.
+# The parameters that determine a dimo cell's trained student: teacher, relaxation, refinement,
+# seed, the teacher / distill / relax / refinement stages, and the curve settings when curves are
+# drawn. Cells that differ only in sampling (`sample.*`, `eval.samples`, other metrics) share it.
+def student_key(spec: RunSpec) -> str:
+    stages = ["teacher.", "distill.", "relax."]
+    if spec.refinement != NONE and (stage := registry.refinements.get(spec.refinement).stage):
+        stages.append(stage + ".")
+    params = {k: v for k, v in spec.params if k.startswith(tuple(stages))}
+    if params["distill.eval_every"]:
+        params.update({k: spec.param(k) for k in ("eval.metrics", "eval.curve_samples")})
+    body = json.dumps({"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
+                       "relaxation": spec.relaxation, "refinement": spec.refinement, "seed": spec.seed,
+                       "params": params, "plugins": list(spec.plugins)},
+                      sort_keys=True, separators=(",", ":"), default=list)
+    return f"dimo-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+# Distil the cell's student, or load it from the student cache (`<cache>/students/<student_key>/`:
+# EMA weights and a summary with the training log tail and the curves), trained once under a lock.
+# Training resumes from `checkpoints/distill.pt` of the run that trains it. Returns the EMA
+# generator (frozen) and the summary (with `cache_hit`).
+def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any]]:
+    distill = spec.stage("distill", DistillConfig)
+
+    def train(tmp: Path) -> dict[str, Any]:
+        relax = registry.relaxations.get(spec.relaxation)
+        distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
+                              seed=derive_seed(spec.seed, "distill"),
+                              refinement=build_refinement(spec, teacher, ctx), device=ctx.device)
+        checkpoint = ctx.checkpoint_dir / "distill.pt"
+        curves = TrainingCurves(spec, teacher, ctx) if distill.eval_every else None
+        start = time.perf_counter()
+        if curves is not None and not checkpoint.is_file():
+            curves.record(0, distiller)
+        run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None,
+                         log=ctx.log)
+        if curves is not None:
+            curves.record(distiller.step, distiller)
+        curve_s = curves.seconds if curves is not None else 0.0
+        summary = {"steps": distiller.step, "final_log": distiller.history[-1],
+                   "curves": curves.points if curves is not None else {},
+                   "distill_s": time.perf_counter() - start - curve_s, "curve_s": curve_s}
+        torch.save(distiller.ema.state_dict(), tmp / "ema.pt")
+        (tmp / "summary.json").write_text(json.dumps(summary))
+        return {"steps": distiller.step}
+
+    key = student_key(spec)
+    directory, hit = cached_dir(ctx.cache_dir / "students", key, train)
+    ema = copy.deepcopy(teacher.network)
+    ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
+    summary = json.loads((directory / "summary.json").read_text())
+    summary["curves"] = {k: [tuple(p) for p in v] for k, v in summary["curves"].items()}
+    return ema.eval().requires_grad_(False), {**summary, "cache_key": key, "cache_hit": hit}
+
+
+# dimo: distil the teacher into a one-step generator (or reuse the cached student), then sample it.
 def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     teacher, teacher_s = build_teacher(spec, ctx)
-    distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
-    relax = registry.relaxations.get(spec.relaxation)
-    distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
-                          seed=derive_seed(spec.seed, "distill"), refinement=build_refinement(spec, teacher, ctx),
-                          device=ctx.device)
-    checkpoint = ctx.checkpoint_dir / "distill.pt"
-    curves = TrainingCurves(spec, teacher, ctx) if distill.eval_every else None
+    sample = spec.stage("sample", SampleConfig)
     start = time.perf_counter()
-    if curves is not None and not checkpoint.is_file():
-        curves.record(0, distiller)
-    run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None, log=ctx.log)
-    if curves is not None:
-        curves.record(distiller.step, distiller)
-    curve_s = curves.seconds if curves is not None else 0.0
-    distill_s = time.perf_counter() - start - curve_s
+    ema, student = distil_student(spec, teacher, ctx)
+    distill_s = time.perf_counter() - start - (0.0 if student["cache_hit"] else student["curve_s"])
 
     start = time.perf_counter()
-    tokens, images, conditions, cost = dimo_samples(spec, teacher, ctx, distiller)
+    tokens, images, conditions, cost = dimo_samples(spec, teacher, ctx, ema)
     sample_s = time.perf_counter() - start
-    last = distiller.history[-1]
+    last = student["final_log"]
     info: dict[str, Any] = {"teacher": teacher.info, "final_divergence": last["divergence"],
-                            "final_aux_loss": last["aux_loss"], "steps": distiller.step,
-                            "final_log": last}
+                            "final_aux_loss": last["aux_loss"], "steps": student["steps"], "final_log": last,
+                            "student": {k: student[k] for k in ("cache_key", "cache_hit", "distill_s", "curve_s")}}
     extra: dict[str, MetricValue] = {}
     if cost is not None:
         info["test_time"] = {"settings": dataclasses.asdict(test_time_settings(sample)),
@@ -191,11 +242,10 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
                              "cost": dataclasses.asdict(cost), "per_image": cost.per_image()}
         extra = _cost_metrics(cost, sample, str(ctx.device))
     stages = {"teacher_s": teacher_s, "distill_s": distill_s, "sample_s": sample_s}
-    if curves is not None:
-        stages["curve_s"] = curve_s
-    return MethodResult(images, conditions, tokens, extra_metrics=extra,
-                        curves=curves.points if curves is not None else {}, teacher=teacher, info=info,
-                        stage_seconds=stages)
+    if student["curves"] and not student["cache_hit"]:
+        stages["curve_s"] = student["curve_s"]
+    return MethodResult(images, conditions, tokens, extra_metrics=extra, curves=student["curves"],
+                        teacher=teacher, info=info, stage_seconds=stages)
 
 
 # teacher_sampler: the teacher's own K-step sampler.

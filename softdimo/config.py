@@ -26,6 +26,9 @@ class DistillConfig:
     warmup_steps: int = param(10, lo=0, help="linear lr warm-up steps (paper 100)")
     grad_clip: float = param(1.0, lo=0.0, help="max gradient norm; 0 = off")
     dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
+    refine_start: int = param(0, lo=0, help="steps of plain Di[M]O (weight 1, refinement off) before the "
+                                            "refinement and dimo_weight apply; Soft-Di[M]O refines a distilled "
+                                            "Di[M]O student (PAPER.md 2.5, 2.8)")
     beta: float = param(0.0, help="generalised Jeffreys weight: 0 forward KL, 1 reverse KL")
     r_init: float = param(0.3, lo=0.0, hi=1.0, help="fraction of x_init masked (paper 0.6 / 0.5)")
     sigma_init: float = param(0.1, lo=0.0, hi=1.0, help="variance-preserving noise on x_init embeddings")

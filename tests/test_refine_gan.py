@@ -119,3 +119,27 @@ def test_gan_refuses_data_free_teacher(tiny_teacher: DigitsTeacher, monkeypatch:
     monkeypatch.setattr(tiny_teacher, "real_tokens", lambda: None)
     with pytest.raises(ValueError, match="needs real data"):
         GANRefinement(GANConfig(), tiny_teacher, seed=0)
+
+
+def test_refinement_starts_after_plain_dimo_steps(tiny_teacher: DigitsTeacher) -> None:
+    # refine_start = 2: the first two steps are plain Di[M]O (same as no refinement, whatever
+    # dimo_weight says); from step 2 on the GAN-only run trains on L_GAN alone.
+    config = DistillConfig(steps=4, batch_size=8, refine_start=2, dimo_weight=0.0)
+    plain = Distiller(tiny_teacher, relax_soft, RelaxConfig(), DistillConfig(steps=2, batch_size=8), seed=3)
+    run_distillation(plain)
+    d = _distiller(tiny_teacher, seed=3, config=config)
+    run_distillation(d, stop_after=2)
+    assert _same(_state(plain.generator), _state(d.generator))
+    assert all("gan_g_loss" not in e for e in d.history)
+    run_distillation(d)
+    assert [("gan_g_loss" in e) for e in d.history] == [False, False, True, True]
+
+
+def test_zero_weight_gan_is_paired_with_plain_dimo(tiny_teacher: DigitsTeacher) -> None:
+    # The refinement draws from its own stream: with w_GAN = 0 the generator follows plain Di[M]O
+    # exactly, so differences between runs with and without a refinement are paired.
+    config = DistillConfig(steps=3, batch_size=8)
+    plain = run_distillation(Distiller(tiny_teacher, relax_soft, RelaxConfig(), config, seed=4))
+    zero = run_distillation(_distiller(tiny_teacher, seed=4, config=config, gan=GANConfig(weight=0.0)))
+    assert _same(_state(plain.generator), _state(zero.generator))
+    assert not _same(_state(zero.refinement.disc.heads), _state(GANRefinement(GANConfig(), tiny_teacher, 104).disc.heads))

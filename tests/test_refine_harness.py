@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,10 @@ def test_reward_registry_and_metric() -> None:
 
 
 def _run(tmp_path: Path, cache: Path, name: str, **params: object):
-    spec = resolve_cell(_cell(relaxation="soft", refinement="gan", distill__steps=4, distill__batch_size=8,
-                              distill__checkpoint_every=2, eval__samples=30, eval__curve_samples=20,
-                              eval__metrics=["digits_acc", "digits_reward"], **params), "mini")
+    defaults = dict(relaxation="soft", refinement="gan", distill__steps=4, distill__batch_size=8,
+                    distill__checkpoint_every=2, eval__samples=30, eval__curve_samples=20,
+                    eval__metrics=["digits_acc", "digits_reward"])
+    spec = resolve_cell(_cell(**{**defaults, **params}), "mini")
     ctx = RunContext(tmp_path / name, cache, log=lambda s: None)
     return spec, ctx, run_dimo(spec, ctx)
 
@@ -80,9 +82,25 @@ def test_curves_over_training_steps_and_resume(tmp_path: Path, teacher_cache: Pa
     assert result.stage_seconds["curve_s"] > 0 and "gan_d_loss" in result.info["final_log"]
     stored = json.loads((ctx.checkpoint_dir / "curves.json").read_text())
     assert stored["digits_acc"] == [list(p) for p in result.curves["digits_acc"]]
-    # A resumed job (the checkpoint is at the last step) keeps the curve and the samples.
+    assert result.info["student"]["cache_hit"] is False
+    # A job resumed after training (checkpoint at the last step, student not yet cached) keeps the
+    # curve and the samples.
+    shutil.rmtree(teacher_cache / "students" / result.info["student"]["cache_key"])
     _, _, again = _run(tmp_path, teacher_cache, "curves", **fast)
     assert again.curves == result.curves and torch.equal(again.tokens, result.tokens)
+
+
+def test_cells_differing_only_in_sampling_share_the_student(tmp_path: Path, teacher_cache: Path,
+                                                            tiny_teacher) -> None:
+    spec_a, _, a = _run(tmp_path, teacher_cache, "a", distill__steps=3)
+    spec_b, _, b = _run(tmp_path, teacher_cache, "b", distill__steps=3, eval__samples=20,
+                        sample__best_of_n=2, sample__select_reward=["digits_reward"])
+    spec_c, _, c = _run(tmp_path, teacher_cache, "c", distill__steps=3, gan__weight=0.5)
+    assert spec_a.run_id != spec_b.run_id
+    assert a.info["student"]["cache_hit"] is False and b.info["student"]["cache_hit"] is True
+    assert a.info["student"]["cache_key"] == b.info["student"]["cache_key"] != c.info["student"]["cache_key"]
+    assert c.info["student"]["cache_hit"] is False
+    assert a.info["final_log"] == b.info["final_log"] != c.info["final_log"]
 
 
 def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
