@@ -13,7 +13,7 @@ from harness.spec import resolve_cell
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 GRIDS = {"soft_vs_gumbel_gan": 6, "dimo_gan_only": 9, "gan_mask_range": 6, "tteo_best_of_n": 45,
-         "reward_finetune": 9}
+         "reward_finetune": 12}
 
 
 def _mini_cells(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from softdimo.teachers.base import Condition, Teacher, TokenLayout
 # Stage `gan`: every choice of the GAN refinement.
 @dataclass(frozen=True)
 class GANConfig:
-    weight: float = param(0.1, lo=0.0, help="w_GAN (mini); paper 200 for the MaskBit 'longer training' run")
+    weight: float = param(100.0, lo=0.0, help="w_GAN (mini, measured); paper 200 for the MaskBit 'longer training' run")
     layers: tuple = param((), help="teacher blocks (0-based; negative = from the end) whose hidden states "
                                    "feed one head each; empty = three evenly spaced blocks ending at the last "
                                    "(the poster draws three; placement NOT FOUND)")
@@ -37,7 +37,8 @@ class GANConfig:
     mask_max: float = param(0.95, lo=0.0, hi=1.0, help="upper end of r_GAN; 0 = no masking")
     conditional: bool = param(True, help="phi computes D's features under the sample's condition "
                                          "(real: its label; fake: the generator's); False = null condition")
-    lr: float = param(1e-4, lo=0.0, help="Adam lr of the heads (paper: NOT FOUND)")
+    lr: float = param(1e-3, lo=0.0, help="Adam lr of the heads (mini: at 1e-4 D stays at chance for 150 steps; "
+                                         "paper: NOT FOUND)")
     adam_beta1: float = param(0.0, lo=0.0, hi=1.0, help="Adam beta1 of the heads (GAN practice: 0)")
     adam_beta2: float = param(0.99, lo=0.0, hi=1.0, help="Adam beta2 of the heads")
     d_updates: int = param(1, lo=1, help="discriminator updates per generator update")

@@ -31,7 +31,7 @@ BASELINES = ("none", "ema", "leave_one_out")
 class ReinforceConfig:
     models: tuple = param(("digits_reward",), help="reward models R_i by name (registry.rewards)")
     weights: tuple = param((), help="lambda_i, one per model; empty = 1 for each")
-    weight: float = param(0.1, lo=0.0, help="weight of the score-function loss (as reward.weight)")
+    weight: float = param(100.0, lo=0.0, help="weight of the score-function loss (as reward.weight)")
     baseline: str = param("leave_one_out", choices=BASELINES,
                           help="b: leave_one_out = mean reward of the other samples of the batch; ema = "
                                "moving average of past batch means (0 before the first); none = 0")

@@ -34,7 +34,7 @@ class RewardConfig:
     models: tuple = param(("digits_reward",), help="reward models R_i by name (registry.rewards); paper: "
                                                    "CLIP score, ImageReward (versions NOT FOUND)")
     weights: tuple = param((), help="lambda_i, one per model; empty = 1 for each (paper: NOT FOUND)")
-    weight: float = param(0.1, lo=0.0, help="w_reward, the weight of L_reward (mini); paper: NOT FOUND")
+    weight: float = param(100.0, lo=0.0, help="w_reward, the weight of L_reward (mini, measured); paper: NOT FOUND")
 
 
 # A bad value of one `<stage>.<field>` of a reward configuration.
