@@ -38,6 +38,7 @@ class MethodEntry:
     run: Callable[["RunSpec", "RunContext"], "MethodResult"]
     uses_relaxation: bool = False
     uses_refinement: bool = False
+    test_time: bool = False                           # honours sample.tteo_* and sample.best_of_n
     label: Callable[["RunSpec"], str] = lambda spec: spec.method  # row label in reports
     description: str = ""
 
@@ -54,13 +55,17 @@ class RelaxationEntry:
 
 
 # A refinement on top of Di[M]O (GAN, reward, ...); `stage` names its `<stage>.*` parameters.
+# `build(config, teacher, ctx, seed)` returns an object with the `softdimo.train.Refinement`
+# methods; `seed` (derived from the run's) seeds whatever the refinement initialises itself.
+# `check(config, teacher_name)` validates a resolved configuration before launch (raises CellError).
 @dataclass(frozen=True)
 class RefinementEntry:
     name: str
     stage: str | None                                  # parameter stage name, None if no params
     config_cls: type | None
     needs_gradient: bool                               # refused with non-differentiable relaxations
-    build: Callable[..., Any] | None = None            # (config, teacher, ctx) -> refinement object
+    build: Callable[..., Any] | None = None            # (config, teacher, ctx, seed) -> refinement
+    check: Callable[[Any, str], None] | None = None    # (config, teacher name) -> None or CellError
     description: str = ""
 
 

@@ -5,6 +5,8 @@
 - `plot_steps`: per teacher and metric, the metric against the number of sampling steps: the
   teacher's K-step curve, the one-step students as points at 1 step, references as lines;
 - `plot_curves`: per teacher and curve, the values recorded during training, a line per run;
+- `plot_best_of_n`: per teacher and metric, the metric against the best-of-N candidates N, a line
+  per number of TTEO iterations (the Soft-Di[M]O poster's test-time scaling figure);
 - `sample_pages`: per grid, pages with the sample grid PNG of each run.
 Every function returns the files it wrote; colours are fixed per method label.
 """
@@ -166,6 +168,41 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Pat
         ax.set_title(f"{teacher}: {name} during training{note}", fontsize=9)
         ax.legend(fontsize=7)
         paths += _save(fig, out_dir, f"curves_{_slug(teacher)}_{_slug(name)}")
+    return paths
+
+
+# Metric vs best-of-N candidates N, a line (mean over seeds, seeds as points) per TTEO
+# iteration count, for runs of one method label that vary `sample.best_of_n`.
+def plot_best_of_n(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    points: dict[tuple[str, str], dict[tuple[str, int], dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    higher: dict[str, bool] = {}
+    for rec in {r["run_id"]: r for r in records}.values():
+        params = rec["spec"].get("params", {})
+        if "sample.best_of_n" not in params:
+            continue
+        line = (method_label(rec["spec"]), int(params.get("sample.tteo_steps", 0)))
+        for metric, m in rec.get("metrics", {}).items():
+            if m.get("value") is not None and math.isfinite(m["value"]):
+                points[(rec["spec"]["teacher"], metric)][line][int(params["sample.best_of_n"])].append(m["value"])
+                higher[metric] = bool(m.get("higher_is_better", False))
+    paths = []
+    for (teacher, metric), lines in sorted(points.items()):
+        if len({n for curve in lines.values() for n in curve}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for (label, k), curve in sorted(lines.items()):
+            ns = sorted(curve)
+            name = f"{label}, TTEO x{k}" if k else f"{label}, no TTEO"
+            ax.plot(ns, [statistics.fmean(curve[n]) for n in ns], "-o", color=color_of(name), label=name)
+            for n in ns:
+                ax.scatter([n] * len(curve[n]), curve[n], color=color_of(name), s=8, alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("best-of-N candidates N")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{teacher}: {metric} vs N ({_arrow(higher[metric])})", fontsize=9)
+        ax.legend(fontsize=7)
+        paths += _save(fig, out_dir, f"best_of_n_{_slug(teacher)}_{_slug(metric)}")
     return paths
 
 

@@ -70,7 +70,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         ok = [r for r in records if r["status"] in ("ok", "diverged")]
         plot_files = (plots.plot_relaxations(rows, out_dir / "plots")
                       + plots.plot_steps(rows, out_dir / "plots")
-                      + plots.plot_curves(ok, out_dir / "plots"))
+                      + plots.plot_curves(ok, out_dir / "plots")
+                      + plots.plot_best_of_n(ok, out_dir / "plots"))
         sample_files = plots.sample_pages(records, results_root, out_dir / "samples")
     index = out_dir / "report.md"
     index.write_text(render_index(results_root, records, problems, base_summary, base_problems,

@@ -30,6 +30,8 @@ class EvalConfig:
     samples: int = param(2000, lo=1, help="images generated and evaluated")
     metrics: tuple = param((), help="metric names; empty = the teacher's default metrics")
     grid_images: int = param(100, lo=0, hi=400, help="images in the record's sample grid PNG")
+    curve_samples: int = param(1000, lo=1, help="images behind each point of a training curve "
+                                               "(distill.eval_every > 0)")
 
 
 STAGE_CONFIGS: dict[str, type] = {
@@ -160,9 +162,11 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
         ref_entry = _lookup(registry.refinements, "refinement", refinement)
         if ref_entry.needs_gradient and relax_entry is not None and not relax_entry.differentiable:
             grads = [n for n, e in registry.relaxations.items() if e.differentiable]
+            free = [n for n, e in registry.refinements.items() if not e.needs_gradient]
+            alt = f"; or a refinement that needs none: {', '.join(free)}" if free else ""
             raise CellError("refinement", f"refinement {refinement!r} needs gradients through the "
-                            f"generator, but relaxation {relaxation!r} passes none; use one of: "
-                            f"{', '.join(grads)}")
+                            f"generator's output, but relaxation {relaxation!r} passes none (sampled "
+                            f"tokens are not differentiable); use relaxation {' or '.join(grads)}{alt}")
 
     classes = stage_classes(teacher, method, ref_entry)
     values: dict[str, Any] = {}
@@ -196,8 +200,43 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
                                 f"{teacher.name!r}; it applies to {', '.join(entry.applies_to)}")
         values["eval.metrics"] = tuple(metrics)
 
+    if ref_entry is not None and ref_entry.check is not None and ref_entry.stage in classes:
+        prefix = ref_entry.stage + "."
+        ref_entry.check(ref_entry.config_cls(**{k[len(prefix):]: v for k, v in values.items()
+                                                if k.startswith(prefix)}), teacher.name)
+    if "sample" in classes:
+        _check_test_time(values, method, teacher)
+
     return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
                    tuple(sorted(values.items())), tuple(plugins))
+
+
+# Reward model names of one key: registered and applicable to the teacher.
+def check_reward_names(key: str, names: Any, teacher: str) -> None:
+    for name in names:
+        entry = _lookup(registry.rewards, key, name)
+        if "*" not in entry.applies_to and teacher not in entry.applies_to:
+            raise CellError(key, f"reward model {name!r} does not apply to teacher {teacher!r}; "
+                            f"it applies to {', '.join(entry.applies_to)}")
+
+
+# Test-time scaling (`sample.tteo_*`, `sample.best_of_n`): only for methods that honour it, and
+# with the reward models it needs.
+def _check_test_time(values: Mapping[str, Any], method: MethodEntry, teacher: TeacherEntry) -> None:
+    steps, n = values["sample.tteo_steps"], values["sample.best_of_n"]
+    if (steps > 0 or n > 1) and not method.test_time:
+        able = [name for name, e in registry.methods.items() if e.test_time]
+        key = "sample.tteo_steps" if steps > 0 else "sample.best_of_n"
+        raise CellError(key, f"method {method.name!r} does not do test-time scaling (TTEO / best-of-N); "
+                        f"methods that do: {', '.join(able) or '(none)'}")
+    if steps > 0 and not values["sample.tteo_reward"]:
+        raise CellError("sample.tteo_reward", f"empty, but sample.tteo_steps = {steps}; name the reward "
+                        f"model(s) TTEO ascends; allowed: {', '.join(registry.rewards.names())}")
+    if n > 1 and not values["sample.select_reward"]:
+        raise CellError("sample.select_reward", f"empty, but sample.best_of_n = {n}; name the reward "
+                        f"model(s) that score the candidates; allowed: {', '.join(registry.rewards.names())}")
+    check_reward_names("sample.tteo_reward", values["sample.tteo_reward"], teacher.name)
+    check_reward_names("sample.select_reward", values["sample.select_reward"], teacher.name)
 
 
 def _lookup(reg: registry.Registry, key: str, name: Any) -> Any:

@@ -26,6 +26,9 @@ class DistillConfig:
     warmup_steps: int = param(10, lo=0, help="linear lr warm-up steps (paper 100)")
     grad_clip: float = param(1.0, lo=0.0, help="max gradient norm; 0 = off")
     dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
+    refine_start: int = param(0, lo=0, help="steps of plain Di[M]O (weight 1, refinement off) before the "
+                                            "refinement and dimo_weight apply; Soft-Di[M]O refines a distilled "
+                                            "Di[M]O student (PAPER.md 2.5, 2.8)")
     beta: float = param(0.0, help="generalised Jeffreys weight: 0 forward KL, 1 reverse KL")
     r_init: float = param(0.7, lo=0.0, hi=1.0, help="fraction of x_init masked (mini); paper 0.6 / 0.5")
     sigma_init: float = param(0.1, lo=0.0, hi=1.0, help="variance-preserving noise on x_init embeddings")
@@ -55,3 +58,15 @@ class SampleConfig:
     steps: int = param(16, lo=1, help="K of the teacher's own sampler (teacher_sampler method)")
     cfg: float = param(1.0, lo=0.0, help="CFG weight of the teacher's sampler; 1 = none")
     choice_temperature: float = param(4.5, lo=0.0, help="MaskGIT Gumbel noise on confidences (annealed)")
+    # Test-time scaling of the one-step student (PAPER.md 2.7; softdimo/refine/tteo.py).
+    tteo_steps: int = param(0, lo=0, help="TTEO: SGD steps on the generator's input embedding; 0 = off "
+                                          "(paper 2 and 4)")
+    tteo_lr: float = param(0.2, lo=0.0, help="TTEO SGD learning rate (paper 0.2, no clipping)")
+    tteo_reward: tuple = param((), help="reward models TTEO ascends (registry.rewards), summed; needed when "
+                                        "tteo_steps > 0 (paper: NOT FOUND)")
+    tteo_proximity: float = param(0.0, lo=0.0, help="mu of -mu ||e - e_init||^2 in the TTEO objective (ours; "
+                                                    "the paper names no regulariser)")
+    tteo_batch: int = param(500, lo=1, help="images per TTEO batch (memory only; results do not depend on it)")
+    best_of_n: int = param(1, lo=1, help="candidates per condition, the best by select_reward kept (paper 1-64)")
+    select_reward: tuple = param((), help="reward models whose sum scores best-of-N candidates (paper: CLIP, "
+                                          "ImageReward, HPS, PickScore composite); needed when best_of_n > 1")

@@ -2,8 +2,10 @@
 generator theta and auxiliary psi initialised from the teacher phi, EMA of theta, resumable
 checkpoints holding every state (models, optimisers, EMA, all random generators).
 
-One random generator (`Distiller.rng`) drives every draw of training; evaluation and sampling use
-their own per-image streams (`ImageNoise`), so they never disturb training. All networks run in
+One random generator (`Distiller.rng`) drives every draw of Di[M]O training and a second one
+(`Distiller.refine_rng`) every draw of the refinement, so adding a refinement leaves the Di[M]O
+draws unchanged (paired runs); evaluation and sampling use their own per-image streams
+(`ImageNoise`), so they never disturb training. All networks run in
 eval mode (no dropout): the loop is deterministic on CPU, and a resumed run ends bit-identical to
 an uninterrupted one.
 """
@@ -23,8 +25,8 @@ from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import (aux_loss, dimo_surrogate_loss, jeffreys_divergence, jeffreys_gradient,
                            perturb_embeddings, token_init)
 from softdimo.relax import Relaxed
-from softdimo.teachers.base import (Condition, ImageNoise, Teacher, gumbel_from_uniform, guided_logits,
-                                    random_slot_masks)
+from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
+                                    guided_logits, random_slot_masks)
 
 RelaxFn = Callable[[Tensor, Tensor, RelaxConfig, float], Relaxed]
 
@@ -38,12 +40,14 @@ class GeneratorBatch:
     logits: Tensor                 # z_theta [B, L, G, C], with gradient
     relaxed: Relaxed               # q (differentiable for gumbel / soft) and x_theta
     step: int
+    temperature: float = 1.0       # T of p_theta = softmax(z_theta / T) that x_theta was drawn from
 
 
 # A refinement (GAN, reward, ...): extra generator loss terms and its own updates (issue 5).
 class Refinement(Protocol):
-    # Loss added to the generator objective (already weighted), and scalars to log.
-    def generator_loss(self, batch: GeneratorBatch) -> tuple[Tensor, dict[str, float]]: ...
+    # Loss added to the generator objective (already weighted), and scalars to log. `rng` is the
+    # refinement's own training stream (saved in checkpoints, so a resumed run draws the same).
+    def generator_loss(self, batch: GeneratorBatch, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]: ...
 
     # The refinement's own update after the generator step (e.g. the discriminator).
     def update(self, batch: GeneratorBatch, rng: torch.Generator) -> dict[str, float]: ...
@@ -62,16 +66,28 @@ class Refinement(Protocol):
 @torch.no_grad()
 def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: float, sigma_init: float,
              temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    e = input_embeddings(network, noise, r_init, sigma_init)
+    logits = network(e, cond).logits / temperature
+    return draw_tokens(logits, noise), F.softmax(logits, -1)
+
+
+# The generator's input e_in per image: x_init (uniform tokens, exactly round(slots r_init)
+# masked) embedded, plus variance-preserving noise sigma_init (PAPER.md 1.5). TTEO optimises it.
+@torch.no_grad()
+def input_embeddings(network: nn.Module, noise: ImageNoise, r_init: float, sigma_init: float) -> Tensor:
     layout = network.layout
     tokens = noise.randint(layout.classes, layout.positions, layout.groups)
     n_mask = round(layout.slots * r_init)
     masked = (noise.randperm(layout.slots) < n_mask).view_as(tokens)
     x_init = torch.where(masked, torch.full_like(tokens, layout.mask_id), tokens)
     e = network.embed(x_init)
-    e = perturb_embeddings(e, sigma_init, noise.randn(*e.shape[1:]))
-    logits = network(e, cond).logits / temperature
-    tokens = (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
-    return tokens, F.softmax(logits, -1)
+    return perturb_embeddings(e, sigma_init, noise.randn(*e.shape[1:]))
+
+
+# The final token draw from (temperature-scaled) logits: Gumbel-max with each image's own noise.
+@torch.no_grad()
+def draw_tokens(logits: Tensor, noise: ImageNoise) -> Tensor:
+    return (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
 
 
 # lr multiplier: linear warm-up, then constant (Di[M]O code).
@@ -106,6 +122,9 @@ class Distiller:
         self.opt_a = torch.optim.Adam(_trainable(self.aux, config.freeze_embeddings),
                                       lr=config.lr_aux, betas=betas)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        # The refinement's own stream (GAN masks, real batches): the Di[M]O draws are the same with
+        # and without a refinement, so runs that differ only in the refinement are paired.
+        self.refine_rng = torch.Generator(device=self.device).manual_seed(derive_seed(seed, "refinement"))
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -120,7 +139,7 @@ class Distiller:
         logits = self.generator(e, cond).logits
         u = torch.rand(logits.shape, generator=self.rng, device=self.device)
         relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
-        return GeneratorBatch(cond, logits, relaxed, self.step)
+        return GeneratorBatch(cond, logits, relaxed, self.step, cfg.gen_temperature)
 
     # What phi and psi see: the relaxation's q, or one-hot x_theta ("sampled").
     def _teacher_view(self, relaxed: Relaxed) -> Tensor:
@@ -128,8 +147,8 @@ class Distiller:
             return F.one_hot(relaxed.tokens, self.teacher.layout.classes).float()
         return relaxed.q
 
-    # One training step: generator update with the Jeffreys gradient (+ refinement terms), EMA,
-    # refinement update, then `aux_updates` psi updates on fresh re-masked samples.
+    # One training step: generator update with the Jeffreys gradient (+ refinement terms from step
+    # `refine_start` on), EMA, refinement update, then `aux_updates` psi updates on fresh re-masked samples.
     def train_step(self) -> dict[str, float]:
         cfg, layout, net_phi = self.config, self.teacher.layout, self.teacher.network
         lr_scale = warmup_constant(self.step, cfg.warmup_steps)
@@ -144,10 +163,11 @@ class Distiller:
             z_psi = self.aux(e_t, batch.cond).logits
             g = jeffreys_gradient(z_phi, z_psi, cfg.beta)
             divergence = jeffreys_divergence(z_phi, z_psi, cfg.beta)[mask].mean()
-        loss = cfg.dimo_weight * dimo_surrogate_loss(batch.logits, g, mask)
+        refining = self.step >= cfg.refine_start
+        loss = (cfg.dimo_weight if refining else 1.0) * dimo_surrogate_loss(batch.logits, g, mask)
         log = {"step": float(self.step), "divergence": divergence.item()}
-        if self.refinement is not None:
-            extra, extra_log = self.refinement.generator_loss(batch)
+        if refining and self.refinement is not None:
+            extra, extra_log = self.refinement.generator_loss(batch, self.refine_rng)
             loss = loss + extra
             log.update(extra_log)
         self.opt_g.zero_grad(set_to_none=True)
@@ -155,8 +175,8 @@ class Distiller:
         log["grad_norm"] = _clip(self.opt_g, cfg.grad_clip)
         self.opt_g.step()
         self._update_ema()
-        if self.refinement is not None:
-            log.update(self.refinement.update(batch, self.rng))
+        if refining and self.refinement is not None:
+            log.update(self.refinement.update(batch, self.refine_rng))
         for _ in range(cfg.aux_updates):
             log["aux_loss"] = self._aux_step()
         self.step += 1
@@ -187,6 +207,7 @@ class Distiller:
         return {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
                 "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
+                "refine_rng": self.refine_rng.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": self.history,
                 "refinement": self.refinement.state_dict() if self.refinement is not None else None}
 
@@ -198,6 +219,7 @@ class Distiller:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_a.load_state_dict(state["opt_a"])
         self.rng.set_state(state["rng"])
+        self.refine_rng.set_state(state["refine_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.history = state["history"]
         if self.refinement is not None:

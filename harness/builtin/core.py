@@ -16,7 +16,7 @@ registry.relaxations.register("soft", RelaxationEntry(
 _REFERENCE_STAGES = ("teacher", "eval")
 registry.methods.register("dimo", MethodEntry(
     "dimo", ("teacher", "distill", "relax", "sample", "eval"), methods.run_dimo, uses_relaxation=True,
-    uses_refinement=True, label=methods.dimo_label,
+    uses_refinement=True, test_time=True, label=methods.dimo_label,
     description="one-step Di[M]O distillation with a relaxation (and a refinement)"))
 registry.methods.register("teacher_sampler", MethodEntry(
     "teacher_sampler", ("teacher", "sample", "eval"), methods.run_teacher_sampler,

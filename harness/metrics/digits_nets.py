@@ -4,6 +4,10 @@
   features of the Frechet distance and of precision / recall (the Inception analogue).
 - `classifier` (digits-mlp-v1): an independent MLP classifier (different architecture, seed and
   input view) whose accuracy against the conditioning label is the GenEval analogue.
+- `reward` (digits-reward-v1): a third network (smooth CNN with average pooling, its own seed)
+  whose log p(label | image) is the differentiable reward of reward fine-tuning, TTEO and best-of-N
+  (the HPS analogue). It is never used by an evaluation metric, so optimising it can be checked
+  against the two networks above (reward hacking shows as reward up, accuracy / FD not).
 
 Both are trained on the training split only, with every image quantised to a random number of
 intensity levels, so one network serves every `teacher.levels`. Their weights are committed
@@ -61,6 +65,20 @@ class DigitsMLP(nn.Module):
         return self.net(x.flatten(1) * 2.0 - 1.0)
 
 
+# The reward network: conv16 (5x5), avg-pool, conv32, avg-pool, fc64, fc10, SiLU throughout (smooth,
+# so its input gradients are informative).
+class DigitsRewardCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2), nn.SiLU(), nn.AvgPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2))
+        self.fc = nn.Sequential(nn.Linear(32 * 2 * 2, 64), nn.SiLU(), nn.Linear(64, data.NUM_CLASSES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(x).flatten(1))
+
+
 # A committed network: its class, weights file, and training seed.
 @dataclass(frozen=True)
 class NetSpec:
@@ -75,6 +93,8 @@ class NetSpec:
 NETS = {
     "features": NetSpec("digits-cnn-v1", DigitsCNN, "digits_cnn_v1.safetensors", seed=0, epochs=30, lr=1e-3),
     "classifier": NetSpec("digits-mlp-v1", DigitsMLP, "digits_mlp_v1.safetensors", seed=1, epochs=40, lr=1e-3),
+    "reward": NetSpec("digits-reward-v1", DigitsRewardCNN, "digits_reward_v1.safetensors", seed=2, epochs=30,
+                      lr=2e-3),
 }
 
 #----------------------------------------------------------------------------
@@ -122,7 +142,7 @@ def test_accuracy(net: nn.Module, levels: int) -> float:
 _loaded: dict[str, tuple[nn.Module, str]] = {}
 
 
-# The committed network `key` ("features" or "classifier") in eval mode, with its weights' sha256.
+# The committed network `key` ("features", "classifier", "reward") in eval mode, with its weights' sha256.
 def load_net(key: str) -> tuple[nn.Module, str]:
     if key not in _loaded:
         spec = NETS[key]
@@ -139,9 +159,13 @@ def load_net(key: str) -> tuple[nn.Module, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Re-train the digits metric networks.")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=sorted(NETS),
+                        help="which networks to re-train (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for key, spec in NETS.items():
+        if key not in args.nets:
+            continue
         net = train_net(spec)
         path = args.out / spec.filename
         save_file(net.state_dict(), str(path))

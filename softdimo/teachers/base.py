@@ -152,12 +152,17 @@ def guided_logits(network: nn.Module, embeds: Tensor, cond: Condition, w: float,
 # samples do not depend on the batch size, the batch order or the number of GPUs.
 class ImageNoise:
     def __init__(self, seed: int, indices: Sequence[int], device: torch.device | str = "cpu"):
+        self.seed, self.indices = seed, [int(i) for i in indices]
         self.generators = []
-        for i in indices:
+        for i in self.indices:
             g = torch.Generator(device=device)
-            g.manual_seed(_mix_seed(seed, int(i)))
+            g.manual_seed(_mix_seed(seed, i))
             self.generators.append(g)
         self.device = torch.device(device)
+
+    # Fresh streams for the same images, unrelated to these (e.g. candidate j of best-of-N).
+    def fork(self, purpose: str) -> "ImageNoise":
+        return ImageNoise(derive_seed(self.seed, purpose), self.indices, self.device)
 
     def __len__(self) -> int:
         return len(self.generators)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import job, report, store, tables
+from harness import job, plots, report, store, tables
 from harness.baselines import Baseline
 from harness.grid import load_grid
 from harness.results import ResultRow, method_label, rows_from_records, sampling_steps
@@ -112,6 +112,21 @@ def test_same_label_different_params_get_distinct_rows():
     labels = sorted(r.label for r in rows_from_records(recs))
     assert labels == ["Toy student (toy_soft) (distill.beta=0.0)",
                       "Toy student (toy_soft) (distill.beta=0.5)"]
+
+
+def test_best_of_n_plot_a_line_per_tteo_steps(tmp_path):
+    recs = []
+    for n in (1, 4, 16):
+        for k in (0, 2):
+            spec = {"scale": "mini", "teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
+                    "refinement": "none", "seed": 0, "plugins": [],
+                    "params": {"sample.best_of_n": n, "sample.tteo_steps": k}}
+            recs.append({"run_id": f"n{n}k{k}", "grid": "g", "status": "ok", "spec": spec,
+                         "metrics": {"toy_mean": {"value": float(n + k), "higher_is_better": True}}})
+    paths = plots.plot_best_of_n(recs, tmp_path)
+    assert sorted(p.name for p in paths) == ["best_of_n_toy_toy_mean.pdf", "best_of_n_toy_toy_mean.png"]
+    assert plots.plot_best_of_n([r for r in recs if r["spec"]["params"]["sample.best_of_n"] == 4],
+                                tmp_path / "one") == []     # one N: no curve to draw
 
 
 GRID = """

@@ -1,0 +1,189 @@
+"""GAN refinement (Soft-Di[M]O, PAPER.md 2.5): light discriminator heads on hidden states of the
+frozen teacher phi, real = teacher embeddings of real tokens, fake = soft embeddings of the
+generator's relaxed output, both randomly masked with a ratio r that the heads also see.
+
+  L_D = E[softplus(-D(Emb(x_real)_r, r))] + E[softplus(D(sg(Emb(q_theta))_r, r))]
+  L_GAN(theta) = E[softplus(-D(Emb(q_theta)_r, r))]        (non-saturating)
+
+The generator objective is `distill.dimo_weight * L_DiMO + gan.weight * L_GAN`. Only the heads
+train (their own Adam); phi stays frozen. Choices the paper leaves open are parameters of
+`GANConfig`, each saying what was chosen and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from softdimo.params import param
+from softdimo.teachers.base import Condition, Teacher, TokenLayout
+
+#----------------------------------------------------------------------------
+
+
+# Stage `gan`: every choice of the GAN refinement.
+@dataclass(frozen=True)
+class GANConfig:
+    weight: float = param(100.0, lo=0.0, help="w_GAN (mini, measured); paper 200 for the MaskBit 'longer training' run")
+    layers: tuple = param((), help="teacher blocks (0-based; negative = from the end) whose hidden states "
+                                   "feed one head each; empty = three evenly spaced blocks ending at the last "
+                                   "(the poster draws three; placement NOT FOUND)")
+    head_width: int = param(128, lo=1, help="width of each head's per-token MLP (architecture NOT FOUND)")
+    mask_min: float = param(0.0, lo=0.0, hi=1.0, help="r_GAN ~ U[mask_min, mask_max] per sample (paper [0, 0.95]; "
+                                                       "uniform is inferred)")
+    mask_max: float = param(0.95, lo=0.0, hi=1.0, help="upper end of r_GAN; 0 = no masking")
+    conditional: bool = param(True, help="phi computes D's features under the sample's condition "
+                                         "(real: its label; fake: the generator's); False = null condition")
+    lr: float = param(1e-3, lo=0.0, help="Adam lr of the heads (mini: at 1e-4 D stays at chance for 150 steps; "
+                                         "paper: NOT FOUND)")
+    adam_beta1: float = param(0.0, lo=0.0, hi=1.0, help="Adam beta1 of the heads (GAN practice: 0)")
+    adam_beta2: float = param(0.99, lo=0.0, hi=1.0, help="Adam beta2 of the heads")
+    d_updates: int = param(1, lo=1, help="discriminator updates per generator update")
+
+
+# Blocks that carry a head: `layers` resolved against the teacher's depth, sorted, unique.
+def head_layers(layers: Sequence[int], num_layers: int) -> list[int]:
+    if not layers:
+        k = min(3, num_layers)
+        return sorted({round(num_layers * (i + 1) / k) - 1 for i in range(k)})
+    out = set()
+    for i in layers:
+        if isinstance(i, bool) or not isinstance(i, int) or not -num_layers <= i < num_layers:
+            raise ValueError(f"gan.layers: {i!r} is not a block of this teacher; allowed integers in "
+                             f"[{-num_layers}, {num_layers - 1}]")
+        out.add(i % num_layers)
+    return sorted(out)
+
+
+# Random masking for D: r ~ U[lo, hi] per sample, exactly round(slots * r) slots masked. Returns the
+# mask [B, L, G] and the realised ratio r [B] that is given to the heads.
+def gan_masks(layout: TokenLayout, batch: int, lo: float, hi: float, rng: torch.Generator,
+              device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    r = lo + (hi - lo) * torch.rand(batch, generator=rng, device=device)
+    counts = (r * layout.slots).round()
+    ranks = torch.rand(batch, layout.slots, generator=rng, device=device).argsort(1).argsort(1)
+    mask = (ranks < counts[:, None]).view(batch, layout.positions, layout.groups)
+    return mask, counts / layout.slots
+
+
+#----------------------------------------------------------------------------
+
+
+# One head: per-token MLP on LayerNorm(h) with the mask ratio r added after the first layer,
+# mean-pooled over positions, then a linear map to one logit.
+class DiscriminatorHead(nn.Module):
+    def __init__(self, d_model: int, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.inp = nn.Linear(d_model, width)
+        self.ratio = nn.Linear(1, width)
+        self.mid = nn.Linear(width, width)
+        self.out = nn.Linear(width, 1)
+
+    # Hidden states [B, L, D] and ratios r [B] -> logits [B].
+    def forward(self, h: Tensor, r: Tensor) -> Tensor:
+        x = F.gelu(self.inp(self.norm(h)) + self.ratio(r[:, None, None].to(h.dtype)))
+        x = F.gelu(self.mid(x))
+        return self.out(x.mean(1))[:, 0]
+
+
+# The discriminator D_eta: frozen teacher features at `layers`, one head per layer.
+class TeacherDiscriminator(nn.Module):
+    def __init__(self, teacher: Teacher, layers: Sequence[int], width: int, conditional: bool, seed: int):
+        super().__init__()
+        self.teacher_network = [teacher.network]         # a list: not a submodule, never trained
+        self.layers = list(layers)
+        self.conditional = conditional
+        d_model = _hidden_width(teacher)
+        with torch.random.fork_rng(devices=[]):           # PyTorch's default init, seeded by the run
+            torch.manual_seed(seed)
+            self.heads = nn.ModuleList([DiscriminatorHead(d_model, width) for _ in self.layers])
+
+    # Hidden states of phi at the head layers for (relaxed) token distributions q under `mask`.
+    def features(self, q: Tensor, cond: Condition, mask: Tensor) -> list[Tensor]:
+        net = self.teacher_network[0]
+        e = net.embed_soft(q, mask)
+        drop = None if self.conditional else torch.ones(e.shape[0], dtype=torch.bool, device=e.device)
+        return net(e, cond, drop=drop, hidden_layers=self.layers).hidden
+
+    # Logits [B, heads] from hidden states and ratios.
+    def logits(self, hidden: list[Tensor], r: Tensor) -> Tensor:
+        return torch.stack([head(h, r) for head, h in zip(self.heads, hidden)], 1)
+
+
+def _hidden_width(teacher: Teacher) -> int:
+    # D of the teacher's hidden states: one probe forward pass on a single all-mask input.
+    layout, net = teacher.layout, teacher.network
+    tokens = torch.full((1, layout.positions, layout.groups), layout.mask_id, dtype=torch.long)
+    device = next(net.parameters()).device
+    raw = teacher.eval_conditions(1)
+    with torch.no_grad():
+        out = net(net.embed(tokens.to(device)), teacher.encode_condition(raw).to(device), hidden_layers=[0])
+    return out.hidden[0].shape[-1]
+
+
+#----------------------------------------------------------------------------
+
+
+# The GAN refinement (implements softdimo.train.Refinement).
+class GANRefinement:
+    def __init__(self, config: GANConfig, teacher: Teacher, seed: int, device: torch.device | str = "cpu"):
+        if config.mask_min > config.mask_max:
+            raise ValueError(f"gan.mask_min ({config.mask_min}) must not exceed gan.mask_max ({config.mask_max})")
+        real = teacher.real_tokens()
+        if real is None:
+            raise ValueError(f"the GAN refinement needs real data, but teacher {teacher.name!r} is data-free "
+                             f"(real_tokens() is None); give it tokenised real images")
+        self.config, self.teacher = config, teacher
+        self.device = torch.device(device)
+        self.real_tokens = real[0].to(self.device)
+        self.real_conditions = list(real[1])
+        layers = head_layers(config.layers, teacher.network.num_layers)
+        self.disc = TeacherDiscriminator(teacher, layers, config.head_width, config.conditional, seed).to(self.device)
+        self.opt = torch.optim.Adam(self.disc.heads.parameters(), lr=config.lr,
+                                    betas=(config.adam_beta1, config.adam_beta2))
+
+    # w_GAN * L_GAN(theta): non-saturating loss of the fake batch; the heads get no gradient.
+    def generator_loss(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        mask, r = gan_masks(self.teacher.layout, batch.logits.shape[0], cfg.mask_min, cfg.mask_max, rng,
+                            self.device)
+        self.disc.heads.requires_grad_(False)
+        try:
+            logits = self.disc.logits(self.disc.features(batch.relaxed.q, batch.cond, mask), r)
+        finally:
+            self.disc.heads.requires_grad_(True)
+        loss = F.softplus(-logits).mean()
+        return cfg.weight * loss, {"gan_g_loss": loss.item()}
+
+    # `d_updates` discriminator steps: a real batch (uniform over the real set) against the
+    # generator's relaxed samples of this step (detached); independent masks for each.
+    def update(self, batch: Any, rng: torch.Generator) -> dict[str, float]:
+        cfg, layout = self.config, self.teacher.layout
+        n = batch.logits.shape[0]
+        fake_q = batch.relaxed.q.detach()
+        for _ in range(cfg.d_updates):
+            idx = torch.randint(self.real_tokens.shape[0], (n,), generator=rng, device=self.device)
+            real_q = F.one_hot(self.real_tokens[idx], layout.classes).to(fake_q.dtype)
+            real_cond = self.teacher.encode_condition([self.real_conditions[i] for i in idx.tolist()]).to(self.device)
+            mask_r, r_r = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+            mask_f, r_f = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+            with torch.no_grad():
+                h_real = self.disc.features(real_q, real_cond, mask_r)
+                h_fake = self.disc.features(fake_q, batch.cond, mask_f)
+            d_real, d_fake = self.disc.logits(h_real, r_r), self.disc.logits(h_fake, r_f)
+            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.disc.heads.load_state_dict(state["heads"])
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,115 @@
+"""Refinements in the harness: validation before launch, curves over steps, TTEO as a sampling option."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness.builtin  # noqa: F401
+from harness import registry
+from harness.entries import RunContext
+from harness.methods import run_dimo
+from harness.spec import CellError, resolve_cell
+from tests.conftest import TINY_TEACHER
+
+TINY = {f"teacher.{k}": v for k, v in TINY_TEACHER.__dict__.items()}
+BASE = {"teacher": "digits", "method": "dimo", "seed": 0, **TINY}
+
+
+def _cell(**kw: object) -> dict:
+    return {**BASE, **{k.replace("__", "."): v for k, v in kw.items()}}
+
+
+def test_gradient_refinements_are_refused_with_hard_tokens() -> None:
+    for refinement in ("gan", "reward"):
+        with pytest.raises(CellError) as e:
+            resolve_cell(_cell(relaxation="hard", refinement=refinement), "mini")
+        msg = str(e.value)
+        assert e.value.key == "refinement"
+        assert f"refinement {refinement!r} needs gradients" in msg and "relaxation 'hard' passes none" in msg
+        assert "gumbel or soft" in msg and "reinforce" in msg
+    spec = resolve_cell(_cell(relaxation="hard", refinement="reinforce"), "mini")
+    assert spec.param("reinforce.baseline") == "leave_one_out"
+    for relax in ("soft", "gumbel"):
+        assert resolve_cell(_cell(relaxation=relax, refinement="gan"), "mini").param("gan.mask_max") == 0.95
+
+
+@pytest.mark.parametrize("cell, key, text", [
+    (dict(refinement="reward", reward__models=["no_such_reward"]), "reward.models", "unknown reward model"),
+    (dict(refinement="reward", reward__weights=[1.0, 2.0]), "reward.weights", "2 weights for 1 models"),
+    (dict(refinement="reinforce", reinforce__models=[]), "reinforce.models", "empty"),
+    (dict(refinement="gan", gan__mask_min=0.5, gan__mask_max=0.2), "gan.mask_min", "exceeds"),
+    (dict(refinement="gan", gan__layers=["last"]), "gan.layers", "not a block index"),
+    (dict(sample__tteo_steps=2), "sample.tteo_reward", "empty, but sample.tteo_steps = 2"),
+    (dict(sample__best_of_n=4), "sample.select_reward", "empty, but sample.best_of_n = 4"),
+    (dict(sample__best_of_n=4, sample__select_reward=["nope"]), "sample.select_reward", "unknown reward model"),
+])
+def test_bad_refinement_and_test_time_settings_are_refused(cell: dict, key: str, text: str) -> None:
+    with pytest.raises(CellError) as e:
+        resolve_cell(_cell(relaxation="soft", **cell), "mini")
+    assert e.value.key == key and text in str(e.value)
+
+
+def test_test_time_scaling_is_refused_for_the_teacher_sampler() -> None:
+    cell = {**BASE, "method": "teacher_sampler", "sample.best_of_n": 4, "sample.select_reward": ["digits_reward"]}
+    with pytest.raises(CellError, match="does not do test-time scaling.*methods that do: dimo"):
+        resolve_cell(cell, "mini")
+
+
+def test_reward_registry_and_metric() -> None:
+    assert registry.rewards.get("digits_reward").applies_to == ("digits",)
+    assert "digits_reward" in registry.metrics
+
+
+def _run(tmp_path: Path, cache: Path, name: str, **params: object):
+    defaults = dict(relaxation="soft", refinement="gan", distill__steps=4, distill__batch_size=8,
+                    distill__checkpoint_every=2, eval__samples=30, eval__curve_samples=20,
+                    eval__metrics=["digits_acc", "digits_reward"])
+    spec = resolve_cell(_cell(**{**defaults, **params}), "mini")
+    ctx = RunContext(tmp_path / name, cache, log=lambda s: None)
+    return spec, ctx, run_dimo(spec, ctx)
+
+
+def test_curves_over_training_steps_and_resume(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
+    fast = dict(distill__eval_every=2, distill__ema_decay=0.0, distill__lr_generator=1e-2, distill__warmup_steps=0)
+    spec, ctx, result = _run(tmp_path, teacher_cache, "curves", **fast)
+    assert set(result.curves) == {"digits_acc", "digits_reward"}
+    assert [s for s, _ in result.curves["digits_reward"]] == [0, 2, 4]
+    assert len({v for _, v in result.curves["digits_reward"]}) > 1
+    assert result.stage_seconds["curve_s"] > 0 and "gan_d_loss" in result.info["final_log"]
+    stored = json.loads((ctx.checkpoint_dir / "curves.json").read_text())
+    assert stored["digits_acc"] == [list(p) for p in result.curves["digits_acc"]]
+    assert result.info["student"]["cache_hit"] is False
+    # A job resumed after training (checkpoint at the last step, student not yet cached) keeps the
+    # curve and the samples.
+    shutil.rmtree(teacher_cache / "students" / result.info["student"]["cache_key"])
+    _, _, again = _run(tmp_path, teacher_cache, "curves", **fast)
+    assert again.curves == result.curves and torch.equal(again.tokens, result.tokens)
+
+
+def test_cells_differing_only_in_sampling_share_the_student(tmp_path: Path, teacher_cache: Path,
+                                                            tiny_teacher) -> None:
+    spec_a, _, a = _run(tmp_path, teacher_cache, "a", distill__steps=3)
+    spec_b, _, b = _run(tmp_path, teacher_cache, "b", distill__steps=3, eval__samples=20,
+                        sample__best_of_n=2, sample__select_reward=["digits_reward"])
+    spec_c, _, c = _run(tmp_path, teacher_cache, "c", distill__steps=3, gan__weight=0.5)
+    assert spec_a.run_id != spec_b.run_id
+    assert a.info["student"]["cache_hit"] is False and b.info["student"]["cache_hit"] is True
+    assert a.info["student"]["cache_key"] == b.info["student"]["cache_key"] != c.info["student"]["cache_key"]
+    assert c.info["student"]["cache_hit"] is False
+    assert a.info["final_log"] == b.info["final_log"] != c.info["final_log"]
+
+
+def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
+    _, _, plain = _run(tmp_path, teacher_cache, "plain")
+    _, _, bon = _run(tmp_path, teacher_cache, "bon", sample__best_of_n=3, sample__select_reward=["digits_reward"],
+                     sample__tteo_steps=2, sample__tteo_reward=["digits_reward"], sample__tteo_proximity=0.1)
+    assert plain.curves == {} and plain.extra_metrics == {}
+    assert bon.extra_metrics["generator_evals_per_image"].value == 3 * 3
+    assert bon.extra_metrics["sample_seconds_per_image"].value > 0
+    cost = bon.info["test_time"]["per_image"]
+    assert cost["generator_backwards"] == 3 * 2 and cost["reward_calls"] == 3 * 2 + 3
+    assert not torch.equal(plain.tokens, bon.tokens)

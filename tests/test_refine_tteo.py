@@ -1,0 +1,104 @@
+"""TTEO and best-of-N: weights untouched, reward raised, plain sampling recovered, determinism."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import harness.builtin  # noqa: F401  (registers digits_reward)
+from harness.entries import RunContext
+from harness.methods import build_rewards, summed_reward
+from softdimo.refine.tteo import TTSCost, TTSSettings, optimise_embeddings, sample_test_time
+from softdimo.teachers.base import ImageNoise
+from softdimo.teachers.digits import DigitsTeacher
+from softdimo.train import generate, input_embeddings
+
+LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 7]
+R_INIT, SIGMA = 0.3, 0.1
+
+
+@pytest.fixture()
+def setup(tiny_teacher: DigitsTeacher, tmp_path: Path):
+    generator = copy.deepcopy(tiny_teacher.network)           # a trainable copy: params require grad
+    generator.requires_grad_(True)
+    reward = summed_reward(build_rewards(["digits_reward"], tiny_teacher, RunContext(tmp_path, tmp_path)))
+    return generator, tiny_teacher, tiny_teacher.encode_condition(LABELS), reward
+
+
+def _soft_reward(generator, teacher, cond, e, reward) -> torch.Tensor:
+    with torch.no_grad():
+        return reward(teacher.decode_soft(F.softmax(generator(e, cond).logits, -1), cond), cond)
+
+
+def test_tteo_leaves_weights_untouched_and_raises_the_reward(setup) -> None:
+    generator, teacher, cond, reward = setup
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    e0 = input_embeddings(generator, ImageNoise(0, range(len(LABELS))), R_INIT, SIGMA)
+    cost = TTSCost()
+    e = optimise_embeddings(generator, teacher, cond, e0, reward, steps=4, lr=0.2, proximity=0.0, cost=cost)
+    assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    assert all(p.grad is None for p in generator.parameters())
+    assert not torch.equal(e, e0)
+    r0, r1 = _soft_reward(generator, teacher, cond, e0, reward), _soft_reward(generator, teacher, cond, e, reward)
+    assert r1.mean() > r0.mean() + 0.1
+    assert cost.generator_forwards == cost.generator_backwards == 4 * len(LABELS)
+
+
+def test_proximity_keeps_embeddings_closer(setup) -> None:
+    generator, teacher, cond, reward = setup
+    e0 = input_embeddings(generator, ImageNoise(1, range(len(LABELS))), R_INIT, SIGMA)
+    free = optimise_embeddings(generator, teacher, cond, e0, reward, steps=4, lr=0.2, proximity=0.0)
+    held = optimise_embeddings(generator, teacher, cond, e0, reward, steps=4, lr=0.2, proximity=1.0)
+    assert (held - e0).norm() < 0.9 * (free - e0).norm()
+
+
+def test_tteo_is_per_image(setup) -> None:
+    generator, teacher, cond, reward = setup
+    e0 = input_embeddings(generator, ImageNoise(2, range(len(LABELS))), R_INIT, SIGMA)
+    full = optimise_embeddings(generator, teacher, cond, e0, reward, steps=2, lr=0.2, proximity=0.1)
+    part = optimise_embeddings(generator, teacher, cond.index(slice(3, 6)), e0[3:6], reward, steps=2, lr=0.2,
+                               proximity=0.1)
+    torch.testing.assert_close(full[3:6], part, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_settings_reproduce_one_step_sampling(setup) -> None:
+    generator, teacher, cond, reward = setup
+    noise = lambda: ImageNoise(3, range(len(LABELS)))                     # noqa: E731
+    plain, _ = generate(generator, cond, noise(), R_INIT, SIGMA)
+    same = sample_test_time(generator, teacher, cond, noise(), R_INIT, SIGMA, 1.0, TTSSettings())
+    assert torch.equal(plain, same)
+
+
+def test_best_of_n_is_monotone_and_deterministic(setup) -> None:
+    generator, teacher, cond, reward = setup
+    noise = lambda: ImageNoise(4, range(len(LABELS)))                     # noqa: E731
+
+    def score(n: int, steps: int = 0) -> tuple[torch.Tensor, torch.Tensor, TTSCost]:
+        cost = TTSCost()
+        tokens = sample_test_time(generator, teacher, cond, noise(), R_INIT, SIGMA, 1.0,
+                                  TTSSettings(steps=steps, best_of_n=n, proximity=0.1), reward, reward, cost)
+        return tokens, reward(teacher.decode(tokens, cond), cond), cost
+
+    t1, s1, _ = score(1)
+    t4, s4, c4 = score(4)
+    t4b, _, _ = score(4)
+    t16, s16, _ = score(16)
+    assert torch.equal(t4, t4b)
+    assert (s4 >= s1).all() and (s16 >= s4).all() and s16.mean() > s1.mean()
+    assert c4.generator_forwards == 4 * len(LABELS) and c4.reward_calls == 4 * len(LABELS)
+    _, s4_tteo, c4_tteo = score(4, steps=2)
+    assert c4_tteo.generator_forwards == 4 * 3 * len(LABELS) and c4_tteo.generator_backwards == 4 * 2 * len(LABELS)
+    assert c4_tteo.images == len(LABELS) and c4_tteo.per_image()["generator_forwards"] == 12
+
+
+def test_missing_rewards_are_refused(setup) -> None:
+    generator, teacher, cond, _ = setup
+    with pytest.raises(ValueError, match="needs a reward"):
+        sample_test_time(generator, teacher, cond, ImageNoise(0, range(len(LABELS))), R_INIT, SIGMA, 1.0,
+                         TTSSettings(steps=1))
+    with pytest.raises(ValueError, match="selection score"):
+        sample_test_time(generator, teacher, cond, ImageNoise(0, range(len(LABELS))), R_INIT, SIGMA, 1.0,
+                         TTSSettings(best_of_n=2))
