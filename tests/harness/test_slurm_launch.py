@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,9 @@ def test_mini_grid_through_slurm_matches_debug_and_resumes_after_usr2(
     assert resumed["cost"]["sacct"]["runs"] == 2
     assert cached_teachers(teacher_cache) == teachers and "training digits teacher" not in log
 
-    # The same grid in process (debug executor): identical metrics, info and samples.
+    # The same grid in process (debug executor), training its students again (not from the
+    # student cache): identical metrics, info (but the student's timing) and samples.
+    shutil.rmtree(teacher_cache / "students")
     debug = tmp_path / "debug"
     rc, out, _ = main(*common, "--executor", "debug", "--results", str(debug))
     assert rc == 1 and "summary: 2 ok, 1 failed" in out
@@ -166,7 +169,10 @@ def test_mini_grid_through_slurm_matches_debug_and_resumes_after_usr2(
     for rid in (hard, soft):
         assert slurm_records[rid]["status"] == debug_records[rid]["status"] == "ok"
         assert slurm_records[rid]["metrics"] == debug_records[rid]["metrics"]
-        assert slurm_records[rid]["info"] == debug_records[rid]["info"]
+        slurm_info, debug_info = slurm_records[rid]["info"], debug_records[rid]["info"]
+        assert {**slurm_info, "student": None} == {**debug_info, "student": None}
+        for student in (slurm_info["student"], debug_info["student"]):
+            assert student["cache_key"] == slurm_info["student"]["cache_key"] and not student["cache_hit"]
         png = Path(store.run_dir(results, "slurm_mini", rid) / "samples.png").read_bytes()
         assert png == (store.run_dir(debug, "slurm_mini", rid) / "samples.png").read_bytes()
     assert "distill.pt" not in {p.name for p in (store.run_dir(debug, "slurm_mini", soft)).rglob("*")}
