@@ -83,12 +83,14 @@ class MetricEntry:
 # A differentiable reward model R(image, condition) (HPS / CLIP-score analogues at mini scale):
 # `build(teacher, ctx)` returns a callable `(images [B,C,H,W] in [0,1], Condition) -> [B]` that is
 # differentiable in the images; higher is better. Used by reward fine-tuning and TTEO selection.
+# `assets`: what it loads (`harness/assets.py` names), checked before a grid launches.
 @dataclass(frozen=True)
 class RewardEntry:
     name: str
     build: Callable[..., Callable[..., torch.Tensor]]
     applies_to: tuple[str, ...] = ("*",)
     description: str = ""
+    assets: tuple[str, ...] = ()
 
 
 #----------------------------------------------------------------------------

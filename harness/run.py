@@ -30,6 +30,7 @@ from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
 LIST_CHOICES = tuple(registry.AXES) + ("params",)
+REWARD_KEYS = ("reward.models", "reinforce.models", "sample.tteo_reward", "sample.select_reward")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,15 +245,19 @@ def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: 
 
 
 # Asset problems (one line each, saying how to obtain the asset) of the cells about to run:
-# their teachers' weights and their metrics' networks and reference statistics.
+# their teachers' weights, their metrics' networks and reference statistics, their reward models.
 def missing_assets(grid: Grid, specs: Sequence[RunSpec]) -> list[str]:
     from harness import assets
     needed: list[str] = []
     for spec in specs:
         entry = registry.teachers.get(spec.teacher)
         needed += entry.assets(spec.stage("teacher", entry.config_cls))
-        for metric in dict(spec.params).get("eval.metrics", ()):
+        params = dict(spec.params)
+        for metric in params.get("eval.metrics", ()):
             needed += registry.metrics.get(metric).assets
+        for key in REWARD_KEYS:
+            for reward in params.get(key, ()):
+                needed += registry.rewards.get(reward).assets
     return [f"{grid.path}: {line}" for line in assets.check_before_launch(needed)]
 
 

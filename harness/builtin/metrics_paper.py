@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import registry
-from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext
+from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
 
@@ -122,3 +122,13 @@ registry.metrics.register("clip_score", MetricEntry(
     "clip_score", _clip_score, applies_to=TEXT_TO_IMAGE,
     assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
     description="CLIP score (GigaGAN's: ViT-g-14, 'A photo depicts ' prefix, raw cosine)"))
+
+# Rewards for reward fine-tuning, TTEO and best-of-N at paper scale (docs/refinements.md).
+registry.rewards.register("clip_score", RewardEntry(
+    "clip_score", lambda teacher, ctx: clip_score.build_clip_reward(CLIP_ANY, ctx.device),
+    applies_to=TEXT_TO_IMAGE, assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
+    description="100 x CLIP cosine (ViT-g-14, 'A photo depicts ' prefix), differentiable"))
+registry.rewards.register("hps_v2", RewardEntry(
+    "hps_v2", lambda teacher, ctx: hps.HPSReward(hps.load_hps("v2.1", ctx.device)),
+    applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.1"],),
+    description="HPS v2.1 x100, differentiable (HPS's transform on tensors)"))

@@ -134,3 +134,49 @@ def _resize(image: np.ndarray | Image.Image, size: int | None) -> Image.Image:
 def _open_clip_version() -> str:
     import open_clip
     return open_clip.__version__
+
+
+#----------------------------------------------------------------------------
+# Reward (differentiable; registry.rewards "clip_score").
+
+
+# The CLIP-score reward: 100 x the cosine of images [B, 3, H, W] in [0, 1] (straight from
+# `decode_soft`) with their prefixed captions, through open_clip's resize / centre crop /
+# normalisation done on tensors (bicubic, antialiased) so gradients reach the pixels. The metric's
+# PIL Lanczos pre-resize is not differentiable and is left out; the reward ranks, the metric reports.
+class CLIPScoreReward:
+    def __init__(self, clip: CLIPModel, prefix: str = "", scale: float = 100.0) -> None:
+        self.clip, self.prefix, self.scale = clip, prefix, scale
+        self.clip.model.requires_grad_(False)
+        cfg = clip.model.visual.preprocess_cfg
+        self.size, self.mean, self.std = int(cfg["size"][0]), cfg["mean"], cfg["std"]
+        self._text: dict[str, torch.Tensor] = {}
+
+    def __call__(self, images: torch.Tensor, cond: Any) -> torch.Tensor:
+        if not cond.raw:
+            raise ValueError("the clip_score reward needs the captions (Condition.raw) of the images")
+        return self.score(images, [str(c) for c in cond.raw])
+
+    # Reward of images against caption strings (one per image).
+    def score(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        import torchvision.transforms.functional as TF
+        x = TF.resize(images.to(self.clip.device), self.size, interpolation=TF.InterpolationMode.BICUBIC,
+                      antialias=True)
+        x = TF.normalize(TF.center_crop(x, self.size), self.mean, self.std)
+        f_img = torch.nn.functional.normalize(self.clip.model.encode_image(x), dim=-1)
+        return self.scale * (f_img * self._text_features(captions)).sum(-1)
+
+    def _text_features(self, captions: Sequence[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self._text})
+        if missing:
+            with torch.no_grad():
+                tokens = self.clip.tokenizer([self.prefix + c for c in missing]).to(self.clip.device)
+                feats = torch.nn.functional.normalize(self.clip.model.encode_text(tokens), dim=-1)
+            self._text.update(zip(missing, feats))
+        return torch.stack([self._text[c] for c in captions])
+
+
+# Build the reward under a named protocol's model (weights from its asset) and caption prefix.
+def build_clip_reward(protocol: str, device: torch.device | str = "cpu") -> CLIPScoreReward:
+    proto = CLIP_PROTOCOLS.get(protocol)
+    return CLIPScoreReward(load_clip(proto.arch, assets.resolve(proto.weights_asset), device), proto.prefix)

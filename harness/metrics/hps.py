@@ -221,3 +221,42 @@ def _pil(image: Image.Image | np.ndarray | Path) -> Image.Image:
 def _open_clip_version() -> str:
     import open_clip
     return open_clip.__version__
+
+
+#----------------------------------------------------------------------------
+# Reward (differentiable; registry.rewards "hps_v2").
+
+
+# The HPS reward: HPS x100 of images [B, 3, H, W] in [0, 1] (straight from `decode_soft`) with
+# their prompts, through HPS's own transform applied to the float tensor (which is where HPS
+# applies it: after ToTensor), so it equals the metric on the same pixels and stays differentiable.
+class HPSReward:
+    def __init__(self, scorer: HPSScorer) -> None:
+        self.scorer = scorer
+        self.scorer.model.requires_grad_(False)
+        size = scorer.model.visual.image_size
+        self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._text: dict[str, Tensor] = {}
+
+    def __call__(self, images: Tensor, cond: Any) -> Tensor:
+        if not cond.raw:
+            raise ValueError("the hps_v2 reward needs the prompts (Condition.raw) of the images")
+        return self.score(images, [str(p) for p in cond.raw])
+
+    # Reward of images against prompt strings (one per image).
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        import torchvision.transforms.functional as TF
+        x = TF.resize(images.to(self.scorer.device), self.size, interpolation=TF.InterpolationMode.BICUBIC,
+                      antialias=True)
+        x = TF.normalize(TF.center_crop(x, self.size), OPENAI_MEAN, OPENAI_STD)
+        f_img = self.scorer.model.encode_image(x, normalize=True)
+        return HPS_SCALE * (f_img.float() * self._text_features(prompts)).sum(-1)
+
+    def _text_features(self, prompts: Sequence[str]) -> Tensor:
+        missing = sorted({p for p in prompts if p not in self._text})
+        if missing:
+            with torch.no_grad():
+                tokens = self.scorer.tokenizer(missing).to(self.scorer.device)
+                feats = self.scorer.model.encode_text(tokens, normalize=True).float()
+            self._text.update(zip(missing, feats))
+        return torch.stack([self._text[p] for p in prompts])

@@ -213,7 +213,9 @@ def test_arrays_chunked_to_the_profile_limit_status_and_cancel(
     poll("a cell to start", lambda: run_log(results, "slurm_cancel", specs[0].run_id), 120)
     rc, out, _ = main(*common, "--status")
     assert rc == 0 and out.splitlines()[-1] == "3 running"
-    assert re.search(rf"(?m)^{specs[0].run_id}  running   {job_ids[0]} RUNNING ", out)
+    # The scheduler state is sacct's, which slurmdbd records a moment after the job starts.
+    poll("sacct RUNNING in --status", lambda: re.search(
+        rf"(?m)^{specs[0].run_id}  running   {job_ids[0]} RUNNING ", main(*common, "--status")[1]), 60)
     rc, again, _ = main(*common, "--executor", "slurm", "--slurm-profile", "arrays_of_2")
     assert rc == 0 and "3 submitted earlier still running" in again   # nothing submitted twice
     assert len(sbatch_scripts(results, "slurm_cancel")) == 2

@@ -12,6 +12,7 @@ from PIL import Image
 
 from harness.metrics import clip_score, hps
 from harness.metrics.random_weights import TINY_OPEN_CLIP, register_open_clip_config, write_open_clip
+from softdimo.teachers.base import Condition
 
 PROMPTS = ["a cat on a sofa", "a red car at night", "mountains in fog", "a bowl of fruit", "an astronaut"]
 
@@ -138,3 +139,38 @@ def test_prefix_tokens_equal_gigagan_splice(caption):
     last[last > 0] = 49407
     spliced = torch.cat([spliced[:, :76], last], dim=1)
     assert torch.equal(spliced, tok(["A photo depicts " + caption]))
+
+
+def _floats(images: list[np.ndarray]) -> torch.Tensor:
+    # HWC uint8 -> [B, 3, H, W] in [0, 1], what ToTensor gives and decode_soft returns.
+    return torch.stack([TF.to_tensor(Image.fromarray(im)) for im in images])
+
+
+def test_hps_reward_equals_the_metric_and_is_differentiable(tiny_clip, tmp_path):
+    ckpt = write_open_clip(tmp_path / "HPS_v2.1_compressed.pt", tiny_clip, fmt="hps", seed=4)
+    scorer = hps.load_hps("v2.1", arch=tiny_clip, checkpoint=ckpt)
+    images = _images(len(PROMPTS), 40, 52)
+    pixels = _floats(images).requires_grad_(True)
+    reward = hps.HPSReward(scorer)
+    values = reward(pixels, Condition("text", {"ids": torch.zeros(len(PROMPTS))}, PROMPTS))
+    assert np.allclose(values.detach().double().numpy(), 100 * scorer.cosine(images, PROMPTS), atol=1e-4)
+    values.sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in scorer.model.parameters())     # the reward model is frozen
+
+
+def test_clip_score_reward_equals_the_metric_at_model_size(tiny_clip, tmp_path):
+    weights = write_open_clip(tmp_path / "clip.pt", tiny_clip, fmt="clip", seed=6)
+    clip = clip_score.load_clip(tiny_clip, weights)
+    size = clip.model.visual.preprocess_cfg["size"][0]
+    images = _images(len(PROMPTS), size, size)             # no resize in either path
+    protocol = clip_score.CLIPScoreProtocol("test-clip", tiny_clip, None, "A photo depicts ", None, None)
+    metric = clip_score.clip_score(images, PROMPTS, protocol, weights=weights)
+    pixels = _floats(images).requires_grad_(True)
+    reward = clip_score.CLIPScoreReward(clip, "A photo depicts ")
+    values = reward.score(pixels, PROMPTS)
+    assert values.mean().item() == pytest.approx(100 * metric.value, abs=1e-4)
+    values.sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs the captions"):
+        reward(pixels, Condition("text", {"ids": torch.zeros(len(PROMPTS))}))
