@@ -422,3 +422,45 @@ def test_parity_and_sampling_on_gpu(io, tmp_path, monkeypatch):
     tokens = teacher.sample(cond, noise=ImageNoise(0, range(3), device=cuda))
     assert tokens.device.type == "cuda" and ((tokens >= 0) & (tokens < 32)).all()
     assert teacher.decode(tokens, cond).shape == (3, 3, 32, 32)
+
+
+# A tiny MaskGen teacher with its tiny random CLIP text encoder, distilled with soft embeddings and
+# a reward step: the CLIP-score reward (a tiny random CLIP image/text pair) of `decode_soft`.
+def test_soft_dimo_with_a_reward_step_end_to_end(tiny_teacher, tmp_path):
+    import open_clip
+    from safetensors.torch import load_file as load_safetensors
+
+    from harness.metrics.clip_score import CLIPModel, CLIPScoreReward
+    from harness.metrics.hps import OPENAI_MEAN, OPENAI_STD
+    from softdimo.config import DistillConfig, RelaxConfig
+    from softdimo.refine.reward import RewardConfig, RewardRefinement
+    from softdimo.relax import RELAXATIONS
+    from softdimo.train import Distiller, run_distillation
+    from tests.maskgen_tiny import TINY_CLIP_CONFIG
+
+    teacher = tiny_teacher
+    _, weights = write_tiny_clip(tmp_path, seed=11)
+    model = open_clip.model.CLIP(TINY_CLIP_CONFIG["embed_dim"], TINY_CLIP_CONFIG["vision_cfg"],
+                                 TINY_CLIP_CONFIG["text_cfg"], quick_gelu=True)
+    model.load_state_dict(load_safetensors(str(weights)))
+    model.visual.preprocess_cfg = {"size": (32, 32), "mean": OPENAI_MEAN, "std": OPENAI_STD}
+    clip = CLIPModel("tiny", weights, "", model.eval(), None,
+                     open_clip.tokenizer.SimpleTokenizer(context_length=7), torch.device("cpu"))
+    reward = CLIPScoreReward(clip, "A photo depicts ")
+    before = {k: v.clone() for k, v in teacher.network.state_dict().items()}
+    soft, _ = RELAXATIONS["soft"]
+
+    def distil(refinement):
+        return run_distillation(Distiller(teacher, soft, RelaxConfig(), DistillConfig(steps=2, batch_size=3),
+                                          seed=0, refinement=refinement))
+
+    refined = distil(RewardRefinement(RewardConfig(models=("clip_score",), weight=10.0), teacher,
+                                      {"clip_score": reward}))
+    plain = distil(None)
+    for h in refined.history:
+        assert all(math.isfinite(h[k]) for k in ("divergence", "aux_loss", "reward_clip_score"))
+    for k, v in teacher.network.state_dict().items():
+        assert torch.equal(v, before[k]), k                            # the teacher stays frozen
+    assert [h["divergence"] for h in refined.history][:1] == [plain.history[0]["divergence"]]   # same draws
+    moved = [not torch.equal(a, b) for a, b in zip(refined.generator.parameters(), plain.generator.parameters())]
+    assert any(moved)                                  # the reward's gradient reached the generator
