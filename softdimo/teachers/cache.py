@@ -57,3 +57,28 @@ def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) ->
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return final, False
+
+
+# A network trained once per (name, configuration, code version) and cached: `train(config, log)`
+# returns (network, training history); the cache keeps its weights (safetensors), configuration
+# and training log. Returns the network `new_network(config)` loaded from the cache and its info.
+def cached_network(name: str, config: Any, version: str, cache_root: Path,
+                   train: Callable[[Any, Callable[[str], None]], tuple[Any, list[dict[str, Any]]]],
+                   new_network: Callable[[Any], Any],
+                   log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
+    from safetensors.torch import load_file, save_file
+    key = f"{name}-{config_hash(name, config, version)}"
+
+    def build(tmp: Path) -> dict[str, Any]:
+        log(f"training {name} teacher {key} (cache miss)")
+        network, history = train(config, log)
+        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
+        (tmp / "train_log.json").write_text(json.dumps(history))
+        return {"final_loss": history[-1]["loss"], "steps": len(history)}
+
+    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
+    network = new_network(config)
+    network.load_state_dict(load_file(str(directory / "weights.safetensors")))
+    summary = json.loads((directory / DONE_MARKER).read_text())
+    return network, {"cache_key": key, "cache_hit": hit, "cache_dir": str(directory), **summary}

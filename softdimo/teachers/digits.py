@@ -7,19 +7,17 @@ expected intensity under the token distribution. The network is a SmallMDM train
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from softdimo.data import digits as data
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
-from softdimo.teachers.cache import cached_dir, config_hash
+from softdimo.teachers.cache import cached_network
 from softdimo.teachers.small_mdm import (ClassPrefix, MDMTrainSettings, SmallMDM, SmallMDMArch,
                                          maskgit_sample, train_mdm)
 
@@ -125,19 +123,5 @@ def train_teacher(config: DigitsConfig, log: Callable[[str], None] = lambda s: N
 # The cached teacher of a configuration, trained on first use (under a file lock).
 def build_digits_teacher(config: DigitsConfig, cache_root: Path,
                          log: Callable[[str], None] = lambda s: None) -> DigitsTeacher:
-    key = f"digits-{config_hash('digits', config, CODE_VERSION)}"
-
-    def build(tmp: Path) -> dict[str, Any]:
-        log(f"training digits teacher {key} (cache miss)")
-        network, history = train_teacher(config, log)
-        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
-        (tmp / "train_log.json").write_text(json.dumps(history))
-        return {"final_loss": history[-1]["loss"], "steps": len(history)}
-
-    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
-    network = new_network(config)
-    network.load_state_dict(load_file(str(directory / "weights.safetensors")))
-    summary = json.loads((directory / "complete.json").read_text())
-    info = {"cache_key": key, "cache_hit": hit, "cache_dir": str(directory), **summary}
+    network, info = cached_network("digits", config, CODE_VERSION, cache_root, train_teacher, new_network, log)
     return DigitsTeacher(config, network, info)

@@ -9,7 +9,6 @@ is trained once per (configuration, seed) and cached under its content hash with
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,13 +16,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from softdimo.data import shapes as world
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
-from softdimo.teachers.cache import cached_dir, config_hash
+from softdimo.teachers.cache import cached_network
 from softdimo.teachers.small_mdm import (MDMTrainSettings, SmallMDM, SmallMDMArch, TextPrefix,
                                          maskgit_sample, train_mdm)
 
@@ -146,19 +144,5 @@ def train_teacher(config: ShapesConfig, log: Callable[[str], None] = lambda s: N
 # The cached teacher of a configuration, trained on first use (under a file lock).
 def build_shapes_teacher(config: ShapesConfig, cache_root: Path,
                          log: Callable[[str], None] = lambda s: None) -> ShapesTeacher:
-    key = f"shapes-{config_hash('shapes', config, CODE_VERSION)}"
-
-    def build(tmp: Path) -> dict[str, Any]:
-        log(f"training shapes teacher {key} (cache miss)")
-        network, history = train_teacher(config, log)
-        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
-        (tmp / "train_log.json").write_text(json.dumps(history))
-        return {"final_loss": history[-1]["loss"], "steps": len(history)}
-
-    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
-    network = new_network(config)
-    network.load_state_dict(load_file(str(directory / "weights.safetensors")))
-    summary = json.loads((directory / "complete.json").read_text())
-    info = {"cache_key": key, "cache_hit": hit, "cache_dir": str(directory), **summary}
+    network, info = cached_network("shapes", config, CODE_VERSION, cache_root, train_teacher, new_network, log)
     return ShapesTeacher(config, network, info)
