@@ -36,7 +36,7 @@ def cell_name(spec: Mapping[str, Any]) -> str:
         if p["distill.dimo_weight"] == 0:
             name += " only (no Di[M]O term)"
         if spec["refinement"] == "gan":
-            name += f" r_GAN~U[{p['gan.mask_min']:g},{p['gan.mask_max']:g}]"
+            name += f" w{p['gan.weight']:g} r_GAN~U[{p['gan.mask_min']:g},{p['gan.mask_max']:g}]"
     else:
         name += " Di[M]O only"
     return name
