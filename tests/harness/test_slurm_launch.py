@@ -234,7 +234,9 @@ def test_arrays_chunked_to_the_profile_limit_status_and_cancel(
 
 
 def test_requeue_cap_ends_the_cell_with_a_failed_record_keeping_its_checkpoint(
-        env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: LocalCluster, teacher_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The soft cell is the one the first test trains: drop the shared student cache so it trains.
+    shutil.rmtree(teacher_cache / "students", ignore_errors=True)
     profiles = tmp_path / "profiles"
     profile_variant(profiles, "no_requeue", max_num_timeout=0)
     monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(profiles))
