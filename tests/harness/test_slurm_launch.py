@@ -143,7 +143,11 @@ def test_mini_grid_through_slurm_matches_debug_and_resumes_after_usr2(
         assert prov["code_check"] == "same"
         assert prov["submitted_code"]["git_commit"] == code_version().git_commit
         cost = slurm_records[rid]["cost"]
-        assert cost["wall_s"] > 0 and cost["sacct"]["elapsed_s"] >= 1 and cost["sacct"]["gpus"] == 0
+        assert cost["wall_s"] > 0
+        # Accounting's view is a hint: slurmdbd records a job a moment after it starts, so a cell
+        # of a few seconds may end before its row exists (then the record has no "sacct").
+        if "sacct" in cost or rid == soft:
+            assert cost["sacct"]["elapsed_s"] >= 1 and cost["sacct"]["gpus"] == 0
     assert slurm_records[hard]["provenance"]["slurm"]["restart_count"] == 0
 
     # The interrupted cell saved at a step boundary, was requeued and resumed from there.
