@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import registry
-from harness.spec import STAGE_CONFIGS, RunSpec, resolve_cell
+from harness.spec import STAGE_CONFIGS, CellError, RunSpec, resolve_cell
 from softdimo.params import schema
 
 CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
@@ -39,6 +41,9 @@ def test_run_id_independent_of_order():
     assert RunSpec.from_json(json.loads(json.dumps(a.to_json()))) == a
 
 
+TEST_TIME_PREFIXES = ("sample.tteo_", "sample.best_of_n", "sample.select_reward")
+
+
 def test_run_id_changes_with_every_parameter():
     base = resolve_cell(CELL, "mini")
     ids = {base.run_id}
@@ -47,6 +52,8 @@ def test_run_id_changes_with_every_parameter():
                "toyref": registry.refinements.get("toy_sharpen").config_cls}
     for key, value in base.params:
         stage, _, name = key.partition(".")
+        if key.startswith(TEST_TIME_PREFIXES):   # toy_student refuses test-time scaling (below)
+            continue
         p = schema(classes[stage])[name]
         if p.type is bool:
             new = not value
@@ -65,6 +72,8 @@ def test_run_id_changes_with_every_parameter():
     for axis, value in (("seed", 4), ("refinement", "none")):
         ids.add(resolve_cell({**CELL, axis: value}, "mini").run_id)
         changed += 1
+    with pytest.raises(CellError, match="does not do test-time scaling"):
+        resolve_cell({**CELL, "sample.best_of_n": 2}, "mini")
     ids.add(resolve_cell({**CELL, "relaxation": "toy_hard", "refinement": "none"}, "mini").run_id)
     changed += 1
     ids.add(resolve_cell(CELL, "mini", ("toy_lab",)).run_id)   # plugins are part of the spec
