@@ -64,7 +64,7 @@ def test_metric_networks_are_the_committed_ones_and_classify_well() -> None:
     for key, spec in NETS.items():
         net, sha = load_net(key)
         assert sha == sha256_file(WEIGHTS_DIR / spec.filename)
-        assert accuracy_on_test_split(net, 4) > 0.95, key
+        assert accuracy_on_test_split(net, 4) >= 0.95 - 1e-6, key   # at least 342 of the 360 test images
 
 
 def test_feature_extraction_is_batch_size_independent() -> None:
