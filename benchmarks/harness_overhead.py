@@ -4,7 +4,8 @@
 
 1. Expansion + planning of a 10,000-cell grid: parse and validate the YAML, resolve every cell
    (`resolve_cell`), de-duplicate, describe each cell, read the state of every cell from a results
-   root that already holds 1,000 ok records, and deal the pending cells into lanes. Target < 2 s.
+   root that already holds 1,000 ok records, and order the pending cells into the local
+   executor's work queue. Target < 2 s.
 2. A report over 100,000 metric rows: 20,000 synthetic records (4,000 configurations x 5 seeds)
    x 5 metrics written as record files, then `build_report` (scan, flat table, tables in
    md/tex/csv, plots). Target < 5 s.
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins")]
 
 import harness.builtin  # noqa: E402,F401
-from harness import executors, launch, report, store  # noqa: E402
+from harness import executors, launch, report, store, workqueue  # noqa: E402
 from harness.grid import load_grid  # noqa: E402
 from harness.protocol import protocol_id  # noqa: E402
 
@@ -84,8 +85,8 @@ def bench_planning(cells: int, tmp: Path) -> dict[str, float]:
     with _Clock() as planning:
         cells_state = launch.plan(grid, root)
         todo = launch.to_submit(cells_state, rerun_failed=False)
-        lanes = executors.lanes(todo, 2)
-    assert len(grid.specs) == cells and len(todo) == cells - 1000 and len(lanes) == 2
+        queue = workqueue.queue_order(todo, executors.work_key)
+    assert len(grid.specs) == cells and len(todo) == cells - 1000 and len(queue) == len(todo)
     return {"cells": len(grid.specs), "expand": expand, "plan": planning}
 
 

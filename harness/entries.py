@@ -41,17 +41,25 @@ class MethodEntry:
     test_time: bool = False                           # honours sample.tteo_* and sample.best_of_n
     label: Callable[["RunSpec"], str] = lambda spec: spec.method  # row label in reports
     description: str = ""
+    # Key of the expensive state a cell shares with other cells (dimo: its trained student); the
+    # local queue runs cells that repeat an earlier cell's key last. None: cells share nothing.
+    work_key: Callable[["RunSpec"], str] | None = None
 
 
-# A generator relaxation (Soft-Di[M]O): logits [B,L,G,C] -> token representation q [B,L,G,C].
-# `fn(logits, probs_tau, noise_generator, config) -> (q, tokens)`; `differentiable` says whether
-# gradients reach the logits (refinements that need gradients are refused otherwise).
+# A generator relaxation (Soft-Di[M]O): `fn(logits, gumbel, config, temperature) -> Relaxed`
+# (softdimo.relax); `differentiable` says whether gradients reach the logits (refinements that
+# need gradients are refused otherwise). `forward_as` names a relaxation whose forward values
+# (q and the tokens) this one reproduces exactly, so without a refinement that needs gradients it
+# trains the very same student (shared through the student cache); `params` lists the `relax.*`
+# keys it reads (None: all of them).
 @dataclass(frozen=True)
 class RelaxationEntry:
     name: str
     fn: Callable[..., Any]
     differentiable: bool
     description: str = ""
+    forward_as: str | None = None
+    params: tuple[str, ...] | None = None
 
 
 # A refinement on top of Di[M]O (GAN, reward, ...); `stage` names its `<stage>.*` parameters.

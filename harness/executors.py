@@ -1,7 +1,7 @@
 """Executors: how pending cells become submitit jobs (`debug`, `local`, `slurm`).
 
 Every executor is submitit's: the submitted callables are `harness.job.execute` /
-`execute_lane` / `SlurmCell` with the spec as JSON and two paths, never a model. Each job gets
+`execute_queue` / `SlurmCell` with specs as JSON and paths, never a model. Each job gets
 SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once).
 A resource profile (`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and
 resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
@@ -9,9 +9,9 @@ resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this mac
 - `debug`: submitit's DebugExecutor; one job per cell, run in this process, one after the other,
   when the launcher waits on it (so `--no-wait` does not apply to it).
 - `local`: submitit's LocalExecutor starts every job at once and has no concurrency cap, so the
-  cap is ours: the pending cells are dealt round-robin into at most `--max-parallel` *lanes*, and
-  each lane is one job running its cells in order. This needs no driver loop, so it works with
-  `--no-wait`; its cost is that a lane does not steal work from another.
+  cap is ours: at most `--max-parallel` *worker* jobs share one ordered queue of the pending cells
+  (`harness.workqueue`), each taking the next unclaimed cell when it is free, so workers stay
+  busy until the queue is empty. This needs no driver loop, so it works with `--no-wait`.
 - `slurm`: one submitit SLURM executor per profile; one array task per cell (`SlurmCell`:
   checkpointable, code-version checked), arrays chunked to the profile's `max_array_size`
   (submitit does not split them), the profile's `timeout_min` always explicit, and
@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from harness import job as job_module
-from harness import slurm
+from harness import slurm, workqueue
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.spec import RunSpec
 
 DEFAULT_TIMEOUT_MIN = 240                  # per cell, for debug / local without a profile
 SACCT_POLL_S = 10.0                        # while waiting, at most one sacct call this often
+QUEUES_DIR = "queues"                      # local: <submitit folder>/queues/<launch>/<run_id> claims
 
 #----------------------------------------------------------------------------
 
@@ -54,6 +56,8 @@ class Submission:
     job: Any                               # a submitit.Job
     specs: list[RunSpec]
     marker: dict[str, Any] = field(default_factory=dict)  # extra marker fields (array id, log)
+    queue: Path | None = None              # local workers: the claim directory this job shares
+                                           # with the launch's other workers; None: it runs all its cells
 
     @property
     def run_ids(self) -> list[str]:
@@ -154,38 +158,33 @@ def run_debug_job(job: Any) -> BaseException | None:
         os.environ.update(backup)
 
 
-# Deal cells round-robin into at most `n` lanes (lane i holds cells i, i+n, i+2n, ...), after
-# interleaving the cells of different teachers (teacher name and `teacher.*` values), so that
-# lanes start on different teachers and train them side by side instead of one lane waiting on
-# another's teacher-cache lock. With one teacher the order is the grid's.
-def lanes(specs: Sequence[RunSpec], n: int) -> list[list[RunSpec]]:
-    n = max(1, min(n, len(specs)))
-    by_teacher: dict[tuple, list[RunSpec]] = {}
-    for spec in specs:
-        key = (spec.teacher, tuple(kv for kv in spec.params if kv[0].startswith("teacher.")))
-        by_teacher.setdefault(key, []).append(spec)
-    groups = list(by_teacher.values())
-    order = [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
-    return [order[i::n] for i in range(n)]
+# The key of the expensive work a cell shares with other cells (its method's `work_key`, e.g. the
+# trained student of a dimo cell), None when it shares none.
+def work_key(spec: RunSpec) -> str | None:
+    from harness import registry
+    key_fn = registry.methods.get(spec.method).work_key
+    return key_fn(spec) if key_fn is not None else None
 
 
-# local: at most `max_parallel` jobs, each running its lane of cells in order.
+# local: at most `max_parallel` worker jobs sharing one queue of the cells (harness.workqueue):
+# each takes the next unclaimed cell when it is free.
 def submit_local(req: SubmitRequest) -> list[Submission]:
     import submitit
     import torch
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
-    groups = lanes(req.specs, req.max_parallel or _cores())
-    threads = _threads(req, max(1, _cores() // len(groups)))
+    order = workqueue.queue_order(req.specs, work_key)
+    workers = max(1, min(req.max_parallel or _cores(), len(order)))
+    threads = _threads(req, max(1, _cores() // workers))
     gpus = req.profile.gpus_per_node if req.profile else torch.cuda.device_count()
-    out = []
+    queue_dir = Path(req.folder).parent / QUEUES_DIR / uuid.uuid4().hex[:12]
+    queue_dir.mkdir(parents=True)
+    executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus,
+                               timeout_min=_timeout_min(req) * len(order))
     with _env(**{job_module.THREADS_ENV: str(threads)}):
-        for lane in groups:
-            executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus,
-                                       timeout_min=_timeout_min(req) * len(lane))
-            job = executor.submit(job_module.execute_lane, [s.to_json() for s in lane], req.grid,
-                                  str(req.results_root))
-            out.append(Submission(job, lane))
-    return out
+        jobs = [executor.submit(job_module.execute_queue, [s.to_json() for s in order], req.grid,
+                                str(req.results_root), str(queue_dir)) for _ in range(workers)]
+    marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
+    return [Submission(j, order, marker, queue=queue_dir) for j in jobs]
 
 
 # slurm: one executor for the profile, one array task per cell, arrays of at most the
@@ -228,7 +227,7 @@ def submit_slurm(req: SubmitRequest) -> list[Submission]:
     return out
 
 
-# A local job is alive while its controller process runs (same host only).
+# A local cell may still run while a worker of its queue (its job) runs (same host only).
 def local_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
     return [JobState(alive, "running" if alive else "ended") for alive in map(_local_alive, markers)]
 
@@ -236,9 +235,13 @@ def local_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
 def _local_alive(marker: Mapping[str, Any]) -> bool:
     if marker.get("host") != socket.gethostname():
         return True                        # cannot tell from here; assume it still runs
+    return any(map(_pid_alive, marker.get("workers") or [marker.get("job_id")]))
+
+
+def _pid_alive(pid: Any) -> bool:
     try:
-        os.kill(int(marker["job_id"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
         return True

@@ -1,10 +1,11 @@
-"""What a submitted job runs: one cell (`execute`) or a lane of cells in order (`execute_lane`).
+"""What a submitted job runs: one cell (`execute`), or the cells it claims, in order, from a queue
+shared with other jobs (`execute_queue`, the local executor's workers).
 
 The callables take only JSON values (the spec as JSON, the grid name, the results root), so
 submitit pickles a few hundred bytes and the job imports the code on disk. A cell always ends
 with a record: `ok`, `diverged` (a metric was not finite) or `failed` (any exception, with its
 traceback and the path of the run's log). `execute` returns the status instead of raising, so a
-lane goes on to its next cell after a failure.
+worker goes on to its next cell after a failure.
 
 On SLURM a cell is a `SlurmCell`: checkpointable (requeued on USR2 / time limit, resuming from the
 cell's `checkpoints/`), recording its job id, requeues and the requeue cap, and refusing to run on
@@ -32,7 +33,7 @@ from typing import Any, Callable
 import submitit
 import torch
 
-from harness import preemption, registry, slurm, store
+from harness import preemption, registry, slurm, store, workqueue
 from harness.entries import EvalInput, MetricValue, RunContext
 from harness.spec import RunSpec, spec_defaults
 
@@ -205,9 +206,12 @@ def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, An
     return [r for r in runs if r.get("job_id") == job.job_id]
 
 
-# Run several cells one after the other in this job (a "lane"); returns their statuses.
-def execute_lane(spec_jsons: list[dict[str, Any]], grid: str, results_root: str) -> list[str]:
-    return [execute(s, grid, results_root) for s in spec_jsons]
+# Work through a queue shared with other jobs (harness.workqueue): run, in order, every cell this
+# job wins the claim of in `queue_dir`; returns the statuses of the cells it ran.
+def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str) -> list[str]:
+    job_id = _job_environment()[1] or str(os.getpid())
+    return [execute(s, grid, results_root) for s in spec_jsons
+            if workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)]
 
 
 def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,

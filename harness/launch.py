@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness import registry, store
+from harness import registry, store, workqueue
 from harness.executors import ExecutorEntry, JobState, LaunchError, Submission, SubmitRequest
 from harness.grid import Grid
 from harness.job import code_version
@@ -127,7 +127,7 @@ class Launch:
 
     @property
     def run_ids(self) -> list[str]:
-        return [r for s in self.submissions for r in s.run_ids]
+        return list(dict.fromkeys(r for s in self.submissions for r in s.run_ids))
 
 
 # The resource profile of each group of cells: `override` (--slurm-profile) or the grid's
@@ -160,10 +160,13 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
         raise
     finally:
         if not entry.in_process:
+            marked: set[str] = set()
             for sub in submissions:
                 for rid in sub.run_ids:
-                    _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
-                                  sub.marker)
+                    if rid not in marked:          # a queue's cells: once, naming all its workers
+                        _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
+                                      sub.marker)
+                        marked.add(rid)
     return Launch(grid.name, root, entry, submissions, folder.parent)
 
 
@@ -190,7 +193,8 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
                 for sub, how in zip(list(pending), launch.executor.ended(pending)):
                     if how is not None:
                         pending.remove(sub)
-                        _settle(launch, sub, how, *_job_error(sub.job))
+                        last = sub.queue is None or all(p.queue != sub.queue for p in pending)
+                        _settle(launch, sub, how, *_job_error(sub.job), last_of_queue=last)
         statuses = store.statuses(launch.results_root, launch.grid, ids)
         progress(statuses)
     for rid in ids:
@@ -211,19 +215,26 @@ def _job_error(job: Any) -> tuple[str | None, str]:
     return _reason(RuntimeError(str(value))), str(value)
 
 
-# After a job ended: every cell of it without a record gets a failed record.
-def _settle(launch: Launch, sub: Submission, how: str, reason: str | None, trace: str) -> None:
+# After a job ended: every cell of it without a record gets a failed record. A queue worker
+# answers only for the cells it claimed, unless it was the queue's last worker alive.
+def _settle(launch: Launch, sub: Submission, how: str, reason: str | None, trace: str,
+            last_of_queue: bool = True) -> None:
     statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}
     descriptions = {s.run_id: s.description() for s in sub.specs}
     for rid in sub.run_ids:
         if statuses[rid] is not None:
             continue
+        unclaimed = sub.queue is not None and workqueue.claimant(sub.queue, rid) != str(sub.job.job_id)
+        if unclaimed and not last_of_queue:
+            continue                       # another worker of the queue runs it, or will
         why = f"{how}: {reason}" if reason else how
+        message = (f"every worker of its queue ended before running this cell (the last, job "
+                   f"{sub.job.job_id}: {why})" if unclaimed else
+                   f"job {sub.job.job_id} ended without a record for this cell ({why})")
         record = {"schema_version": store.SCHEMA_VERSION, "run_id": rid, "grid": launch.grid,
                   "description": descriptions[rid], "spec": spec_json[rid], "status": "failed",
-                  "error": {"type": "JobEnded", "message": f"job {sub.job.job_id} ended without "
-                            f"a record for this cell ({why})", "traceback": trace,
+                  "error": {"type": "JobEnded", "message": message, "traceback": trace,
                             "log": _job_log(sub.job)},
                   "metrics": {}, "curves": {}, "samples": {}, "info": {},
                   "provenance": {"executor": launch.executor.name, "job_id": str(sub.job.job_id),
@@ -275,7 +286,7 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
     for spec, desc in zip(grid.specs, grid.descriptions()):
         rid, st, js = spec.run_id, records[spec.run_id], jobs.get(spec.run_id)
         marker = read_marker(results_root, grid.name, rid) if js else None
-        job = f"{marker['job_id']} {js.state}" if marker and js else ""
+        job = f"{_running_job(marker, rid)} {js.state}" if marker and js else ""
         if js is not None and js.alive:
             out.append(CellStatus(rid, desc, "running", job))
         elif st is not None:
@@ -286,6 +297,14 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
         else:
             out.append(CellStatus(rid, desc, "pending", ""))
     return out
+
+
+# The job of a submitted cell: for a local queue the worker that claimed it (or all its workers
+# while none has), else the job it was submitted as.
+def _running_job(marker: dict[str, Any], run_id: str) -> str:
+    if not marker.get("queue"):
+        return str(marker["job_id"])
+    return workqueue.claimant(marker["queue"], run_id) or f"queued for {','.join(marker['workers'])}"
 
 
 def _recorded_status(results_root: str | Path, grid: str, run_id: str, desc: str,

@@ -38,7 +38,7 @@ from softdimo.teachers.cache import cached_dir
 from softdimo.train import Distiller, Refinement, generate, run_distillation, save_checkpoint
 
 SAMPLE_BATCH = 500
-STUDENT_CODE_VERSION = "dimo-student-1"   # bump when training code changes what a student key produces
+STUDENT_CODE_VERSION = "dimo-student-2"   # bump when training code changes what a student key produces
 
 #----------------------------------------------------------------------------
 
@@ -165,18 +165,30 @@ def _cost_metrics(cost: TTSCost, sample: SampleConfig, device: str) -> dict[str,
                                                     {"name": "sampling-seconds-per-image", "device": device})}
 
 
-# The parameters that determine a dimo cell's trained student: teacher, relaxation, refinement,
-# seed, the teacher / distill / relax / refinement stages, and the curve settings when curves are
-# drawn. Cells that differ only in sampling (`sample.*`, `eval.samples`, other metrics) share it.
+# The relaxation a dimo cell's student trains with: its `forward_as` relaxation when no refinement
+# needs gradients through it (the same forward values, hence bit-identical updates), else its own.
+def trained_relaxation(spec: RunSpec) -> str:
+    entry = registry.relaxations.get(spec.relaxation)
+    gradient = spec.refinement != NONE and registry.refinements.get(spec.refinement).needs_gradient
+    return entry.forward_as if entry.forward_as and not gradient else spec.relaxation
+
+
+# The parameters that determine a dimo cell's trained student: teacher, the relaxation it trains
+# with (and the `relax.*` keys that one reads), refinement, seed, the teacher / distill /
+# refinement stages, and the curve settings when curves are drawn. Cells that differ only in
+# sampling (`sample.*`, `eval.samples`, other metrics), or only by a `forward_as` relaxation, share it.
 def student_key(spec: RunSpec) -> str:
-    stages = ["teacher.", "distill.", "relax."]
+    relaxation = trained_relaxation(spec)
+    relax_keys = registry.relaxations.get(relaxation).params
+    stages = ["teacher.", "distill."]
     if spec.refinement != NONE and (stage := registry.refinements.get(spec.refinement).stage):
         stages.append(stage + ".")
-    params = {k: v for k, v in spec.params if k.startswith(tuple(stages))}
+    params = {k: v for k, v in spec.params if k.startswith(tuple(stages))
+              or (k.startswith("relax.") and (relax_keys is None or k in relax_keys))}
     if params["distill.eval_every"]:
         params.update({k: spec.param(k) for k in ("eval.metrics", "eval.curve_samples")})
     body = json.dumps({"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
-                       "relaxation": spec.relaxation, "refinement": spec.refinement, "seed": spec.seed,
+                       "relaxation": relaxation, "refinement": spec.refinement, "seed": spec.seed,
                        "params": params, "plugins": list(spec.plugins)},
                       sort_keys=True, separators=(",", ":"), default=list)
     return f"dimo-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
@@ -188,9 +200,13 @@ def student_key(spec: RunSpec) -> str:
 # generator (frozen) and the summary (with `cache_hit`).
 def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any]]:
     distill = spec.stage("distill", DistillConfig)
+    relaxation = trained_relaxation(spec)
+    if relaxation != spec.relaxation:
+        ctx.log(f"relaxation {spec.relaxation!r} trains exactly as {relaxation!r} without a refinement "
+                f"that needs gradients: its student is {relaxation!r}'s (student cache)")
 
     def train(tmp: Path) -> dict[str, Any]:
-        relax = registry.relaxations.get(spec.relaxation)
+        relax = registry.relaxations.get(relaxation)
         distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
                               seed=derive_seed(spec.seed, "distill"),
                               refinement=build_refinement(spec, teacher, ctx), device=ctx.device)
@@ -223,7 +239,8 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
     ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
     summary = json.loads((directory / "summary.json").read_text())
     summary["curves"] = {k: [tuple(p) for p in v] for k, v in summary["curves"].items()}
-    return ema.eval().requires_grad_(False), {**summary, "cache_key": key, "cache_hit": hit}
+    return ema.eval().requires_grad_(False), {**summary, "cache_key": key, "cache_hit": hit,
+                                              "trained_as": relaxation}
 
 
 # dimo: distil the teacher into a one-step generator (or reuse the cached student), then sample it.
@@ -240,7 +257,8 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     last = student["final_log"]
     info: dict[str, Any] = {"teacher": teacher.info, "final_divergence": last["divergence"],
                             "final_aux_loss": last["aux_loss"], "steps": student["steps"], "final_log": last,
-                            "student": {k: student[k] for k in ("cache_key", "cache_hit", "distill_s", "curve_s")}}
+                            "student": {k: student[k] for k in ("cache_key", "cache_hit", "trained_as", "distill_s",
+                                                  "curve_s")}}
     extra: dict[str, MetricValue] = {}
     if cost is not None:
         info["test_time"] = {"settings": dataclasses.asdict(test_time_settings(sample)),

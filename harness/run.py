@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except LaunchError as e:
         print(f"error: {e}", file=err)
         if e.submitted:
-            print(f"{sum(len(s.specs) for s in e.submitted)} cell(s) were submitted before the "
+            print(f"{len({r for s in e.submitted for r in s.run_ids})} cell(s) were submitted before the "
                   f"error; they keep running (--status, --cancel)", file=err)
         return 2
     if args.no_wait and not launched.executor.in_process:

@@ -69,8 +69,13 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
         assert all(v["protocol"]["name"].startswith("digits-") for v in r["metrics"].values())
         assert (debug / "mini_e2e" / r["run_id"] / "samples.png").is_file()
         if r["spec"]["method"] == "dimo":
+            student = r["info"]["student"]
             assert r["cost"]["stages"]["distill_s"] > 0
-            assert (debug / "mini_e2e" / r["run_id"] / "checkpoints" / "distill.pt").is_file()
+            assert (debug / "mini_e2e" / r["run_id"] / "checkpoints" / "distill.pt").is_file() == \
+                (not student["cache_hit"])
+    students = {r["spec"]["relaxation"]: r["info"]["student"] for r in records if r["spec"]["method"] == "dimo"}
+    assert students["gumbel"]["cache_hit"] and students["gumbel"]["trained_as"] == "hard"   # exactly hard's
+    assert students["gumbel"]["cache_key"] == students["hard"]["cache_key"] != students["soft"]["cache_key"]
 
     rc, out = _main("--grid", str(grid), "--results", str(debug), "--executor", "debug")
     assert rc == 0 and out.startswith("nothing to do")

@@ -11,7 +11,7 @@ import torch
 import harness.builtin  # noqa: F401
 from harness import registry
 from harness.entries import RunContext
-from harness.methods import run_dimo
+from harness.methods import run_dimo, student_key
 from harness.spec import CellError, resolve_cell
 from tests.conftest import TINY_TEACHER
 
@@ -101,6 +101,28 @@ def test_cells_differing_only_in_sampling_share_the_student(tmp_path: Path, teac
     assert a.info["student"]["cache_key"] == b.info["student"]["cache_key"] != c.info["student"]["cache_key"]
     assert c.info["student"]["cache_hit"] is False
     assert a.info["final_log"] == b.info["final_log"] != c.info["final_log"]
+
+
+def test_student_key_follows_what_the_student_trains_with() -> None:
+    key = lambda **kw: student_key(resolve_cell(_cell(**kw), "mini"))   # noqa: E731
+    hard = key(relaxation="hard")
+    assert key(relaxation="gumbel") == key(relaxation="gumbel", relax__gumbel_tau=0.3) == hard
+    assert key(relaxation="hard", relax__gumbel_tau=0.3) == hard         # hard reads no relax.* key
+    assert key(relaxation="gumbel", refinement="reinforce") == key(relaxation="hard", refinement="reinforce")
+    gan = key(relaxation="gumbel", refinement="gan")                     # the GAN's gradient goes through q
+    assert gan != key(relaxation="soft", refinement="gan") and gan != key(relaxation="gumbel", refinement="gan",
+                                                                          relax__gumbel_tau=0.3)
+    assert key(relaxation="soft") != hard and key(relaxation="hard", seed=1) != hard
+
+
+def test_gumbel_without_refinement_reuses_the_hard_student(tmp_path: Path, teacher_cache: Path,
+                                                            tiny_teacher) -> None:
+    _, _, hard = _run(tmp_path, teacher_cache, "hard", relaxation="hard", refinement="none", distill__steps=3)
+    _, ctx, gumbel = _run(tmp_path, teacher_cache, "gumbel", relaxation="gumbel", refinement="none",
+                          distill__steps=3)
+    assert hard.info["student"]["trained_as"] == gumbel.info["student"]["trained_as"] == "hard"
+    assert gumbel.info["student"]["cache_hit"] and gumbel.info["student"]["cache_key"] == hard.info["student"]["cache_key"]
+    assert torch.equal(hard.tokens, gumbel.tokens) and hard.info["final_log"] == gumbel.info["final_log"]
 
 
 def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:

@@ -3,6 +3,7 @@ failure becomes a failed record (not an exception), a non-finite metric a diverg
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import pickle
 import platform
 import socket
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import job, store
+from harness import job, store, workqueue
 from harness.spec import resolve_cell
 
 STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", "seed": 1,
@@ -93,11 +94,19 @@ def test_execute_nan_metric_is_diverged(tmp_path):
     assert rec["metrics"]["toy_mean"]["value"] is None
 
 
-def test_execute_lane_runs_cells_in_order_and_survives_failures(tmp_path, monkeypatch):
+def test_execute_queue_runs_unclaimed_cells_in_order_and_survives_failures(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_LAB_FAIL", "1")
-    specs = [resolve_cell({"teacher": "toy", "method": m, "seed": 0}, "mini", ("toy_lab",))
-             for m in ("toy_flaky", "toy_sampler")]
-    assert job.execute_lane([s.to_json() for s in specs], "g", str(tmp_path)) == ["failed", "ok"]
+    specs = [resolve_cell({"teacher": "toy", "method": m, "seed": s}, "mini", ("toy_lab",))
+             for m, s in (("toy_sampler", 0), ("toy_flaky", 0), ("toy_sampler", 1))]
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    assert workqueue.claim(queue, specs[0].run_id, "another-worker")   # taken by another worker
+    statuses = job.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue))
+    assert statuses == ["failed", "ok"]
+    assert store.statuses(tmp_path, "g", [specs[0].run_id])[specs[0].run_id] is None
+    me = str(os.getpid())                  # outside a submitit job the claim names the process
+    assert [workqueue.claimant(queue, s.run_id) for s in specs] == ["another-worker", me, me]
+    assert job.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue)) == []
 
 
 def test_submitted_callable_is_small_and_picklable(tmp_path):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import executors, launch, run, store
+from harness import executors, launch, run, store, workqueue
 from harness.grid import load_grid
-from harness.spec import resolve_cell
+from harness.spec import RunSpec, resolve_cell
 
 GRID = """
 name: e2e
@@ -103,12 +103,13 @@ def test_local_executor_lanes_crash_and_no_wait(write_grid, tmp_path, monkeypatc
     rc, out, err = main(*common)
     assert rc == 1
     assert "summary: 4 ok, 1 failed, 0 diverged, 0 skipped" in out
-    jobs = sorted(p.name for p in (results / "e2e" / ".submitit").iterdir() if p.name != "%j")
-    assert len(jobs) == 2                                             # two lanes, two jobs
+    jobs = sorted(p.name for p in (results / "e2e" / ".submitit").iterdir()
+                  if p.name not in ("%j", executors.QUEUES_DIR))
+    assert len(jobs) == 2                                             # two workers, two jobs
     records, _ = store.scan(results)
     ok = [r for r in records if r["status"] == "ok"]
     assert {r["provenance"]["executor"] for r in ok} == {"local"}
-    assert {r["provenance"]["job_id"] for r in ok} == set(jobs)
+    assert {r["provenance"]["job_id"] for r in ok} <= set(jobs)
     threads = max(1, executors._cores() // 2)
     for r in ok:
         log = (store.run_dir(results, "e2e", r["run_id"]) / "log.txt").read_text()
@@ -144,20 +145,40 @@ def test_marker_of_a_live_job_means_running(write_grid, tmp_path):
     assert {c.run_id: c.state for c in launch.plan(grid, tmp_path)}[spec.run_id] == "pending"
 
 
-def test_lanes_deal_round_robin():
-    specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i}, "mini")
-             for i in range(7)]
-    lanes = executors.lanes(specs, 3)
-    assert [[s.seed for s in lane] for lane in lanes] == [[0, 3, 6], [1, 4], [2, 5]]
-    assert len(executors.lanes(specs[:2], 8)) == 2
+def test_local_workers_share_one_queue(write_grid, tmp_path, monkeypatch):
+    # A long cell first: the worker that takes it runs nothing else, the other worker takes every
+    # short cell (fixed lanes would leave half of them queued behind the long one).
+    grid_path = write_grid("name: q\nplugins: [toy_lab]\nmatrix:\n"
+                           "  - {teacher: [toy], method: [toy_slow], seed: [0]}\n"
+                           "  - {teacher: [toy], method: [toy_sampler], seed: [0, 1, 2, 3]}\n")
+    results = tmp_path / "results"
+    monkeypatch.setenv("TOY_LAB_SLOW_S", "15")
+    rc, out, err = main("--grid", str(grid_path), "--results", str(results), "--executor", "local",
+                        "--max-parallel", "2")
+    assert rc == 0 and "summary: 5 ok" in out, out + err
+    slow, *short = load_grid(grid_path).specs
+    job_of = {r["run_id"]: r["provenance"]["job_id"] for r in store.scan(results)[0]}
+    assert {job_of[s.run_id] for s in short} == {job_of[s.run_id] for s in short[:1]} != {job_of[slow.run_id]}
+    queue, = (results / "q" / ".submitit" / executors.QUEUES_DIR).iterdir()
+    assert {workqueue.claimant(queue, rid) for rid in job_of} == set(job_of.values())
 
 
-def test_lanes_put_different_teachers_side_by_side():
-    specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i, "teacher.size": dim},
-                          "mini") for dim in (4, 6) for i in range(3)]
-    lanes = executors.lanes(specs, 2)
-    assert [[(s.param("teacher.size"), s.seed) for s in lane] for lane in lanes] == [
-        [(4, 0), (4, 1), (4, 2)], [(6, 0), (6, 1), (6, 2)]]
+def _dimo(relaxation: str, seed: int, teacher: str = "digits") -> RunSpec:
+    return resolve_cell({"teacher": teacher, "method": "dimo", "relaxation": relaxation, "seed": seed}, "mini")
+
+
+def test_queue_order_interleaves_teachers_and_puts_shared_work_last():
+    specs = [_dimo(r, s, t) for t in ("digits", "shapes") for r in ("hard", "gumbel", "soft") for s in (0, 1)]
+    order = workqueue.queue_order(specs, executors.work_key)
+    assert [(s.teacher[0], s.relaxation[0], s.seed) for s in order] == [
+        ("d", "h", 0), ("s", "h", 0), ("d", "h", 1), ("s", "h", 1), ("d", "s", 0), ("s", "s", 0),
+        ("d", "s", 1), ("s", "s", 1),                                  # gumbel repeats hard's student:
+        ("d", "g", 0), ("s", "g", 0), ("d", "g", 1), ("s", "g", 1)]    # last, once it is trained
+    toy = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i, "teacher.size": dim},
+                        "mini", ("toy_lab",)) for dim in (4, 6) for i in range(2)]
+    assert [(s.param("teacher.size"), s.seed) for s in workqueue.queue_order(toy, executors.work_key)] == [
+        (4, 0), (6, 0), (4, 1), (6, 1)]                              # no work key: grid order per teacher
+    assert workqueue.queue_order([], executors.work_key) == []
 
 
 def test_missing_profile_stops_before_submitting(write_grid, tmp_path, monkeypatch, record_files):

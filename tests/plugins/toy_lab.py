@@ -5,7 +5,8 @@ Everything computes: the `toy` teacher's class c has target brightness (c + 1) /
 `toy_student` fits one brightness per class by `distill.steps` damped updates, then draws
 per-image-seeded noise images around it (relaxation `toy_hard` thresholds them to {0, 1},
 `toy_soft` keeps them); `toy_sampler` averages `sample.steps` noise draws; metrics measure the
-images. `toy_flaky` fails while TOY_LAB_FAIL is set and dies while TOY_LAB_CRASH is set.
+images. `toy_flaky` fails while TOY_LAB_FAIL is set and dies while TOY_LAB_CRASH is set;
+`toy_slow` sleeps TOY_LAB_SLOW_S seconds first.
 """
 from __future__ import annotations
 
@@ -108,6 +109,11 @@ def run_flaky(spec: RunSpec, ctx: RunContext) -> MethodResult:
         raise RuntimeError("toy_flaky failed because TOY_LAB_FAIL is set")
     return run_sampler(spec, ctx)
 
+# Sleeps TOY_LAB_SLOW_S seconds (default 0), then behaves as the sampler: a long cell.
+def run_slow(spec: RunSpec, ctx: RunContext) -> MethodResult:
+    time.sleep(float(os.environ.get("TOY_LAB_SLOW_S", "0")))
+    return run_sampler(spec, ctx)
+
 #----------------------------------------------------------------------------
 
 
@@ -151,6 +157,8 @@ registry.methods.register("toy_sampler", MethodEntry(
     description="toy K-step teacher sampler"))
 registry.methods.register("toy_flaky", MethodEntry(
     "toy_flaky", ("teacher", "sample", "eval"), run_flaky, description="fails while TOY_LAB_FAIL is set"))
+registry.methods.register("toy_slow", MethodEntry(
+    "toy_slow", ("teacher", "sample", "eval"), run_slow, description="sleeps TOY_LAB_SLOW_S seconds"))
 registry.relaxations.register("toy_hard", RelaxationEntry(
     "toy_hard", lambda x: (x > 0.5).to(x.dtype), differentiable=False, description="threshold"))
 registry.relaxations.register("toy_soft", RelaxationEntry(
