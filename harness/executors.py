@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from harness import job as job_module
-from harness import slurm, workqueue
+from harness import registry, slurm, workqueue
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.spec import RunSpec
 
@@ -161,7 +161,6 @@ def run_debug_job(job: Any) -> BaseException | None:
 # The key of the expensive work a cell shares with other cells (its method's `work_key`, e.g. the
 # trained student of a dimo cell), None when it shares none.
 def work_key(spec: RunSpec) -> str | None:
-    from harness import registry
     key_fn = registry.methods.get(spec.method).work_key
     return key_fn(spec) if key_fn is not None else None
 
