@@ -100,6 +100,9 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     assert "digits_fd" in table and (out_dir / "report.md").is_file()
     cost = (out_dir / "tables" / "cost.md").read_text()
     assert "| digits | Di[M]O (soft) | 2 |" in cost      # seed 0 (reused once) and seed 1
+    gumbel_row = next(line for line in cost.splitlines() if "Di[M]O (gumbel)" in line)
+    assert gumbel_row.endswith("| 1/1 |")             # hard's student, trained by the hard cell
+    assert next(line for line in cost.splitlines() if "teacher K=4" in line).endswith("| – |")
     paired = (out_dir / "tables" / "paired.md").read_text()
     assert "Di[M]O (gumbel) − Di[M]O (hard)" in paired and "Di[M]O (soft) − Di[M]O (hard)" in paired
     assert list((out_dir).rglob("*.png")) and list((out_dir).rglob("*.pdf"))

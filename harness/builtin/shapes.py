@@ -84,8 +84,9 @@ def _build(config: ShapesConfig, ctx: RunContext) -> ShapesTeacher:
 # copies and then learns to turn into a prompted object (two seeds collapse on some seeds); Adam
 # beta1 0; no label smoothing for psi (0.1 spread over 17 classes caps psi's "empty" and biases the
 # generator towards fewer objects); no CFG in the loss (it makes the student over-generate); 600
-# steps of batch 32 (about 45 s on one core; strict accuracy plateaus from 600 steps: 0.410 / 0.402
-# / 0.402 at 600 / 900 / 1200, and 0.425 at 800 over 3 seeds).
+# steps of batch 32 (about 42 s on one core), so that the main job (digits + shapes) fits in 10
+# minutes: over 3 seeds strict accuracy is 0.388 / 0.399 (hard / soft) against 0.425 / 0.412 at
+# 800 steps (benchmarks/README.md).
 DEFAULT_PARAMS: dict[str, Any] = {
     "distill.steps": 600,
     "distill.batch_size": 32,
