@@ -339,7 +339,7 @@ def cancel(grid: Grid, results_root: str | Path) -> tuple[list[str], list[str]]:
     cancelled, problems = [], []
     for name, items in by_executor.items():
         entry = registry.executors.get(name)
-        job_ids = sorted({str(m["job_id"]) for _, m in items})
+        job_ids = sorted({str(j) for _, m in items for j in m.get("workers") or [m["job_id"]]})
         if entry.cancel is None:
             problems.append(f"{len(items)} cell(s) run under the {name!r} executor "
                             f"(jobs {', '.join(job_ids)}), which cannot be cancelled from here")

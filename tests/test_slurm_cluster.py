@@ -113,7 +113,13 @@ def test_checkpointed_job_resumes_after_usr2_with_the_uninterrupted_result(
     work.mkdir()
     job = executor_for(profile, tmp_path / "logs").submit(slurm_jobs.ResumableChain(work, steps, 0.25))
     poll("the chain to reach step 4", lambda: slurm_jobs.checkpointed_step(work) >= 4, 60)
-    job._interrupt()  # preemption as SLURM does it: SIGTERM, then USR2
+    # Preemption as SLURM does it: SIGTERM (submitit bypasses it), then USR2. Sent back to back
+    # (submitit's `job._interrupt()`), slurmd may deliver the SIGTERM after the USR2 and kill the
+    # `scontrol requeue` its handler runs, so the USR2 waits until the job has seen the SIGTERM.
+    slurm_cluster.client("scancel", "--signal=SIGTERM", job.job_id)
+    poll("the job to bypass SIGTERM", lambda: job.paths.stderr.exists()
+         and "Bypassing signal SIGTERM" in job.paths.stderr.read_text(), 30)
+    slurm_cluster.client("scancel", "--signal=USR2", job.job_id)
     out = job.result()
     assert out["digest"] == slurm_jobs.chain_value(steps)
     (first_step, first_restart), (resumed_step, resumed_restart) = out["starts"]

@@ -163,6 +163,44 @@ def test_local_workers_share_one_queue(write_grid, tmp_path, monkeypatch):
     assert {workqueue.claimant(queue, rid) for rid in job_of} == set(job_of.values())
 
 
+def test_status_and_cancel_of_a_local_queue(write_grid, tmp_path, monkeypatch):
+    grid_path = write_grid("name: qs\nplugins: [toy_lab]\nmatrix:\n"
+                           "  - {teacher: [toy], method: [toy_slow], seed: [0]}\n"
+                           "  - {teacher: [toy], method: [toy_sampler], seed: [0]}\n")
+    common = ("--grid", str(grid_path), "--results", str(tmp_path / "results"))
+    monkeypatch.setenv("TOY_LAB_SLOW_S", "20")
+    rc, out, _ = main(*common, "--executor", "local", "--max-parallel", "2", "--no-wait")
+    assert rc == 0 and "submitted 2 cells in 2 job(s)" in out
+    workers = out.split("job(s): ")[1].split("\n")[0].split(", ")
+    slow, quick = load_grid(grid_path).specs
+    deadline = time.time() + 60
+    while True:                            # the quick cell done, the slow one claimed and running
+        rc, out, _ = main(*common, "--status")
+        lines = {line.split()[0]: line.split() for line in out.splitlines()
+                 if line[:16] in (slow.run_id, quick.run_id)}
+        if lines.get(quick.run_id, [""] * 2)[1] == "ok" and lines.get(slow.run_id, [""] * 2)[1] == "running":
+            break
+        assert time.time() < deadline, out
+        time.sleep(0.5)
+    assert lines[slow.run_id][2] in workers  # the worker that claimed it, not just the first job
+    rc, out, err = main(*common, "--cancel")
+    assert rc != 0 and "cannot be cancelled from here" in err and all(w in err for w in workers)
+    deadline = time.time() + 120
+    while store.statuses(tmp_path / "results", "qs", [slow.run_id])[slow.run_id] != "ok":
+        assert time.time() < deadline, "the slow cell did not finish"
+        time.sleep(0.5)
+    assert store.read_record(store.record_path(tmp_path / "results", "qs", slow.run_id))[
+        "provenance"]["job_id"] == lines[slow.run_id][2]
+
+
+def test_a_queue_cell_runs_while_any_worker_of_its_queue_does():
+    dead = "999999999"
+    marker = {"executor": "local", "job_id": dead, "host": os.uname().nodename}
+    assert executors.local_states([{**marker, "workers": [dead, str(os.getpid())]}])[0].alive
+    assert not executors.local_states([{**marker, "workers": [dead, dead]}])[0].alive
+    assert not executors.local_states([marker])[0].alive
+
+
 def _dimo(relaxation: str, seed: int, teacher: str = "digits") -> RunSpec:
     return resolve_cell({"teacher": teacher, "method": "dimo", "relaxation": relaxation, "seed": seed}, "mini")
 
