@@ -286,7 +286,7 @@ EXECUTORS = (
                   description="submitit DebugExecutor: in this process, one cell after another"),
     ExecutorEntry("local", submit_local, states=local_states,
                   description="submitit LocalExecutor: subprocesses, at most --max-parallel "
-                              "lanes of cells"),
+                              "workers sharing one queue of cells"),
     ExecutorEntry("slurm", submit_slurm, states=slurm_states, ended=slurm_ended,
                   cancel=slurm_cancel, ended_poll_s=SACCT_POLL_S,
                   description="submitit on SLURM: job arrays per resource profile, checkpointed "

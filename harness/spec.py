@@ -149,6 +149,10 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
             raise CellError("relaxation", f"method {method.name!r} needs a relaxation; allowed: "
                             f"{', '.join(registry.relaxations.names())}")
         relax_entry = _lookup(registry.relaxations, "relaxation", relaxation)
+        if relax_entry.forward_as is not None and relax_entry.forward_as not in registry.relaxations:
+            raise CellError("relaxation", f"relaxation {relaxation!r} declares forward_as "
+                            f"{relax_entry.forward_as!r}, which is not registered; allowed: "
+                            f"{', '.join(registry.relaxations.names())}")
     elif relaxation != NONE:
         raise CellError("relaxation", f"method {method.name!r} takes no relaxation (got "
                         f"{relaxation!r}); allowed: none")

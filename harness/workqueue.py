@@ -1,7 +1,7 @@
 """A queue of cells shared by the local executor's workers: each worker walks the same ordered
 list and runs a cell only if it wins the cell's claim (an exclusive file in the launch's queue
 directory), so a worker that finishes early takes the next cell instead of idling while another
-still holds a long lane. A claim names its job, so a job that dies is blamed only for its own cells.
+is still on a long cell. A claim names its job, so a job that dies is blamed only for its own cells.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import torch
 
 import harness.builtin  # noqa: F401
 from harness import registry
-from harness.entries import RunContext
+from harness.entries import RelaxationEntry, RunContext
 from harness.methods import run_dimo, student_key
 from harness.spec import CellError, resolve_cell
 from tests.conftest import TINY_TEACHER
@@ -113,6 +113,15 @@ def test_student_key_follows_what_the_student_trains_with() -> None:
     assert gan != key(relaxation="soft", refinement="gan") and gan != key(relaxation="gumbel", refinement="gan",
                                                                           relax__gumbel_tau=0.3)
     assert key(relaxation="soft") != hard and key(relaxation="hard", seed=1) != hard
+
+
+def test_a_relaxation_forward_as_an_unknown_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    gumbel = registry.relaxations.get("gumbel")
+    monkeypatch.setitem(registry.relaxations._entries, "st_typo",
+                        RelaxationEntry("st_typo", gumbel.fn, True, forward_as="hrad"))
+    with pytest.raises(CellError) as e:
+        resolve_cell(_cell(relaxation="st_typo"), "mini")
+    assert e.value.key == "relaxation" and "forward_as 'hrad', which is not registered" in str(e.value)
 
 
 def test_gumbel_without_refinement_reuses_the_hard_student(tmp_path: Path, teacher_cache: Path,

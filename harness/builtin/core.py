@@ -9,7 +9,7 @@ registry.relaxations.register("hard", RelaxationEntry(
     "hard", relax_hard, differentiable=False, params=(),
     description="Di[M]O: sampled one-hot tokens, no gradient"))
 # Straight-through: the forward value one_hot - sg(y) + y is exactly one_hot in floating point
-# (tests/test_relax.py), so without a gradient-consuming refinement gumbel trains hard's student.
+# (tests/test_dimo_math.py), so without a gradient-consuming refinement gumbel trains hard's student.
 registry.relaxations.register("gumbel", RelaxationEntry(
     "gumbel", relax_gumbel, differentiable=True, forward_as="hard", params=("relax.gumbel_tau",),
     description="straight-through Gumbel-softmax (relax.gumbel_tau)"))

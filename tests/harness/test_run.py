@@ -91,7 +91,7 @@ def test_debug_executor_end_to_end(write_grid, tmp_path, monkeypatch):
     assert out.count(" done ") == 7 and out.splitlines()[-1] == "7 done"
 
 
-def test_local_executor_lanes_crash_and_no_wait(write_grid, tmp_path, monkeypatch):
+def test_local_executor_workers_crash_and_no_wait(write_grid, tmp_path, monkeypatch):
     grid_path = write_grid(GRID.replace("seed: [0, 1]", "seed: [0]"))  # 5 cells, the flaky one last
     results = tmp_path / "results"
     common = ("--grid", str(grid_path), "--results", str(results), "--executor", "local",
