@@ -48,10 +48,11 @@ class MethodEntry:
 
 # A generator relaxation (Soft-Di[M]O): `fn(logits, gumbel, config, temperature) -> Relaxed`
 # (softdimo.relax); `differentiable` says whether gradients reach the logits (refinements that
-# need gradients are refused otherwise). `forward_as` names a relaxation whose forward values
-# (q and the tokens) this one reproduces exactly, so without a refinement that needs gradients it
-# trains the very same student (shared through the student cache); `params` lists the `relax.*`
-# keys it reads (None: all of them).
+# need gradients are refused otherwise). Without a refinement that needs gradients, a relaxation
+# trains another one's student exactly, shared through the student cache, when it draws the same
+# hard sample x_theta (`sample_as`; enough when phi and psi read x_theta, the default) or
+# reproduces all its forward values, q and x_theta (`forward_as`; enough whatever they read).
+# `params` lists the `relax.*` keys it reads (None: all of them).
 @dataclass(frozen=True)
 class RelaxationEntry:
     name: str
@@ -59,6 +60,7 @@ class RelaxationEntry:
     differentiable: bool
     description: str = ""
     forward_as: str | None = None
+    sample_as: str | None = None
     params: tuple[str, ...] | None = None
 
 
@@ -78,7 +80,9 @@ class RefinementEntry:
 
 
 # A metric: computes values with protocols from samples; `applies_to` lists teacher names ('*' = all);
-# `assets` names the asset files it reads (checked before a grid launches).
+# `assets` names the asset files it reads (checked before a grid launches); `reward` names the
+# reward model whose score it reports, if any: in a run that optimises that reward (fine-tuning,
+# TTEO, best-of-N selection) its values are marked optimised, not independent.
 @dataclass(frozen=True)
 class MetricEntry:
     name: str
@@ -86,11 +90,14 @@ class MetricEntry:
     applies_to: tuple[str, ...] = ("*",)
     description: str = ""
     assets: tuple[str, ...] = ()
+    reward: str | None = None
 
 
 # A differentiable reward model R(image, condition) (HPS / CLIP-score analogues at mini scale):
 # `build(teacher, ctx)` returns a callable `(images [B,C,H,W] in [0,1], Condition) -> [B]` that is
-# differentiable in the images; higher is better. Used by reward fine-tuning and TTEO selection.
+# differentiable in the images; higher is better. Used by reward fine-tuning, TTEO and best-of-N.
+# `unit`: how many of its reported points make one unit of the model's native score (100 for
+# "100 x cosine"); TTEO ascends R / unit, so its step size does not depend on the reporting scale.
 # `assets`: what it loads (`harness/assets.py` names), checked before a grid launches.
 @dataclass(frozen=True)
 class RewardEntry:
@@ -99,6 +106,7 @@ class RewardEntry:
     applies_to: tuple[str, ...] = ("*",)
     description: str = ""
     assets: tuple[str, ...] = ()
+    unit: float = 1.0
 
 
 #----------------------------------------------------------------------------

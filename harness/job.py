@@ -35,7 +35,7 @@ import torch
 
 from harness import preemption, registry, slurm, store, workqueue
 from harness.entries import EvalInput, MetricValue, RunContext
-from harness.spec import RunSpec, spec_defaults
+from harness.spec import RunSpec, optimised_rewards, spec_defaults
 
 THREADS_ENV = "SOFTDIMO_THREADS"
 CACHE_ENV = "SOFTDIMO_CACHE"
@@ -229,18 +229,22 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
     t_eval = time.perf_counter()
     metrics = dict(result.extra_metrics)
     names = dict(spec.params).get("eval.metrics", ())
+    optimised, rewards = set(), optimised_rewards(spec)
     for name in names:
-        values = registry.metrics.get(name).compute(
-            EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens), ctx)
+        entry = registry.metrics.get(name)
+        values = entry.compute(EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens), ctx)
         for key, value in values.items():
             if key in metrics:
                 raise ValueError(f"metric value {key!r} produced twice (by {name!r} and earlier)")
             metrics[key] = value
+            if entry.reward is not None and entry.reward in rewards:
+                optimised.add(key)
     stages = {**result.stage_seconds, "eval_s": time.perf_counter() - t_eval}
 
     finite = all(math.isfinite(v.value) for v in metrics.values())
     record = _base_record(spec, grid, "ok" if finite else "diverged")
-    record["metrics"] = {k: _metric_json(v) for k, v in metrics.items()}
+    record["metrics"] = {k: {**_metric_json(v), **({"optimised": True} if k in optimised else {})}
+                         for k, v in metrics.items()}
     record["curves"] = {k: [[float(s), float(v)] for s, v in c] for k, c in result.curves.items()}
     record["info"] = _jsonable(result.info)
     n_grid = dict(spec.params).get("eval.grid_images", 0)

@@ -41,6 +41,16 @@ class PairedDiff:
         return self.n >= 2 and abs(self.mean) > self.ci95
 
 
+# Mean, sample std, n and the half-width of the 95% t-interval of the mean of paired differences
+# (std and interval are nan for n < 2).
+def paired_stats(diffs: Sequence[float]) -> tuple[float, float, int, float]:
+    n = len(diffs)
+    mean = sum(diffs) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else math.nan
+    ci = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return mean, std, n, float(ci)
+
+
 def _pair_key(row: ResultRow) -> str:
     # The run's group (its spec without the seed) without the relaxation.
     spec = json.loads(row.group)
@@ -69,14 +79,10 @@ def paired_differences(rows: Sequence[ResultRow], reference: str = "hard") -> li
             seeds = sorted(set(per_seed) & set(base))
             if relax == reference or not seeds:
                 continue
-            diffs = [per_seed[s] - base[s] for s in seeds]
-            n = len(diffs)
-            mean = sum(diffs) / n
-            std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else math.nan
-            ci = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+            mean, std, n, ci = paired_stats([per_seed[s] - base[s] for s in seeds])
             teacher, _, metric = key
             out.append(PairedDiff(teacher, labels[key][relax], labels[key][reference], metric,
-                                  direction[metric], mean, std, n, float(ci)))
+                                  direction[metric], mean, std, n, ci))
     return sorted(out, key=lambda d: (d.teacher, d.label, d.metric))
 
 

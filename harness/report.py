@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import baselines, costs, paired, plots, registry, store, tables
+from harness import baselines, claims, costs, paired, plots, registry, store, tables
 from harness.results import ResultRow, rows_from_records
 
 FORMATS = ("md", "tex", "csv")
@@ -59,8 +59,11 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         path.write_text(renderers[fmt](built), encoding="utf-8")
         files.append(path)
     paired_markdown = paired.render_markdown(paired.paired_differences(rows))
+    grids_here = {r["grid"] for r in records}
+    tested = [c for c in claims.load_claims(baselines.baselines_dir() / claims.CLAIMS_FILE) if c.grid in grids_here]
+    claims_markdown = claims.render_markdown(claims.evaluate_claims(rows, tested))
     cost_markdown = costs.render_markdown(records)
-    for name, text in (("paired.md", paired_markdown), ("cost.md", cost_markdown)):
+    for name, text in (("paired.md", paired_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown)):
         if text:
             files.append(tdir / name)
             files[-1].write_text(text, encoding="utf-8")
@@ -75,7 +78,7 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         sample_files = plots.sample_pages(records, results_root, out_dir / "samples")
     index = out_dir / "report.md"
     index.write_text(render_index(results_root, records, problems, base_summary, base_problems,
-                                  markdown, paired_markdown, cost_markdown, files, plot_files,
+                                  markdown, paired_markdown, claims_markdown, cost_markdown, files, plot_files,
                                   sample_files, out_dir),
                      encoding="utf-8")
     all_problems = [f"{p.path}: {p.message}" for p in problems] + base_problems
@@ -102,7 +105,7 @@ def _rel(path: Path, base: Path) -> str:
 def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
                  problems: Sequence[store.Problem], base_summary: Sequence[str],
                  base_problems: Sequence[str],
-                 table_markdown: str, paired_markdown: str, cost_markdown: str,
+                 table_markdown: str, paired_markdown: str, claims_markdown: str, cost_markdown: str,
                  table_files: Sequence[Path],
                  plot_files: Sequence[Path],
                  sample_files: Sequence[Path], out_dir: Path) -> str:
@@ -124,6 +127,8 @@ def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
     out.append("")
     if paired_markdown:
         out += ["## Paired differences between relaxations", "", paired_markdown, ""]
+    if claims_markdown:
+        out += ["## Paper claims", "", claims_markdown, ""]
     if cost_markdown:
         out += ["## Cost", "", cost_markdown, ""]
     if plot_files:

@@ -39,6 +39,7 @@ class ResultRow(NamedTuple):
     std: float | None = None        # baselines that report a spread over seeds
     n: int | None = None            # baselines: number of runs averaged, when known
     citation: str = ""              # baselines: paper + table / figure
+    optimised: bool = False         # runs: the metric reports a reward model the run optimised
 
 
 # The row label of a spec: its method's label, or the axes when the method is unknown here.
@@ -92,7 +93,8 @@ def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
                 "run", r["grid"], spec["teacher"], labels[group], group, name, m.get("value"),
                 bool(m.get("higher_is_better", False)), protocol,
                 m.get("protocol_id") or protocol_id(protocol), steps, spec.get("seed"),
-                rid, spec.get("method", ""), spec.get("relaxation", NONE), r["status"]))
+                rid, spec.get("method", ""), spec.get("relaxation", NONE), r["status"],
+                optimised=bool(m.get("optimised", False))))
     return rows
 
 

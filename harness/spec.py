@@ -210,6 +210,8 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
                                                 if k.startswith(prefix)}), teacher.name)
     if "sample" in classes:
         _check_test_time(values, method, teacher)
+    if "distill" in classes:
+        _check_distill(values)
 
     return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
                    tuple(sorted(values.items())), tuple(plugins))
@@ -222,6 +224,21 @@ def check_reward_names(key: str, names: Any, teacher: str) -> None:
         if "*" not in entry.applies_to and teacher not in entry.applies_to:
             raise CellError(key, f"reward model {name!r} does not apply to teacher {teacher!r}; "
                             f"it applies to {', '.join(entry.applies_to)}")
+
+
+# The reward models a cell optimises: its refinement's `<stage>.models`, the reward TTEO ascends
+# and the best-of-N selector.
+def optimised_rewards(spec: RunSpec) -> set[str]:
+    params = dict(spec.params)
+    out: set[str] = set()
+    if spec.refinement != NONE and spec.refinement in registry.refinements:
+        stage = registry.refinements.get(spec.refinement).stage
+        out |= set(params.get(f"{stage}.models", ()))
+    if params.get("sample.tteo_steps", 0) > 0:
+        out |= set(params.get("sample.tteo_reward", ()))
+    if params.get("sample.best_of_n", 1) > 1:
+        out |= set(params.get("sample.select_reward", ()))
+    return out
 
 
 # Test-time scaling (`sample.tteo_*`, `sample.best_of_n`): only for methods that honour it, and
@@ -241,6 +258,22 @@ def _check_test_time(values: Mapping[str, Any], method: MethodEntry, teacher: Te
                         f"model(s) that score the candidates; allowed: {', '.join(registry.rewards.names())}")
     check_reward_names("sample.tteo_reward", values["sample.tteo_reward"], teacher.name)
     check_reward_names("sample.select_reward", values["sample.select_reward"], teacher.name)
+
+
+# Distillation settings that only make sense together.
+def _check_distill(values: Mapping[str, Any]) -> None:
+    if values["distill.weight_decay"] and values["distill.optimizer"] != "adamw":
+        raise CellError("distill.weight_decay", f"{values['distill.weight_decay']} needs distill.optimizer "
+                        f"'adamw' (decoupled weight decay, as the released code applies it); allowed with "
+                        f"'adam': 0")
+    r_range = values["distill.r_init_range"]
+    if r_range and (len(r_range) != 2 or any(isinstance(r, bool) or not isinstance(r, (int, float))
+                                             or not 0 <= r <= 1 for r in r_range) or r_range[0] > r_range[1]):
+        raise CellError("distill.r_init_range", f"expected [a, b] with 0 <= a <= b <= 1 (r_init ~ U[a, b] "
+                        f"per step) or an empty list, got {list(r_range)!r}")
+    if values["distill.sigma_init_schedule"] != "fixed" and values["distill.sigma_init_warmup"] < 1:
+        raise CellError("distill.sigma_init_warmup", f"schedule {values['distill.sigma_init_schedule']!r} "
+                        f"needs the warm-up length in steps; allowed: an integer >= 1")
 
 
 def _lookup(reg: registry.Registry, key: str, name: Any) -> Any:

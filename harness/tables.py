@@ -32,6 +32,7 @@ class Cell:
     delta: float | None = None                 # mean - matching baseline (protocols match)
     delta_source: str = ""
     notes: list[int] = field(default_factory=list)  # footnote numbers
+    optimised: bool = False                    # the runs optimised this metric's reward model
 
 
 # One row of a block: a method label with a cell per metric.
@@ -129,7 +130,11 @@ def _run_row(group: list[ResultRow], notes: _Notes) -> TableRow:
     for metric, rs in by_metric.items():
         values = [r.value for r in rs if r.value is not None and math.isfinite(r.value)]
         mean, std = mean_std(values)
-        cell = Cell(mean, std, len(values), len(rs) - len(values))
+        cell = Cell(mean, std, len(values), len(rs) - len(values), optimised=any(r.optimised for r in rs))
+        if cell.optimised:
+            cell.notes.append(notes.add("(optimised): the run optimised this metric's own reward model "
+                                        "(reward fine-tuning, TTEO or best-of-N selection); it is not an "
+                                        "independent measure"))
         if cell.diverged:
             cell.notes.append(notes.add(f"{cell.diverged} of {len(rs)} seed(s) diverged "
                                         f"(value not finite); the mean is over the others"))
@@ -210,6 +215,8 @@ def cell_text(cell: Cell | None, kind: str, pm: str = "±", delta_sign: str = "�
             text += f" (n={cell.n})"
         if cell.delta is not None:
             text += f" {delta_sign}{'+' if cell.delta >= 0 else '−'}{_fmt_like(abs(cell.delta), cell.mean)}"
+        if cell.optimised:
+            text += " (optimised)"
     if cell is not None and cell.notes:
         text += " " + "".join(f"[{n}]" for n in cell.notes)
     return text

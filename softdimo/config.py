@@ -1,8 +1,9 @@
 """Typed configurations of the method's stages; grid keys `<stage>.<field>` map onto these fields.
 
-Field defaults are the mini-scale defaults (digits teacher, 2 CPU cores); a teacher overrides
-them for its own scale through its registry entry. PAPER.md section numbers name the source of
-each value; "(mini)" marks values chosen by measurement at mini scale.
+Method choices default to the papers or the released Di[M]O code; budgets default to the mini scale
+(digits teacher, 2 CPU cores), and a teacher overrides them for its own scale through its registry
+entry. docs/fidelity.md gives the source of every value; "(mini)" marks values chosen by
+measurement at mini scale.
 """
 from __future__ import annotations
 
@@ -11,36 +12,61 @@ from dataclasses import dataclass
 from softdimo.params import param
 from softdimo.teachers.base import MASK_SCHEDULES
 
+OPTIMIZERS = ("adam", "adamw")
+SIGMA_SCHEDULES = ("fixed", "warmup_linear", "warmup_cos", "warmup_exp")
+
 #----------------------------------------------------------------------------
 
 
-# Di[M]O distillation (PAPER.md 1.3-1.6, Algorithm 1).
+# Di[M]O distillation (Algorithm 1 of arXiv 2503.15457 and the released Di[M]O code).
+# Method choices default to the released code (docs/fidelity.md); budgets (steps, batch, learning
+# rates, warm-up) default to the mini scale and paper-scale teachers set the released values.
 @dataclass(frozen=True)
 class DistillConfig:
-    steps: int = param(200, lo=1, help="generator updates (mini); paper 30k-50k")
-    batch_size: int = param(64, lo=1, help="conditions per step")
-    lr_generator: float = param(2e-4, lo=0.0, help="Adam lr of theta (mini); paper 1e-5")
-    lr_aux: float = param(6e-4, lo=0.0, help="Adam lr of psi (mini); paper 1e-5")
-    adam_beta1: float = param(0.9, lo=0.0, hi=1.0, help="Adam beta1 (paper 0.9)")
-    adam_beta2: float = param(0.999, lo=0.0, hi=1.0, help="Adam beta2 (paper 0.999)")
-    warmup_steps: int = param(10, lo=0, help="linear lr warm-up steps (paper 100)")
-    grad_clip: float = param(1.0, lo=0.0, help="max gradient norm; 0 = off")
+    steps: int = param(200, lo=1, help="generator updates (mini); released 50k (MaskGIT), 20k (Meissonic)")
+    batch_size: int = param(64, lo=1, help="conditions per step (the global batch)")
+    lr_generator: float = param(2e-4, lo=0.0, help="lr of theta (mini); released 1e-5 (MaskGIT)")
+    lr_aux: float = param(6e-4, lo=0.0, help="lr of psi (mini); released 1e-5 (MaskGIT)")
+    optimizer: str = param("adam", choices=OPTIMIZERS, help="optimiser of theta and psi (released: adam; "
+                                                            "the Soft-Di[M]O MaskBit longer run: adamw)")
+    weight_decay: float = param(0.0, lo=0.0, help="decoupled weight decay of adamw (released 0; the MaskBit "
+                                                  "longer run 0.01); adam takes none")
+    adam_beta1: float = param(0.9, lo=0.0, hi=1.0, help="Adam beta1 (released 0.9)")
+    adam_beta2: float = param(0.999, lo=0.0, hi=1.0, help="Adam beta2 (released 0.999)")
+    adam_eps: float = param(1e-8, lo=0.0, help="Adam epsilon (released 1e-8 in fp32, 1e-6 under bf16)")
+    warmup_steps: int = param(10, lo=0, help="linear lr warm-up from 0, lr x min(1, step / warmup) (mini; "
+                                             "released 100)")
+    grad_clip: float = param(1.0, lo=0.0, help="max gradient norm of theta; 0 = off (released 1.0 under bf16)")
+    aux_grad_clip: float = param(0.0, lo=0.0, help="max gradient norm of psi; 0 = off (released: psi unclipped)")
+    dropout: float = param(0.1, lo=0.0, hi=0.99, help="theta and psi train in train mode with this rate in every "
+                                                     "dropout layer (released: train mode, dropout 0.1); 0 = eval mode")
     dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
     refine_start: int = param(0, lo=0, help="steps of plain Di[M]O (weight 1, refinement off) before the "
-                                            "refinement and dimo_weight apply; Soft-Di[M]O refines a distilled "
-                                            "Di[M]O student (PAPER.md 2.5, 2.8)")
-    beta: float = param(0.0, help="generalised Jeffreys weight: 0 forward KL, 1 reverse KL")
-    r_init: float = param(0.7, lo=0.0, hi=1.0, help="fraction of x_init masked (mini); paper 0.6 / 0.5")
+                                            "refinement and dimo_weight apply; cells that continue the same "
+                                            "Di[M]O student share its state at this step")
+    beta: float = param(0.0, help="generalised Jeffreys weight: 0 forward KL (released), 1 reverse KL")
+    r_init: float = param(0.7, lo=0.0, hi=1.0, help="fraction of x_init masked (mini); released 0.6 / 0.5")
+    r_init_range: tuple = param((), help="[a, b]: r_init ~ U[a, b] drawn once per training step (released "
+                                         "random_a_b); empty = r_init fixed (released fix_r)")
     sigma_init: float = param(0.1, lo=0.0, hi=1.0, help="variance-preserving noise on x_init embeddings")
-    teacher_cfg: float = param(1.0, lo=0.0, help="CFG weight w of phi in the loss; 1 = none")
+    sigma_init_schedule: str = param("fixed", choices=SIGMA_SCHEDULES,
+                                     help="fixed = sigma_init (released fix_s); warmup_* = the released "
+                                          "warm-up of sigma from 0 to 1 over sigma_init_warmup steps")
+    sigma_init_warmup: int = param(0, lo=0, help="steps of the sigma_init warm-up (warmup_* schedules)")
+    teacher_cfg: float = param(1.0, lo=0.0, help="CFG weight w of phi in the loss; 1 = none (released 2.0 "
+                                                 "MaskGIT, 4.0 Meissonic)")
     gen_temperature: float = param(1.0, lo=1e-6, help="temperature of p_theta when drawing x_theta")
     mask_schedule: str = param("arccos", choices=MASK_SCHEDULES, help="re-masking schedule gamma(t)")
     aux_label_smoothing: float = param(0.1, lo=0.0, hi=1.0, help="psi cross-entropy label smoothing")
     aux_updates: int = param(1, lo=1, help="psi updates per theta update (fake_rounds)")
-    teacher_input: str = param("relaxed", choices=("relaxed", "sampled"),
-                               help="what phi and psi see in the Di[M]O term")
+    teacher_input: str = param("sampled", choices=("sampled", "relaxed"),
+                               help="what phi and psi read in the Di[M]O term: sampled = the re-masked hard "
+                                    "sample x_theta (Di[M]O, Soft-Di[M]O); relaxed = the relaxation's q (a "
+                                    "variant)")
     freeze_embeddings: bool = param(True, help="fix_emb_layer: token/position embeddings, output bias")
-    ema_decay: float = param(0.9, lo=0.0, hi=1.0, help="EMA of theta used for sampling; paper 0.9999")
+    ema_decay: float = param(0.9999, lo=0.0, hi=1.0, help="EMA of theta used for sampling (released 0.9999)")
+    ema_ramp: bool = param(True, help="EMA rate min(ema_decay, (1 + s) / (10 + s)) at step s (released); "
+                                      "False = the constant ema_decay")
     checkpoint_every: int = param(50, lo=0, help="steps between resumable checkpoints; 0 = none")
     eval_every: int = param(0, lo=0, help="steps between metric evaluations (curves); 0 = end only")
 
@@ -58,12 +84,13 @@ class SampleConfig:
     steps: int = param(16, lo=1, help="K of the teacher's own sampler (teacher_sampler method)")
     cfg: float = param(1.0, lo=0.0, help="CFG weight of the teacher's sampler; 1 = none")
     choice_temperature: float = param(4.5, lo=0.0, help="MaskGIT Gumbel noise on confidences (annealed)")
-    # Test-time scaling of the one-step student (PAPER.md 2.7; softdimo/refine/tteo.py).
+    # Test-time scaling of the one-step student (arXiv 2509.22925; softdimo/refine/tteo.py).
     tteo_steps: int = param(0, lo=0, help="TTEO: SGD steps on the generator's input embedding; 0 = off "
                                           "(paper 2 and 4)")
-    tteo_lr: float = param(0.2, lo=0.0, help="TTEO SGD learning rate (paper 0.2, no clipping)")
-    tteo_reward: tuple = param((), help="reward models TTEO ascends (registry.rewards), summed; needed when "
-                                        "tteo_steps > 0 (paper: NOT FOUND)")
+    tteo_lr: float = param(0.2, lo=0.0, help="TTEO SGD learning rate per unit of the rewards' native score "
+                                             "(paper 0.2, no clipping; the paper does not state the scale)")
+    tteo_reward: tuple = param((), help="reward models TTEO ascends (registry.rewards), summed in native units "
+                                        "(R / unit); needed when tteo_steps > 0 (paper: not stated)")
     tteo_proximity: float = param(0.0, lo=0.0, help="mu of -mu ||e - e_init||^2 in the TTEO objective (ours; "
                                                     "the paper names no regulariser)")
     tteo_batch: int = param(500, lo=1, help="images per TTEO batch (memory only; results do not depend on it)")

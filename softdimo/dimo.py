@@ -20,7 +20,7 @@ def token_init(layout: TokenLayout, batch: int, r_init: float, generator: torch.
                device: torch.device | str = "cpu") -> Tensor:
     tokens = torch.randint(layout.classes, (batch, layout.positions, layout.groups), generator=generator,
                            device=device)
-    n_mask = round(layout.slots * r_init)
+    n_mask = max(1, round(layout.slots * r_init))   # at least one, as the released code
     ranks = torch.rand(batch, layout.slots, generator=generator, device=device).argsort(1).argsort(1)
     masked = (ranks < n_mask).view_as(tokens)
     return torch.where(masked, torch.full_like(tokens, layout.mask_id), tokens)
@@ -62,6 +62,11 @@ def dimo_surrogate_loss(logits_theta: Tensor, grad: Tensor, mask: Tensor) -> Ten
     g = grad * mask[..., None].to(grad.dtype)
     target = (logits_theta - g).detach()
     return 0.5 * ((logits_theta - target) ** 2).sum() / logits_theta.shape[0]
+
+
+# d L_DiMO / d z_theta of that surrogate: g at the masked slots, divided by the batch size.
+def dimo_logit_gradient(grad: Tensor, mask: Tensor) -> Tensor:
+    return grad * mask[..., None].to(grad.dtype) / grad.shape[0]
 
 
 # psi's loss: cross-entropy with label smoothing at the masked slots, towards the generator's

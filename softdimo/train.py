@@ -5,25 +5,29 @@ checkpoints holding every state (models, optimisers, EMA, all random generators)
 One random generator (`Distiller.rng`) drives every draw of Di[M]O training and a second one
 (`Distiller.refine_rng`) every draw of the refinement, so adding a refinement leaves the Di[M]O
 draws unchanged (paired runs); evaluation and sampling use their own per-image streams
-(`ImageNoise`), so they never disturb training. All networks run in
-eval mode (no dropout): the loop is deterministic on CPU, and a resumed run ends bit-identical to
-an uninterrupted one.
+(`ImageNoise`), so they never disturb training. theta and psi run in train mode with
+`distill.dropout` (the released code's setting); their dropout draws come from a third stream of
+the run (`Distiller.dropout_rng`, swapped in for the global generator during a step), so the loop
+is deterministic on CPU and a resumed run ends bit-identical to an uninterrupted one. phi and the
+EMA always run in eval mode.
 """
 from __future__ import annotations
 
 import copy
+import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softdimo.config import DistillConfig, RelaxConfig
-from softdimo.dimo import (aux_loss, dimo_surrogate_loss, jeffreys_divergence, jeffreys_gradient,
-                           perturb_embeddings, token_init)
+from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, jeffreys_divergence,
+                           jeffreys_gradient, perturb_embeddings, token_init)
 from softdimo.relax import Relaxed
 from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
                                     guided_logits, random_slot_masks)
@@ -77,7 +81,7 @@ def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: flo
 def input_embeddings(network: nn.Module, noise: ImageNoise, r_init: float, sigma_init: float) -> Tensor:
     layout = network.layout
     tokens = noise.randint(layout.classes, layout.positions, layout.groups)
-    n_mask = round(layout.slots * r_init)
+    n_mask = max(1, round(layout.slots * r_init))   # at least one, as the released code
     masked = (noise.randperm(layout.slots) < n_mask).view_as(tokens)
     x_init = torch.where(masked, torch.full_like(tokens, layout.mask_id), tokens)
     e = network.embed(x_init)
@@ -90,9 +94,40 @@ def draw_tokens(logits: Tensor, noise: ImageNoise) -> Tensor:
     return (logits + noise.gumbel(*logits.shape[1:])).argmax(-1)
 
 
-# lr multiplier: linear warm-up, then constant (Di[M]O code).
+# lr multiplier: linear warm-up from 0, then constant (diffusers' constant_with_warmup, as the
+# released Di[M]O code): min(1, step / warmup).
 def warmup_constant(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    return min(1.0, step / warmup) if warmup > 0 else 1.0
+
+
+# EMA rate at step s: min(decay, (1 + s) / (10 + s)) with the ramp (released Di[M]O code), else decay.
+def ema_rate(decay: float, step: int, ramp: bool) -> float:
+    return min(decay, (1.0 + step) / (10.0 + step)) if ramp else decay
+
+
+# sigma_init at step s: fixed, or the released warm-up from 0 to 1 over `warmup` steps
+# (linear min(1, s/W); cos 1 - (1 + cos(pi min(1, s/W))) / 2; exp 1 - exp(-s/W)).
+def sigma_at(config: DistillConfig, step: int) -> float:
+    schedule, w = config.sigma_init_schedule, max(config.sigma_init_warmup, 1)
+    if schedule == "fixed":
+        return config.sigma_init
+    if schedule == "warmup_linear":
+        return min(1.0, step / w)
+    if schedule == "warmup_cos":
+        return 1.0 - (1.0 + math.cos(math.pi * min(1.0, step / w))) / 2.0
+    if schedule == "warmup_exp":
+        return 1.0 - math.exp(-step / w)
+    raise ValueError(f"distill.sigma_init_schedule: unknown {schedule!r}; allowed: fixed, warmup_linear, "
+                     f"warmup_cos, warmup_exp")
+
+
+# Set every dropout rate of a network: nn.Dropout modules and nn.MultiheadAttention's attention dropout.
+def set_dropout(network: nn.Module, p: float) -> None:
+    for module in network.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(module, nn.MultiheadAttention):
+            module.dropout = p
 
 
 def _trainable(network: nn.Module, freeze_embeddings: bool) -> list[nn.Parameter]:
@@ -105,6 +140,25 @@ def _trainable(network: nn.Module, freeze_embeddings: bool) -> list[nn.Parameter
     return params
 
 
+# The optimiser of theta or psi: Adam, or AdamW with decoupled weight decay (`distill.optimizer`).
+def make_optimizer(params: list[nn.Parameter], lr: float, config: DistillConfig) -> torch.optim.Optimizer:
+    betas = (config.adam_beta1, config.adam_beta2)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=config.adam_eps, weight_decay=config.weight_decay)
+    if config.weight_decay:
+        raise ValueError(f"distill.weight_decay = {config.weight_decay} needs distill.optimizer 'adamw' "
+                         f"(the released code applies weight decay with adamw only)")
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=config.adam_eps)
+
+
+# Mean max probability and entropy of the generator's p = softmax(z / T) over slots: how sharp it is.
+@torch.no_grad()
+def sharpness(logits: Tensor, temperature: float) -> dict[str, float]:
+    logp = F.log_softmax(logits.detach() / temperature, -1)
+    p = logp.exp()
+    return {"p_max": p.amax(-1).mean().item(), "p_entropy": -(p * logp).sum(-1).mean().item()}
+
+
 # Di[M]O distillation state and step (Algorithm 1).
 class Distiller:
     def __init__(self, teacher: Teacher, relax: RelaxFn, relax_config: RelaxConfig,
@@ -113,35 +167,46 @@ class Distiller:
         self.teacher, self.relax, self.relax_config = teacher, relax, relax_config
         self.config, self.refinement = config, refinement
         self.device = torch.device(device)
-        self.generator = copy.deepcopy(teacher.network).eval()     # theta <- phi
-        self.aux = copy.deepcopy(teacher.network).eval()           # psi <- phi
+        self.generator = copy.deepcopy(teacher.network)            # theta <- phi
+        self.aux = copy.deepcopy(teacher.network)                  # psi <- phi
+        for network in (self.generator, self.aux):
+            set_dropout(network, config.dropout)
+            network.train(config.dropout > 0)
         self.ema = copy.deepcopy(teacher.network).eval().requires_grad_(False)
-        betas = (config.adam_beta1, config.adam_beta2)
-        self.opt_g = torch.optim.Adam(_trainable(self.generator, config.freeze_embeddings),
-                                      lr=config.lr_generator, betas=betas)
-        self.opt_a = torch.optim.Adam(_trainable(self.aux, config.freeze_embeddings),
-                                      lr=config.lr_aux, betas=betas)
+        self.opt_g = make_optimizer(_trainable(self.generator, config.freeze_embeddings), config.lr_generator, config)
+        self.opt_a = make_optimizer(_trainable(self.aux, config.freeze_embeddings), config.lr_aux, config)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         # The refinement's own stream (GAN masks, real batches): the Di[M]O draws are the same with
         # and without a refinement, so runs that differ only in the refinement are paired.
         self.refine_rng = torch.Generator(device=self.device).manual_seed(derive_seed(seed, "refinement"))
+        # Dropout draws from the global generator; a step swaps in this stream (`_own_global_rng`).
+        self.dropout_rng = torch.Generator(device=self.device).manual_seed(derive_seed(seed, "dropout"))
         self.step = 0
         self.history: list[dict[str, float]] = []
 
+    # r_init and sigma_init of this step (released: one r_init per step, shared by theta's and psi's passes).
+    def _init_noise(self) -> tuple[float, float]:
+        cfg = self.config
+        r_init = cfg.r_init
+        if cfg.r_init_range:
+            lo, hi = cfg.r_init_range
+            r_init = lo + (hi - lo) * torch.rand(1, generator=self.rng, device=self.device).item()
+        return r_init, sigma_at(cfg, self.step)
+
     # Draw conditions, x_init and one generator forward pass (with gradient), relaxed.
-    def _generator_pass(self, batch: int) -> GeneratorBatch:
+    def _generator_pass(self, batch: int, r_init: float, sigma_init: float) -> GeneratorBatch:
         cfg, layout = self.config, self.teacher.layout
         cond = self.teacher.encode_condition(self.teacher.sample_conditions(batch, self.rng)).to(self.device)
-        x_init = token_init(layout, batch, cfg.r_init, self.rng, self.device)
+        x_init = token_init(layout, batch, r_init, self.rng, self.device)
         e = self.generator.embed(x_init)
         noise = torch.randn(e.shape, generator=self.rng, device=self.device)
-        e = perturb_embeddings(e, cfg.sigma_init, noise)
+        e = perturb_embeddings(e, sigma_init, noise)
         logits = self.generator(e, cond).logits
         u = torch.rand(logits.shape, generator=self.rng, device=self.device)
         relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
         return GeneratorBatch(cond, logits, relaxed, self.step, cfg.gen_temperature)
 
-    # What phi and psi see: the relaxation's q, or one-hot x_theta ("sampled").
+    # What phi and psi see: one-hot x_theta ("sampled", Di[M]O), or the relaxation's q ("relaxed").
     def _teacher_view(self, relaxed: Relaxed) -> Tensor:
         if self.config.teacher_input == "sampled":
             return F.one_hot(relaxed.tokens, self.teacher.layout.classes).float()
@@ -150,12 +215,17 @@ class Distiller:
     # One training step: generator update with the Jeffreys gradient (+ refinement terms from step
     # `refine_start` on), EMA, refinement update, then `aux_updates` psi updates on fresh re-masked samples.
     def train_step(self) -> dict[str, float]:
+        with _own_global_rng(self.dropout_rng, self.device):
+            return self._train_step()
+
+    def _train_step(self) -> dict[str, float]:
         cfg, layout, net_phi = self.config, self.teacher.layout, self.teacher.network
         lr_scale = warmup_constant(self.step, cfg.warmup_steps)
         for opt, lr in ((self.opt_g, cfg.lr_generator), (self.opt_a, cfg.lr_aux)):
             for group in opt.param_groups:
                 group["lr"] = lr * lr_scale
-        batch = self._generator_pass(cfg.batch_size)
+        r_init, sigma_init = self._init_noise()
+        batch = self._generator_pass(cfg.batch_size, r_init, sigma_init)
         mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
         with torch.no_grad():
             e_t = net_phi.embed_soft(self._teacher_view(batch.relaxed).detach(), mask)
@@ -163,55 +233,62 @@ class Distiller:
             z_psi = self.aux(e_t, batch.cond).logits
             g = jeffreys_gradient(z_phi, z_psi, cfg.beta)
             divergence = jeffreys_divergence(z_phi, z_psi, cfg.beta)[mask].mean()
-        refining = self.step >= cfg.refine_start
-        loss = (cfg.dimo_weight if refining else 1.0) * dimo_surrogate_loss(batch.logits, g, mask)
-        log = {"step": float(self.step), "divergence": divergence.item()}
-        if refining and self.refinement is not None:
+        refining = self.step >= cfg.refine_start and self.refinement is not None
+        w_dimo = cfg.dimo_weight if self.step >= cfg.refine_start else 1.0
+        loss = w_dimo * dimo_surrogate_loss(batch.logits, g, mask)
+        log = {"step": float(self.step), "divergence": divergence.item(),
+               **sharpness(batch.logits, batch.temperature)}
+        if refining:
             extra, extra_log = self.refinement.generator_loss(batch, self.refine_rng)
             loss = loss + extra
             log.update(extra_log)
+            batch.logits.retain_grad()
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        if refining:
+            log.update(gradient_norms(batch.logits.grad, w_dimo * dimo_logit_gradient(g, mask)))
         log["grad_norm"] = _clip(self.opt_g, cfg.grad_clip)
         self.opt_g.step()
         self._update_ema()
-        if refining and self.refinement is not None:
+        if refining:
             log.update(self.refinement.update(batch, self.refine_rng))
         for _ in range(cfg.aux_updates):
-            log["aux_loss"] = self._aux_step()
+            log["aux_loss"] = self._aux_step(r_init, sigma_init)
         self.step += 1
         self.history.append(log)
         return log
 
-    def _aux_step(self) -> float:
+    def _aux_step(self, r_init: float, sigma_init: float) -> float:
         cfg, layout = self.config, self.teacher.layout
         with torch.no_grad():
-            fresh = self._generator_pass(cfg.batch_size)
+            fresh = self._generator_pass(cfg.batch_size, r_init, sigma_init)
             mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
             e_t = self.teacher.network.embed_soft(self._teacher_view(fresh.relaxed), mask)
         loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing)
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
-        _clip(self.opt_a, cfg.grad_clip)
+        _clip(self.opt_a, cfg.aux_grad_clip)
         self.opt_a.step()
         return loss.item()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        d = self.config.ema_decay
+        rate = ema_rate(self.config.ema_decay, self.step, self.config.ema_ramp)
         for p_ema, p in zip(self.ema.parameters(), self.generator.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - d)
+            p_ema.lerp_(p.detach(), 1.0 - rate)
 
     # Everything needed to continue bit-identically.
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
                 "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
-                "refine_rng": self.refine_rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": self.history,
+                "refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state(),
+                "history": self.history,
                 "refinement": self.refinement.state_dict() if self.refinement is not None else None}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    # Restore a state; `with_refinement=False` keeps the refinement as built (a shared Di[M]O prefix
+    # saved before any refinement step, which the refinement never touched).
+    def load_state_dict(self, state: dict[str, Any], with_refinement: bool = True) -> None:
         self.step = state["step"]
         self.generator.load_state_dict(state["generator"])
         self.aux.load_state_dict(state["aux"])
@@ -219,11 +296,35 @@ class Distiller:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_a.load_state_dict(state["opt_a"])
         self.rng.set_state(state["rng"])
-        self.refine_rng.set_state(state["refine_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        self.dropout_rng.set_state(state["dropout_rng"])
         self.history = state["history"]
-        if self.refinement is not None:
-            self.refinement.load_state_dict(state["refinement"])
+        if with_refinement:
+            self.refine_rng.set_state(state["refine_rng"])
+            if self.refinement is not None:
+                self.refinement.load_state_dict(state["refinement"])
+
+
+# Norms of the Di[M]O and the refinement parts of the generator's logit gradient, and their ratio
+# (the refinement part is the total minus the closed-form Di[M]O part).
+def gradient_norms(total: Tensor, dimo: Tensor) -> dict[str, float]:
+    n_dimo = torch.linalg.vector_norm(dimo).item()
+    n_refine = torch.linalg.vector_norm(total - dimo).item()
+    return {"grad_dimo": n_dimo, "grad_refine": n_refine,
+            "grad_ratio": n_refine / n_dimo if n_dimo > 0 else math.inf}
+
+
+@contextmanager
+def _own_global_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
+    # Run a block with `generator`'s state as the global random state of `device` (dropout draws
+    # from the global generator), then store the advanced state back and restore the global one.
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        if cuda:
+            torch.cuda.set_rng_state(generator.get_state(), device)
+        else:
+            torch.set_rng_state(generator.get_state())
+        yield
+        generator.set_state(torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state())
 
 
 def _clip(opt: torch.optim.Optimizer, max_norm: float) -> float:
@@ -244,18 +345,27 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-# Run (or resume) distillation to `config.steps`: loads `checkpoint` if present, saves it every
-# `checkpoint_every` steps, calls `on_eval(step, distiller)` every `eval_every` steps and
-# `on_step(distiller)` after every step (a step boundary: the state is consistent there).
+# Load `checkpoint` into the distiller if it exists; returns whether it did.
+def resume_from(distiller: Distiller, checkpoint: Path | None, log: Callable[[str], None] = lambda s: None) -> bool:
+    if checkpoint is None or not checkpoint.is_file():
+        return False
+    distiller.load_state_dict(torch.load(checkpoint, map_location=distiller.device, weights_only=True))
+    log(f"resumed distillation at step {distiller.step} from {checkpoint}")
+    return True
+
+
+# Run (or, with `resume`, resume from `checkpoint`) distillation to `config.steps` (or `stop_after`):
+# saves `checkpoint` every `checkpoint_every` steps, calls `on_eval(step, distiller)` every
+# `eval_every` steps and `on_step(distiller)` after every step (a step boundary: the state is
+# consistent there).
 def run_distillation(distiller: Distiller, checkpoint: Path | None = None,
                      on_eval: Callable[[int, Distiller], None] | None = None,
                      log: Callable[[str], None] = lambda s: None,
                      stop_after: int | None = None,
-                     on_step: Callable[[Distiller], None] | None = None) -> Distiller:
+                     on_step: Callable[[Distiller], None] | None = None, resume: bool = True) -> Distiller:
     cfg = distiller.config
-    if checkpoint is not None and checkpoint.is_file():
-        distiller.load_state_dict(torch.load(checkpoint, weights_only=False))
-        log(f"resumed distillation at step {distiller.step} from {checkpoint}")
+    if resume:
+        resume_from(distiller, checkpoint, log)
     while distiller.step < cfg.steps:
         if stop_after is not None and distiller.step >= stop_after:
             break

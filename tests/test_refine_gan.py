@@ -34,7 +34,7 @@ def _distiller(teacher: DigitsTeacher, relax: str = "soft", seed: int = 0, confi
 def test_gan_gradient_reaches_generator_only_through_differentiable_relaxations(
         tiny_teacher: DigitsTeacher, relax: str, reaches: bool) -> None:
     d = _distiller(tiny_teacher, relax)
-    batch = d._generator_pass(8)
+    batch = d._generator_pass(8, *d._init_noise())
     loss, _ = d.refinement.generator_loss(batch, d.rng)
     assert loss.requires_grad == reaches
     if reaches:
@@ -47,7 +47,7 @@ def test_gan_gradient_reaches_generator_only_through_differentiable_relaxations(
 def test_generator_loss_does_not_train_the_discriminator(tiny_teacher: DigitsTeacher) -> None:
     d = _distiller(tiny_teacher)
     heads = _state(d.refinement.disc.heads)
-    batch = d._generator_pass(8)
+    batch = d._generator_pass(8, *d._init_noise())
     loss, _ = d.refinement.generator_loss(batch, d.rng)
     loss.backward()
     assert all(p.grad is None for p in d.refinement.disc.heads.parameters())
@@ -59,7 +59,7 @@ def test_discriminator_update_trains_heads_only(tiny_teacher: DigitsTeacher) -> 
     d = _distiller(tiny_teacher)
     teacher, generator, heads = (_state(tiny_teacher.network), _state(d.generator),
                                  _state(d.refinement.disc.heads))
-    batch = d._generator_pass(8)
+    batch = d._generator_pass(8, *d._init_noise())
     log = d.refinement.update(batch, d.rng)
     assert {"gan_d_loss", "gan_d_real", "gan_d_fake"} <= log.keys()
     assert all(p.grad is None for p in d.generator.parameters())

@@ -11,7 +11,8 @@ import torch
 import harness.builtin  # noqa: F401
 from harness import registry
 from harness.entries import RelaxationEntry, RunContext
-from harness.methods import run_dimo, student_key
+from harness.methods import run_dimo
+from harness.students import student_key
 from harness.spec import CellError, resolve_cell
 from tests.conftest import TINY_TEACHER
 
@@ -46,6 +47,10 @@ def test_gradient_refinements_are_refused_with_hard_tokens() -> None:
     (dict(sample__tteo_steps=2), "sample.tteo_reward", "empty, but sample.tteo_steps = 2"),
     (dict(sample__best_of_n=4), "sample.select_reward", "empty, but sample.best_of_n = 4"),
     (dict(sample__best_of_n=4, sample__select_reward=["nope"]), "sample.select_reward", "unknown reward model"),
+    (dict(distill__weight_decay=0.01), "distill.weight_decay", "needs distill.optimizer 'adamw'"),
+    (dict(distill__r_init_range=[0.9, 0.1]), "distill.r_init_range", "0 <= a <= b <= 1"),
+    (dict(distill__r_init_range=[0.1]), "distill.r_init_range", "expected [a, b]"),
+    (dict(distill__sigma_init_schedule="warmup_cos"), "distill.sigma_init_warmup", "warm-up length"),
 ])
 def test_bad_refinement_and_test_time_settings_are_refused(cell: dict, key: str, text: str) -> None:
     with pytest.raises(CellError) as e:
@@ -76,8 +81,15 @@ def _run(tmp_path: Path, cache: Path, name: str, **params: object):
 def test_curves_over_training_steps_and_resume(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
     fast = dict(distill__eval_every=2, distill__ema_decay=0.0, distill__lr_generator=1e-2, distill__warmup_steps=0)
     spec, ctx, result = _run(tmp_path, teacher_cache, "curves", **fast)
-    assert set(result.curves) == {"digits_acc", "digits_reward"}
+    # The metrics, and the training diagnostics of a GAN run: the generator's sharpness, the GAN vs
+    # Di[M]O gradient ratio, D's accuracy on real and fake inputs, and the softness probe.
+    diagnostics = {"p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake", "gan_softness_probe"}
+    assert set(result.curves) == {"digits_acc", "digits_reward"} | diagnostics
     assert [s for s, _ in result.curves["digits_reward"]] == [0, 2, 4]
+    assert [s for s, _ in result.curves["gan_softness_probe"]] == [2, 4]     # means over steps 0-1 and 2-3
+    assert all(0.0 <= v <= 1.0 for name in ("p_max", "gan_d_acc_real", "gan_softness_probe")
+               for _, v in result.curves[name])
+    assert all(v > 0 for _, v in result.curves["grad_ratio"])
     assert len({v for _, v in result.curves["digits_reward"]}) > 1
     assert result.stage_seconds["curve_s"] > 0 and "gan_d_loss" in result.info["final_log"]
     stored = json.loads((ctx.checkpoint_dir / "curves.json").read_text())
@@ -112,7 +124,12 @@ def test_student_key_follows_what_the_student_trains_with() -> None:
     gan = key(relaxation="gumbel", refinement="gan")                     # the GAN's gradient goes through q
     assert gan != key(relaxation="soft", refinement="gan") and gan != key(relaxation="gumbel", refinement="gan",
                                                                           relax__gumbel_tau=0.3)
-    assert key(relaxation="soft") != hard and key(relaxation="hard", seed=1) != hard
+    # phi and psi read the sample x_theta (Di[M]O's discrete path), which soft draws as hard does.
+    assert key(relaxation="soft") == hard and key(relaxation="hard", seed=1) != hard
+    assert key(relaxation="hard", distill__refine_start=2) == hard         # no refinement: no effect
+    relaxed = dict(distill__teacher_input="relaxed")
+    assert key(relaxation="soft", **relaxed) != key(relaxation="hard", **relaxed)
+    assert key(relaxation="gumbel", **relaxed) == key(relaxation="hard", **relaxed)
 
 
 def test_a_relaxation_forward_as_an_unknown_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +139,24 @@ def test_a_relaxation_forward_as_an_unknown_one_is_refused(monkeypatch: pytest.M
     with pytest.raises(CellError) as e:
         resolve_cell(_cell(relaxation="st_typo"), "mini")
     assert e.value.key == "relaxation" and "forward_as 'hrad', which is not registered" in str(e.value)
+
+
+def test_refinements_continue_one_shared_di_m_o_prefix(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
+    # Di[M]O alone and two GAN cells of one seed share the plain Di[M]O state at refine_start: the
+    # first cell trains and stores it, the others continue it, with the very result of training
+    # from scratch.
+    common = dict(distill__steps=4, distill__refine_start=2, distill__checkpoint_every=0)
+    _, _, dimo = _run(tmp_path, teacher_cache, "dimo", relaxation="hard", refinement="none", **common)
+    spec, _, soft = _run(tmp_path, teacher_cache, "soft", **common)
+    _, _, gumbel = _run(tmp_path, teacher_cache, "gumbel", relaxation="gumbel", **common)
+    prefixes = [r.info["student"]["prefix"] for r in (dimo, soft, gumbel)]
+    assert len({p["cache_key"] for p in prefixes}) == 1 and [p["cache_hit"] for p in prefixes] == [False, True, True]
+    assert soft.info["final_log"] != gumbel.info["final_log"]
+    shutil.rmtree(teacher_cache / "prefixes")
+    shutil.rmtree(teacher_cache / "students" / soft.info["student"]["cache_key"])
+    _, _, scratch = _run(tmp_path, teacher_cache, "scratch", **common)
+    assert scratch.info["student"]["prefix"]["cache_hit"] is False
+    assert torch.equal(scratch.tokens, soft.tokens) and scratch.info["final_log"] == soft.info["final_log"]
 
 
 def test_gumbel_without_refinement_reuses_the_hard_student(tmp_path: Path, teacher_cache: Path,

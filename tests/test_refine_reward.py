@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import harness.builtin  # noqa: F401  (registers digits_reward)
 from harness.entries import RunContext
-from harness.methods import build_rewards
+from harness.students import build_rewards
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.refine.reinforce import (ReinforceConfig, ReinforceRefinement, leave_one_out, sample_log_prob,
                                        score_function_loss)
@@ -36,7 +36,7 @@ def _reward_distiller(teacher: DigitsTeacher, tmp_path: Path, relax: str = "soft
 def test_reward_gradient_reaches_generator_only_through_differentiable_relaxations(
         tiny_teacher: DigitsTeacher, tmp_path: Path, relax: str, reaches: bool) -> None:
     d = _reward_distiller(tiny_teacher, tmp_path, relax)
-    loss, log = d.refinement.generator_loss(d._generator_pass(8), d.rng)
+    loss, log = d.refinement.generator_loss(d._generator_pass(8, *d._init_noise()), d.rng)
     assert "reward_digits_reward" in log
     assert loss.requires_grad == reaches
     if reaches:
@@ -55,7 +55,8 @@ def test_reward_fine_tuning_raises_the_reward(tiny_teacher: DigitsTeacher, tmp_p
         probe.rng.manual_seed(0)
         with torch.no_grad():
             probe.generator.load_state_dict(d.generator.state_dict())
-            _, log = probe.refinement.generator_loss(probe._generator_pass(64), probe.rng)
+            probe.generator.eval()                          # no dropout: the same batch every time
+            _, log = probe.refinement.generator_loss(probe._generator_pass(64, *probe._init_noise()), probe.rng)
         return log["reward_digits_reward"]
 
     before = reward_now()
@@ -136,7 +137,7 @@ def _reinforce_distiller(teacher: DigitsTeacher, tmp_path: Path, seed: int, base
 
 def test_reinforce_trains_with_hard_tokens(tiny_teacher: DigitsTeacher, tmp_path: Path) -> None:
     d = _reinforce_distiller(tiny_teacher, tmp_path, seed=0)
-    loss, log = d.refinement.generator_loss(d._generator_pass(8), d.rng)
+    loss, log = d.refinement.generator_loss(d._generator_pass(8, *d._init_noise()), d.rng)
     assert loss.requires_grad and log["reinforce_advantage_std"] > 0
     loss.backward()
     assert d.generator.head.weight.grad.abs().sum() > 0

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import harness.builtin  # noqa: F401  (registers digits_reward)
 from harness.entries import RunContext
-from harness.methods import build_rewards, summed_reward
+from harness.students import build_rewards, summed_reward
 from softdimo.refine.tteo import TTSCost, TTSSettings, optimise_embeddings, sample_test_time
 from softdimo.teachers.base import ImageNoise
 from softdimo.teachers.digits import DigitsTeacher

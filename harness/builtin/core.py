@@ -1,26 +1,28 @@
 """Built-in methods and relaxations."""
 from __future__ import annotations
 
-from harness import methods, registry
+from harness import methods, registry, students
 from harness.entries import MethodEntry, RelaxationEntry
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 
 registry.relaxations.register("hard", RelaxationEntry(
     "hard", relax_hard, differentiable=False, params=(),
     description="Di[M]O: sampled one-hot tokens, no gradient"))
-# Straight-through: the forward value one_hot - sg(y) + y is exactly one_hot in floating point
-# (tests/test_dimo_math.py), so without a gradient-consuming refinement gumbel trains hard's student.
+# Every built-in relaxation draws x_theta = argmax(z/T + g) from the same noise (`sample_as`), and
+# straight-through's forward value one_hot - sg(y) + y is exactly one_hot in floating point
+# (tests/test_dimo_math.py, `forward_as`): without a gradient-consuming refinement gumbel and soft
+# train hard's student.
 registry.relaxations.register("gumbel", RelaxationEntry(
-    "gumbel", relax_gumbel, differentiable=True, forward_as="hard", params=("relax.gumbel_tau",),
+    "gumbel", relax_gumbel, differentiable=True, forward_as="hard", sample_as="hard", params=("relax.gumbel_tau",),
     description="straight-through Gumbel-softmax (relax.gumbel_tau)"))
 registry.relaxations.register("soft", RelaxationEntry(
-    "soft", relax_soft, differentiable=True, params=(),
+    "soft", relax_soft, differentiable=True, sample_as="hard", params=(),
     description="Soft-Di[M]O: expected embedding sum_j p_j E_j"))
 
 _REFERENCE_STAGES = ("teacher", "eval")
 registry.methods.register("dimo", MethodEntry(
     "dimo", ("teacher", "distill", "relax", "sample", "eval"), methods.run_dimo, uses_relaxation=True,
-    uses_refinement=True, test_time=True, label=methods.dimo_label, work_key=methods.student_key,
+    uses_refinement=True, test_time=True, label=methods.dimo_label, work_key=students.work_key,
     description="one-step Di[M]O distillation with a relaxation (and a refinement)"))
 registry.methods.register("teacher_sampler", MethodEntry(
     "teacher_sampler", ("teacher", "sample", "eval"), methods.run_teacher_sampler,

@@ -11,8 +11,12 @@ def _build(config: DigitsConfig, ctx: RunContext) -> DigitsTeacher:
     return build_digits_teacher(config, ctx.cache_dir, ctx.log)
 
 
+# Per-teacher overrides of the stage defaults: refinements continue the Di[M]O student after 100 of
+# the 200 distillation steps (the other mini budgets are the stage defaults).
+DEFAULT_PARAMS = {"distill.refine_start": 100}
+
 registry.teachers.register("digits", TeacherEntry(
-    "digits", DigitsConfig, _build, scales=("mini",),
+    "digits", DigitsConfig, _build, scales=("mini",), default_params=DEFAULT_PARAMS,
     default_metrics=("digits_fd", "digits_acc", "digits_pr", "digits_struct"),
     build_world=lambda config, ctx: DigitsWorld(config),
     description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))

@@ -110,7 +110,7 @@ for _name, _desc in (
 
 _HPS_ASSETS = tuple(f"hps-benchmark-{s}" for s in hps.HPS_STYLES)
 registry.metrics.register("hps", MetricEntry(
-    "hps", _hps("v2.1"), applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.1"], *_HPS_ASSETS),
+    "hps", _hps("v2.1"), applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.1"], *_HPS_ASSETS), reward="hps_v2",
     description="HPS v2.1 x100 (Soft-Di[M]O's); per style on the 4 x 800 benchmark prompts"))
 registry.metrics.register("hps_v2.0", MetricEntry(
     "hps_v2.0", _hps("v2.0"), applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.0"], *_HPS_ASSETS),
@@ -119,16 +119,16 @@ registry.metrics.register("geneval", MetricEntry(
     "geneval", _geneval, applies_to=TEXT_TO_IMAGE, assets=("geneval-mask2former",),
     description="GenEval overall and per task (553 prompts x 4), run in GenEval's own environment"))
 registry.metrics.register("clip_score", MetricEntry(
-    "clip_score", _clip_score, applies_to=TEXT_TO_IMAGE,
+    "clip_score", _clip_score, applies_to=TEXT_TO_IMAGE, reward="clip_score",
     assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
     description="CLIP score (GigaGAN's: ViT-g-14, 'A photo depicts ' prefix, raw cosine)"))
 
 # Rewards for reward fine-tuning, TTEO and best-of-N at paper scale (docs/refinements.md).
 registry.rewards.register("clip_score", RewardEntry(
     "clip_score", lambda teacher, ctx: clip_score.build_clip_reward(CLIP_ANY, ctx.device),
-    applies_to=TEXT_TO_IMAGE, assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
+    applies_to=TEXT_TO_IMAGE, assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,), unit=100.0,
     description="100 x CLIP cosine (ViT-g-14, 'A photo depicts ' prefix), differentiable"))
 registry.rewards.register("hps_v2", RewardEntry(
     "hps_v2", lambda teacher, ctx: hps.HPSReward(hps.load_hps("v2.1", ctx.device)),
-    applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.1"],),
+    applies_to=TEXT_TO_IMAGE, assets=(hps.HPS_VERSIONS["v2.1"],), unit=100.0,
     description="HPS v2.1 x100, differentiable (HPS's transform on tensors)"))

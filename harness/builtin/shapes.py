@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from harness import methods, registry
+from harness import registry, students
 from harness.entries import MethodEntry, MethodResult, MetricEntry, RewardEntry, RunContext, TeacherEntry
 from harness.metrics import shapes_clip, shapes_eval
 from harness.spec import EvalConfig, RunSpec
@@ -29,12 +29,12 @@ from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_t
 
 def _shapes_reference(spec: RunSpec, ctx: RunContext,
                       draw: Callable[[ShapesTeacher, list[str], ImageNoise], Tensor]) -> MethodResult:
-    teacher, teacher_s = methods.build_teacher(spec, ctx)
+    teacher, teacher_s = students.build_teacher(spec, ctx)
     if not isinstance(teacher, ShapesTeacher):
         raise ValueError(f"method {spec.method!r} needs the shapes teacher, not {spec.teacher!r}")
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
-    tokens, images, conditions = methods.batched_samples(
+    tokens, images, conditions = students.batched_samples(
         teacher, n, derive_seed(spec.seed, "sample"), ctx,
         lambda cond, noise: draw(teacher, [str(p) for p in cond.raw], noise))
     return MethodResult(images, conditions, tokens, teacher=teacher,
@@ -89,6 +89,7 @@ def _build(config: ShapesConfig, ctx: RunContext) -> ShapesTeacher:
 # 800 steps (benchmarks/README.md).
 DEFAULT_PARAMS: dict[str, Any] = {
     "distill.steps": 600,
+    "distill.refine_start": 400,        # refinements continue the Di[M]O student for the last 200 steps
     "distill.batch_size": 32,
     "distill.r_init": 0.9375,
     "distill.sigma_init": 0.5,
@@ -111,10 +112,14 @@ registry.metrics.register("shapes_geneval", MetricEntry(
     "shapes_geneval", shapes_eval.compute_geneval, applies_to=("shapes",),
     description="exact GenEval-style checker: strict overall and per task, lenient overall"))
 registry.metrics.register("shapes_clip", MetricEntry(
-    "shapes_clip", shapes_clip.compute_clip_score, applies_to=("shapes",),
+    "shapes_clip", shapes_clip.clip_score_metric("shapes_clip", "v1"), applies_to=("shapes",), reward="shapes_clip",
     description="mean 100 x cosine under the contrastive model shapes-clip-v1 (CLIP-score analogue)"))
+registry.metrics.register("shapes_clip_heldout", MetricEntry(
+    "shapes_clip_heldout", shapes_clip.clip_score_metric("shapes_clip_heldout", "heldout"), applies_to=("shapes",),
+    description="mean 100 x cosine under shapes-clip-heldout-v1 (other seeds; independent of the shapes_clip "
+                "reward)"))
 registry.rewards.register("shapes_clip", RewardEntry(
-    "shapes_clip", shapes_clip.build_reward, applies_to=("shapes",),
+    "shapes_clip", shapes_clip.build_reward, applies_to=("shapes",), unit=shapes_clip.SCALE,
     description="differentiable 100 x cosine under shapes-clip-v1 (CLIP / HPS analogue)"))
 
 for _name, _run in (("real_prompt", run_real_prompt), ("marginals_prompt", run_marginals_prompt),

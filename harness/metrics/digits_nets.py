@@ -8,6 +8,8 @@
   whose log p(label | image) is the differentiable reward of reward fine-tuning, TTEO and best-of-N
   (the HPS analogue). It is never used by an evaluation metric, so optimising it can be checked
   against the two networks above (reward hacking shows as reward up, accuracy / FD not).
+- `reward_heldout` (digits-reward-heldout-v1): the reward network's architecture trained from
+  another seed, an independent learned score for runs that optimise digits-reward-v1.
 
 Both are trained on the training split only, with every image quantised to a random number of
 intensity levels, so one network serves every `teacher.levels`. Their weights are committed
@@ -95,6 +97,8 @@ NETS = {
     "classifier": NetSpec("digits-mlp-v1", DigitsMLP, "digits_mlp_v1.safetensors", seed=1, epochs=40, lr=1e-3),
     "reward": NetSpec("digits-reward-v1", DigitsRewardCNN, "digits_reward_v1.safetensors", seed=2, epochs=30,
                       lr=2e-3),
+    "reward_heldout": NetSpec("digits-reward-heldout-v1", DigitsRewardCNN, "digits_reward_heldout_v1.safetensors",
+                              seed=3, epochs=30, lr=2e-3),
 }
 
 #----------------------------------------------------------------------------
@@ -142,7 +146,7 @@ def test_accuracy(net: nn.Module, levels: int) -> float:
 _loaded: dict[str, tuple[nn.Module, str]] = {}
 
 
-# The committed network `key` ("features", "classifier", "reward") in eval mode, with its weights' sha256.
+# The committed network `key` (one of NETS) in eval mode, with its weights' sha256.
 def load_net(key: str) -> tuple[nn.Module, str]:
     if key not in _loaded:
         spec = NETS[key]

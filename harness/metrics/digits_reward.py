@@ -3,7 +3,9 @@
 `digits_reward`: R(image, label) = log p(label | image) under digits-reward-v1, a network that no
 evaluation metric uses (harness/metrics/digits_nets.py). As a reward model it is differentiable in
 the images; as a metric it is the mean reward of a run's samples, so reward fine-tuning, TTEO and
-best-of-N can show the reward they optimise next to the independent metrics.
+best-of-N can show the reward they optimise next to the independent metrics. `digits_reward_heldout`
+is the same quantity under digits-reward-heldout-v1 (the architecture trained from another seed),
+an independent learned score for runs that optimise digits-reward-v1.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ BATCH = 1000
 #----------------------------------------------------------------------------
 
 
-# log p(y | x) of digits-reward-v1 per image [B], differentiable in the images [B, 1, 8, 8].
-def log_prob_reward(images: Tensor, cond: Condition) -> Tensor:
-    net, _ = load_net("reward")
+# log p(y | x) under the reward network `key` per image [B], differentiable in the images [B, 1, 8, 8].
+def log_prob_reward(images: Tensor, cond: Condition, key: str = "reward") -> Tensor:
+    net, _ = load_net(key)
     net = net.to(images.device)
     labels = cond.tensors["labels"].to(images.device)
     return F.log_softmax(net(images.float()), dim=1).gather(1, labels[:, None])[:, 0]
@@ -35,14 +37,16 @@ def build_reward(teacher: object, ctx: RunContext) -> Callable[[Tensor, Conditio
     return log_prob_reward
 
 
-# Metric `digits_reward`: mean log p(label | image) of the samples under digits-reward-v1.
-@torch.no_grad()
-def compute_reward(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    labels = labels_of(inp.conditions)
-    values = [log_prob_reward(inp.images[i:i + BATCH], Condition("class", {"labels": labels[i:i + BATCH]}))
-              for i in range(0, len(inp.images), BATCH)]
-    _, sha = load_net("reward")
-    proto = {"name": "digits-reward-logp", "implementation": "softdimo-harness digits metrics v1",
-             "reward_model": NETS["reward"].name, "reward_model_sha256": sha,
-             "levels": int(inp.spec.param("teacher.levels")), "samples": len(inp.images)}
-    return {"digits_reward": MetricValue(torch.cat(values).mean().item(), True, proto)}
+# The metric `name`: mean log p(label | image) of the samples under the reward network `key`.
+def reward_metric(name: str, key: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
+    @torch.no_grad()
+    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+        labels = labels_of(inp.conditions)
+        values = [log_prob_reward(inp.images[i:i + BATCH], Condition("class", {"labels": labels[i:i + BATCH]}), key)
+                  for i in range(0, len(inp.images), BATCH)]
+        _, sha = load_net(key)
+        proto = {"name": "digits-reward-logp", "implementation": "softdimo-harness digits metrics v1",
+                 "reward_model": NETS[key].name, "reward_model_sha256": sha,
+                 "levels": int(inp.spec.param("teacher.levels")), "samples": len(inp.images)}
+        return {name: MetricValue(torch.cat(values).mean().item(), True, proto)}
+    return compute

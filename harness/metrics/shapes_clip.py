@@ -5,6 +5,8 @@ The reward is R(x, c) = 100 cos(f_img(x), f_txt(c)), differentiable in the image
 Soft-Di[M]O's reward fine-tuning, PAPER.md 2.6, and the selection score of best-of-N / TTEO); the
 metric is its mean over a run's samples (CLIPScore's 100 x cosine, without the clamp at 0). It is
 kept apart from the exact checker so that reward hacking shows up as reward up, checker down.
+`shapes_clip_heldout` is the same score under shapes-clip-heldout-v1 (trained from other seeds),
+an independent learned score for runs that optimise shapes-clip-v1.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 
 from harness.entries import EvalInput, MetricValue, RunContext
-from harness.metrics.shapes_clip_net import NAME, load_clip
+from harness.metrics.shapes_clip_net import MODELS, load_clip
 from softdimo.data import shapes as world
 from softdimo.teachers.base import Condition
 
@@ -26,8 +28,9 @@ BATCH = 1000
 # R(x, c) = 100 cos(f_img(x), f_txt(c)) for images [B, 3, 16, 16] in [0, 1] and their prompts;
 # differentiable in the images (the network itself is frozen).
 class ShapesClipReward:
-    def __init__(self) -> None:
-        self.model, self.sha256 = load_clip()
+    def __init__(self, key: str = "v1") -> None:
+        self.name = MODELS[key].name
+        self.model, self.sha256 = load_clip(key)
 
     def __call__(self, images: Tensor, cond: Condition) -> Tensor:
         if not cond.raw:
@@ -48,14 +51,16 @@ def build_reward(teacher: Any, ctx: RunContext) -> Callable[[Tensor, Condition],
     return ShapesClipReward()
 
 
-# shapes_clip: mean CLIP-score of the samples against their prompts.
-def compute_clip_score(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    reward = ShapesClipReward()
-    prompts = [str(c) for c in inp.conditions]
-    total = 0.0
-    for i in range(0, len(prompts), BATCH):
-        total += reward.score(inp.images[i:i + BATCH].float(), prompts[i:i + BATCH]).detach().sum().item()
-    proto = {"name": "shapes-clip-score", "implementation": "softdimo-harness shapes CLIP-score",
-             "model": NAME, "model_sha256": reward.sha256, "scale": SCALE, "world": world.WORLD_VERSION,
-             "samples": len(prompts)}
-    return {"shapes_clip": MetricValue(total / len(prompts), True, proto)}
+# The metric `name`: mean CLIP-score of the samples against their prompts under model `key`.
+def clip_score_metric(name: str, key: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
+    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+        reward = ShapesClipReward(key)
+        prompts = [str(c) for c in inp.conditions]
+        total = 0.0
+        for i in range(0, len(prompts), BATCH):
+            total += reward.score(inp.images[i:i + BATCH].float(), prompts[i:i + BATCH]).detach().sum().item()
+        proto = {"name": "shapes-clip-score", "implementation": "softdimo-harness shapes CLIP-score",
+                 "model": reward.name, "model_sha256": reward.sha256, "scale": SCALE,
+                 "world": world.WORLD_VERSION, "samples": len(prompts)}
+        return {name: MetricValue(total / len(prompts), True, proto)}
+    return compute

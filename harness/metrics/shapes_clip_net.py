@@ -1,5 +1,7 @@
 """shapes-clip-v1: a small contrastive image-text model of the shapes world (the CLIP / HPS
-analogue behind the `shapes_clip` reward and metric), and how it was trained.
+analogue behind the `shapes_clip` reward and metric), and how it was trained; shapes-clip-heldout-v1
+is the same model trained from other seeds, the independent score a run that optimises
+shapes-clip-v1 is also measured with (`shapes_clip_heldout`).
 
 An image encoder (two convolutions, the second cell-sized with stride 4, then an MLP) and a text
 encoder (word and position embeddings, two pre-LN transformer layers, mean over the words) map
@@ -10,8 +12,8 @@ negative (another colour, shape, count or the opposite relation), so that colour
 counting and position matter to the score. It never sees the exact checker.
 
 The weights are committed (`harness/metrics/weights/`) so that the sha256 in every protocol is
-the same on every machine; `python -m harness.metrics.shapes_clip_net` re-trains them
-(deterministic on one machine, 1 thread) and prints held-out accuracies and the hash.
+the same on every machine; `python -m harness.metrics.shapes_clip_net [--model heldout]`
+re-trains them (deterministic on one machine, 1 thread) and prints held-out accuracies and the hash.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import argparse
 import math
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,13 +34,25 @@ from harness.assets import sha256_file
 from softdimo.data import shapes as world
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-NAME = "shapes-clip-v1"
-FILENAME = "shapes_clip_v1.safetensors"
 EMBED_DIM = 64
-TRAIN_SEED = 7
 TRAIN_STEPS = 1500
 TRAIN_BATCH = 256
 TRAIN_LR = 2e-3
+
+#----------------------------------------------------------------------------
+
+
+# One committed model: its name, weights file and training seed (batches are seeded from it too).
+@dataclass(frozen=True)
+class ClipModelSpec:
+    name: str
+    filename: str
+    seed: int
+
+
+MODELS = {"v1": ClipModelSpec("shapes-clip-v1", "shapes_clip_v1.safetensors", seed=7),
+          "heldout": ClipModelSpec("shapes-clip-heldout-v1", "shapes_clip_heldout_v1.safetensors", seed=11)}
+NAME = MODELS["v1"].name
 
 #----------------------------------------------------------------------------
 
@@ -137,12 +151,13 @@ def contrastive_loss(model: ShapesClip, images: Tensor, ids: Tensor, neg_ids: Te
                   + torch.sum(-targets * F.log_softmax(t2i, 1), 1).mean())
 
 
-# Train shapes-clip-v1 deterministically (1 thread); returns the model in eval mode.
-def train_clip(steps: int = TRAIN_STEPS, log: Callable[[str], None] = print) -> ShapesClip:
+# Train one model deterministically from its seed (1 thread); returns it in eval mode.
+def train_clip(spec: ClipModelSpec = MODELS["v1"], steps: int = TRAIN_STEPS,
+               log: Callable[[str], None] = print) -> ShapesClip:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(TRAIN_SEED)
+        torch.manual_seed(spec.seed)
         model = ShapesClip()
         opt = torch.optim.AdamW(model.parameters(), lr=TRAIN_LR, weight_decay=0.01)
         start = time.time()
@@ -150,12 +165,12 @@ def train_clip(steps: int = TRAIN_STEPS, log: Callable[[str], None] = print) -> 
             lr = TRAIN_LR * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = contrastive_loss(model, *training_batch(TRAIN_BATCH, TRAIN_SEED * 1_000_003 + step))
+            loss = contrastive_loss(model, *training_batch(TRAIN_BATCH, spec.seed * 1_000_003 + step))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if step % 250 == 0 or step == steps - 1:
-                log(f"{NAME} step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
+                log(f"{spec.name} step {step}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f}s)")
         return model.eval()
     finally:
         torch.set_num_threads(threads)
@@ -188,29 +203,32 @@ def held_out_accuracy(model: ShapesClip, n: int = 1200, seed: int = 99) -> dict[
 _loaded: dict[str, tuple[ShapesClip, str]] = {}
 
 
-# The committed shapes-clip-v1 in eval mode (frozen), with its weights' sha256.
-def load_clip() -> tuple[ShapesClip, str]:
-    if NAME not in _loaded:
-        path = WEIGHTS_DIR / FILENAME
+# A committed model ("v1" or "heldout") in eval mode (frozen), with its weights' sha256.
+def load_clip(key: str = "v1") -> tuple[ShapesClip, str]:
+    if key not in _loaded:
+        spec = MODELS[key]
+        path = WEIGHTS_DIR / spec.filename
         if not path.is_file():
-            raise FileNotFoundError(f"shapes reward network {NAME} missing at {path}; "
-                                    f"re-create it with `python -m harness.metrics.shapes_clip_net`")
+            raise FileNotFoundError(f"shapes network {spec.name} missing at {path}; re-create it with "
+                                    f"`python -m harness.metrics.shapes_clip_net --model {key}`")
         model = ShapesClip()
         model.load_state_dict(load_file(str(path)))
-        _loaded[NAME] = (model.eval().requires_grad_(False), sha256_file(path))
-    return _loaded[NAME]
+        _loaded[key] = (model.eval().requires_grad_(False), sha256_file(path))
+    return _loaded[key]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Re-train the shapes-clip-v1 reward network.")
+    parser = argparse.ArgumentParser(description="Re-train a shapes contrastive network.")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--model", choices=sorted(MODELS), default="v1")
     parser.add_argument("--steps", type=int, default=TRAIN_STEPS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = train_clip(args.steps)
-    path = args.out / FILENAME
+    spec = MODELS[args.model]
+    model = train_clip(spec, args.steps)
+    path = args.out / spec.filename
     save_file(model.state_dict(), str(path))
-    print(f"{NAME} sha256 {sha256_file(path)} held-out {held_out_accuracy(model)}")
+    print(f"{spec.name} sha256 {sha256_file(path)} held-out {held_out_accuracy(model)}")
 
 
 if __name__ == "__main__":

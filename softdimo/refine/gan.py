@@ -160,7 +160,8 @@ class GANRefinement:
         return cfg.weight * loss, {"gan_g_loss": loss.item()}
 
     # `d_updates` discriminator steps: a real batch (uniform over the real set) against the
-    # generator's relaxed samples of this step (detached); independent masks for each.
+    # generator's relaxed samples of this step (detached); independent masks for each. Logs D's
+    # losses and the diagnostics of `discriminator_diagnostics` on the last update.
     def update(self, batch: Any, rng: torch.Generator) -> dict[str, float]:
         cfg, layout = self.config, self.teacher.layout
         n = batch.logits.shape[0]
@@ -179,7 +180,26 @@ class GANRefinement:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-        return {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item()}
+        log = {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item()}
+        with torch.no_grad():
+            log.update(self.discriminator_diagnostics(fake_q, batch.cond, mask_f, r_f, d_real, d_fake))
+        return log
+
+    # What D keys on: its accuracy on real (D > 0) and fake (D < 0) inputs of this update, and the
+    # softness probe: the fraction of (q, one_hot(argmax q)) pairs, same mask and ratio, that D
+    # scores the one-hot above the soft one, ties counting half (0.5: D ignores softness, or the
+    # fake input is already one-hot as with gumbel; 1: D separates them by softness). MaskBit-style teachers add how many soft groups look masked (`soft_diagnostics`).
+    def discriminator_diagnostics(self, fake_q: Tensor, cond: Condition, mask: Tensor, r: Tensor,
+                                  d_real: Tensor, d_fake: Tensor) -> dict[str, float]:
+        hard_q = F.one_hot(fake_q.argmax(-1), fake_q.shape[-1]).to(fake_q.dtype)
+        d_hard = self.disc.logits(self.disc.features(hard_q, cond, mask), r)
+        d_soft = self.disc.logits(self.disc.features(fake_q, cond, mask), r)
+        out = {"gan_d_acc_real": (d_real > 0).float().mean().item(),
+               "gan_d_acc_fake": (d_fake < 0).float().mean().item(),
+               "gan_softness_probe": ((d_hard > d_soft).float() + 0.5 * (d_hard == d_soft).float()).mean().item()}
+        if hasattr(self.teacher, "soft_diagnostics"):
+            out.update({f"gan_{k}": v for k, v in self.teacher.soft_diagnostics(fake_q).items()})
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict()}

@@ -1,0 +1,367 @@
+"""Di[M]O students: training (or reusing) the one-step generator of a `dimo` cell, its training
+curves, and sampling it (plainly, or with TTEO and best-of-N).
+
+Trained students are cached by the parameters that determine them (`student_key`), so cells that
+differ only in how they sample train once; the plain Di[M]O state at `distill.refine_start` is
+cached too (`prefix_key`), so every cell that continues the same Di[M]O student with a refinement,
+or with more Di[M]O, starts from that one state. Both caches take a lock, so concurrent jobs train
+each once. Every image i draws from its own random stream (`ImageNoise(seed, i)`).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from harness import preemption, registry
+from harness.entries import EvalInput, MetricValue, RunContext
+from harness.spec import NONE, EvalConfig, RunSpec
+from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
+from softdimo.refine.reward import RewardFn, weighted_reward
+from softdimo.refine.tteo import TTSCost, TTSSettings, sample_test_time
+from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
+from softdimo.teachers.cache import cached_dir
+from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation, save_checkpoint
+
+SAMPLE_BATCH = 500
+STUDENT_CODE_VERSION = "dimo-student-3"   # bump when training code changes what a student key produces
+# Per-step training quantities drawn as curves beside the metrics (mean over each curve interval):
+# the generator's sharpness, the refinement-vs-Di[M]O gradient ratio and the GAN's diagnostics.
+TRAINING_DIAGNOSTICS = ("p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake",
+                        "gan_softness_probe", "gan_near_uniform_groups")
+# Distillation keys that do not change the Di[M]O state at refine_start (the shared prefix).
+NOT_IN_PREFIX = ("distill.steps", "distill.dimo_weight", "distill.checkpoint_every")
+
+#----------------------------------------------------------------------------
+# Shared helpers of the sampling methods.
+
+
+# Build (or load from the cache) the cell's teacher; returns it and the seconds it took.
+def build_teacher(spec: RunSpec, ctx: RunContext) -> tuple[Teacher, float]:
+    start = time.perf_counter()
+    entry = registry.teachers.get(spec.teacher)
+    teacher = entry.build(spec.stage("teacher", entry.config_cls), ctx)
+    return teacher, time.perf_counter() - start
+
+
+# Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise,
+# decoded with their conditions. Returns tokens, images and the raw conditions.
+@torch.no_grad()
+def batched_samples(teacher: Teacher, n: int, seed: int, ctx: RunContext,
+                    draw: Callable[[Any, ImageNoise], Tensor]) -> tuple[Tensor, Tensor, list[Any]]:
+    conditions = teacher.eval_conditions(n)
+    tokens, images = [], []
+    for start in range(0, n, SAMPLE_BATCH):
+        idx = range(start, min(n, start + SAMPLE_BATCH))
+        cond = teacher.encode_condition(conditions[idx.start:idx.stop]).to(ctx.device)
+        batch = draw(cond, ImageNoise(seed, idx, ctx.device))
+        tokens.append(batch.cpu())
+        images.append(teacher.decode(batch, cond).cpu())
+    return torch.cat(tokens), torch.cat(images), conditions
+
+
+# The reward callables `(images, cond) -> [B]` named in a configuration, built for this teacher.
+def build_rewards(names: tuple[str, ...] | list[str], teacher: Teacher, ctx: RunContext) -> dict[str, RewardFn]:
+    return {name: registry.rewards.get(name).build(teacher, ctx) for name in names}
+
+
+# The sum of several reward models, each in its native unit (R_i / unit_i, `RewardEntry.unit`), as
+# one reward callable: a step size then means the same thing whatever scale a reward reports in.
+def summed_reward(rewards: dict[str, RewardFn]) -> RewardFn:
+    units = [1.0 / registry.rewards.get(name).unit if name in registry.rewards else 1.0 for name in rewards]
+    return lambda images, cond: weighted_reward(rewards, units, images, cond)[0]
+
+
+# Every metric of the cell on one set of samples, as {value name: MetricValue}.
+def evaluate(spec: RunSpec, teacher: Teacher, ctx: RunContext, images: Tensor, conditions: list[Any],
+             tokens: Tensor | None) -> dict[str, MetricValue]:
+    values: dict[str, MetricValue] = {}
+    for name in spec.param("eval.metrics"):
+        values.update(registry.metrics.get(name).compute(EvalInput(spec, teacher, images, conditions, tokens), ctx))
+    return values
+
+
+#----------------------------------------------------------------------------
+# Training curves.
+
+
+# Metrics over training steps (`distill.eval_every`): a fixed evaluation set (`eval.curve_samples`
+# conditions, its own per-image streams, never the training stream) sampled with the EMA generator,
+# plus the per-step training diagnostics (`TRAINING_DIAGNOSTICS`) averaged over each interval.
+# Points are kept in `checkpoints/curves.json`, so a resumed run keeps the points it had; a point is
+# replaced when its step is evaluated again (deterministic, so with the same value).
+class TrainingCurves:
+    def __init__(self, spec: RunSpec, teacher: Teacher, ctx: RunContext):
+        self.spec, self.teacher, self.ctx = spec, teacher, ctx
+        self.distill = spec.stage("distill", DistillConfig)
+        self.samples = spec.stage("eval", EvalConfig).curve_samples
+        self.path = ctx.checkpoint_dir / "curves.json"
+        self.points: dict[str, list[tuple[int, float]]] = {}
+        if self.path.is_file():
+            self.load(self.path)
+        self.seconds = 0.0
+
+    # Take the points of a curves file (this run's, or a shared prefix's).
+    def load(self, path: Path) -> None:
+        self.points = {k: [tuple(p) for p in v] for k, v in json.loads(path.read_text()).items()}
+
+    # Evaluate the EMA generator at `step` (the `on_eval` callback of run_distillation).
+    def record(self, step: int, distiller: Distiller) -> None:
+        start = time.perf_counter()
+        d = self.distill
+        tokens, images, conditions = batched_samples(
+            self.teacher, self.samples, derive_seed(self.spec.seed, "curve"), self.ctx,
+            lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init)[0])
+        values = {k: v.value for k, v in evaluate(self.spec, self.teacher, self.ctx, images, conditions,
+                                                   tokens).items()}
+        values.update(interval_means(distiller.history, self.last_step(step), step))
+        for name, value in values.items():
+            kept = [p for p in self.points.get(name, []) if p[0] < step]
+            self.points[name] = kept + [(step, value)]
+        self.save(self.path)
+        self.seconds += time.perf_counter() - start
+
+    # The step of the latest point before `step` (0 if none).
+    def last_step(self, step: int) -> int:
+        return max((p[0] for pts in self.points.values() for p in pts if p[0] < step), default=0)
+
+    # Write the points atomically.
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.points))
+        os.replace(tmp, path)
+
+
+# The mean of each training diagnostic over the steps s with lo <= s < hi of a training history.
+def interval_means(history: list[dict[str, float]], lo: int, hi: int) -> dict[str, float]:
+    rows = [h for h in history if lo <= h["step"] < hi]
+    out = {}
+    for key in TRAINING_DIAGNOSTICS:
+        values = [h[key] for h in rows if key in h]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+#----------------------------------------------------------------------------
+# Student keys.
+
+
+# The relaxation whose student a dimo cell trains (`refining`: a refinement that needs gradients
+# is active). Without one, a relaxation that draws the same hard sample as another (`sample_as`)
+# trains that one's student when phi and psi read the sample (`distill.teacher_input: sampled`),
+# and one with the same forward values (`forward_as`) does whatever they read.
+def student_relaxation(spec: RunSpec, refining: bool) -> str:
+    entry = registry.relaxations.get(spec.relaxation)
+    if refining:
+        return spec.relaxation
+    if entry.sample_as and spec.param("distill.teacher_input") == "sampled":
+        return entry.sample_as
+    return entry.forward_as or spec.relaxation
+
+
+# Whether the cell's refinement needs gradients through the relaxation.
+def needs_gradient(spec: RunSpec) -> bool:
+    return spec.refinement != NONE and registry.refinements.get(spec.refinement).needs_gradient
+
+
+# The relaxation a dimo cell's finished student trains with.
+def trained_relaxation(spec: RunSpec) -> str:
+    return student_relaxation(spec, needs_gradient(spec))
+
+
+def _key(kind: str, spec: RunSpec, relaxation: str, refinement: str, params: dict[str, Any]) -> str:
+    relax_keys = registry.relaxations.get(relaxation).params
+    params = {**params, **{k: v for k, v in spec.params if k.startswith("relax.")
+                           and (relax_keys is None or k in relax_keys)}}
+    if params.get("distill.eval_every"):
+        params.update({k: spec.param(k) for k in ("eval.metrics", "eval.curve_samples")})
+    body = json.dumps({"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
+                       "relaxation": relaxation, "refinement": refinement, "seed": spec.seed,
+                       "params": params, "plugins": list(spec.plugins)},
+                      sort_keys=True, separators=(",", ":"), default=list)
+    return f"{kind}-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+# The parameters that determine a dimo cell's trained student: teacher, the relaxation it trains
+# with (and the `relax.*` keys that one reads), refinement, seed, the teacher / distill /
+# refinement stages, and the curve settings when curves are drawn. Cells that differ only in
+# sampling (`sample.*`, `eval.samples`, other metrics), or only by a relaxation that trains another
+# one's student (`student_relaxation`), share it. Without a refinement, refine_start and
+# dimo_weight do not change the student.
+def student_key(spec: RunSpec) -> str:
+    stages = ["teacher.", "distill."]
+    refining = spec.refinement != NONE
+    if refining and (stage := registry.refinements.get(spec.refinement).stage):
+        stages.append(stage + ".")
+    params = {k: v for k, v in spec.params if k.startswith(tuple(stages))}
+    if not refining:
+        params = {k: v for k, v in params.items() if k not in ("distill.refine_start", "distill.dimo_weight")}
+    return _key("dimo", spec, trained_relaxation(spec), spec.refinement, params)
+
+
+# The key of the plain Di[M]O state at `distill.refine_start` that a cell continues, or None when it
+# has none (refine_start 0 or not before the last step): everything that determines the first
+# refine_start steps, which no refinement touches.
+def prefix_key(spec: RunSpec) -> str | None:
+    distill = spec.stage("distill", DistillConfig)
+    if not 0 < distill.refine_start < distill.steps:
+        return None
+    params = {k: v for k, v in spec.params if k.startswith(("teacher.", "distill.")) and k not in NOT_IN_PREFIX}
+    return _key("dimo-prefix", spec, student_relaxation(spec, False), NONE, params)
+
+
+# The queue's work key of a dimo cell: its Di[M]O prefix when it continues one (every cell of that
+# prefix waits for it), else its student.
+def work_key(spec: RunSpec) -> str:
+    return prefix_key(spec) or student_key(spec)
+
+
+#----------------------------------------------------------------------------
+# Training.
+
+
+# The cell's refinement object (None without one), seeded from the run's seed.
+def build_refinement(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> Refinement | None:
+    if spec.refinement == NONE:
+        return None
+    entry = registry.refinements.get(spec.refinement)
+    config = spec.stage(entry.stage, entry.config_cls) if entry.stage else None
+    return entry.build(config, teacher, ctx, derive_seed(spec.seed, "refinement"))
+
+
+# Bring a distiller that has not reached `distill.refine_start` to the shared Di[M]O prefix
+# (`prefix_key`): load it from the prefix cache (`<cache>/prefixes/<key>/`: the state at
+# refine_start and its curve points), or train it there first, under the cache's lock, and store
+# it. Returns the prefix's summary.
+def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | None", ctx: RunContext,
+                    checkpoint: Path, on_step: Callable[[Distiller], None]) -> dict[str, Any]:
+    stop = distiller.config.refine_start
+
+    def build(tmp: Path) -> dict[str, Any]:
+        if curves is not None and distiller.step == 0:
+            curves.record(0, distiller)
+        run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None,
+                         log=ctx.log, stop_after=stop, on_step=on_step, resume=False)
+        save_checkpoint(distiller.state_dict(), tmp / "state.pt")
+        if curves is not None:
+            curves.save(tmp / "curves.json")
+        return {"step": distiller.step}
+
+    directory, hit = cached_dir(ctx.cache_dir / "prefixes", key, build)
+    if hit:
+        distiller.load_state_dict(torch.load(directory / "state.pt", map_location=ctx.device, weights_only=True),
+                                  with_refinement=False)
+        if curves is not None:
+            curves.load(directory / "curves.json")
+        ctx.log(f"continuing the shared Di[M]O student {key} from step {distiller.step}")
+    return {"cache_key": key, "cache_hit": hit, "step": stop}
+
+
+# Distil the cell's student, or load it from the student cache (`<cache>/students/<student_key>/`:
+# EMA weights and a summary with the training-log tail and the curves), trained once under a lock.
+# Training resumes from `checkpoints/distill.pt` of the run that trains it, and otherwise starts
+# from the shared Di[M]O prefix where there is one. Returns the EMA generator (frozen) and the summary.
+def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any]]:
+    distill = spec.stage("distill", DistillConfig)
+    relaxation = trained_relaxation(spec)
+    if relaxation != spec.relaxation:
+        ctx.log(f"relaxation {spec.relaxation!r} trains exactly as {relaxation!r} here: its student is "
+                f"{relaxation!r}'s (student cache)")
+
+    def train(tmp: Path) -> dict[str, Any]:
+        relax = registry.relaxations.get(relaxation)
+        distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
+                              seed=derive_seed(spec.seed, "distill"),
+                              refinement=build_refinement(spec, teacher, ctx), device=ctx.device)
+        checkpoint = ctx.checkpoint_dir / "distill.pt"
+        curves = TrainingCurves(spec, teacher, ctx) if distill.eval_every else None
+        start = time.perf_counter()
+
+        def save_on_signal(d: Distiller) -> None:
+            save_checkpoint(d.state_dict(), checkpoint)
+            ctx.log(f"preemption signal: checkpoint saved at distill step {d.step}; requeueing")
+
+        with preemption.safe_points() as safe_point:   # a SLURM signal saves at the next step boundary
+            on_step = lambda d: safe_point(lambda: save_on_signal(d))  # noqa: E731
+            resume_from(distiller, checkpoint, ctx.log)
+            key, prefix = prefix_key(spec), None
+            if key is not None and distiller.step < distill.refine_start:
+                prefix = continue_prefix(key, distiller, curves, ctx, checkpoint, on_step)
+            elif curves is not None and distiller.step == 0:
+                curves.record(0, distiller)
+            run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None,
+                             log=ctx.log, on_step=on_step, resume=False)
+        if curves is not None:
+            curves.record(distiller.step, distiller)
+        curve_s = curves.seconds if curves is not None else 0.0
+        summary = {"steps": distiller.step, "final_log": distiller.history[-1],
+                   "curves": curves.points if curves is not None else {},
+                   "distill_s": time.perf_counter() - start - curve_s, "curve_s": curve_s, "prefix": prefix}
+        torch.save(distiller.ema.state_dict(), tmp / "ema.pt")
+        (tmp / "summary.json").write_text(json.dumps(summary))
+        return {"steps": distiller.step}
+
+    key = student_key(spec)
+    directory, hit = cached_dir(ctx.cache_dir / "students", key, train)
+    ema = copy.deepcopy(teacher.network)
+    ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
+    summary = json.loads((directory / "summary.json").read_text())
+    summary["curves"] = {k: [tuple(p) for p in v] for k, v in summary["curves"].items()}
+    return ema.eval().requires_grad_(False), {**summary, "cache_key": key, "cache_hit": hit,
+                                              "trained_as": relaxation}
+
+
+#----------------------------------------------------------------------------
+# Sampling.
+
+
+# Test-time scaling settings of a sample configuration.
+def test_time_settings(sample: SampleConfig) -> TTSSettings:
+    return TTSSettings(steps=sample.tteo_steps, lr=sample.tteo_lr, proximity=sample.tteo_proximity,
+                       best_of_n=sample.best_of_n, chunk=sample.tteo_batch)
+
+
+# One-step samples of a generator: plain, or with TTEO / best-of-N (`sample.*`); returns the tokens,
+# images, conditions and, with test-time scaling, its cost.
+def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: torch.nn.Module
+                 ) -> tuple[Tensor, Tensor, list[Any], TTSCost | None]:
+    distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
+    n, seed = spec.stage("eval", EvalConfig).samples, derive_seed(spec.seed, "sample")
+    settings = test_time_settings(sample)
+    if settings.steps == 0 and settings.best_of_n == 1:
+        out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: generate(
+            generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
+        return (*out, None)
+    tteo_reward = summed_reward(build_rewards(sample.tteo_reward, teacher, ctx)) if settings.steps else None
+    select = summed_reward(build_rewards(sample.select_reward, teacher, ctx)) if settings.best_of_n > 1 else None
+    cost = TTSCost()
+    out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: sample_test_time(
+        generator, teacher, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, settings,
+        tteo_reward, select, cost))
+    return (*out, cost)
+
+
+# The cost metrics of test-time scaling: generator evaluations and seconds per image.
+def cost_metrics(cost: TTSCost, device: str) -> dict[str, MetricValue]:
+    per = cost.per_image()
+    return {"generator_evals_per_image": MetricValue(per["generator_forwards"], False,
+                                                     {"name": "generator-forward-passes-per-image"}),
+            "sample_seconds_per_image": MetricValue(per["seconds"], False,
+                                                    {"name": "sampling-seconds-per-image", "device": device})}
+
+
+# The test-time part of a dimo record's info.
+def test_time_info(sample: SampleConfig, cost: TTSCost) -> dict[str, Any]:
+    return {"settings": dataclasses.asdict(test_time_settings(sample)), "tteo_reward": list(sample.tteo_reward),
+            "select_reward": list(sample.select_reward), "cost": dataclasses.asdict(cost),
+            "per_image": cost.per_image()}
