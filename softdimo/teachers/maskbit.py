@@ -16,15 +16,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout, guided_logits
+from softdimo.teachers.class_conditioned import ClassConditioned
+from softdimo.teachers.class_conditioned import load_real_tokens, save_real_tokens, tokenize_images  # noqa: F401 (re-exported)
 from softdimo.teachers.maskbit_generator import (MASKBIT_GENERATOR_RENAMES, LFQBert, LFQBertArch,
                                                  expected_bits, near_uniform_fraction, split_groups,
                                                  token_bits)
@@ -186,8 +187,9 @@ def maskbit_sample(network: nn.Module, cond: Condition, steps: int, cfg: float, 
 
 
 # MaskBit as a `Teacher`: frozen LFQBert, tokenizer (decoder and encoder), class conditions with
-# the null class `num_classes`, MaskBit's sampler, and optionally tokenised real images.
-class MaskBitTeacher:
+# the null class `num_classes` (`ClassConditioned`), MaskBit's sampler, and optionally tokenised
+# real images.
+class MaskBitTeacher(ClassConditioned):
     name = "maskbit"
     condition_kind = "class"
 
@@ -203,7 +205,6 @@ class MaskBitTeacher:
         self.scale_pow = config.scale_pow or released_sampler(config.bits).scale_pow
         self.real_tokens_path = real_tokens_path
         self.info = dict(info or {})
-        self._real: tuple[Tensor, list[Any]] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -214,25 +215,6 @@ class MaskBitTeacher:
         self.network.to(device)
         self.tokenizer.to(device)
         return self
-
-    # Class labels (ints in [0, num_classes); num_classes is the null class) as a `Condition`.
-    # A fresh label tensor: nothing downstream writes into it (unlike upstream's in-place drop).
-    def encode_condition(self, raw: Sequence[Any]) -> Condition:
-        labels = [int(r) for r in raw]
-        bad = [x for x in labels if not 0 <= x <= self.num_classes]
-        if bad:
-            raise ValueError(f"MaskBit class labels must be in [0, {self.num_classes}] ({self.num_classes} "
-                             f"= null class), got {bad[:5]}")
-        return Condition("class", {"labels": torch.tensor(labels, dtype=torch.long, device=self.device)},
-                         labels)
-
-    # Uniform class labels for distillation (data-free, as Di[M]O).
-    def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
-        return torch.randint(self.num_classes, (n,), generator=generator).tolist()
-
-    # Balanced evaluation labels: image i has class i mod num_classes.
-    def eval_conditions(self, n: int) -> list[Any]:
-        return [i % self.num_classes for i in range(n)]
 
     # Hard group tokens [B, L, 2] -> images [B, 3, H, W] in [0, 1] (masked groups decode as bits 0).
     def decode(self, tokens: Tensor, cond: Condition | None = None) -> Tensor:
@@ -268,14 +250,6 @@ class MaskBitTeacher:
     # The released sampler settings for this bit width (`sample.steps`, `sample.cfg`, ...).
     def released_sampler(self, steps: int = 64) -> ReleasedSampler:
         return released_sampler(self.config.bits, steps)
-
-    # Tokenised real images and their labels, when `teacher.real_tokens` names a file; else None.
-    def real_tokens(self) -> tuple[Tensor, list[Any]] | None:
-        if self.real_tokens_path is None:
-            return None
-        if self._real is None:
-            self._real = load_real_tokens(self.real_tokens_path, self.layout, self.num_classes)
-        return self._real
 
 
 #----------------------------------------------------------------------------
@@ -342,36 +316,3 @@ def build_maskbit_teacher(config: MaskBitConfig, generator_path: str | Path | No
     teacher = MaskBitTeacher(config, network, tokenizer,
                              Path(real_tokens_path) if real_tokens_path else None, info)
     return teacher.to(device)
-
-
-#----------------------------------------------------------------------------
-# Tokenised real images (the GAN's real branch).
-
-
-# Tokenise images [N, 3, H, W] in [0, 1] with the teacher's encoder, in batches -> [N, L, 2].
-def tokenize_images(teacher: MaskBitTeacher, images: Tensor, batch_size: int = 64) -> Tensor:
-    return torch.cat([teacher.encode(images[i:i + batch_size]).cpu()
-                      for i in range(0, images.shape[0], batch_size)])
-
-
-# Write real tokens [N, L, 2] and labels [N] to a safetensors file `real_tokens` can name.
-def save_real_tokens(path: str | Path, tokens: Tensor, labels: Sequence[int]) -> None:
-    labels_tensor = torch.as_tensor(list(labels), dtype=torch.long)
-    save_file({"tokens": tokens.long().contiguous(), "labels": labels_tensor}, str(path))
-
-
-# Read and check a real-tokens file against the layout: tokens [N, L, G] in [0, C), labels [N].
-def load_real_tokens(path: str | Path, layout: TokenLayout, num_classes: int) -> tuple[Tensor, list[Any]]:
-    data = load_file(str(path))
-    if set(data) != {"tokens", "labels"}:
-        raise ValueError(f"{path}: expected the tensors 'tokens' and 'labels', found {sorted(data)}")
-    tokens, labels = data["tokens"].long(), data["labels"].long()
-    expected = (layout.positions, layout.groups)
-    if tokens.dim() != 3 or tuple(tokens.shape[1:]) != expected or labels.shape != tokens.shape[:1]:
-        raise ValueError(f"{path}: expected tokens [N, {expected[0]}, {expected[1]}] and labels [N], got "
-                         f"{tuple(tokens.shape)} and {tuple(labels.shape)}")
-    if tokens.min() < 0 or tokens.max() >= layout.classes:
-        raise ValueError(f"{path}: token values must be in [0, {layout.classes}) (no mask values)")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"{path}: labels must be in [0, {num_classes})")
-    return tokens, labels.tolist()

@@ -59,7 +59,8 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
     return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+# GroupNorm with 32 groups and eps 1e-6 (the VQGAN family's normalisation).
+def group_norm(channels: int) -> nn.GroupNorm:
     if channels % 32:
         raise ValueError(f"GroupNorm(32) needs a multiple of 32 channels, got {channels}")
     return nn.GroupNorm(32, channels, eps=1e-6)
@@ -70,9 +71,9 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 class ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.norm1 = _group_norm(in_channels)
+        self.norm1 = group_norm(in_channels)
         self.conv1 = Conv2dSame(in_channels, out_channels, 3, bias=False)
-        self.norm2 = _group_norm(out_channels)
+        self.norm2 = group_norm(out_channels)
         self.conv2 = Conv2dSame(out_channels, out_channels, 3, bias=False)
         if in_channels != out_channels:
             self.nin_shortcut = Conv2dSame(out_channels, out_channels, 1, bias=False)
@@ -118,7 +119,7 @@ class ConvEncoder(nn.Module):
                   "down" if i < n - 1 else None) for i in range(n)])
         top = arch.hidden * mult[-1]
         self.mid = Stage(top, top, arch.num_res_blocks, None)
-        self.norm_out = _group_norm(top)
+        self.norm_out = group_norm(top)
         self.conv_out = Conv2dSame(top, arch.bits, 1)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -141,7 +142,7 @@ class ConvDecoder(nn.Module):
         self.up = nn.ModuleList([
             Stage(arch.hidden * mult[i + 1], arch.hidden * mult[i], arch.num_res_blocks,
                   "up" if i > 0 else None) for i in reversed(range(n))])
-        self.norm_out = _group_norm(arch.hidden * mult[0])
+        self.norm_out = group_norm(arch.hidden * mult[0])
         self.conv_out = Conv2dSame(arch.hidden * mult[0], arch.image_channels, 3)
 
     # Decode latents [B, N, h, w]; `trace` (a list) collects the output of conv_in, mid and each

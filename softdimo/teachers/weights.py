@@ -23,8 +23,10 @@ class CheckpointError(ValueError):
 
 
 # The tensors of a `.safetensors` file or of a `torch.save`d state dict (weights-only loading).
-# `what` names the file's role in error messages ("MaskGen generator", ...).
-def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
+# `what` names the file's role in error messages ("MaskGen generator", ...). With `key`, a
+# training checkpoint's state dict is taken from that top-level entry (e.g. "model_state_dict",
+# Lightning's "state_dict") when the file has one.
+def read_state_dict(path: str | Path, what: str = "checkpoint", key: str | None = None) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what}: weight file {path} does not exist")
@@ -37,9 +39,13 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Ten
         raise
     except Exception as e:  # a corrupt or non-weights file: say which one
         raise CheckpointError(f"{what}: {path} cannot be read as a state dict ({type(e).__name__}: {e})") from e
+    if key is not None and isinstance(state, Mapping) and key in state:
+        state = state[key]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{what}: {path}: expected a flat mapping of parameter names to tensors, "
-                              f"got {type(state).__name__}")
+        found = f" with keys {sorted(map(str, state))[:8]}" if isinstance(state, Mapping) else ""
+        entry = f" (or a checkpoint holding one under {key!r})" if key else ""
+        raise CheckpointError(f"{what}: {path}: expected a flat mapping of parameter names to tensors{entry}, "
+                              f"got {type(state).__name__}{found}")
     return dict(state)
 
 
