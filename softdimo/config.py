@@ -40,6 +40,9 @@ class DistillConfig:
     aux_grad_clip: float = param(0.0, lo=0.0, help="max gradient norm of psi; 0 = off (released: psi unclipped)")
     dropout: float = param(0.1, lo=0.0, hi=0.99, help="theta and psi train in train mode with this rate in every "
                                                      "dropout layer (released: train mode, dropout 0.1); 0 = eval mode")
+    teacher_dropout: float = param(0.1, lo=0.0, hi=0.99, help="phi computes the Di[M]O term in train mode with this "
+                                                             "dropout rate (the released code never puts phi in eval "
+                                                             "mode: dropout 0.1); 0 = eval mode")
     dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
     refine_start: int = param(0, lo=0, help="steps of plain Di[M]O (weight 1, refinement off) before the "
                                             "refinement and dimo_weight apply; cells that continue the same "

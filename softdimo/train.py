@@ -130,6 +130,30 @@ def set_dropout(network: nn.Module, p: float) -> None:
             module.dropout = p
 
 
+# Run a block with a network in train mode at dropout rate p (nothing changes for p = 0), then
+# restore its mode and rates: the frozen teacher's dropout in the Di[M]O term.
+@contextmanager
+def dropout_active(network: nn.Module, p: float) -> Iterator[None]:
+    if p <= 0:
+        yield
+        return
+    modes = {m: m.training for m in network.modules()}
+    rates = {m: (m.p if isinstance(m, nn.Dropout) else m.dropout) for m in network.modules()
+             if isinstance(m, (nn.Dropout, nn.MultiheadAttention))}
+    set_dropout(network, p)
+    network.train()
+    try:
+        yield
+    finally:
+        for m, rate in rates.items():
+            if isinstance(m, nn.Dropout):
+                m.p = rate
+            else:
+                m.dropout = rate
+        for m, training in modes.items():
+            m.training = training
+
+
 def _trainable(network: nn.Module, freeze_embeddings: bool) -> list[nn.Parameter]:
     frozen = network.embedding_parameter_names() if freeze_embeddings else set()
     params = []
@@ -227,7 +251,7 @@ class Distiller:
         r_init, sigma_init = self._init_noise()
         batch = self._generator_pass(cfg.batch_size, r_init, sigma_init)
         mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
-        with torch.no_grad():
+        with torch.no_grad(), dropout_active(net_phi, cfg.teacher_dropout):
             e_t = net_phi.embed_soft(self._teacher_view(batch.relaxed).detach(), mask)
             z_phi = guided_logits(net_phi, e_t, batch.cond, cfg.teacher_cfg).logits
             z_psi = self.aux(e_t, batch.cond).logits

@@ -12,7 +12,8 @@ from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 from softdimo.teachers.base import ImageNoise
 from softdimo.teachers.digits import DigitsTeacher
 from softdimo.dimo import dimo_logit_gradient
-from softdimo.train import (Distiller, ema_rate, generate, gradient_norms, make_optimizer, run_distillation, sigma_at,
+from softdimo.train import (Distiller, dropout_active, ema_rate, generate, gradient_norms, make_optimizer,
+                           run_distillation, sigma_at,
                            warmup_constant)
 
 CONFIG = DistillConfig(steps=6, batch_size=8, checkpoint_every=3, warmup_steps=2)
@@ -167,3 +168,17 @@ def test_refinement_logs_the_gradient_ratio(tiny_teacher: DigitsTeacher) -> None
     assert torch.equal(dimo[~mask], torch.zeros_like(dimo[~mask]))
     norms = gradient_norms(dimo + 2 * dimo, dimo)
     assert norms["grad_ratio"] == pytest.approx(2.0)
+
+
+def test_teacher_dropout_is_active_only_in_the_di_m_o_term(tiny_teacher: DigitsTeacher) -> None:
+    # The released code never puts phi in eval mode, so its dropout acts in the loss; the teacher
+    # object stays in eval mode with its own rates outside that block.
+    net = tiny_teacher.network
+    before = {m: m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)}
+    with dropout_active(net, 0.1):
+        assert net.training and {m.p for m in before} == {0.1}
+    assert not net.training and {m: m.p for m in before} == before
+    runs = [run_distillation(Distiller(tiny_teacher, relax_hard, RelaxConfig(),
+                                       DistillConfig(steps=2, batch_size=8, teacher_dropout=p), seed=0))
+            for p in (0.0, 0.1)]
+    assert runs[0].history[0]["divergence"] != runs[1].history[0]["divergence"]
