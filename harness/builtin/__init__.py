@@ -2,4 +2,4 @@
 from __future__ import annotations
 
 from harness.builtin import (baselines, core, digits, executors, maskbit, maskgen,  # noqa: F401
-                             metrics_paper, refine, shapes)
+                             meissonic, metrics_paper, refine, shapes)
