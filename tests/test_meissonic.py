@@ -335,9 +335,9 @@ def test_sampler_follows_the_released_schedule(tiny_teacher, monkeypatch):
     network = tiny_teacher.network
     seen = []
     original = m.guided_logits
+    mask_embedding = network.embed(torch.full((1, 64, 1), MASK))[0, 0]
     monkeypatch.setattr(m, "guided_logits", lambda n, e, c, w: seen.append(
-        (c.tensors["timestep"][0].item(), w, int((e == network.embed(torch.full((1, 64, 1), MASK))[0, 0]).all(-1).sum())))
-        or original(n, e, c, w))
+        (c.tensors["timestep"][0].item(), w, int((e == mask_embedding).all(-1).sum()))) or original(n, e, c, w))
     cond = tiny_teacher.encode_condition([PROMPTS[0]])
     tiny_teacher.sample(cond, steps=4, noise=ImageNoise(0, [0]))
     expected, masked = [64], 64
@@ -427,8 +427,10 @@ def test_missing_weights_name_each_asset(tmp_path, monkeypatch):
     assert entry.assets(MeissonicConfig()) == ["meissonic_transformer", "meissonic_vqvae", "meissonic_text_encoder"]
     assert entry.assets(MeissonicConfig(vqvae_weights="/x.safetensors")) == ["meissonic_transformer",
                                                                             "meissonic_text_encoder"]
+    assert entry.assets(MeissonicConfig(size="tiny", transformer_weights="meissonic_transformer",
+                                        vqvae_weights="/v", text_encoder_weights="/t")) == ["meissonic_transformer"]
     ctx = RunContext(run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
-    with pytest.raises(AssetError, match="asset 'meissonic_transformer' is missing.*huggingface.co/MeissonFlow/Meissonic"):
+    with pytest.raises(AssetError, match="'meissonic_transformer' is missing.*huggingface.co/MeissonFlow/Meissonic"):
         entry.build(MeissonicConfig(), ctx)
     with pytest.raises(ValueError, match="teacher.transformer_weights must be set"):
         meissonic_entry.weight_paths(MeissonicConfig(size="tiny"))

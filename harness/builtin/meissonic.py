@@ -58,26 +58,31 @@ _WEIGHT_ASSETS = {"transformer_weights": "meissonic_transformer", "vqvae_weights
 #----------------------------------------------------------------------------
 
 
-# Asset names a configuration needs (checked before launch); explicit paths and the tiny test
-# size need none.
+# The asset behind one weight field: the released default when empty (full size), the named asset
+# when the value is a registered asset name, None for a file path.
+def _field_asset(config: MeissonicConfig, field: str) -> str | None:
+    value = getattr(config, field)
+    if not value:
+        if config.size != "full":
+            raise ValueError(f"teacher.{field} must be set: no released weights fit teacher.size={config.size!r}")
+        return _WEIGHT_ASSETS[field]
+    return value if value in assets.manifest else None
+
+
+# Asset names a configuration needs (checked before launch); file paths need none.
 def required_assets(config: MeissonicConfig) -> list[str]:
-    if config.size != "full":
-        return []
-    return [name for field, name in _WEIGHT_ASSETS.items() if not getattr(config, field)]
+    if config.size != "full" and not all(getattr(config, f) for f in _WEIGHT_ASSETS):
+        return []   # refused at build time, with the field named
+    return [name for field in _WEIGHT_ASSETS if (name := _field_asset(config, field))]
 
 
-# Local paths of the three weight files: explicit paths as given, otherwise the resolved assets
-# (AssetError naming the asset when missing or corrupt).
+# Local paths of the three weight files: assets resolved (AssetError naming a missing or corrupt
+# one), file paths as given.
 def weight_paths(config: MeissonicConfig) -> dict[str, Path]:
     out = {}
-    for field, name in _WEIGHT_ASSETS.items():
-        path = getattr(config, field)
-        if path:
-            out[field] = Path(path).expanduser()
-        elif config.size == "full":
-            out[field] = assets.resolve(name)
-        else:
-            raise ValueError(f"teacher.{field} must be set: no released weights fit teacher.size={config.size!r}")
+    for field in _WEIGHT_ASSETS:
+        name = _field_asset(config, field)
+        out[field] = assets.resolve(name) if name else Path(getattr(config, field)).expanduser()
     return out
 
 

@@ -122,9 +122,10 @@ def meissonic_sample(network: MeissonicNetwork, cond: Condition, noise: ImageNoi
 @dataclass(frozen=True)
 class MeissonicConfig:
     size: str = param("full", choices=tuple(MEISSONIC_ARCHS), help="Meissonic size (tiny: tests only)")
-    transformer_weights: str = param("", help="transformer file; empty = asset meissonic_transformer")
-    vqvae_weights: str = param("", help="VQ-VAE file; empty = asset meissonic_vqvae")
-    text_encoder_weights: str = param("", help="CLIP text encoder file; empty = asset meissonic_text_encoder")
+    transformer_weights: str = param("", help="transformer: asset name or file; empty = asset meissonic_transformer")
+    vqvae_weights: str = param("", help="VQ-VAE: asset name or file; empty = asset meissonic_vqvae")
+    text_encoder_weights: str = param("", help="CLIP text encoder: asset name or file; empty = asset "
+                                      "meissonic_text_encoder")
     text_encoder: str = param("ViT-H-14", help="open_clip model name or config JSON of the text tower")
     train_prompts: str = param("", help="text file, one prompt per line: distillation conditions")
     eval_prompts: str = param("", help="text file, one prompt per line: evaluation conditions")
