@@ -327,6 +327,8 @@ def test_tiny_teacher_conditions_samples_and_decodes(tiny_teacher):
     assert one_hot.grad is not None and one_hot.grad.abs().sum() > 0
     with pytest.raises(TypeError, match="prompts"):
         teacher.encode_condition([3])
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        teacher.sample(cond, steps=0, noise=ImageNoise(7, [0, 1]))
 
 
 def test_sampler_follows_the_released_schedule(tiny_teacher, monkeypatch):

@@ -62,7 +62,7 @@ def load_meissonic_network(path: str | Path, arch: MeissonicArch,
 # Tokens re-masked after step i of K: floor(L cos(pi/2 (i+1)/K)) in float32 as upstream, clamped
 # to [1, masked - 1] per image ([B] long).
 def remask_count(seq_len: int, step: int, steps: int, masked: Tensor) -> Tensor:
-    ratio = torch.tensor((step + 1) / steps, dtype=torch.float32)
+    ratio = torch.tensor(step + 1, dtype=torch.float32) / steps
     n = torch.floor(seq_len * torch.cos(ratio * math.pi / 2)).to(masked.device)
     return torch.clamp(torch.minimum(masked - 1, n.long()), min=1)
 
@@ -97,6 +97,8 @@ def meissonic_sample(network: MeissonicNetwork, cond: Condition, noise: ImageNoi
     b, length = len(noise), layout.positions
     if cond.batch_size != b:
         raise ValueError(f"condition batch {cond.batch_size} != noise streams {b}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
     device = network.token_embedding.embeddings.weight.device
     ids = torch.full((b, length), layout.mask_id, dtype=torch.long, device=device)
     taus = torch.linspace(choice_temperature, 0.0, steps)
@@ -109,10 +111,10 @@ def meissonic_sample(network: MeissonicNetwork, cond: Condition, noise: ImageNoi
         unknown = ids == layout.mask_id
         drawn = torch.where(unknown, draw_categorical(probs, noise.rand(length).to(device)), ids)
         if step == steps - 1:
-            return drawn[..., None]
+            break
         count = remask_count(length, step, steps, unknown.sum(dim=1))
         ids = remask(probs, drawn, ids, layout.mask_id, count, taus[step].item(), noise.gumbel(length).to(device))
-    raise ValueError("steps must be at least 1")
+    return drawn[..., None]
 
 
 #----------------------------------------------------------------------------
