@@ -215,12 +215,14 @@ def mask_ratio(u: Tensor, schedule: str) -> Tensor:
         return torch.arccos(u) / (math.pi / 2)
     if schedule == "cosine":
         return torch.cos(u * math.pi / 2)
+    if schedule == "cosine_clamped":        # Di[M]O's Meissonic runs: cosine clamped to [0.02, 0.98]
+        return torch.cos(u * math.pi / 2).clamp(0.02, 0.98)
     if schedule == "linear":
         return 1.0 - u
-    raise ValueError(f"unknown mask schedule {schedule!r}; allowed: arccos, cosine, linear")
+    raise ValueError(f"unknown mask schedule {schedule!r}; allowed: {', '.join(MASK_SCHEDULES)}")
 
 
-MASK_SCHEDULES = ("arccos", "cosine", "linear")
+MASK_SCHEDULES = ("arccos", "cosine", "cosine_clamped", "linear")
 
 
 # The MDM forward process q_{t|0} on slots: t ~ U[0, 1] per sample, exactly

@@ -13,7 +13,11 @@ blocks to batch-first). Three features per prompt:
 
 The architecture is an open_clip model name (`ViT-L-14-336`) or the path of a JSON file in
 open_clip's model-config format; weights are a local safetensors file or weights-only torch
-pickle of a full CLIP (open_clip or OpenAI key names; `visual.*` is dropped) or of the text tower.
+pickle of a full CLIP (open_clip or OpenAI key names; `visual.*` is dropped) or of the text tower,
+or a Hugging Face transformers `CLIPTextModel(WithProjection)` file (`text_model.*`,
+`text_projection.weight`; Meissonic's `text_encoder/model.safetensors`), renamed on load. The
+transformers text model computes the same function: `hidden_states[-2]` is `seq`, `text_embeds`
+is `pooled` (its EOT pooling takes the first end-of-text token, the argmax for CLIP's BPE ids).
 """
 from __future__ import annotations
 
@@ -125,12 +129,51 @@ def open_clip_text_config(model: str) -> tuple[int, dict[str, Any], bool]:
 
 # Text-tower entries of a CLIP checkpoint, named as in open_clip's `TextTransformer`.
 def text_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    if any(k.startswith("text_model.") for k in state):
+        return _from_transformers(state)
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
         if key.startswith("visual.") or key in _NON_TEXT_KEYS:
             continue
         out[key.removeprefix("text.")] = value
+    return out
+
+
+# transformers `CLIPTextModel(WithProjection)` keys -> open_clip names: q/k/v stacked into
+# `in_proj_*`, the projection transposed; the `position_ids` buffer of older files dropped. Keys
+# that match no rule keep their name, so a strict load reports them.
+def _from_transformers(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    renames = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+               "text_model.embeddings.position_embedding.weight": "positional_embedding",
+               "text_model.final_layer_norm.": "ln_final.", "text_model.encoder.layers.": "transformer.resblocks."}
+    parts = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key == "text_model.embeddings.position_ids":
+            continue
+        if key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()
+            continue
+        for old, new in renames.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        for old, new in parts.items():
+            key = key.replace(f".{old}.", f".{new}.")
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            if f".self_attn.{proj}." in key:
+                prefix, kind = key.split(f".self_attn.{proj}.")
+                qkv.setdefault(f"{prefix}.attn.in_proj_{kind}", {})[proj] = value
+                break
+        else:
+            out[key] = value
+    for key, pieces in qkv.items():
+        if set(pieces) != {"q_proj", "k_proj", "v_proj"}:
+            raise CheckpointError(f"CLIP text encoder: {key} needs q_proj, k_proj and v_proj; got {sorted(pieces)}")
+        out[key] = torch.cat([pieces["q_proj"], pieces["k_proj"], pieces["v_proj"]])
     return out
 
 

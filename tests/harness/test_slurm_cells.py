@@ -185,6 +185,7 @@ def test_paper_grid_stops_before_submitting_naming_each_missing_asset(tmp_path, 
     assert rc == 2
     for name in ("maskbit_generator_14bit", "maskbit_tokenizer_14bit", "maskgen_vq_l",  # teachers
                  "maskgit_imagenet256", "maskgit_vqgan_f16_1024",
+                 "meissonic_transformer",
                  "inception-2015-12-05-tfidelity", "hps-v2.1"):                        # metrics
         line = next(ln for ln in err.splitlines() if f"asset {name!r} is missing" in ln)
         assert "Obtain it from http" in line and str(tmp_path / "assets") in line
