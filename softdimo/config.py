@@ -44,6 +44,10 @@ class DistillConfig:
                                                              "dropout rate (the released code never puts phi in eval "
                                                              "mode: dropout 0.1); 0 = eval mode")
     dimo_weight: float = param(1.0, lo=0.0, help="weight of the Di[M]O term; 0 = refinement only (GAN-only)")
+    refine_grad_ratio: float = param(0.0, lo=0.0, help="0 = the refinement's own weight (the paper's); > 0 = a "
+                                                       "variant: each step the refinement term is rescaled so that "
+                                                       "its gradient on the logits is this multiple of the Di[M]O "
+                                                       "term's")
     refine_start: int = param(0, lo=0, help="steps of plain Di[M]O (weight 1, refinement off) before the "
                                             "refinement and dimo_weight apply; cells that continue the same "
                                             "Di[M]O student share its state at this step")

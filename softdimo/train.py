@@ -264,6 +264,8 @@ class Distiller:
                **sharpness(batch.logits, batch.temperature)}
         if refining:
             extra, extra_log = self.refinement.generator_loss(batch, self.refine_rng)
+            if cfg.refine_grad_ratio > 0:
+                extra = extra * self._balance(extra, batch.logits, w_dimo * dimo_logit_gradient(g, mask))
             loss = loss + extra
             log.update(extra_log)
             batch.logits.retain_grad()
@@ -281,6 +283,13 @@ class Distiller:
         self.step += 1
         self.history.append(log)
         return log
+
+    # The factor that makes the refinement term's logit gradient `refine_grad_ratio` times the
+    # Di[M]O term's (a variant; the paper weighs the refinement by its fixed weight).
+    def _balance(self, extra: Tensor, logits: Tensor, dimo_grad: Tensor) -> float:
+        (refine_grad,) = torch.autograd.grad(extra, logits, retain_graph=True)
+        norm = torch.linalg.vector_norm(refine_grad).item()
+        return self.config.refine_grad_ratio * torch.linalg.vector_norm(dimo_grad).item() / norm if norm > 0 else 0.0
 
     def _aux_step(self, r_init: float, sigma_init: float) -> float:
         cfg, layout = self.config, self.teacher.layout

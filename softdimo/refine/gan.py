@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from softdimo.params import param
 from softdimo.teachers.base import Condition, Teacher, TokenLayout
 
+REAL_INPUTS = ("one_hot", "matched")
+
 #----------------------------------------------------------------------------
 
 
@@ -42,6 +44,10 @@ class GANConfig:
     adam_beta1: float = param(0.0, lo=0.0, hi=1.0, help="Adam beta1 of the heads (GAN practice: 0)")
     adam_beta2: float = param(0.99, lo=0.0, hi=1.0, help="Adam beta2 of the heads")
     d_updates: int = param(1, lo=1, help="discriminator updates per generator update")
+    real_input: str = param("one_hot", choices=REAL_INPUTS,
+                            help="what D's real branch embeds: one_hot = the real tokens (the paper's); matched = "
+                                 "a variant removing the softness cue: each real slot puts the fake batch's mean "
+                                 "max probability on its token and the rest uniformly on the others")
 
 
 # Blocks that carry a head: `layers` resolved against the teacher's depth, sorted, unique.
@@ -67,6 +73,19 @@ def gan_masks(layout: TokenLayout, batch: int, lo: float, hi: float, rng: torch.
     ranks = torch.rand(batch, layout.slots, generator=rng, device=device).argsort(1).argsort(1)
     mask = (ranks < counts[:, None]).view(batch, layout.positions, layout.groups)
     return mask, counts / layout.slots
+
+
+# D's real input q [B, L, G, C] for real tokens [B, L, G]: their one-hot (the paper's), or
+# "matched": the mean max probability m of the fake distributions on the real token and (1 - m) / (C - 1)
+# on every other class, so that real and fake slots are equally sharp on average.
+def real_input(tokens: Tensor, classes: int, fake_q: Tensor, mode: str) -> Tensor:
+    one_hot = F.one_hot(tokens, classes).to(fake_q.dtype)
+    if mode == "one_hot":
+        return one_hot
+    if mode == "matched":
+        m = fake_q.amax(-1).mean()
+        return one_hot * m + (1.0 - one_hot) * (1.0 - m) / (classes - 1)
+    raise ValueError(f"gan.real_input: unknown {mode!r}; allowed: {', '.join(REAL_INPUTS)}")
 
 
 #----------------------------------------------------------------------------
@@ -168,7 +187,7 @@ class GANRefinement:
         fake_q = batch.relaxed.q.detach()
         for _ in range(cfg.d_updates):
             idx = torch.randint(self.real_tokens.shape[0], (n,), generator=rng, device=self.device)
-            real_q = F.one_hot(self.real_tokens[idx], layout.classes).to(fake_q.dtype)
+            real_q = real_input(self.real_tokens[idx], layout.classes, fake_q, cfg.real_input)
             real_cond = self.teacher.encode_condition([self.real_conditions[i] for i in idx.tolist()]).to(self.device)
             mask_r, r_r = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
             mask_f, r_f = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
