@@ -1,7 +1,7 @@
 """Executors: how pending cells become submitit jobs (`debug`, `local`, `slurm`).
 
-Every executor is submitit's: the submitted callables are `harness.job.execute` /
-`execute_queue` / `SlurmCell` with specs as JSON and paths, never a model. Each job gets
+Every executor is submitit's: the submitted callables are the launcher's (`JobCallables`:
+`harness.cell.execute`, `execute_queue`, `SlurmCell`) with specs as JSON and paths, never a model. Each job gets
 SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once).
 A resource profile (`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and
 resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from harness import job as job_module
 from harness import registry, slurm, workqueue
+from harness.environment import THREADS_ENV
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
+from harness.provenance import CodeVersion
 from harness.spec import RunSpec
 
 DEFAULT_TIMEOUT_MIN = 240                  # per cell, for debug / local without a profile
@@ -45,14 +46,14 @@ QUEUES_DIR = "queues"                      # local: <submitit folder>/queues/<la
 # A launch that cannot start (e.g. no resource profile for SLURM, sbatch refusing a job);
 # `submitted` holds what went out before the failure.
 class LaunchError(RuntimeError):
-    def __init__(self, message: str, submitted: Sequence["Submission"] = ()):
+    def __init__(self, message: str, submitted: Sequence["SubmittedJob"] = ()):
         super().__init__(message)
         self.submitted = list(submitted)
 
 
 # One submitted job and the cells it will write records for.
 @dataclass
-class Submission:
+class SubmittedJob:
     job: Any                               # a submitit.Job
     specs: list[RunSpec]
     marker: dict[str, Any] = field(default_factory=dict)  # extra marker fields (array id, log)
@@ -64,7 +65,19 @@ class Submission:
         return [s.run_id for s in self.specs]
 
 
-# What an executor gets: the pending cells of one resource group and where things go.
+# What jobs run, as the launcher hands them to an executor: one cell (`run_cell(spec_json, grid,
+# results_root)`), a worker's share of a queue (`run_queue(spec_jsons, grid, results_root, queue_dir)`),
+# and a SLURM array task (`slurm_cell(spec_json, grid, results_root, terms)`, `terms(**fields)`).
+@dataclass(frozen=True)
+class JobCallables:
+    run_cell: Callable[..., Any]
+    run_queue: Callable[..., Any]
+    slurm_cell: Callable[..., Any]
+    terms: Callable[..., Any]
+
+
+# What an executor gets: the pending cells of one resource group, what their jobs run, and where
+# things go.
 @dataclass(frozen=True)
 class SubmitRequest:
     specs: Sequence[RunSpec]
@@ -73,7 +86,8 @@ class SubmitRequest:
     folder: Path                           # submitit folder, results/<grid>/.submitit/%j
     profile: SlurmProfile | None           # resource profile of this group (None: defaults)
     max_parallel: int | None               # jobs at once; None: local: cores, slurm: the profile's
-    code: job_module.CodeVersion = job_module.CodeVersion(None, None)  # code at submission
+    jobs: JobCallables
+    code: CodeVersion = CodeVersion(None, None)  # code at submission
     allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
 
 
@@ -88,9 +102,9 @@ class JobState:
 @dataclass(frozen=True)
 class ExecutorEntry:
     name: str
-    submit: Callable[[SubmitRequest], list[Submission]]
+    submit: Callable[[SubmitRequest], list[SubmittedJob]]
     states: Callable[[Sequence[Mapping[str, Any]]], list[JobState]]  # of submission markers
-    ended: Callable[[Sequence[Submission]], list[str | None]] = lambda subs: [
+    ended: Callable[[Sequence[SubmittedJob]], list[str | None]] = lambda subs: [
         "ended" if s.job.done() else None for s in subs]   # how each job ended; None: running
     run_in_process: Callable[[Any], BaseException | None] | None = None  # debug: run a job here
     cancel: Callable[[Sequence[Mapping[str, Any]]], str | None] | None = None  # error or None
@@ -135,13 +149,13 @@ def _timeout_min(req: SubmitRequest) -> int:
 
 
 # debug: one in-process job per cell.
-def submit_debug(req: SubmitRequest) -> list[Submission]:
+def submit_debug(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
     executor = submitit.AutoExecutor(folder=req.folder, cluster="debug")
     executor.update_parameters(timeout_min=_timeout_min(req))
     threads = _threads(req, _cores())
-    with _env(**{job_module.THREADS_ENV: str(threads)}):
-        return [Submission(executor.submit(job_module.execute, *_args(s, req)), [s])
+    with _env(**{THREADS_ENV: str(threads)}):
+        return [SubmittedJob(executor.submit(req.jobs.run_cell, *_args(s, req)), [s])
                 for s in req.specs]
 
 
@@ -167,7 +181,7 @@ def work_key(spec: RunSpec) -> str | None:
 
 # local: at most `max_parallel` worker jobs sharing one queue of the cells (harness.workqueue):
 # each takes the next unclaimed cell when it is free.
-def submit_local(req: SubmitRequest) -> list[Submission]:
+def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
     import torch
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
@@ -179,16 +193,16 @@ def submit_local(req: SubmitRequest) -> list[Submission]:
     queue_dir.mkdir(parents=True)
     executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus,
                                timeout_min=_timeout_min(req) * len(order))
-    with _env(**{job_module.THREADS_ENV: str(threads)}):
-        jobs = [executor.submit(job_module.execute_queue, [s.to_json() for s in order], req.grid,
+    with _env(**{THREADS_ENV: str(threads)}):
+        jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,
                                 str(req.results_root), str(queue_dir)) for _ in range(workers)]
     marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
-    return [Submission(j, order, marker, queue=queue_dir) for j in jobs]
+    return [SubmittedJob(j, order, marker, queue=queue_dir) for j in jobs]
 
 
 # slurm: one executor for the profile, one array task per cell, arrays of at most the
 # profile's `max_array_size` tasks (one sbatch call each).
-def submit_slurm(req: SubmitRequest) -> list[Submission]:
+def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
     p = req.profile
     if p is None:
@@ -201,27 +215,25 @@ def submit_slurm(req: SubmitRequest) -> list[Submission]:
         raise LaunchError(f"cannot submit to SLURM from this machine: {e}") from None
     params = to_submitit_parameters(p)
     params["slurm_setup"] = [*params.get("slurm_setup", []),
-                             f"export {job_module.THREADS_ENV}={p.cpus_per_task}"]
+                             f"export {THREADS_ENV}={p.cpus_per_task}"]
     if req.max_parallel:
         params["slurm_array_parallelism"] = req.max_parallel
     executor.update_parameters(name=f"softdimo-{req.grid}", **params)
-    submission = job_module.Submission(
-        code=asdict(req.code), allow_code_change=req.allow_code_change, profile=p.name,
-        max_num_timeout=p.max_num_timeout, signal_delay_s=p.signal_delay_s)
-    out: list[Submission] = []
+    terms = req.jobs.terms(code=asdict(req.code), allow_code_change=req.allow_code_change, profile=p.name,
+                           max_num_timeout=p.max_num_timeout, signal_delay_s=p.signal_delay_s)
+    out: list[SubmittedJob] = []
     for start in range(0, len(req.specs), p.max_array_size):
         chunk = req.specs[start:start + p.max_array_size]
         try:
             with executor.batch():
-                jobs = [executor.submit(job_module.SlurmCell(s.to_json(), req.grid,
-                                                             str(req.results_root), submission))
+                jobs = [executor.submit(req.jobs.slurm_cell(s.to_json(), req.grid, str(req.results_root), terms))
                         for s in chunk]
         except Exception as e:              # sbatch refused (partition, account, limits, ...)
             raise LaunchError(f"sbatch refused an array of {len(chunk)} cells (profile "
                               f"{p.name!r}, {p.path}): {e}", out) from None
         for j, spec in zip(jobs, chunk):
             array, _, task = str(j.job_id).partition("_")
-            out.append(Submission(j, [spec], {"array_id": array, "task": int(task) if task else None,
+            out.append(SubmittedJob(j, [spec], {"array_id": array, "task": int(task) if task else None,
                                               "log": str(j.paths.stderr), "profile": p.name}))
     return out
 
@@ -266,7 +278,7 @@ def slurm_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
 
 
 # How each SLURM job of this launch ended (sacct's final state), None while it may still run.
-def slurm_ended(subs: Sequence[Submission]) -> list[str | None]:
+def slurm_ended(subs: Sequence[SubmittedJob]) -> list[str | None]:
     markers = [{"job_id": str(s.job.job_id), "folder": str(s.job.paths.folder)} for s in subs]
     return [None if st.alive else st.state for st in slurm_states(markers)]
 

@@ -26,17 +26,16 @@ Everything is validated before anything runs: each problem becomes one line
 """
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import yaml
-
-from harness import registry
+from harness import yaml_lines
+from harness.registry import did_you_mean
 from harness.spec import AXIS_KEYS, NONE, SCALES, CellError, RunSpec, resolve_cell, spec_defaults
 
 GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "scales", "exclude",
@@ -82,72 +81,12 @@ class Grid:
             out.append(s.description(defaults[key]))
         return out
 
-#----------------------------------------------------------------------------
-# YAML loading: safe, no duplicate keys, no tags beyond plain YAML, line numbers kept.
-
-
-# A mapping that remembers the line of each key (1-based) and of itself.
-class LineMap(dict):
-    line: int = 0
-    lines: dict[Any, int]
-
-
-class _YamlProblem(Exception):
-    def __init__(self, line: int, message: str):
-        self.line, self.message = line, message
-        super().__init__(message)
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> LineMap:
-    loader.flatten_mapping(node)
-    out = LineMap()
-    out.line, out.lines = node.start_mark.line + 1, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, (str, int, float, bool)) or key is None:
-            raise _YamlProblem(line, f"key {key!r} is not a plain name")
-        if key in out:
-            raise _YamlProblem(line, f"{key}: duplicate key (first given on line {out.lines[key]}); "
-                               f"each key may appear once")
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.lines[key] = line
-    return out
-
-
-def _refuse_tag(loader: _Loader, node: yaml.Node) -> Any:
-    raise _YamlProblem(node.start_mark.line + 1, f"YAML tag {node.tag!r} is not allowed; grid files "
-                       f"hold plain mappings, lists, strings, numbers and booleans")
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor(None, _refuse_tag)
-# YAML 1.2 floats without a dot (`1e-4`), which YAML 1.1 would read as strings.
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))
-
-
 # Parse a grid file into LineMaps and lists; raises GridError with the file and line.
 def load_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GridError([f"{path}: cannot read grid file: {e}"]) from None
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except _YamlProblem as e:
-        raise GridError([f"{path}:{e.line}: {e.message}"]) from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        raise GridError([f"{path}:{line}: YAML syntax error: {e.problem or e}"]) from None
-    except yaml.YAMLError as e:
-        raise GridError([f"{path}: YAML error: {e}"]) from None
+        return yaml_lines.load_yaml(path, "grid")
+    except yaml_lines.YamlFileError as e:
+        raise GridError([str(e)]) from None
 
 #----------------------------------------------------------------------------
 # Validation and expansion.
@@ -186,13 +125,8 @@ class _Checker:
             raise GridError([text for _, text in sorted(self.problems, key=lambda p: p[0])])
 
 
-def _line(m: Any, key: Any) -> int:
-    return getattr(m, "lines", {}).get(key, getattr(m, "line", 0))
-
-
-def _did_you_mean(word: str, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, allowed, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+LineMap = yaml_lines.LineMap
+_line = yaml_lines.line_of
 
 
 # Load, validate and expand a grid file. `scale` (the CLI's --scale) overrides the file's.
@@ -209,7 +143,7 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
     for key in doc:
         if key not in GRID_KEYS:
             ck.add(_line(doc, key), str(key), f"unknown top-level key"
-                   f"{_did_you_mean(str(key), GRID_KEYS)}; allowed: {', '.join(GRID_KEYS)}")
+                   f"{did_you_mean(str(key), GRID_KEYS)}; allowed: {', '.join(GRID_KEYS)}")
 
     name = doc.get("name")
     if name is None:
@@ -278,6 +212,8 @@ def expand(path: str | Path, scale: str | None = None, allow_large: bool = False
     return list(load_grid(path, scale, allow_large).specs)
 
 
+# The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
+# `harness.plugins`); a plugin that could not be imported is reported here.
 def _check_plugins(doc: LineMap, ck: _Checker) -> tuple[str, ...]:
     value = doc.get("plugins", [])
     line = _line(doc, "plugins")
@@ -287,15 +223,9 @@ def _check_plugins(doc: LineMap, ck: _Checker) -> tuple[str, ...]:
     for m in value:
         if not _MODULE.match(m):
             ck.add(line, "plugins", f"{m!r} is not a module name (dotted Python identifiers)")
-            continue
-        try:
-            registry.load_plugin(m)
-        except ImportError as e:
-            ck.add(line, "plugins", f"{e}; the module must be importable (on PYTHONPATH or "
-                   f"installed) by this process and by the jobs")
-        except Exception as e:  # a plugin that fails while registering: report, do not crash
-            ck.add(line, "plugins", f"plugin module {m!r} failed on import: "
-                   f"{type(e).__name__}: {e}")
+        elif m not in sys.modules:
+            ck.add(line, "plugins", f"plugin module {m!r} is not loaded: it must be importable (on PYTHONPATH "
+                   f"or installed) by this process and by the jobs")
     return tuple(value)
 
 
@@ -334,7 +264,7 @@ def _check_scales(doc: LineMap, active: str, ck: _Checker
     for sname, body in scales.items():
         where = f"scales.{sname}"
         if sname not in SCALES:
-            ck.add(_line(scales, sname), where, f"unknown scale{_did_you_mean(str(sname), SCALES)}; "
+            ck.add(_line(scales, sname), where, f"unknown scale{did_you_mean(str(sname), SCALES)}; "
                    f"allowed: {', '.join(SCALES)}")
             continue
         if not isinstance(body, LineMap):
@@ -344,7 +274,7 @@ def _check_scales(doc: LineMap, active: str, ck: _Checker
         for key in body:
             if key not in SCALE_KEYS:
                 ck.add(_line(body, key), f"{where}.{key}", f"unknown key"
-                       f"{_did_you_mean(str(key), SCALE_KEYS)}; allowed: {', '.join(SCALE_KEYS)}")
+                       f"{did_you_mean(str(key), SCALE_KEYS)}; allowed: {', '.join(SCALE_KEYS)}")
         params = _check_params(body.get("params"), f"{where}.params", _line(body, "params"), ck)
         resources = body.get("resources")
         if resources is not None and not (isinstance(resources, str) and resources):
@@ -388,7 +318,7 @@ def _check_axes(m: LineMap, path: str, ck: _Checker) -> dict[str, list[Any]]:
     for key, values in m.items():
         line = _line(m, key)
         if not isinstance(key, str) or (key not in AXIS_KEYS and not _PARAM_KEY.match(key)):
-            ck.add(line, f"{path}.{key}", f"unknown axis{_did_you_mean(str(key), AXIS_KEYS)}; "
+            ck.add(line, f"{path}.{key}", f"unknown axis{did_you_mean(str(key), AXIS_KEYS)}; "
                    f"allowed: {_AXES_HELP}")
             continue
         if not isinstance(values, list):
@@ -446,7 +376,7 @@ def _check_cell_list(value: Any, where: str, line: int, ck: _Checker) -> list[Li
         for key in m:
             if not isinstance(key, str) or (key not in AXIS_KEYS and not _PARAM_KEY.match(key)):
                 ck.add(_line(m, key), f"{where}[{i}].{key}", f"unknown key"
-                       f"{_did_you_mean(str(key), AXIS_KEYS)}; allowed: {_AXES_HELP}")
+                       f"{did_you_mean(str(key), AXIS_KEYS)}; allowed: {_AXES_HELP}")
         out.append(m)
     return out
 

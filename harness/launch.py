@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness import registry, store, workqueue
-from harness.executors import ExecutorEntry, JobState, LaunchError, Submission, SubmitRequest
+from harness import cell, registry, store, workqueue
+from harness.executors import ExecutorEntry, JobCallables, JobState, LaunchError, SubmitRequest, SubmittedJob
 from harness.grid import Grid
-from harness.job import code_version
 from harness.profiles import SlurmProfile, load_profile
+from harness.provenance import code_version
 from harness.spec import RunSpec
 
 MARKER = ".submitted"
 SUBMITIT_DIR = ".submitit"
 STATES = ("done", "diverged", "failed", "corrupt", "running", "pending")
+JOBS = JobCallables(run_cell=cell.execute, run_queue=cell.execute_queue, slurm_cell=cell.SlurmCell,
+                    terms=cell.JobTerms)
 
 #----------------------------------------------------------------------------
 
@@ -122,7 +124,7 @@ class Launch:
     grid: str
     results_root: Path
     executor: ExecutorEntry
-    submissions: list[Submission]
+    submissions: list[SubmittedJob]
     folder: Path
 
     @property
@@ -150,11 +152,11 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
     for spec in specs:                 # one profile per grid and scale today; grouped all the same
         groups.setdefault(profile or grid.resources, []).append(spec)
     code = code_version()
-    submissions: list[Submission] = []
+    submissions: list[SubmittedJob] = []
     try:
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
-                                                      max_parallel, code, allow_code_change))
+                                                      max_parallel, JOBS, code, allow_code_change))
     except LaunchError as e:
         submissions += e.submitted
         raise
@@ -217,7 +219,7 @@ def _job_error(job: Any) -> tuple[str | None, str]:
 
 # After a job ended: every cell of it without a record gets a failed record. A queue worker
 # answers only for the cells it claimed, unless it was the queue's last worker alive.
-def _settle(launch: Launch, sub: Submission, how: str, reason: str | None, trace: str,
+def _settle(launch: Launch, sub: SubmittedJob, how: str, reason: str | None, trace: str,
             last_of_queue: bool = True) -> None:
     statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}

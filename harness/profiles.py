@@ -8,14 +8,15 @@ checked against submitit's own list, so a mistake fails when the grid is loaded,
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from submitit import AutoExecutor, SlurmExecutor
+
+from harness.registry import did_you_mean
+from harness.yaml_lines import LineMap, YamlFileError, line_of, parse_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "slurm" / "profiles"
 PROFILES_ENV = "SOFTDIMO_SLURM_PROFILES"  # overrides PROFILES_DIR
@@ -121,9 +122,7 @@ def load_profile(name_or_path: str | Path, directory: Path | None = None) -> Slu
         path = (directory or profiles_dir()) / f"{text}.yaml"
         if not path.exists():
             names = list_profiles(directory)
-            close = difflib.get_close_matches(text, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ProfileError(path, None, f"no SLURM profile named {text!r}{hint} "
+            raise ProfileError(path, None, f"no SLURM profile named {text!r}{did_you_mean(text, names)}; "
                                f"available: {', '.join(names) or '(none)'}")
     if not path.exists():
         raise ProfileError(path, None, "profile file does not exist")
@@ -131,39 +130,26 @@ def load_profile(name_or_path: str | Path, directory: Path | None = None) -> Slu
 
 
 def _parse(path: Path, text: str) -> SlurmProfile:
-    loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            raise ProfileError(path, None, "empty file; a profile needs at least timeout_min")
-        if not isinstance(node, yaml.MappingNode):
-            raise ProfileError(path, None, f"expected a mapping of profile keys, got a YAML "
-                               f"{node.id}", node.start_mark.line + 1)
-        values: dict[str, Any] = {}
-        lines: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                raise ProfileError(path, repr(key), "keys must be strings", line)
-            if key in values:
-                raise ProfileError(path, key, f"duplicate key (first on line {lines[key]})", line)
-            if key not in RULES:
-                close = difflib.get_close_matches(key, RULES, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ProfileError(path, key, f"unknown key{hint} allowed keys: "
-                                   f"{', '.join(RULES)}", line)
-            values[key] = loader.construct_object(value_node, deep=True)
-            lines[key] = line
-            if key == "additional_parameters" and isinstance(value_node, yaml.MappingNode):
-                for k_node, _ in value_node.value:
-                    lines[f"additional_parameters.{k_node.value}"] = k_node.start_mark.line + 1
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ProfileError(path, None, f"invalid YAML: {getattr(e, 'problem', e)}",
-                           mark.line + 1 if mark else None) from None
-    finally:
-        loader.dispose()
+        doc = parse_yaml(text, path)
+    except YamlFileError as e:
+        raise ProfileError(path, None, e.message, e.line or None) from None
+    if doc is None:
+        raise ProfileError(path, None, "empty file; a profile needs at least timeout_min")
+    if not isinstance(doc, LineMap):
+        raise ProfileError(path, None, f"expected a mapping of profile keys, got {type(doc).__name__}", 1)
+    values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for key, value in doc.items():
+        line = line_of(doc, key)
+        if not isinstance(key, str):
+            raise ProfileError(path, repr(key), "keys must be strings", line)
+        if key not in RULES:
+            raise ProfileError(path, key, f"unknown key{did_you_mean(key, RULES)}; allowed keys: "
+                               f"{', '.join(RULES)}", line)
+        values[key], lines[key] = value, line
+        if key == "additional_parameters" and isinstance(value, LineMap):
+            lines.update({f"additional_parameters.{k}": line_of(value, k) for k in value})
 
     for key in REQUIRED:
         if key not in values:

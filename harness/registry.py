@@ -1,32 +1,42 @@
 """One typed registry per axis of the experiment matrix (teacher, method, relaxation, refinement,
-metric, executor, baseline source, reward model), keyed by the short names used in grid files.
+metric, executor, baseline source, reward model), keyed by the short names used in grid files,
+and the one "did you mean" of the project.
 
-Built-in entries register when `harness.builtins` is imported; a user's own entries register from
-a module named in the grid (`plugins: [my_lab.my_relaxation]`) or from the package entry-point
-group `softdimo_harness.plugins`.
+The registries start empty: `harness.plugins` fills them (the built-in entries of `harness.builtin`,
+a grid's `plugins:` modules and the `softdimo_harness.plugins` entry-point group), and only the
+entry points (the commands and a job's start-up) call it.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 import re
 import threading
-from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, TypeVar
+
+from harness.entries import (MethodEntry, MetricEntry, RefinementEntry, RelaxationEntry, RewardEntry,
+                             TeacherEntry)
+
+if TYPE_CHECKING:
+    from harness.baselines import BaselineSource
+    from harness.executors import ExecutorEntry
 
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-ENTRY_POINT_GROUP = "softdimo_harness.plugins"
+
+
+# " (did you mean 'x'?)" for the allowed name closest to `word`, or "" when none is close.
+def did_you_mean(word: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # Raised for an unknown name; the message lists the valid names and the closest match.
 class UnknownNameError(KeyError):
     def __init__(self, axis: str, name: str, valid: list[str]):
         self.axis, self.name, self.valid = axis, name, valid
-        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        super().__init__(f"unknown {axis} {name!r}{hint}; allowed: {', '.join(valid) or '(none)'}")
+        super().__init__(f"unknown {axis} {name!r}{did_you_mean(name, valid)}; allowed: "
+                         f"{', '.join(valid) or '(none)'}")
 
     def __str__(self) -> str:
         return self.args[0]
@@ -75,39 +85,17 @@ class Registry(Generic[T]):
             return sorted(self._entries.items())
 
 
-teachers: Registry = Registry("teacher")
-methods: Registry = Registry("method")
-relaxations: Registry = Registry("relaxation")
-refinements: Registry = Registry("refinement")
-metrics: Registry = Registry("metric")
-executors: Registry = Registry("executor")
-baseline_sources: Registry = Registry("baseline source")
-rewards: Registry = Registry("reward model")
+teachers: Registry[TeacherEntry] = Registry("teacher")
+methods: Registry[MethodEntry] = Registry("method")
+relaxations: Registry[RelaxationEntry] = Registry("relaxation")
+refinements: Registry[RefinementEntry] = Registry("refinement")
+metrics: Registry[MetricEntry] = Registry("metric")
+executors: "Registry[ExecutorEntry]" = Registry("executor")
+baseline_sources: "Registry[BaselineSource]" = Registry("baseline source")
+rewards: Registry[RewardEntry] = Registry("reward model")
 
 AXES: dict[str, Registry] = {
     "teachers": teachers, "methods": methods, "relaxations": relaxations,
     "refinements": refinements, "metrics": metrics, "executors": executors,
     "baselines": baseline_sources, "rewards": rewards,
 }
-
-_loaded_plugins: set[str] = set()
-
-
-# Import a user's plugin module (it registers its entries on import); errors name the module.
-def load_plugin(module: str) -> None:
-    if module in _loaded_plugins:
-        return
-    try:
-        importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"plugin module {module!r} could not be imported: {e}") from e
-    _loaded_plugins.add(module)
-
-
-# Import every module advertised under the `softdimo_harness.plugins` entry-point group.
-def load_entry_point_plugins() -> list[str]:
-    loaded = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        load_plugin(ep.value.split(":")[0])
-        loaded.append(ep.value)
-    return loaded

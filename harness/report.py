@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import baselines, claims, costs, paired, plots, registry, store, tables
+from harness import baselines, claims, costs, paired, plots, plugins, registry, store, tables
 from harness.results import ResultRow, rows_from_records
 
 FORMATS = ("md", "tex", "csv")
@@ -89,7 +89,7 @@ def _load_plugins(records: Sequence[Mapping[str, Any]]) -> None:
     # Labels come from the methods' own entries: import the plugins the runs used, if present.
     for module in sorted({m for r in records for m in r["spec"].get("plugins", [])}):
         try:
-            registry.load_plugin(module)
+            plugins.load_module(module)
         except ImportError:
             pass                             # labels fall back to the spec's axes
 
@@ -179,8 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --results: {args.results} is not a directory; run python -m harness.run first",
               file=sys.stderr)
         return 2
-    import harness.builtin  # noqa: F401  (baseline sources, method labels)
-    registry.load_entry_point_plugins()
+    plugins.load_builtins()                  # baseline sources, method labels
     out = Path(args.out) if args.out else Path(args.results) / "report"
     report = build_report(args.results, args.grid, out, formats)
     for prob in report.problems:

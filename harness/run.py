@@ -21,9 +21,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from harness import launch, registry, store
+from harness import launch, plugins, registry, store
 from harness.executors import LaunchError
-from harness.grid import Grid, GridError, load_grid, load_yaml
+from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
 from harness.profiles import ProfileError, list_profiles
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
@@ -86,16 +86,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
-    import harness.builtin  # noqa: F401  (registers the built-in entries)
     try:
-        registry.load_entry_point_plugins()
+        plugins.load_builtins()
     except ImportError as e:
         print(f"error: {e}", file=err)
         return 2
-
+    if args.grid:
+        _load_plugins_of(Path(args.grid), err)
     if args.list:
-        if args.grid:
-            _load_plugins_of(Path(args.grid), err)
         print_list(args.list, out)
         return 0
     if not args.grid:
@@ -323,13 +321,14 @@ def _print_params(out: TextIO) -> None:
                   f"{p.allowed():28} {p.help}", file=out)
 
 
+# Load the grid's `plugins:` modules; one that cannot be imported is reported by the grid's own
+# validation (a warning here for --list).
 def _load_plugins_of(path: Path, err: TextIO) -> None:
-    try:
-        doc = load_yaml(path)
-        for module in (doc or {}).get("plugins", []) or []:
-            registry.load_plugin(module)
-    except (GridError, ImportError, AttributeError) as e:
-        print(f"warning: plugins of {path} not loaded: {e}", file=err)
+    for module in plugins.grid_plugins(path):
+        try:
+            plugins.load_module(module)
+        except Exception as e:                   # reported again, with the line, by load_grid
+            print(f"warning: plugin of {path} not loaded: {e}", file=err)
 
 
 if __name__ == "__main__":

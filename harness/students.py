@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from harness import preemption, registry
-from harness.entries import EvalInput, MetricValue, RunContext
+from harness.entries import MetricValue, RunContext
+from harness.scoring import score
 from harness.spec import NONE, EvalConfig, RunSpec
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
@@ -80,15 +81,6 @@ def summed_reward(rewards: dict[str, RewardFn]) -> RewardFn:
     return lambda images, cond: weighted_reward(rewards, units, images, cond)[0]
 
 
-# Every metric of the cell on one set of samples, as {value name: MetricValue}.
-def evaluate(spec: RunSpec, teacher: Teacher, ctx: RunContext, images: Tensor, conditions: list[Any],
-             tokens: Tensor | None) -> dict[str, MetricValue]:
-    values: dict[str, MetricValue] = {}
-    for name in spec.param("eval.metrics"):
-        values.update(registry.metrics.get(name).compute(EvalInput(spec, teacher, images, conditions, tokens), ctx))
-    return values
-
-
 #----------------------------------------------------------------------------
 # Training curves.
 
@@ -120,8 +112,8 @@ class TrainingCurves:
         tokens, images, conditions = batched_samples(
             self.teacher, self.samples, derive_seed(self.spec.seed, "curve"), self.ctx,
             lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init)[0])
-        values = {k: v.value for k, v in evaluate(self.spec, self.teacher, self.ctx, images, conditions,
-                                                   tokens).items()}
+        values = {k: v.value for k, v in score(self.spec, self.teacher, self.ctx, images, conditions,
+                                                tokens)[0].items()}
         values.update(interval_means(distiller.history, self.last_step(step), step))
         for name, value in values.items():
             kept = [p for p in self.points.get(name, []) if p[0] < step]
