@@ -49,7 +49,7 @@ from harness.assets import Asset
 from harness.entries import MetricValue
 from harness.metrics.image_reward_net import (IMAGE_REWARD_MEAN, IMAGE_REWARD_SIZE, IMAGE_REWARD_STD,
                                              BLIPVisionConfig, ImageRewardNet, MedBertConfig)
-from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, resize_shorter
+from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, open_image, resize_shorter
 from softdimo.teachers.weights import CheckpointError, build_uninitialised, load_strict, read_state_dict
 
 IMAGE_REWARD_TOKENS = 35                     # prompts are padded / truncated to 35 tokens
@@ -153,7 +153,7 @@ class ImageRewardScorer:
         transform = image_reward_transform(self.net.blip.visual_encoder.cfg.image_size)
         out = []
         for s in range(0, len(images), batch_size):
-            pixels = torch.stack([transform(_pil(images[i])) for i in range(s, min(s + batch_size, len(images)))])
+            pixels = torch.stack([transform(open_image(images[i])) for i in range(s, min(s + batch_size, len(images)))])
             out.append(self.reward(pixels, prompts[s:s + batch_size]).double().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -201,14 +201,6 @@ def _checkpoint_state(path: Path) -> dict[str, Tensor]:
     if ids is not None and not torch.equal(ids.flatten(), torch.arange(ids.numel(), dtype=ids.dtype)):
         raise CheckpointError(f"{path}: blip.text_encoder.embeddings.position_ids is not 0..{ids.numel() - 1}")
     return {k: v for k, v in state.items() if k not in UNUSED_KEYS}
-
-
-def _pil(image: Image.Image | np.ndarray | Path) -> Image.Image:
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            im.load()
-            return im
-    return image if isinstance(image, Image.Image) else Image.fromarray(image)
 
 
 #----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from torch import Tensor
 from harness import assets
 from harness.assets import Asset
 from harness.entries import MetricValue
-from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, resize_shorter
+from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD, center_crop, open_image, resize_shorter
 from softdimo.teachers.weights import CheckpointError, load_strict, read_state_dict
 
 PICKSCORE_SIZE = 224
@@ -138,7 +138,8 @@ class PickScoreScorer:
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         out = []
         for s in range(0, len(images), batch_size):
-            pixels = torch.stack([pickscore_transform(_pil(images[i])) for i in range(s, min(s + batch_size, len(images)))])
+            batch = range(s, min(s + batch_size, len(images)))
+            pixels = torch.stack([pickscore_transform(open_image(images[i])) for i in batch])
             out.append(self.from_features(self.image_features(pixels), self.text_features(prompts[s:s + batch_size]))
                        .double().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
@@ -191,13 +192,6 @@ def _position_ids_as_model_has_them(state: dict[str, Tensor], model_keys: set[st
             continue
         out[key] = value
     return out
-
-
-def _pil(image: Image.Image | np.ndarray | Path) -> Image.Image:
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    return image if isinstance(image, Image.Image) else Image.fromarray(image)
 
 
 #----------------------------------------------------------------------------

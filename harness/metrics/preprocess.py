@@ -7,6 +7,10 @@ half to even, `round((H - size) / 2)`; transformers' image processors floor, `(H
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
 from torch import Tensor
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,3 +38,12 @@ def center_crop(x: Tensor, size: int, rounding: str = "round") -> Tensor:
         top, left = (h - size) // 2, (w - size) // 2
     return x[..., top:top + size, left:left + size]
 
+
+
+# An image as PIL in its own mode: a file is opened and read in full, an HWC uint8 array wrapped.
+def open_image(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            im.load()
+            return im
+    return image if isinstance(image, Image.Image) else Image.fromarray(image)

@@ -103,7 +103,8 @@ def test_registered_metric_reads_the_assets(name, preference_assets, tmp_path):
 
 @pytest.mark.parametrize("name, asset, filename, source", [
     ("image_reward", "image-reward-v1.0", "image_reward/ImageReward.pt", "huggingface.co/THUDM/ImageReward"),
-    ("pickscore", "pickscore-v1", "pickscore/PickScore_v1/model.safetensors", "huggingface.co/yuvalkirstain/PickScore_v1"),
+    ("pickscore", "pickscore-v1", "pickscore/PickScore_v1/model.safetensors",
+     "huggingface.co/yuvalkirstain/PickScore_v1"),
 ])
 def test_missing_files_are_named_with_their_source(name, asset, filename, source, empty_assets):
     with pytest.raises(assets.AssetError, match=f"'{asset}' is missing.*{source}.*{filename}"):

@@ -144,8 +144,9 @@ def test_image_reward_reads_the_released_pickle_format(ir_scorer, inputs, tmp_pa
     assert set(image_reward.UNUSED_KEYS) <= set(state)
     torch.save(state, tmp_path / "ImageReward.pt")
     d = PARITY / "image_reward"
-    scorer = image_reward.load_image_reward(checkpoint=tmp_path / "ImageReward.pt", med_config=d / "med_config_tiny.json",
-                                            vocab=d / "vocab_tiny.txt", vision=ir_scorer.net.blip.visual_encoder.cfg)
+    scorer = image_reward.load_image_reward(checkpoint=tmp_path / "ImageReward.pt",
+                                            med_config=d / "med_config_tiny.json", vocab=d / "vocab_tiny.txt",
+                                            vision=ir_scorer.net.blip.visual_encoder.cfg)
     _, images, prompts = inputs
     assert np.array_equal(scorer.score(images[:2], prompts[:2]), ir_scorer.score(images[:2], prompts[:2]))
 
@@ -157,7 +158,8 @@ def test_image_reward_reads_the_released_pickle_format(ir_scorer, inputs, tmp_pa
 @pytest.fixture(scope="module")
 def pick_scorer(tmp_path_factory) -> pickscore.PickScoreScorer:
     root = tmp_path_factory.mktemp("pickscore")
-    save_file(load_state(PARITY / "pickscore" / "pickscore_tiny_state_dict.safetensors"), str(root / "model.safetensors"))
+    state = load_state(PARITY / "pickscore" / "pickscore_tiny_state_dict.safetensors")
+    save_file(state, str(root / "model.safetensors"))
     return pickscore.load_pickscore(weights=root / "model.safetensors", config=PARITY / "pickscore" / "config.json",
                                     tokenizer=write_clip_tokenizer_json(root / "tokenizer.json"))
 
