@@ -2,4 +2,4 @@
 from __future__ import annotations
 
 from harness.builtin import (baselines, core, digits, executors, maskbit, maskgen,  # noqa: F401
-                             maskgit, meissonic, metrics_paper, refine, shapes)
+                             maskgit, meissonic, metrics_paper, metrics_preference, refine, shapes)

@@ -2,12 +2,13 @@
 whose weights are a local file (open_clip's `pretrained=<file>`; nothing is downloaded).
 
 The named protocols follow the scripts the papers used. Di[M]O's text-to-image CLIP score is
-GigaGAN's `gigagan_eval_clip.py` (PAPER.md 1.8): open_clip ViT-g-14 (laion2b_s12b_b42k); each image
-centre-cropped to its short edge and resized to 256 with Lanczos, then open_clip's own
-preprocessing; each caption prefixed with "A photo depicts " (GigaGAN splices the prefix tokens
-after the start token and truncates to 77, which is what tokenising the prefixed caption with
-truncation gives); raw cosine, not x100 and not clipped at 0 (values ~0.3). Its COCO number is
-over 30k images.
+GigaGAN's `gigagan_eval_clip.py` (shipped in yuanzhi-zhu/DiMO, `evaluation/`): open_clip ViT-g-14
+(laion2b_s12b_b42k); each image centre-cropped to its short edge and resized to 256 with Lanczos,
+then open_clip's own preprocessing; each caption prefixed with "A photo depicts " (GigaGAN splices
+the prefix tokens after the start token and truncates to 77, which is what tokenising the prefixed
+caption with truncation gives); raw cosine, not x100 and not clipped at 0 (values ~0.3). Its COCO
+number is over 30k images. Parity with that script is tested against stored outputs
+(tests/fixtures/parity/clip_score/).
 """
 from __future__ import annotations
 

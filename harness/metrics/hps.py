@@ -2,7 +2,7 @@
 
 The `hpsv2` wheel is not used: it pins pytest==7.2.0 and protobuf<4 at run time, lacks its BPE
 vocabulary file, vendors an old open_clip and downloads the 3.9 GB laion ViT-H-14 weights on every
-first use only to overwrite them (ECOSYSTEM.md 6). Its scoring path is small and is reproduced here
+first use only to overwrite them. Its scoring path is small and is reproduced here
 on `open_clip_torch`: build open_clip `ViT-H-14` without pretrained weights, load the HPS
 checkpoint's `state_dict` (v2.0 `HPS_v2_compressed.pt` or v2.1 `HPS_v2.1_compressed.pt`; the key
 names of the vendored and the released open_clip agree), and score
@@ -11,9 +11,12 @@ names of the vendored and the released open_clip agree), and score
 
 The x100 is the benchmark convention (`evaluate_benchmark_all`: per-style means of 10 chunks of
 80, i.e. the mean over 800 images, times 100; ~27-31); `hpsv2.score` returns the raw cosine
-(~0.27-0.31). Images go through HPS's own validation transform, which differs from open_clip's:
-RGB -> ToTensor -> Resize(224, bicubic, on the float tensor) -> CenterCrop(224) -> Normalize
-(OpenAI mean/std). On CUDA the forward runs under fp16 autocast, as HPS does; on CPU in fp32.
+(~0.27-0.31). Images go through HPS's own validation transform (its model factory is called with
+`light_augmentation=True`, which selects a resize-longest-and-pad transform), not open_clip's:
+RGB -> ToTensor -> resize the LONGER side to 224 (bicubic, on the float tensor) -> pad the shorter
+side with zeros (black), centred -> Normalize (OpenAI mean/std); nothing is cropped. On CUDA the
+forward runs under fp16 autocast, as HPS does; on CPU in fp32. Parity with HPS's own `score`
+(tgxs002/HPSv2) is tested against stored outputs (tests/fixtures/parity/hps/).
 
 The benchmark layout is `<root>/<style>/<idx:05d>.jpg` for the 4 styles (anime, concept-art,
 paintings, photo; 800 prompts each). The upstream evaluator skips missing images with a print;
@@ -36,26 +39,40 @@ from torch import Tensor
 
 from harness import assets
 from harness.entries import MetricValue
+from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD
 
 HPS_ARCH = "ViT-H-14"
 HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPS_SCALE = 100.0
 HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
-HPS_PREPROCESS = "rgb>to_tensor>resize(bicubic,antialias)>center_crop>normalize(openai)"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+HPS_PREPROCESS = "rgb>to_tensor>resize_longer(bicubic,antialias)>pad_center(0)>normalize(openai)"
 
 #----------------------------------------------------------------------------
 # The scorer.
 
 
-# HPS's validation transform for square `size` inputs (hpsv2/src/open_clip/transform.py, is_train=False).
+# HPS's validation transform on float images [..., 3, H, W] in [0, 1] (hpsv2's `ResizeMaxSize` then
+# `Normalize`): the longer side is resized to `size` (the shorter to round(side * scale)) and the
+# shorter one padded with zeros, centred (the extra pixel of an odd margin goes right / bottom).
+# HPS skips the pad when the longer side is already `size`; the harness pads, as the model needs
+# square input.
+def hps_pixels(x: Tensor, size: int) -> Tensor:
+    import torchvision.transforms.functional as TF
+    h, w = x.shape[-2:]
+    scale = size / max(h, w)
+    new_h, new_w = round(h * scale), round(w * scale)
+    if (new_h, new_w) != (h, w):
+        x = TF.resize(x, [new_h, new_w], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    pad_h, pad_w = size - new_h, size - new_w
+    x = TF.pad(x, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=0.0)
+    return TF.normalize(x, OPENAI_MEAN, OPENAI_STD)
+
+
+# HPS's validation transform of one PIL image: RGB, ToTensor, `hps_pixels`.
 def hps_transform(size: int) -> Any:
-    from torchvision import transforms as T
-    return T.Compose([lambda im: im.convert("RGB"), T.ToTensor(),
-                      T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
-                      T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    import torchvision.transforms.functional as TF
+    return lambda im: hps_pixels(TF.to_tensor(im.convert("RGB")), size)
 
 
 # An HPS model ready to score (image, prompt) pairs.
@@ -245,10 +262,7 @@ class HPSReward:
 
     # Reward of images against prompt strings (one per image).
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        import torchvision.transforms.functional as TF
-        x = TF.resize(images.to(self.scorer.device), self.size, interpolation=TF.InterpolationMode.BICUBIC,
-                      antialias=True)
-        x = TF.normalize(TF.center_crop(x, self.size), OPENAI_MEAN, OPENAI_STD)
+        x = hps_pixels(images.to(self.scorer.device), self.size)
         f_img = self.scorer.model.encode_image(x, normalize=True)
         return HPS_SCALE * (f_img.float() * self._text_features(prompts)).sum(-1)
 

@@ -27,8 +27,8 @@ def _images(n: int, h: int = 40, w: int = 52, seed: int = 0) -> list[np.ndarray]
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-# HPS computed independently: HPS's transform (ToTensor, then bicubic resize of the float tensor,
-# centre crop, OpenAI normalisation) and normalised open_clip embeddings, x100.
+# HPS computed independently: HPS's transform (ToTensor, bicubic resize of the float tensor's longer
+# side, zero padding to a square, OpenAI normalisation) and normalised open_clip embeddings, x100.
 def _direct_hps(ckpt, arch, images, prompts) -> np.ndarray:
     model = open_clip.create_model(arch, pretrained=None)
     model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
@@ -37,7 +37,11 @@ def _direct_hps(ckpt, arch, images, prompts) -> np.ndarray:
     pixels = []
     for im in images:
         t = TF.to_tensor(Image.fromarray(im))
-        t = TF.center_crop(TF.resize(t, size, interpolation=TF.InterpolationMode.BICUBIC), size)
+        h, w = t.shape[-2:]
+        new_h, new_w = round(h * size / max(h, w)), round(w * size / max(h, w))
+        t = TF.resize(t, [new_h, new_w], interpolation=TF.InterpolationMode.BICUBIC)
+        t = F.pad(t, ((size - new_w) // 2, size - new_w - (size - new_w) // 2,
+                      (size - new_h) // 2, size - new_h - (size - new_h) // 2))
         pixels.append(TF.normalize(t, hps.OPENAI_MEAN, hps.OPENAI_STD))
     with torch.no_grad():
         f_img = F.normalize(model.encode_image(torch.stack(pixels)), dim=-1)
