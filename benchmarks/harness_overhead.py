@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins")]
 
-import harness.builtin  # noqa: E402,F401
 from harness import executors, launch, report, store, workqueue  # noqa: E402
 from harness.grid import load_grid  # noqa: E402
 from harness.protocol import protocol_id  # noqa: E402

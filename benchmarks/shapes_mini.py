@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-import harness.builtin  # noqa: F401  (registers the built-in entries)
 from harness import registry
 from harness.entries import EvalInput, RunContext
 from harness.spec import resolve_cell

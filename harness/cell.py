@@ -29,7 +29,6 @@ import submitit
 import torch
 
 from harness import plugins, preemption, registry, slurm, store, workqueue
-from harness.entries import MetricValue
 from harness.environment import run_context
 from harness.images import save_image_grid
 from harness.provenance import CodeVersion, code_version, job_environment, now, provenance
@@ -202,7 +201,7 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
 
     finite = all(math.isfinite(v.value) for v in metrics.values())
     record = _base_record(spec, grid, "ok" if finite else "diverged")
-    record["metrics"] = {k: {**_metric_json(v), **({"optimised": True} if k in optimised else {})}
+    record["metrics"] = {k: {**v.to_json(), **({"optimised": True} if k in optimised else {})}
                          for k, v in metrics.items()}
     record["curves"] = {k: [[float(s), float(v)] for s, v in c] for k, c in result.curves.items()}
     record["info"] = _jsonable(result.info)
@@ -226,12 +225,6 @@ def _base_record(spec: RunSpec, grid: str, status: str) -> dict[str, Any]:
     return {"schema_version": store.SCHEMA_VERSION, "run_id": spec.run_id, "grid": grid,
             "description": description, "spec": spec.to_json(), "status": status, "error": None,
             "metrics": {}, "curves": {}, "samples": {}, "info": {}}
-
-
-def _metric_json(v: MetricValue) -> dict[str, Any]:
-    out = v.to_json()
-    out["value"] = float(v.value) if math.isfinite(v.value) else None
-    return out
 
 
 # JSON-safe copy of method info: non-finite floats become None, other objects their repr.

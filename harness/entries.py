@@ -1,6 +1,7 @@
 """What a registry entry of each axis holds: the contract a built-in or a user's plugin fulfils."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -9,7 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from harness.spec import RunSpec
-    from softdimo.teachers.base import Condition, Teacher
+    from softdimo.teachers.base import Teacher
 
 #----------------------------------------------------------------------------
 
@@ -158,9 +159,11 @@ class MetricValue:
     higher_is_better: bool
     protocol: dict[str, Any]                   # implementation, version, features, reference, n, ...
 
+    # The record's form: a value that is not finite is written as null (strict JSON).
     def to_json(self) -> dict[str, Any]:
         from harness.protocol import protocol_id
-        return {"value": self.value, "higher_is_better": self.higher_is_better,
+        value = float(self.value) if math.isfinite(self.value) else None
+        return {"value": value, "higher_is_better": self.higher_is_better,
                 "protocol": self.protocol, "protocol_id": protocol_id(self.protocol)}
 
 

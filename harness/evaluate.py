@@ -23,32 +23,26 @@ overwritten; a failed one is moved to `attempts/<n>.json` before a retry.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
-import os
-import platform
 import resource
-import socket
-import subprocess
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness import assets
+from harness import assets, store
 from harness.entries import MetricValue
+from harness.environment import cache_dir
+from harness.provenance import now, provenance
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import open_samples
 
-SCHEMA_VERSION = 1
 GRID = "evaluate"
 HPS_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in hps.HPS_VERSIONS}
-PACKAGES = ("torch", "torchvision", "numpy", "scipy", "clean-fid", "torch-fidelity", "open_clip_torch", "pillow")
 
 #----------------------------------------------------------------------------
 # Protocol dispatch: name -> (what it reads, how it computes).
@@ -188,64 +182,6 @@ def protocol_assets(args: argparse.Namespace) -> list[str]:
 
 
 #----------------------------------------------------------------------------
-# Records.
-
-
-# Write a record atomically (temporary file in the same folder, fsync, rename); same signature as
-# harness.store.write_record, which replaces this once both are merged.
-def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "record.json"
-    tmp = run_dir / f".record.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=False, allow_nan=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-# Move a failed record out of the way before a retry (attempts/<n>.json).
-def archive_failed(run_dir: Path) -> None:
-    path = run_dir / "record.json"
-    attempts = run_dir / "attempts"
-    attempts.mkdir(exist_ok=True)
-    n = len(list(attempts.glob("*.json")))
-    os.replace(path, attempts / f"{n}.json")
-
-
-def provenance(started: str) -> dict[str, Any]:
-    root = Path(__file__).resolve().parent.parent
-    commit = _git(root, "rev-parse", "HEAD")
-    dirty = bool(_git(root, "status", "--porcelain")) if commit else None
-    return {"git_commit": commit, "git_dirty": dirty,
-            "packages": {p: _dist_version(p) for p in PACKAGES},
-            "host": socket.gethostname(), "python": platform.python_version(),
-            "accelerator": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "executor": "local", "job_id": os.environ.get("SLURM_JOB_ID"),
-            "started": started, "finished": _now()}
-
-
-def _git(root: Path, *cmd: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-#----------------------------------------------------------------------------
 # Command line.
 
 
@@ -288,18 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ident = evaluation_identity(args)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    run_dir = Path(args.results) / GRID / run_id
-    existing = run_dir / "record.json"
-    if existing.is_file():
-        if json.loads(existing.read_text()).get("status") == "ok":
-            print(f"already evaluated: {existing} (an ok record is never overwritten)")
-            return 0
-        archive_failed(run_dir)
-    cache_dir = Path(os.environ.get("SOFTDIMO_CACHE", Path(args.results) / ".cache"))
+    run_dir = store.run_dir(args.results, GRID, run_id)
+    if store.statuses(args.results, GRID, [run_id])[run_id] in store.FINAL_STATUSES:
+        print(f"already evaluated: {run_dir / store.RECORD_FILE} (an ok record is never overwritten)")
+        return 0
 
-    started, t0 = _now(), time.time()
+    started, t0 = now(), time.time()
     record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
+        "schema_version": store.SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
         "description": f"{args.label} {args.protocol}",
         "spec": {"scale": "paper", "teacher": args.teacher, "method": "external", "relaxation": "none",
                  "refinement": "none", "seed": 0, "plugins": [],
@@ -311,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(args.samples)},
         "info": {"identity": ident}}
     try:
-        values, count = compute(args, run_dir, cache_dir)
+        values, count = compute(args, run_dir, cache_dir(args.results))
         record["metrics"] = {k: v.to_json() for k, v in values.items()}
+        if any(m["value"] is None for m in record["metrics"].values()):
+            record["status"] = "diverged"
         record["samples"]["count"] = count
     except Exception as e:  # a failed evaluation is recorded with its traceback, then reported
         record["status"] = "failed"
@@ -322,12 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     record["cost"] = {"wall_s": wall, "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "accelerator_hours": wall / 3600 if args.device.startswith("cuda") else 0.0,
                       "stages": {"eval_s": wall}}
-    path = write_record(run_dir, record)
-    if record["status"] != "ok":
+    path = store.write_record(run_dir, record)
+    if record["status"] == "failed":
         print(f"error: {record['error']['type']}: {record['error']['message']} (record: {path})", file=sys.stderr)
         return 1
     for key, value in record["metrics"].items():
-        print(f"{key:<24} {value['value']:.6g}   [{value['protocol_id']}]")
+        shown = "not finite" if value["value"] is None else f"{value['value']:.6g}"
+        print(f"{key:<24} {shown}   [{value['protocol_id']}]")
+    if record["status"] == "diverged":
+        print(f"error: some metric is not finite (record: {path})", file=sys.stderr)
+        return 1
     print(f"record: {path}")
     return 0
 

@@ -129,8 +129,11 @@ LineMap = yaml_lines.LineMap
 _line = yaml_lines.line_of
 
 
-# Load, validate and expand a grid file. `scale` (the CLI's --scale) overrides the file's.
-def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = False) -> Grid:
+# Load, validate and expand a grid file. `scale` (the CLI's --scale) overrides the file's; the
+# entry point has loaded the grid's plugins (`harness.plugins`), and `plugin_errors` says why a
+# plugin module could not be imported.
+def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = False,
+              plugin_errors: Mapping[str, str] | None = None) -> Grid:
     path = Path(path)
     doc = load_yaml(path)
     ck = _Checker(path)
@@ -167,7 +170,7 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
         ck.add(0, "--scale", f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
     active = scale if scale is not None else file_scale
 
-    plugins = _check_plugins(doc, ck)
+    plugins = _check_plugins(doc, ck, plugin_errors or {})
     params = _check_params(doc.get("params"), "params", _line(doc, "params"), ck)
     scale_params, scale_matrix, resources, scale_line = _check_scales(doc, active, ck)
 
@@ -214,7 +217,7 @@ def expand(path: str | Path, scale: str | None = None, allow_large: bool = False
 
 # The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
 # `harness.plugins`); a plugin that could not be imported is reported here.
-def _check_plugins(doc: LineMap, ck: _Checker) -> tuple[str, ...]:
+def _check_plugins(doc: LineMap, ck: _Checker, errors: Mapping[str, str]) -> tuple[str, ...]:
     value = doc.get("plugins", [])
     line = _line(doc, "plugins")
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
@@ -223,9 +226,10 @@ def _check_plugins(doc: LineMap, ck: _Checker) -> tuple[str, ...]:
     for m in value:
         if not _MODULE.match(m):
             ck.add(line, "plugins", f"{m!r} is not a module name (dotted Python identifiers)")
-        elif m not in sys.modules:
-            ck.add(line, "plugins", f"plugin module {m!r} is not loaded: it must be importable (on PYTHONPATH "
-                   f"or installed) by this process and by the jobs")
+        elif m in errors or m not in sys.modules:
+            why = errors.get(m, f"plugin module {m!r} is not loaded")
+            ck.add(line, "plugins", f"{why}; the module must be importable (on PYTHONPATH or installed) by "
+                   f"this process and by the jobs")
     return tuple(value)
 
 

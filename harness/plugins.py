@@ -58,6 +58,13 @@ def grid_plugins(path: str | Path) -> list[str]:
     return [m for m in value if isinstance(m, str)] if isinstance(value, list) else []
 
 
-# Whether a plugin module has been loaded in this process.
-def is_loaded(module: str) -> bool:
-    return module in _loaded
+# Load a grid file's plugin modules; returns {module: why it could not be imported} for the others.
+def load_grid_plugins(path: str | Path) -> dict[str, str]:
+    errors = {}
+    for module in grid_plugins(path):
+        try:
+            load_module(module)
+        except Exception as e:        # a failing plugin is reported by the grid's validation
+            errors[module] = str(e) if isinstance(e, ImportError) else \
+                f"plugin module {module!r} failed on import: {type(e).__name__}: {e}"
+    return errors

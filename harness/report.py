@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import baselines, claims, costs, paired, plots, plugins, registry, store, tables
+from harness import baselines, claims, costs, paired, plots, plugins, store, tables
 from harness.results import ResultRow, rows_from_records
 
 FORMATS = ("md", "tex", "csv")

@@ -91,9 +91,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except ImportError as e:
         print(f"error: {e}", file=err)
         return 2
-    if args.grid:
-        _load_plugins_of(Path(args.grid), err)
+    plugin_errors = plugins.load_grid_plugins(args.grid) if args.grid else {}
     if args.list:
+        for message in plugin_errors.values():
+            print(f"warning: {message}", file=err)
         print_list(args.list, out)
         return 0
     if not args.grid:
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 2
 
     try:
-        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large)
+        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors)
         registry.executors.get(args.executor)
         profiles = launch.resource_profiles(grid, args.slurm_profile)
     except GridError as e:
@@ -319,16 +320,6 @@ def _print_params(out: TextIO) -> None:
             default = ",".join(map(str, p.default)) if isinstance(p.default, tuple) else p.default
             print(f"  {stage + '.' + name:28} {p.type.__name__:6} default {default!s:10} "
                   f"{p.allowed():28} {p.help}", file=out)
-
-
-# Load the grid's `plugins:` modules; one that cannot be imported is reported by the grid's own
-# validation (a warning here for --list).
-def _load_plugins_of(path: Path, err: TextIO) -> None:
-    for module in plugins.grid_plugins(path):
-        try:
-            plugins.load_module(module)
-        except Exception as e:                   # reported again, with the line, by load_grid
-            print(f"warning: plugin of {path} not loaded: {e}", file=err)
 
 
 if __name__ == "__main__":

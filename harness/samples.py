@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image
 from torch import Tensor
 
 from harness.assets import sha256_file
+from harness.store import atomic_write
 from softdimo.teachers.base import ImageNoise
 
 # The one float -> uint8 conversion of the harness. For y = 2x - 1 in [-1, 1] it equals
@@ -104,12 +104,11 @@ class SampleWriter:
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
         if "png" in self.formats:
             for offset, image in enumerate(images):
-                _atomic_png(image, self.out_dir / f"{start + offset:06d}.png")
+                atomic_write(self.out_dir / f"{start + offset:06d}.png",
+                             lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
         if "npz" in self.formats:
-            path = self.shard_path(start, stop)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, arr_0=images, labels=np.asarray(_json_labels(labels)))
-            os.replace(tmp, path)
+            atomic_write(self.shard_path(start, stop),
+                         lambda tmp: np.savez(tmp, arr_0=images, labels=np.asarray(_json_labels(labels))))
 
     # Check that every shard is written, merge npz shards into samples.npz, write manifest.json.
     def finalize(self) -> Path:
@@ -123,7 +122,7 @@ class SampleWriter:
         manifest = {"count": self.total, "resolution": list(first[0].shape[:2]),
                     "uint8_conversion": UINT8_CONVERSION, "shard_size": self.shard_size,
                     "formats": list(self.formats), **self.meta}
-        _atomic_text(json.dumps(manifest, indent=2, sort_keys=True), self.out_dir / "manifest.json")
+        atomic_write(self.out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
         return self.out_dir
 
 
@@ -156,17 +155,18 @@ def merge_npz_shards(shards: Sequence[Path], out: Path) -> None:
     total = sum(_npz_length(p) for p in shards)
     header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
               "shape": (total, *first.shape[1:])}
-    tmp = out.with_suffix(".tmp.npz")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_2_0(f, header)
-            for p in shards:
-                arr = np.load(p)["arr_0"]
-                if arr.shape[1:] != first.shape[1:] or arr.dtype != first.dtype:
-                    raise ValueError(f"{p}: images {arr.dtype} {arr.shape[1:]} differ from "
-                                     f"{shards[0]}: {first.dtype} {first.shape[1:]}")
-                f.write(np.ascontiguousarray(arr).tobytes())
-    os.replace(tmp, out)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for p in shards:
+                    arr = np.load(p)["arr_0"]
+                    if arr.shape[1:] != first.shape[1:] or arr.dtype != first.dtype:
+                        raise ValueError(f"{p}: images {arr.dtype} {arr.shape[1:]} differ from "
+                                         f"{shards[0]}: {first.dtype} {first.shape[1:]}")
+                    f.write(np.ascontiguousarray(arr).tobytes())
+    atomic_write(out, write)
 
 
 def _npz_length(path: Path) -> int:
@@ -182,16 +182,6 @@ def _json_labels(labels: Sequence[Any]) -> list[Any]:
     return [x if isinstance(x, (int, str)) else str(x) for x in labels]
 
 
-def _atomic_png(image: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 #----------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
         raise CellError("scale", f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
     for key in ("teacher", "method", "seed"):
         if key not in cell:
-            raise CellError(key, f"missing; every cell needs teacher, method and seed")
+            raise CellError(key, "missing; every cell needs teacher, method and seed")
     teacher = _lookup(registry.teachers, "teacher", cell["teacher"])
     method = _lookup(registry.methods, "method", cell["method"])
     seed = cell["seed"]

@@ -7,14 +7,15 @@ first kept as `attempts/<n>.json`. Corrupt records are reported by name, never d
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypedDict
+from typing import Any, Callable, Iterable, Literal, TypedDict
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -184,33 +185,50 @@ def check_record(record: Any, path: str | Path) -> None:
         raise CorruptRecordError(Path(path), "spec is not an object")
 
 
-# Write a record atomically; never replaces an ok/diverged record; keeps a replaced failed one.
-def write_record(run_dir: str | Path, record: Record) -> Path:
-    run_dir = Path(run_dir)
-    check_record(record, run_dir / RECORD_FILE)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
-    target = run_dir / RECORD_FILE
-    fd, tmp_name = tempfile.mkstemp(prefix=".record.", suffix=".tmp", dir=run_dir)
-    tmp = Path(tmp_name)
+# Write a file atomically, the one way the harness writes files that others read: `content` (text,
+# bytes, or a function that writes the path it is given) goes to a temporary file beside `path`,
+# flushed to disk, which then replaces `path`, so readers never see half a file. With `lock`, the
+# replace happens under that exclusive flock, after `check()` (which may refuse by raising).
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None],
+                 lock: Path | None = None, check: Callable[[], None] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)         # mkstemp makes 0600; records are for everyone
-            f.write(data)
-            f.flush()
+        if callable(content):
+            content(tmp)
+        else:
+            tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        os.chmod(tmp, 0o644)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        with _locked(run_dir):
-            previous = _previous_status(target)
-            if previous in FINAL_STATUSES:
-                raise RecordExistsError(f"{target}: a {previous!r} record exists and is never "
-                                        f"overwritten; delete the run directory to redo it")
-            if previous is not None:
-                _keep_attempt(run_dir, target)
-            os.replace(tmp, target)
-            _fsync_dir(run_dir)
+        with _locked(lock) if lock is not None else contextlib.nullcontext():
+            if check is not None:
+                check()
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
-    return target
+    return path
+
+
+# Write a record atomically and under the run's lock; never replaces an ok/diverged record; keeps a
+# replaced failed one (attempts/<n>.json). NaN is refused: a record is strict JSON.
+def write_record(run_dir: str | Path, record: Record) -> Path:
+    run_dir = Path(run_dir)
+    target = run_dir / RECORD_FILE
+    check_record(record, target)
+    data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+
+    def make_room() -> None:
+        previous = _previous_status(target)
+        if previous in FINAL_STATUSES:
+            raise RecordExistsError(f"{target}: a {previous!r} record exists and is never "
+                                    f"overwritten; delete the run directory to redo it")
+        if previous is not None:
+            _keep_attempt(run_dir, target)
+
+    return atomic_write(target, data, lock=run_dir / LOCK_FILE, check=make_room)
 
 
 # Status of the record at `path`, "corrupt" if unreadable, None if absent.
@@ -235,9 +253,9 @@ def _keep_attempt(run_dir: Path, target: Path) -> None:
 
 
 class _locked:
-    # An exclusive flock on the run's lock file for the check-and-replace step.
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / LOCK_FILE
+    # An exclusive flock on a lock file for a check-and-replace step.
+    def __init__(self, path: Path):
+        self.path = path
 
     def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -13,7 +13,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,9 +24,10 @@ from harness import preemption, registry
 from harness.entries import MetricValue, RunContext
 from harness.scoring import score
 from harness.spec import NONE, EvalConfig, RunSpec
+from harness.store import atomic_write
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
-from softdimo.refine.tteo import TTSCost, TTSSettings, sample_test_time
+from softdimo.refine.best_of_n import TTSCost, TTSSettings, sample_test_time
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
 from softdimo.teachers.cache import cached_dir
 from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation, save_checkpoint
@@ -127,10 +127,7 @@ class TrainingCurves:
 
     # Write the points atomically.
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.points))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.points))
 
 
 # The mean of each training diagnostic over the steps s with lo <= s < hi of a training history.

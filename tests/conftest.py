@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness import plugins
 from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, build_digits_teacher
+
+plugins.load_builtins()          # the registries, as every entry point fills them
 
 TINY_TEACHER = DigitsConfig(levels=4, d_model=16, layers=1, heads=2, train_steps=30, batch_size=32,
                             warmup_steps=5)

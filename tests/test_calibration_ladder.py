@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import harness.builtin  # noqa: F401
 from harness import registry
 from harness.entries import EvalInput, RunContext
 from harness.spec import resolve_cell

@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import assets
-import harness.builtin  # noqa: F401  (registers the maskbit teacher and its assets)
 from harness.entries import RunContext
 from harness.registry import teachers
 from harness.spec import STAGE_CONFIGS
 from softdimo.params import schema
 from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, TokenLayout, guided_logits
 from softdimo.teachers.maskbit import (MaskBitConfig, build_maskbit_teacher, generator_arch, guidance_weight,
-                                       load_generator, load_real_tokens, load_tokenizer, maskbit_sample,
-                                       released_sampler, remask_count, save_real_tokens, tokenizer_arch)
+                                       load_generator, load_tokenizer, maskbit_sample, released_sampler,
+                                       remask_count, tokenizer_arch)
+from softdimo.teachers.class_conditioned import load_real_tokens, save_real_tokens
 from softdimo.teachers.maskbit_generator import (LFQBert, combine_groups, expected_bits,
                                                  near_uniform_fraction, split_groups)
 from softdimo.teachers.maskbit_tokenizer import Conv2dSame, MaskBitTokenizer

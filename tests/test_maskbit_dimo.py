@@ -12,7 +12,8 @@ from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.data import digits as data
 from softdimo.relax import RELAXATIONS
 from softdimo.teachers.base import ImageNoise
-from softdimo.teachers.maskbit import MaskBitConfig, MaskBitTeacher, build_maskbit_teacher, tokenize_images
+from softdimo.teachers.class_conditioned import tokenize_images
+from softdimo.teachers.maskbit import MaskBitConfig, MaskBitTeacher, build_maskbit_teacher
 from softdimo.teachers.small_mdm import MDMTrainSettings, train_mdm
 from softdimo.train import Distiller, generate, run_distillation
 

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-import harness.builtin  # noqa: F401  (registers the maskgit teacher and its assets)
 from harness import assets
 from harness.entries import RunContext
 from harness.registry import teachers

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness.builtin  # noqa: F401
 from harness import assets, run
 from harness.grid import load_grid
 

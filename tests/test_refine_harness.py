@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.builtin  # noqa: F401
 from harness import registry
 from harness.entries import RelaxationEntry, RunContext
 from harness.methods import run_dimo
@@ -71,6 +70,7 @@ def test_reward_registry_and_metric() -> None:
 
 def _run(tmp_path: Path, cache: Path, name: str, **params: object):
     defaults = dict(relaxation="soft", refinement="gan", distill__steps=4, distill__batch_size=8,
+                    distill__refine_start=0,
                     distill__checkpoint_every=2, eval__samples=30, eval__curve_samples=20,
                     eval__metrics=["digits_acc", "digits_reward"])
     spec = resolve_cell(_cell(**{**defaults, **params}), "mini")

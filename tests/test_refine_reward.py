@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import harness.builtin  # noqa: F401  (registers digits_reward)
 from harness.entries import RunContext
 from harness.students import build_rewards
 from softdimo.config import DistillConfig, RelaxConfig

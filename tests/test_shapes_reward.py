@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.builtin  # noqa: F401  (registers the built-in entries)
 from harness import registry
 from harness.entries import RunContext
 from harness.metrics.shapes_clip_net import contradicting_prompt, load_clip

@@ -1,7 +1,8 @@
-"""Built-in methods and relaxations."""
+"""Built-in methods (Di[M]O, the teacher's sampler, the class-conditional calibration rungs) and relaxations."""
 from __future__ import annotations
 
 from harness import methods, registry, students
+from harness.references import CLASS_RUNGS
 from harness.entries import MethodEntry, RelaxationEntry
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 
@@ -27,8 +28,7 @@ registry.methods.register("dimo", MethodEntry(
 registry.methods.register("teacher_sampler", MethodEntry(
     "teacher_sampler", ("teacher", "sample", "eval"), methods.run_teacher_sampler,
     label=methods.teacher_label, description="the teacher's own K-step sampler"))
-for _name, _run in (("real", methods.run_real), ("marginals_class", methods.run_marginals_class),
-                    ("marginals_uncond", methods.run_marginals_uncond), ("uniform", methods.run_uniform)):
+for _name, _rung in CLASS_RUNGS.items():
     registry.methods.register(_name, MethodEntry(
-        _name, _REFERENCE_STAGES, _run, label=lambda spec: methods.REFERENCE_LABELS[spec.method],
-        description=f"calibration reference: {methods.REFERENCE_LABELS[_name]}"))
+        _name, _REFERENCE_STAGES, _rung.run, label=lambda spec: CLASS_RUNGS[spec.method].label,
+        description=f"calibration reference: {_rung.label}"))

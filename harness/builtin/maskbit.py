@@ -7,8 +7,6 @@ file path; it then becomes an asset of its own, so the pre-launch check names it
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any
 
 from harness import assets
@@ -49,19 +47,8 @@ def field_asset(config: MaskBitConfig, kind: str) -> str | None:
         if kind == "real_tokens" or config.size == "tiny":
             return None
         return f"maskbit_{kind}_{config.bits}bit"
-    if value in assets.manifest:
-        return value
-    if "/" not in value and not value.endswith(WEIGHT_FILE_SUFFIXES):
-        known = [n for n in assets.manifest.names() if n.startswith("maskbit_")]
-        raise ValueError(f"teacher.{field}: {value!r} is neither a registered asset ({', '.join(known)}) "
-                         f"nor a file path (containing '/' or ending in {', '.join(WEIGHT_FILE_SUFFIXES)})")
-    name = f"maskbit_{kind}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"
-    if name not in assets.manifest:
-        assets.manifest.register(name, assets.Asset(
-            name=name, filename=os.path.expanduser(value),
-            source=f"the file named by teacher.{field} ({value})",
-            description=f"MaskBit {kind} file given by path"))
-    return name
+    return assets.field_asset(value, "maskbit_", f"teacher.{field}", f"MaskBit {kind} file given by path",
+                              WEIGHT_FILE_SUFFIXES)
 
 
 # Every asset a configuration needs (checked before launch).

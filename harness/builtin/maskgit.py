@@ -11,8 +11,6 @@ asset of its own, so the pre-launch check names it when it is missing.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any
 
 from harness import assets
@@ -50,18 +48,8 @@ def field_asset(config: MaskGITConfig, field: str) -> str | None:
     value: str = getattr(config, field)
     if not value:
         return FILE_FIELDS[field] if config.size == "full" else None
-    if value in assets.manifest:
-        return value
-    if "/" not in value and not value.endswith(FILE_SUFFIXES):
-        raise ValueError(f"teacher.{field}: {value!r} is neither a registered asset "
-                         f"({', '.join(a.name for a in MASKGIT_ASSETS)}) nor a file path (containing '/' "
-                         f"or ending in {', '.join(FILE_SUFFIXES)})")
-    name = f"maskgit_{field}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"
-    if name not in assets.manifest:
-        assets.manifest.register(name, assets.Asset(
-            name=name, filename=os.path.expanduser(value), source=f"the file named by teacher.{field} ({value})",
-            description=f"MaskGIT {field} given by path"))
-    return name
+    return assets.field_asset(value, "maskgit_", f"teacher.{field}", f"MaskGIT {field} given by path",
+                              FILE_SUFFIXES)
 
 
 # Every asset a configuration needs (checked before launch).

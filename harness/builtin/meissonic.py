@@ -58,32 +58,28 @@ _WEIGHT_ASSETS = {"transformer_weights": "meissonic_transformer", "vqvae_weights
 #----------------------------------------------------------------------------
 
 
-# The asset behind one weight field: the released default when empty (full size), the named asset
-# when the value is a registered asset name, None for a file path.
-def _field_asset(config: MeissonicConfig, field: str) -> str | None:
+# The asset behind one weight field: the released default when empty (full size), else a
+# registered asset or a file path (registered on first use, so the pre-launch check names it).
+def field_asset(config: MeissonicConfig, field: str) -> str:
     value = getattr(config, field)
     if not value:
         if config.size != "full":
             raise ValueError(f"teacher.{field} must be set: no released weights fit teacher.size={config.size!r}")
         return _WEIGHT_ASSETS[field]
-    return value if value in assets.manifest else None
+    return assets.field_asset(value, "meissonic_", f"teacher.{field}", f"Meissonic {field} given by path",
+                              (".safetensors",))
 
 
-# Asset names a configuration needs (checked before launch); file paths need none.
+# Asset names a configuration needs (checked before launch).
 def required_assets(config: MeissonicConfig) -> list[str]:
     if config.size != "full" and not all(getattr(config, f) for f in _WEIGHT_ASSETS):
         return []   # refused at build time, with the field named
-    return [name for field in _WEIGHT_ASSETS if (name := _field_asset(config, field))]
+    return [field_asset(config, field) for field in _WEIGHT_ASSETS]
 
 
-# Local paths of the three weight files: assets resolved (AssetError naming a missing or corrupt
-# one), file paths as given.
+# Local paths of the three weight files (AssetError naming a missing or corrupt one).
 def weight_paths(config: MeissonicConfig) -> dict[str, Path]:
-    out = {}
-    for field in _WEIGHT_ASSETS:
-        name = _field_asset(config, field)
-        out[field] = assets.resolve(name) if name else Path(getattr(config, field)).expanduser()
-    return out
+    return {field: assets.resolve(field_asset(config, field)) for field in _WEIGHT_ASSETS}
 
 
 # Build the teacher on the job's device from local weight files.

@@ -1,75 +1,14 @@
-"""The mini-scale text-to-image "shapes" world: teacher, exact checker, learned reward, and the
-reference rungs of its calibration ladder.
-
-- `real_prompt`: a real scene of each evaluation prompt (drawn from image i's stream); scores 1.0.
-- `marginals_prompt`: every cell drawn independently from its frequency among 256 real scenes of
-  the exact prompt (SHAPES_FEASIBILITY.md's baseline; a one-step product distribution).
-- `real_same_task`: a real scene of a random prompt of the same task (the prompt-ignoring floor).
-"""
+"""The mini-scale text-to-image "shapes" world: teacher, exact checker, learned rewards, and the
+reference rungs of its calibration ladder (`harness/references.py`)."""
 from __future__ import annotations
 
-import random
-import time
-from typing import Any, Callable
+from typing import Any
 
-import torch
-from torch import Tensor
-
-from harness import registry, students
-from harness.entries import MethodEntry, MethodResult, MetricEntry, RewardEntry, RunContext, TeacherEntry
+from harness import registry
+from harness.entries import MethodEntry, MetricEntry, RewardEntry, RunContext, TeacherEntry
 from harness.metrics import shapes_clip, shapes_eval
-from harness.spec import EvalConfig, RunSpec
-from softdimo.data import shapes as world
-from softdimo.teachers.base import ImageNoise, derive_seed
+from harness.references import SHAPES_RUNGS
 from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher
-
-#----------------------------------------------------------------------------
-# Reference rungs.
-
-
-def _shapes_reference(spec: RunSpec, ctx: RunContext,
-                      draw: Callable[[ShapesTeacher, list[str], ImageNoise], Tensor]) -> MethodResult:
-    teacher, teacher_s = students.build_teacher(spec, ctx)
-    if not isinstance(teacher, ShapesTeacher):
-        raise ValueError(f"method {spec.method!r} needs the shapes teacher, not {spec.teacher!r}")
-    n = spec.stage("eval", EvalConfig).samples
-    start = time.perf_counter()
-    tokens, images, conditions = students.batched_samples(
-        teacher, n, derive_seed(spec.seed, "sample"), ctx,
-        lambda cond, noise: draw(teacher, [str(p) for p in cond.raw], noise))
-    return MethodResult(images, conditions, tokens, teacher=teacher,
-                        stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start})
-
-
-# real_prompt: a real scene of each evaluation prompt.
-def run_real_prompt(spec: RunSpec, ctx: RunContext) -> MethodResult:
-    return _shapes_reference(spec, ctx, lambda teacher, prompts, noise: teacher.real_tokens_for(prompts, noise))
-
-
-# marginals_prompt: cells drawn independently from the exact prompt's per-cell frequencies.
-def run_marginals_prompt(spec: RunSpec, ctx: RunContext) -> MethodResult:
-    def draw(teacher: ShapesTeacher, prompts: list[str], noise: ImageNoise) -> Tensor:
-        cdf = torch.stack([world.prompt_marginals(p) for p in prompts]).to(noise.device).cumsum(-1)
-        u = noise.rand(world.POSITIONS)
-        return (u[..., None] > cdf).sum(-1).clamp(max=world.NUM_TOKENS - 1)[..., None]
-    return _shapes_reference(spec, ctx, draw)
-
-
-# real_same_task: a real scene of a random prompt of the same task as the evaluation prompt.
-def run_real_same_task(spec: RunSpec, ctx: RunContext) -> MethodResult:
-    def draw(teacher: ShapesTeacher, prompts: list[str], noise: ImageNoise) -> Tensor:
-        seeds = noise.randint(2 ** 62, 1)[:, 0].tolist()
-        layouts = []
-        for p, s in zip(prompts, seeds):
-            rng = random.Random(s)
-            layouts.append(world.sample_layout(world.random_prompt(world.parse_prompt(p).task, rng), rng))
-        return torch.tensor(layouts, dtype=torch.long, device=noise.device)[..., None]
-    return _shapes_reference(spec, ctx, draw)
-
-
-REFERENCE_LABELS = {"real_prompt": "real scenes of the prompt",
-                    "marginals_prompt": "prompt-conditioned per-cell marginals",
-                    "real_same_task": "real scenes of another prompt of the task"}
 
 #----------------------------------------------------------------------------
 # Registration.
@@ -122,8 +61,7 @@ registry.rewards.register("shapes_clip", RewardEntry(
     "shapes_clip", shapes_clip.build_reward, applies_to=("shapes",), unit=shapes_clip.SCALE,
     description="differentiable 100 x cosine under shapes-clip-v1 (CLIP / HPS analogue)"))
 
-for _name, _run in (("real_prompt", run_real_prompt), ("marginals_prompt", run_marginals_prompt),
-                    ("real_same_task", run_real_same_task)):
+for _name, _rung in SHAPES_RUNGS.items():
     registry.methods.register(_name, MethodEntry(
-        _name, ("teacher", "eval"), _run, label=lambda spec: REFERENCE_LABELS[spec.method],
-        description=f"calibration reference (shapes): {REFERENCE_LABELS[_name]}"))
+        _name, ("teacher", "eval"), _rung.run, label=lambda spec: SHAPES_RUNGS[spec.method].label,
+        description=f"calibration reference (shapes): {_rung.label}"))

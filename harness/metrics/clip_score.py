@@ -25,6 +25,16 @@ from harness import assets
 from harness.entries import MetricValue
 from harness.registry import Registry
 
+# The CLIP model of GigaGAN's CLIP score (Di[M]O's COCO evaluation).
+CLIP_ASSETS = assets.declare(
+    assets.Asset("clip-vit-g-14-laion2b-s12b-b42k", "open_clip/ViT-g-14-laion2b_s12b_b42k.bin",
+                 "https://huggingface.co/laion/CLIP-ViT-g-14-laion2B-s12B-b42K/resolve/main/open_clip_pytorch_model.bin",
+                 env_var="SOFTDIMO_CLIP_VIT_G_14",
+                 search=(assets.HF_HUB + "/models--laion--CLIP-ViT-g-14-laion2B-s12B-b42K/snapshots/*/"
+                         "open_clip_pytorch_model.bin",),
+                 description="open_clip ViT-g-14 (laion2b_s12b_b42k): the CLIP score of GigaGAN / Di[M]O's COCO eval"),
+)
+
 #----------------------------------------------------------------------------
 # Protocols.
 

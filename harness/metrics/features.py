@@ -32,10 +32,26 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from harness import assets
 from harness.assets import sha256_file
 from harness.samples import SampleSource, open_samples
+from harness.store import atomic_write
 
 CLEANFID_WEIGHTS_NAME = "inception-2015-12-05.pt"  # the file name InceptionV3W(path) opens
+
+# The Inception weights the FID-family extractors read.
+INCEPTION_ASSETS = assets.declare(
+    assets.Asset("inception-2015-12-05-torchscript", "cleanfid/inception-2015-12-05.pt",
+                 "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+                 env_var="SOFTDIMO_INCEPTION_TORCHSCRIPT", search=("{TMPDIR}/inception-2015-12-05.pt",),
+                 description="TF-2015 Inception-v3 as TorchScript (StyleGAN2-ADA); clean-fid's feature extractor"),
+    assets.Asset("inception-2015-12-05-tfidelity", "torch-fidelity/weights-inception-2015-12-05-6726825d.pth",
+                 "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth",
+                 env_var="SOFTDIMO_INCEPTION_TFIDELITY",
+                 search=("{TORCH_HOME}/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",),
+                 description="TF-2015 Inception-v3 state dict for torch-fidelity's inception-v3-compat"),
+)
 
 #----------------------------------------------------------------------------
 # torch-fidelity keyword arguments.
@@ -281,10 +297,8 @@ def _save_features(path: Path, feats: FeatureSet, provenance: dict[str, Any]) ->
     arrays = {"n": np.int64(feats.n), "mu": feats.mu, "sigma": feats.sigma, "pool": feats.pool}
     if feats.logits is not None:
         arrays["logits"] = feats.logits
-    tmp = path.with_name(f".{os.getpid()}-{path.name}")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+    atomic_write(path.with_suffix(".json"), json.dumps(provenance, indent=2, sort_keys=True))
 
 
 #----------------------------------------------------------------------------

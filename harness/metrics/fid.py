@@ -38,6 +38,15 @@ from harness.samples import SampleSource
 FID_METRICS = ("fid", "inception_score", "kid", "prdc")
 FRECHET_METHOD = "pivoted-cholesky-float64"
 
+# The ADM ImageNet-256 reference batch (Dhariwal & Nichol's guided-diffusion evaluation).
+REFERENCE_ASSETS = assets.declare(
+    assets.Asset("adm-imagenet256-ref-batch", "adm/VIRTUAL_imagenet256_labeled.npz",
+                 "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/256/"
+                 "VIRTUAL_imagenet256_labeled.npz",
+                 env_var="SOFTDIMO_ADM_IMAGENET256",
+                 description="ADM ImageNet-256 reference batch: mu/sigma (FID) and 10k images arr_0 (PRDC)"),
+)
+
 #----------------------------------------------------------------------------
 # The protocol table.
 

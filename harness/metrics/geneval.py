@@ -46,6 +46,16 @@ DEFAULT_OPTIONS = {"threshold": "0.3", "counting_threshold": "0.9", "max_objects
                    "max_overlap": "1.0", "position_threshold": "0.1"}   # evaluate_images.py defaults
 _SAMPLE_NAME = re.compile(r"\d+\.png")
 
+# GenEval's detector (read by GenEval's own environment).
+GENEVAL_ASSETS = assets.declare(
+    assets.Asset("geneval-mask2former", "geneval/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth",
+                 "https://download.openmmlab.com/mmdetection/v2.0/mask2former/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
+                 "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth "
+                 "(or GenEval's evaluation/download_models.sh <dir>)",
+                 env_var="SOFTDIMO_GENEVAL_DETECTOR",
+                 description="GenEval's Mask2Former Swin-S detector (read by GenEval's own environment)"),
+)
+
 #----------------------------------------------------------------------------
 # Configuration.
 

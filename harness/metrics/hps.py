@@ -48,6 +48,27 @@ HPS_SCALE = 100.0
 HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
 HPS_PREPROCESS = "rgb>to_tensor>resize_longer(bicubic,antialias)>pad_center(0)>normalize(openai)"
 
+# The HPS checkpoints and the benchmark prompts (sha256 not published: protocols record the digest).
+HPS_ASSETS = assets.declare(
+    assets.Asset("hps-v2.0", "hpsv2/HPS_v2_compressed.pt", "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2_compressed.pt",
+                 env_var="SOFTDIMO_HPS_V20",
+                 search=("{HPS_ROOT}/HPS_v2_compressed.pt",
+                         assets.HF_HUB + "/models--xswu--HPSv2/snapshots/*/HPS_v2_compressed.pt"),
+                 description="HPS v2.0 checkpoint ({'state_dict'} of open_clip ViT-H-14)"),
+    assets.Asset("hps-v2.1", "hpsv2/HPS_v2.1_compressed.pt",
+                 "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt",
+                 env_var="SOFTDIMO_HPS_V21",
+                 search=("{HPS_ROOT}/HPS_v2.1_compressed.pt",
+                         assets.HF_HUB + "/models--xswu--HPSv2/snapshots/*/HPS_v2.1_compressed.pt"),
+                 description="HPS v2.1 checkpoint ({'state_dict'} of open_clip ViT-H-14)"),
+    *(assets.Asset(f"hps-benchmark-{style}", f"hpsv2/benchmark/{style}.json",
+                   f"https://huggingface.co/datasets/zhwang/HPDv2/resolve/main/benchmark/{style}.json",
+                   search=(f"{{HPS_ROOT}}/datasets/benchmark/{style}.json",
+                           assets.HF_HUB + f"/datasets--zhwang--HPDv2/snapshots/*/benchmark/{style}.json"),
+                   description=f"HPS v2 benchmark prompts, style {style} (800 prompts)")
+      for style in ("anime", "concept-art", "paintings", "photo")),
+)
+
 #----------------------------------------------------------------------------
 # The scorer.
 

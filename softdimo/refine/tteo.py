@@ -1,67 +1,34 @@
-"""Test-time embedding optimisation (TTEO) and best-of-N selection for a trained one-step
-generator (Soft-Di[M]O, PAPER.md 2.7). Model weights are never touched.
+"""Test-time embedding optimisation (TTEO) of a trained one-step generator (Soft-Di[M]O, arXiv
+2509.22925). Model weights are never touched.
 
-TTEO: the variable is the generator's input embedding e_in (x_init embedded, plus the sigma_init
+The variable is the generator's input embedding e_in (x_init embedded, plus the sigma_init
 noise). k plain SGD steps (paper: lr 0.2, no clipping) ascend, per image,
 
   J(e) = R( Dec(softmax(z_theta(e) / T)), c ) - mu ||e - e_init||^2,
 
-where Dec is `teacher.decode_soft` and mu (`proximity`) is our addition: without it TTEO leaves
-the embedding manifold and hacks the reward model (MINI_FEASIBILITY.md). The objective is summed
-over images, so each image's update is independent of the batch it is in.
-
-Best-of-N: candidate j of image i draws from its own stream (candidate 0 = the plain sample's
-stream, so N = 1 is plain sampling and the candidates of N are among those of any larger N), is
-optionally TTEO-optimised, then drawn as hard tokens; the candidate with the highest selection
-score on its hard-decoded image is kept (the earliest on ties).
+where Dec is `teacher.decode_soft` and mu (`proximity`) is our addition (0 = the paper's
+objective). The objective is summed over images, so each image's update is independent of the batch
+it is in. Best-of-N, which TTEO is combined with, is `softdimo/refine/best_of_n.py`.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softdimo.teachers.base import Condition, ImageNoise, Teacher
-from softdimo.train import draw_tokens, input_embeddings
+from softdimo.teachers.base import Condition, Teacher
 
 RewardFn = Callable[[Tensor, Condition], Tensor]
 
 #----------------------------------------------------------------------------
 
 
-# Work of one-step sampling with test-time scaling (TTS: TTEO and best-of-N), summed over images.
-@dataclass
-class TTSCost:
-    images: int = 0
-    generator_forwards: int = 0        # one-step generator evaluations (the plain sample counts 1)
-    generator_backwards: int = 0       # backward passes through generator and decoder (TTEO)
-    decoder_calls: int = 0             # soft decodes (TTEO) plus hard decodes scored for selection
-    reward_calls: int = 0              # reward-model evaluations (TTEO objective and selection)
-    seconds: float = 0.0
-
-    def per_image(self) -> dict[str, float]:
-        n = max(self.images, 1)
-        return {k: v / n for k, v in asdict(self).items() if k != "images"}
-
-
-# Settings of test-time scaling (the `sample.tteo_*` and `sample.best_of_n` fields).
-@dataclass(frozen=True)
-class TTSSettings:
-    steps: int = 0                     # TTEO SGD iterations; 0 = off
-    lr: float = 0.2                    # SGD learning rate (paper 0.2)
-    proximity: float = 0.0             # mu of the proximity term
-    best_of_n: int = 1                 # candidates per condition
-    chunk: int = 500                   # images per TTEO batch (memory only)
-
-
 # k SGD steps on e_in maximising J(e) (module docstring); returns the optimised e [B, L, D].
 def optimise_embeddings(network: nn.Module, teacher: Teacher, cond: Condition, e_init: Tensor,
                         reward: RewardFn, steps: int, lr: float, proximity: float,
-                        temperature: float = 1.0, cost: TTSCost | None = None) -> Tensor:
+                        temperature: float = 1.0) -> Tensor:
     e = e_init.detach().clone()
     for _ in range(steps):
         with torch.enable_grad():
@@ -72,62 +39,4 @@ def optimise_embeddings(network: nn.Module, teacher: Teacher, cond: Condition, e
                 objective = objective - proximity * ((e - e_init) ** 2).sum()
             (grad,) = torch.autograd.grad(objective, e)
         e = (e + lr * grad).detach()
-        if cost is not None:
-            b = e.shape[0]
-            cost.generator_forwards += b
-            cost.generator_backwards += b
-            cost.decoder_calls += b
-            cost.reward_calls += b
     return e
-
-
-# One candidate: input embedding from `noise`, optional TTEO, final hard draw from the same stream.
-def _candidate(network: nn.Module, teacher: Teacher, cond: Condition, noise: ImageNoise, r_init: float,
-               sigma_init: float, temperature: float, settings: TTSSettings, tteo_reward: RewardFn | None,
-               cost: TTSCost) -> Tensor:
-    e = input_embeddings(network, noise, r_init, sigma_init)
-    if settings.steps > 0:
-        parts = []
-        for s in range(0, e.shape[0], settings.chunk):
-            sl = slice(s, s + settings.chunk)
-            parts.append(optimise_embeddings(network, teacher, cond.index(sl), e[sl], tteo_reward, settings.steps,
-                                             settings.lr, settings.proximity, temperature, cost))
-        e = torch.cat(parts)
-    with torch.no_grad():
-        logits = network(e, cond).logits / temperature
-    cost.generator_forwards += e.shape[0]
-    return draw_tokens(logits, noise)
-
-
-# Best-of-N (with optional TTEO) one-step samples for a batch of conditions -> hard tokens [B, L, G].
-def sample_test_time(network: nn.Module, teacher: Teacher, cond: Condition, noise: ImageNoise, r_init: float,
-                     sigma_init: float, temperature: float, settings: TTSSettings,
-                     tteo_reward: RewardFn | None = None, select: RewardFn | None = None,
-                     cost: TTSCost | None = None) -> Tensor:
-    if settings.steps > 0 and tteo_reward is None:
-        raise ValueError("TTEO (steps > 0) needs a reward to maximise")
-    if settings.best_of_n > 1 and select is None:
-        raise ValueError("best-of-N (best_of_n > 1) needs a selection score")
-    cost = cost if cost is not None else TTSCost()
-    start = time.perf_counter()
-    best, best_score = None, None
-    for j in range(settings.best_of_n):
-        noise_j = noise if j == 0 else noise.fork(f"best-of-n candidate {j}")
-        tokens = _candidate(network, teacher, cond, noise_j, r_init, sigma_init, temperature, settings,
-                            tteo_reward, cost)
-        if settings.best_of_n == 1:
-            best = tokens
-            break
-        with torch.no_grad():
-            score = select(teacher.decode(tokens, cond), cond)
-        cost.decoder_calls += tokens.shape[0]
-        cost.reward_calls += tokens.shape[0]
-        if best is None:
-            best, best_score = tokens, score
-        else:
-            better = score > best_score
-            best = torch.where(better.view(-1, *[1] * (tokens.dim() - 1)), tokens, best)
-            best_score = torch.where(better, score, best_score)
-    cost.images += best.shape[0]
-    cost.seconds += time.perf_counter() - start
-    return best

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout, guided_logits
 from softdimo.teachers.class_conditioned import ClassConditioned
-from softdimo.teachers.class_conditioned import load_real_tokens, save_real_tokens, tokenize_images  # noqa: F401 (re-exported)
 from softdimo.teachers.maskbit_generator import (MASKBIT_GENERATOR_RENAMES, LFQBert, LFQBertArch,
                                                  expected_bits, near_uniform_fraction, split_groups,
                                                  token_bits)

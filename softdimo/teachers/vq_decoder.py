@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

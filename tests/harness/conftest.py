@@ -18,7 +18,6 @@ for _p in (str(PLUGINS), str(ROOT)):
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), str(PLUGINS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
-import harness.builtin  # noqa: E402,F401
 import toy_lab  # noqa: E402,F401
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import baselines, job, registry, store, tables
+from harness import baselines, cell, registry, store, tables
+from harness.baselines.__main__ import main as _baselines_main  # the command line
 from harness.grid import load_grid
 from harness.report import results_table
 
@@ -71,10 +72,10 @@ params: {eval.samples: 20}
 def test_export_mini_reference_and_compare(write_grid, tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
     for spec in load_grid(write_grid(GRID)).specs:
-        job.execute(spec.to_json(), "ref", str(results))
+        cell.execute(spec.to_json(), "ref", str(results))
     bdir = tmp_path / "baselines"
     out = bdir / "mini_reference.csv"
-    assert baselines.main(["export", "--grid", "ref", "--results", str(results), "--out", str(out)]) == 0
+    assert _baselines_main(["export", "--grid", "ref", "--results", str(results), "--out", str(out)]) == 0
     assert "wrote 4 baseline rows from 4 ok records" in capsys.readouterr().out
     monkeypatch.setenv("SOFTDIMO_BASELINES", str(bdir))
     base, summary, problems = baselines.load_all()
@@ -88,5 +89,5 @@ def test_export_mini_reference_and_compare(write_grid, tmp_path, monkeypatch, ca
     row = next(r for r in t.blocks[0].rows if r.label == "Toy student (toy_soft)")
     assert row.cells["toy_mean"].delta == pytest.approx(0.0, abs=1e-12)   # compared with itself
     assert row.cells["toy_mean"].delta_source == "mini_reference"
-    assert baselines.main(["export", "--grid", "nope", "--results", str(results), "--out",
+    assert _baselines_main(["export", "--grid", "nope", "--results", str(results), "--out",
                            str(tmp_path / "x.csv")]) == 2

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import harness.builtin  # noqa: F401
 from harness import claims
 from harness.baselines import baselines_dir
 from harness.grid import load_grid

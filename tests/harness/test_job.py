@@ -1,4 +1,4 @@
-"""`harness.job.execute`: one cell -> one record with metrics, samples, provenance and cost; a
+"""`harness.cell.execute`: one cell -> one record with metrics, samples, provenance and cost; a
 failure becomes a failed record (not an exception), a non-finite metric a diverged one."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import job, store, workqueue
+from harness import cell, environment, images, store, workqueue
 from harness.spec import resolve_cell
 
 STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", "seed": 1,
@@ -24,7 +24,7 @@ STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", 
 def test_execute_writes_ok_record(tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTDIMO_THREADS", "2")
     spec = resolve_cell(STUDENT, "mini", ("toy_lab",))
-    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
+    assert cell.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
     rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
     assert rec["status"] == "ok" and rec["error"] is None and rec["spec"] == spec.to_json()
     assert rec["description"] == "toy toy_student toy_soft s1 eval.grid_images=9 eval.samples=30"
@@ -53,7 +53,7 @@ def test_execute_writes_ok_record(tmp_path, monkeypatch):
     assert prov["accelerator"] == ("cpu" if not torch.cuda.is_available() else
                                    f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
     assert prov["packages"]["torch"] == importlib.metadata.version("torch")
-    root = Path(job.__file__).resolve().parents[1]
+    root = Path(cell.__file__).resolve().parents[1]
     if (root / ".git").exists():                   # a git checkout (CI may copy files only)
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
@@ -66,14 +66,14 @@ def test_execute_writes_ok_record(tmp_path, monkeypatch):
     assert "2 thread(s)" in (store.run_dir(tmp_path, "g", spec.run_id) / "log.txt").read_text()
     # Running the same cell again leaves the ok record alone.
     before = store.record_path(tmp_path, "g", spec.run_id).read_bytes()
-    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
+    assert cell.execute(spec.to_json(), "g", str(tmp_path)) == "ok"
     assert store.record_path(tmp_path, "g", spec.run_id).read_bytes() == before
 
 
 def test_execute_failure_is_a_failed_record(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_LAB_FAIL", "1")
     spec = resolve_cell({"teacher": "toy", "method": "toy_flaky", "seed": 0}, "mini", ("toy_lab",))
-    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "failed"
+    assert cell.execute(spec.to_json(), "g", str(tmp_path)) == "failed"
     rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
     err = rec["error"]
     assert err["type"] == "RuntimeError"
@@ -81,7 +81,7 @@ def test_execute_failure_is_a_failed_record(tmp_path, monkeypatch):
     assert "run_flaky" in err["traceback"] and err["log"].endswith("log.txt")
     assert "toy_flaky failed" in open(err["log"]).read()
     monkeypatch.delenv("TOY_LAB_FAIL")
-    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "ok"     # a retry replaces it
+    assert cell.execute(spec.to_json(), "g", str(tmp_path)) == "ok"     # a retry replaces it
     d = store.run_dir(tmp_path, "g", spec.run_id)
     assert store.read_record(d / "attempts" / "1.json")["status"] == "failed"
 
@@ -89,7 +89,7 @@ def test_execute_failure_is_a_failed_record(tmp_path, monkeypatch):
 def test_execute_nan_metric_is_diverged(tmp_path):
     spec = resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": 0, "teacher.diverge": True,
                          "eval.metrics": ["toy_mean"]}, "mini", ("toy_lab",))
-    assert job.execute(spec.to_json(), "g", str(tmp_path)) == "diverged"
+    assert cell.execute(spec.to_json(), "g", str(tmp_path)) == "diverged"
     rec = store.read_record(store.record_path(tmp_path, "g", spec.run_id))
     assert rec["metrics"]["toy_mean"]["value"] is None
 
@@ -101,32 +101,32 @@ def test_execute_queue_runs_unclaimed_cells_in_order_and_survives_failures(tmp_p
     queue = tmp_path / "queue"
     queue.mkdir()
     assert workqueue.claim(queue, specs[0].run_id, "another-worker")   # taken by another worker
-    statuses = job.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue))
+    statuses = cell.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue))
     assert statuses == ["failed", "ok"]
     assert store.statuses(tmp_path, "g", [specs[0].run_id])[specs[0].run_id] is None
     me = str(os.getpid())                  # outside a submitit job the claim names the process
     assert [workqueue.claimant(queue, s.run_id) for s in specs] == ["another-worker", me, me]
-    assert job.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue)) == []
+    assert cell.execute_queue([s.to_json() for s in specs], "g", str(tmp_path), str(queue)) == []
 
 
 def test_submitted_callable_is_small_and_picklable(tmp_path):
     spec = resolve_cell(STUDENT, "mini", ("toy_lab",))
-    payload = pickle.dumps((job.execute, (spec.to_json(), "g", str(tmp_path))))
+    payload = pickle.dumps((cell.execute, (spec.to_json(), "g", str(tmp_path))))
     assert len(payload) < 4000
 
 
 def test_cache_dir_and_threads(monkeypatch, tmp_path):
-    assert job.cache_dir(tmp_path) == tmp_path / ".cache"
+    assert environment.cache_dir(tmp_path) == tmp_path / ".cache"
     monkeypatch.setenv("SOFTDIMO_CACHE", str(tmp_path / "c"))
-    assert job.cache_dir(tmp_path) == tmp_path / "c"
+    assert environment.cache_dir(tmp_path) == tmp_path / "c"
     monkeypatch.setenv("SOFTDIMO_THREADS", "3")
-    assert job.threads() == 3
+    assert environment.threads() == 3
     monkeypatch.setenv("SOFTDIMO_THREADS", "x")
-    assert job.threads() == 1
+    assert environment.threads() == 1
 
 
 def test_image_grid_rgb_large_downscaled(tmp_path):
     x = torch.rand(5, 3, 256, 256)
-    job.save_image_grid(x, tmp_path / "s.png")
+    images.save_image_grid(x, tmp_path / "s.png")
     with Image.open(tmp_path / "s.png") as im:
         assert im.mode == "RGB" and im.size == (3 * 130 + 2, 2 * 130 + 2)

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from harness import registry, run
+from harness import plugins, registry, run
 from harness.registry import Registry, UnknownNameError
 from softdimo.config import DistillConfig
 
@@ -52,7 +52,7 @@ def test_plugin_registers_into_every_axis():
     assert {"debug", "local", "slurm"} <= set(registry.executors.names())
     assert {"papers", "mini_reference"} <= set(registry.baseline_sources.names())
     with pytest.raises(ImportError, match="plugin module 'no_such_module' could not be imported"):
-        registry.load_plugin("no_such_module")
+        plugins.load_module("no_such_module")
 
 
 @pytest.mark.parametrize("axis,expected", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import job, plots, report, store, tables
+from harness import cell, plots, report, store, tables
 from harness.baselines import Baseline
 from harness.grid import load_grid
 from harness.results import ResultRow, method_label, rows_from_records, sampling_steps
@@ -143,7 +143,7 @@ def test_report_end_to_end_with_corrupt_record(write_grid, tmp_path):
     results = tmp_path / "results"
     grid = load_grid(write_grid(GRID))
     for spec in grid.specs:
-        assert job.execute(spec.to_json(), "rep", str(results)) == "ok"
+        assert cell.execute(spec.to_json(), "rep", str(results)) == "ok"
     failed = store.run_dir(results, "rep", "f" * 16)
     store.write_record(failed, {"schema_version": 1, "run_id": "f" * 16, "grid": "rep", "spec": {
         "teacher": "toy", "method": "toy_flaky", "seed": 0, "params": {}}, "status": "failed",

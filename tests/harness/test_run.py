@@ -209,9 +209,9 @@ def test_queue_order_interleaves_teachers_and_puts_shared_work_last():
     specs = [_dimo(r, s, t) for t in ("digits", "shapes") for r in ("hard", "gumbel", "soft") for s in (0, 1)]
     order = workqueue.queue_order(specs, executors.work_key)
     assert [(s.teacher[0], s.relaxation[0], s.seed) for s in order] == [
-        ("d", "h", 0), ("s", "h", 0), ("d", "h", 1), ("s", "h", 1), ("d", "s", 0), ("s", "s", 0),
-        ("d", "s", 1), ("s", "s", 1),                                  # gumbel repeats hard's student:
-        ("d", "g", 0), ("s", "g", 0), ("d", "g", 1), ("s", "g", 1)]    # last, once it is trained
+        ("d", "h", 0), ("s", "h", 0), ("d", "h", 1), ("s", "h", 1),   # gumbel and soft repeat hard's
+        ("d", "g", 0), ("s", "g", 0), ("d", "g", 1), ("s", "g", 1),   # student (phi and psi read the
+        ("d", "s", 0), ("s", "s", 0), ("d", "s", 1), ("s", "s", 1)]   # sample): last, once it is trained
     toy = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i, "teacher.size": dim},
                         "mini", ("toy_lab",)) for dim in (4, 6) for i in range(2)]
     assert [(s.param("teacher.size"), s.seed) for s in workqueue.queue_order(toy, executors.work_key)] == [
@@ -284,16 +284,18 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     import dataclasses
 
     import submitit
-    from harness import job as job_module
+    from harness.cell import JobTerms, SlurmCell
+    from harness.launch import JOBS
     from harness.profiles import load_profile
+    from harness.provenance import CodeVersion
     monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)
     RecordingExecutor.instances.clear()
     specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i}, "mini")
              for i in range(7)]
     profile = dataclasses.replace(load_profile("generic_gpu"), max_array_size=3, max_num_timeout=4)
-    code = job_module.CodeVersion("abc123", True, "d1ff")
+    code = CodeVersion("abc123", True, "d1ff")
     subs = executors.submit_slurm(executors.SubmitRequest(specs, "g", tmp_path, tmp_path / "%j",
-                                                          profile, None, code, False))
+                                                          profile, None, JOBS, code, False))
     (ex,) = RecordingExecutor.instances
     assert ex.cluster == "slurm" and ex.kwargs == {"slurm_max_num_timeout": 4}
     assert [len(a) for a in ex.arrays] == [3, 3, 1]                   # chunked to the array limit
@@ -302,16 +304,16 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     assert ex.params["slurm_array_parallelism"] == 32                  # the profile's
     assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", "export SOFTDIMO_THREADS=8"]
     fn, args = ex.arrays[0][0]
-    assert isinstance(fn, job_module.SlurmCell) and args == ()
+    assert isinstance(fn, SlurmCell) and args == ()
     assert (fn.spec_json, fn.grid, fn.results_root) == (specs[0].to_json(), "g", str(tmp_path))
-    assert fn.submission == job_module.Submission(
+    assert fn.terms == JobTerms(
         {"git_commit": "abc123", "git_dirty": True, "diff_sha256": "d1ff"}, False, "generic_gpu", 4, 120)
     assert len(pickle.dumps(fn)) < 4000                               # JSON values, no model
     assert [s.run_ids for s in subs] == [[s.run_id] for s in specs]
     assert [(s.marker["array_id"], s.marker["task"]) for s in subs[2:4]] == [("1", 2), ("2", 0)]
     RecordingExecutor.instances.clear()
     executors.submit_slurm(executors.SubmitRequest(specs[:1], "g", tmp_path, tmp_path / "%j",
-                                                   profile, 5, code, False))
+                                                   profile, 5, JOBS, code, False))
     assert RecordingExecutor.instances[0].params["slurm_array_parallelism"] == 5  # --max-parallel
 
 

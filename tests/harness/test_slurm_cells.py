@@ -15,7 +15,8 @@ import pytest
 
 from harness import assets, preemption, registry, run, slurm, store
 from harness.entries import MetricEntry
-from harness.job import CodeVersion, SlurmCell, Submission, code_version
+from harness.cell import JobTerms, SlurmCell
+from harness.provenance import CodeVersion, code_version
 from harness.spec import RunSpec, resolve_cell
 
 TOY_GRID = """
@@ -49,7 +50,7 @@ def test_a_job_refuses_other_code_than_submitted_unless_allowed(tmp_path: Path) 
     here = code_version()
     other = CodeVersion("0" * 40, False, None)
     spec = toy_spec()
-    cell = SlurmCell(spec, "g", str(tmp_path), Submission(asdict(other), profile="localhost",
+    cell = SlurmCell(spec, "g", str(tmp_path), JobTerms(asdict(other), profile="localhost",
                                                           max_num_timeout=3))
     assert cell() == "failed"
     run_id = RunSpec.from_json(spec).run_id
@@ -63,13 +64,13 @@ def test_a_job_refuses_other_code_than_submitted_unless_allowed(tmp_path: Path) 
     log = Path(error["log"]).read_text()
     assert "device " not in log                                  # nothing ran
 
-    allowed = SlurmCell(spec, "g", str(tmp_path), replace(cell.submission, allow_code_change=True))
+    allowed = SlurmCell(spec, "g", str(tmp_path), replace(cell.terms, allow_code_change=True))
     assert allowed() == "ok"                                     # replaces the failed record
     record = store.read_record(store.record_path(tmp_path, "g", run_id))
     assert record["provenance"]["code_check"] == "changed, allowed" and record["metrics"]
     assert "running anyway (--allow-code-change)" in Path(error["log"]).read_text()
 
-    same = SlurmCell(spec, "g2", str(tmp_path), Submission(asdict(here)))
+    same = SlurmCell(spec, "g2", str(tmp_path), JobTerms(asdict(here)))
     assert same() == "ok"
     record = store.read_record(store.record_path(tmp_path, "g2", run_id))
     assert record["provenance"]["code_check"] == "same"
@@ -180,7 +181,7 @@ def test_paper_grid_stops_before_submitting_naming_each_missing_asset(tmp_path, 
     grid = Path(__file__).resolve().parents[2] / "ablations" / "soft_vs_hard.yaml"
     common = ("--grid", str(grid), "--scale", "paper", "--results", str(results))
     rc, out, err = main(*common, "--dry-run")                   # the plan is still shown
-    assert rc == 0 and out.splitlines()[-1] == "27 pending"
+    assert rc == 0 and out.splitlines()[-1] == "36 pending"                # 4 teachers x 3 cells x 3 seeds
     rc, out, err = main(*common, "--executor", "slurm")
     assert rc == 2
     for name in ("maskbit_generator_14bit", "maskbit_tokenizer_14bit", "maskgen_vq_l",  # teachers

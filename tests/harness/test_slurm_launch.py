@@ -22,7 +22,7 @@ import yaml
 
 from harness import launch, run, store
 from harness.grid import load_grid
-from harness.job import code_version
+from harness.provenance import code_version
 from harness.profiles import load_profile
 from tests.conftest import TINY_TEACHER
 from tests.slurm_cluster import LocalCluster, poll

@@ -44,6 +44,12 @@ def test_run_id_independent_of_order():
 TEST_TIME_PREFIXES = ("sample.tteo_", "sample.best_of_n", "sample.select_reward")
 
 
+# Parameters whose other values need another parameter set with them: (new value, the other values).
+TOGETHER = {"distill.r_init_range": ((0.2, 0.4), {}),
+            "distill.weight_decay": (0.01, {"distill.optimizer": "adamw"}),
+            "distill.sigma_init_schedule": ("warmup_linear", {"distill.sigma_init_warmup": 10})}
+
+
 def test_run_id_changes_with_every_parameter():
     base = resolve_cell(CELL, "mini")
     ids = {base.run_id}
@@ -55,7 +61,10 @@ def test_run_id_changes_with_every_parameter():
         if key.startswith(TEST_TIME_PREFIXES):   # toy_student refuses test-time scaling (below)
             continue
         p = schema(classes[stage])[name]
-        if p.type is bool:
+        extra: dict = {}
+        if key in TOGETHER:
+            new, extra = TOGETHER[key]
+        elif p.type is bool:
             new = not value
         elif p.choices:
             new = next(c for c in p.choices if c != value)
@@ -65,7 +74,7 @@ def test_run_id_changes_with_every_parameter():
             new = value + 1 if p.hi is None or value + 1 <= p.hi else value - 1
         else:
             new = value / 2 if value else 0.5
-        spec = resolve_cell({**CELL, key: new}, "mini")
+        spec = resolve_cell({**CELL, **extra, key: new}, "mini")
         assert spec.param(key) == new
         ids.add(spec.run_id)
         changed += 1

@@ -65,7 +65,7 @@ def test_writer_killed_mid_write_leaves_no_ok_record(tmp_path, previous):
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(d)], stdout=subprocess.PIPE,
                              text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert child.stdout.readline().strip() == "stalled"
-    tmp_files = list(d.glob(".record.*.tmp"))
+    tmp_files = list(d.glob(".record.*.tmp.json"))
     assert len(tmp_files) == 1 and tmp_files[0].stat().st_size > 20_000_000  # data was written
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
@@ -114,7 +114,7 @@ def test_32_concurrent_writers_one_run(tmp_path):
         assert store.read_record(a)["status"] == "failed"
     assert written.count("ok") == 1 and final["status"] == "ok"
     assert outcomes.count("refused") == 32 - len(written)
-    assert list(d.glob(".record.*.tmp")) == []
+    assert list(d.glob(".record.*.tmp*")) == []
 
 
 def test_32_concurrent_writers_distinct_runs(tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from harness import assets, registry
+from harness.assets.__main__ import main as _assets_main  # the command line
 from harness.assets import Asset, check_asset, check_before_launch, manifest
 
 GOOD = b"released weights"
@@ -64,7 +65,6 @@ def test_check_before_launch_names_asset_and_source(asset_root):
 
 # A grid cell asking for the built-in ImageNet FID stops before launch when its files are absent.
 def test_builtin_metric_assets_checked_before_launch(asset_root):
-    import harness.builtin  # noqa: F401
     entry = registry.metrics.get("fid")
     assert entry.assets == ("inception-2015-12-05-torchscript", "adm-imagenet256-ref-batch")
     problems = check_before_launch(entry.assets)
@@ -79,14 +79,14 @@ def test_builtin_metric_assets_checked_before_launch(asset_root):
 def test_check_command(asset_root, capsys):
     (asset_root / "test").mkdir()
     (asset_root / "test" / "hashed.bin").write_bytes(GOOD)
-    assert assets.main(["check", "--names", "test-hashed"]) == 0
+    assert _assets_main(["check", "--names", "test-hashed"]) == 0
     assert "test-hashed" in capsys.readouterr().out
     (asset_root / "test" / "hashed.bin").write_bytes(b"bad")
-    assert assets.main(["check", "--names", "test-hashed", "test-unhashed"]) == 1
+    assert _assets_main(["check", "--names", "test-hashed", "test-unhashed"]) == 1
     out, err = capsys.readouterr()
     assert "corrupt" in out and "missing" in out and "2 of 2 assets need attention" in err
-    assert assets.main(["check", "--names", "test-hashed", "--no-hash"]) == 0
-    assert assets.main(["check", "--names", "nope"]) == 2
+    assert _assets_main(["check", "--names", "test-hashed", "--no-hash"]) == 0
+    assert _assets_main(["check", "--names", "nope"]) == 2
 
 
 def test_offline_environment_respects_explicit_setting():

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import harness.builtin  # noqa: F401
 from harness import registry
 from harness.entries import EvalInput, RunContext
 from harness.metrics import fid, hps

@@ -52,7 +52,7 @@ def test_failed_evaluation_is_recorded_then_archived(asset_root, image_dirs, tmp
     (run_dir,) = (tmp_path / "results" / "evaluate").iterdir()
     assert json.loads((run_dir / "record.json").read_text())["status"] == "failed"
     assert _run(tmp_path, *args) == 1
-    assert (run_dir / "attempts" / "0.json").is_file()
+    assert (run_dir / "attempts" / "1.json").is_file()         # the store keeps replaced attempts
 
 
 def test_bad_input_stops_before_computation(asset_root, image_dirs, tmp_path, capsys):

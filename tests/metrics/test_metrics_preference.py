@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import harness.builtin  # noqa: F401
 from harness import assets, registry, run
 from harness.entries import EvalInput, RunContext
 from harness.grid import load_grid

@@ -9,14 +9,16 @@ corrupt asset stops before anything is launched (`check_before_launch`), naming 
 where to get it.
 
     python -m harness.assets check [--names NAME ...] [--no-hash]
+
+Assets are declared next to the code that reads them (a metric module, a teacher's registration)
+and registered into `manifest` when that module is imported; `field_asset` registers a file a
+configuration names by path.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,14 @@ class AssetError(RuntimeError):
 
 
 manifest: Registry[Asset] = Registry("asset")
+HF_HUB = "{HF_HUB_CACHE}"           # the Hugging Face hub cache, as a `search` template
+
+
+# Register assets declared by a module (a metric, a teacher) into the manifest.
+def declare(*declared: Asset) -> tuple[Asset, ...]:
+    for asset in declared:
+        manifest.register(asset.name, asset)
+    return declared
 
 
 # The directory assets are looked up in.
@@ -153,97 +163,19 @@ def offline_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-#----------------------------------------------------------------------------
-# The metric assets of the paper-scale protocols (ECOSYSTEM.md sections 3-7 and 9). sha256 is
-# None where the publisher gives none; protocols then record the digest of the file they used.
-
-_HF = "{HF_HUB_CACHE}"
-METRIC_ASSETS = (
-    Asset("inception-2015-12-05-torchscript", "cleanfid/inception-2015-12-05.pt",
-          "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-          env_var="SOFTDIMO_INCEPTION_TORCHSCRIPT", search=("{TMPDIR}/inception-2015-12-05.pt",),
-          description="TF-2015 Inception-v3 as TorchScript (StyleGAN2-ADA); clean-fid's feature extractor"),
-    Asset("inception-2015-12-05-tfidelity", "torch-fidelity/weights-inception-2015-12-05-6726825d.pth",
-          "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-          env_var="SOFTDIMO_INCEPTION_TFIDELITY",
-          search=("{TORCH_HOME}/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",),
-          description="TF-2015 Inception-v3 state dict for torch-fidelity's inception-v3-compat"),
-    Asset("adm-imagenet256-ref-batch", "adm/VIRTUAL_imagenet256_labeled.npz",
-          "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/256/VIRTUAL_imagenet256_labeled.npz",
-          env_var="SOFTDIMO_ADM_IMAGENET256",
-          description="ADM ImageNet-256 reference batch: mu/sigma (FID) and 10k images arr_0 (PRDC)"),
-    Asset("hps-v2.0", "hpsv2/HPS_v2_compressed.pt",
-          "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2_compressed.pt",
-          env_var="SOFTDIMO_HPS_V20",
-          search=("{HPS_ROOT}/HPS_v2_compressed.pt", _HF + "/models--xswu--HPSv2/snapshots/*/HPS_v2_compressed.pt"),
-          description="HPS v2.0 checkpoint ({'state_dict'} of open_clip ViT-H-14)"),
-    Asset("hps-v2.1", "hpsv2/HPS_v2.1_compressed.pt",
-          "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt",
-          env_var="SOFTDIMO_HPS_V21",
-          search=("{HPS_ROOT}/HPS_v2.1_compressed.pt", _HF + "/models--xswu--HPSv2/snapshots/*/HPS_v2.1_compressed.pt"),
-          description="HPS v2.1 checkpoint ({'state_dict'} of open_clip ViT-H-14)"),
-    *(Asset(f"hps-benchmark-{style}", f"hpsv2/benchmark/{style}.json",
-            f"https://huggingface.co/datasets/zhwang/HPDv2/resolve/main/benchmark/{style}.json",
-            search=(f"{{HPS_ROOT}}/datasets/benchmark/{style}.json",
-                    _HF + f"/datasets--zhwang--HPDv2/snapshots/*/benchmark/{style}.json"),
-            description=f"HPS v2 benchmark prompts, style {style} (800 prompts)")
-      for style in ("anime", "concept-art", "paintings", "photo")),
-    Asset("clip-vit-g-14-laion2b-s12b-b42k", "open_clip/ViT-g-14-laion2b_s12b_b42k.bin",
-          "https://huggingface.co/laion/CLIP-ViT-g-14-laion2B-s12B-b42K/resolve/main/open_clip_pytorch_model.bin",
-          env_var="SOFTDIMO_CLIP_VIT_G_14",
-          search=(_HF + "/models--laion--CLIP-ViT-g-14-laion2B-s12B-b42K/snapshots/*/open_clip_pytorch_model.bin",),
-          description="open_clip ViT-g-14 (laion2b_s12b_b42k): the CLIP score of GigaGAN / Di[M]O's COCO eval"),
-    Asset("geneval-mask2former", "geneval/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth",
-          "https://download.openmmlab.com/mmdetection/v2.0/mask2former/mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
-          "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth "
-          "(or GenEval's evaluation/download_models.sh <dir>)",
-          env_var="SOFTDIMO_GENEVAL_DETECTOR",
-          description="GenEval's Mask2Former Swin-S detector (read by GenEval's own environment)"),
-)
-
-for _asset in METRIC_ASSETS:
-    manifest.register(_asset.name, _asset)
-
-
-#----------------------------------------------------------------------------
-# Command line: `python -m harness.assets check [--names ...] [--no-hash]`.
-
-
-# Print the state of the named assets (all registered ones by default); exit status 1 on problems.
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.assets", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="list assets as present / missing / corrupt")
-    check.add_argument("--names", nargs="+", metavar="NAME", help="assets to check (default: all)")
-    check.add_argument("--no-hash", action="store_true", help="skip sha256 verification")
-    args = parser.parse_args(argv)
-
-    _load_builtin_assets()
-    try:
-        assets = [manifest.get(n) for n in args.names] if args.names else [a for _, a in manifest.items()]
-    except UnknownNameError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    statuses = [check_asset(a, verify_hash=not args.no_hash) for a in assets]
-    width = max((len(s.asset.name) for s in statuses), default=4)
-    for s in statuses:
-        note = "" if s.asset.sha256 or s.state != "present" else "  (no published sha256)"
-        print(f"{s.asset.name:<{width}}  {s.state:<7}  {s.path}{note}")
-    problems = [describe_problem(s) for s in statuses if s.state != "present"]
-    if problems:
-        print(f"\n{len(problems)} of {len(statuses)} assets need attention:", file=sys.stderr)
-        for p in problems:
-            print(f"- {p}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-# Teachers and metrics register their own assets when the built-in entries are imported.
-def _load_builtin_assets() -> None:
-    import harness.builtin  # noqa: F401
-
-
-if __name__ == "__main__":
-    # Run the canonical module's `main`, so that assets registered into `harness.assets.manifest`
-    # by the built-in entries are the ones listed (not this `__main__` copy's).
-    from harness.assets import main as _main
-    sys.exit(_main())
+# The asset behind a configuration field that names a file: `value` is a registered asset's name,
+# or a file path (absolute, or relative to the asset root), registered on first use under
+# `<prefix>_file_<hash>` so that the pre-launch check names it; `field` and `description` name it
+# in messages; `suffixes` tell a path from a misspelt asset name.
+def field_asset(value: str, prefix: str, field: str, description: str, suffixes: tuple[str, ...]) -> str:
+    if value in manifest:
+        return value
+    if "/" not in value and not value.endswith(suffixes):
+        known = [n for n in manifest.names() if n.startswith(prefix)]
+        raise ValueError(f"{field}: {value!r} is neither a registered asset ({', '.join(known)}) nor a file "
+                         f"path (containing '/' or ending in {', '.join(suffixes)})")
+    name = f"{prefix}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"
+    if name not in manifest:
+        manifest.register(name, Asset(name=name, filename=os.path.expanduser(value),
+                                      source=f"the file named by {field} ({value})", description=description))
+    return name

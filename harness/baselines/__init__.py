@@ -14,20 +14,18 @@ it is known (see `harness.protocol`).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import os
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from harness import registry, store
+from harness import registry
 from harness.protocol import protocol_id
 from harness.results import ResultRow, rows_from_records
 
@@ -91,7 +89,7 @@ class BaselineSource:
 
 # The directory of the baseline files: $SOFTDIMO_BASELINES, else <project>/baselines.
 def baselines_dir() -> Path:
-    return Path(os.environ.get(BASELINES_ENV) or Path(__file__).resolve().parents[1] / "baselines")
+    return Path(os.environ.get(BASELINES_ENV) or Path(__file__).resolve().parents[2] / "baselines")
 
 #----------------------------------------------------------------------------
 
@@ -189,44 +187,3 @@ def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: st
             len(values), rows[0].higher_is_better, rows[0].protocol,
             f"runs: {', '.join(sorted(r.run_id for r in rows))}"))
     return out
-
-
-# `python -m harness.baselines export ...`: ok records of one or more grids -> a baseline CSV.
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.baselines",
-                                description="Baseline files: export ok records as baselines.")
-    sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export", help="turn the ok records of a grid into baseline rows")
-    e.add_argument("--grid", required=True, action="append", metavar="NAME",
-                   help="grid name (results/<NAME>/); repeat for several grids")
-    e.add_argument("--results", default="results", metavar="DIR", help="results root")
-    e.add_argument("--out", required=True, metavar="CSV", help="baseline file to write")
-    e.add_argument("--source", default="mini_reference", help="source name in the file")
-    sub.add_parser("list", help="print the registered baseline sources and their files")
-    args = p.parse_args(argv)
-    import harness.builtin  # noqa: F401
-    if args.command == "list":
-        for name, src in registry.baseline_sources.items():
-            print(f"{name:16} {src.path()}  {src.description}")
-        return 0
-    records, problems = store.scan(args.results, args.grid)
-    for prob in problems:
-        print(f"warning: {prob.path}: {prob.message}", file=sys.stderr)
-    for r in records:                       # labels come from the methods' own entries
-        for module in r["spec"].get("plugins", []):
-            registry.load_plugin(module)
-    grids = ", ".join(args.grid)
-    rows = from_records(records, args.source, f"softdimo-harness grid(s) {grids}, "
-                                              f"results exported from {args.results}")
-    if not rows:
-        print(f"error: no ok records with metrics for grid(s) {grids} under {args.results}",
-              file=sys.stderr)
-        return 2
-    write_csv(rows, args.out)
-    print(f"wrote {len(rows)} baseline rows from {sum(r['status'] == 'ok' for r in records)} ok "
-          f"records to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
