@@ -484,7 +484,8 @@ def test_list_and_paper_dry_run(tmp_path):
     assert run_main(["--grid", grid, "--scale", "paper", "--dry-run", "--results", str(tmp_path)],
                     out=out, err=io.StringIO()) == 0
     planned = out.getvalue()
-    assert all(f"maskgit dimo {r} s{s}" in planned for r in ("hard", "gumbel", "soft") for s in range(3))
+    assert all(f"maskgit dimo hard s{s}" in planned for s in range(3))
+    assert all(f"maskgit dimo {r} +gan s{s}" in planned for r in ("gumbel", "soft") for s in range(3))
 
 
 def test_paper_run_without_weights_stops_naming_each_asset(tmp_path, monkeypatch):

@@ -427,10 +427,14 @@ def test_missing_weights_name_each_asset(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     entry = teachers.get("meissonic")
     assert entry.assets(MeissonicConfig()) == ["meissonic_transformer", "meissonic_vqvae", "meissonic_text_encoder"]
-    assert entry.assets(MeissonicConfig(vqvae_weights="/x.safetensors")) == ["meissonic_transformer",
-                                                                            "meissonic_text_encoder"]
-    assert entry.assets(MeissonicConfig(size="tiny", transformer_weights="meissonic_transformer",
-                                        vqvae_weights="/v", text_encoder_weights="/t")) == ["meissonic_transformer"]
+    # A file path is an asset of its own, so the pre-launch check names a missing file too.
+    by_path = entry.assets(MeissonicConfig(vqvae_weights="/x.safetensors"))
+    assert by_path[0::2] == ["meissonic_transformer", "meissonic_text_encoder"]
+    assert by_path[1].startswith("meissonic_vqvae_weights_file_")
+    assert str(assets.manifest.get(by_path[1]).filename) == "/x.safetensors"
+    tiny = entry.assets(MeissonicConfig(size="tiny", transformer_weights="meissonic_transformer",
+                                        vqvae_weights="/v", text_encoder_weights="/t"))
+    assert tiny[0] == "meissonic_transformer" and len(tiny) == 3
     ctx = RunContext(run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
     with pytest.raises(AssetError, match="'meissonic_transformer' is missing.*huggingface.co/MeissonFlow/Meissonic"):
         entry.build(MeissonicConfig(), ctx)

@@ -74,8 +74,10 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
             assert (debug / "mini_e2e" / r["run_id"] / "checkpoints" / "distill.pt").is_file() == \
                 (not student["cache_hit"])
     students = {r["spec"]["relaxation"]: r["info"]["student"] for r in records if r["spec"]["method"] == "dimo"}
-    assert students["gumbel"]["cache_hit"] and students["gumbel"]["trained_as"] == "hard"   # exactly hard's
-    assert students["gumbel"]["cache_key"] == students["hard"]["cache_key"] != students["soft"]["cache_key"]
+    for relaxation in ("gumbel", "soft"):      # without a refinement they train exactly hard's student
+        assert students[relaxation]["trained_as"] == "hard"
+        assert students[relaxation]["cache_key"] == students["hard"]["cache_key"]
+    assert sum(not s["cache_hit"] for s in students.values()) == 1
 
     rc, out = _main("--grid", str(grid), "--results", str(debug), "--executor", "debug")
     assert rc == 0 and out.startswith("nothing to do")

@@ -70,7 +70,7 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("text, line, fragments", [
     ("timeout_min: 10\npartiton: debug\n", 2,
-     ["partiton: unknown key; did you mean 'partition'?", "allowed keys:"]),
+     ["partiton: unknown key (did you mean 'partition'?); allowed keys:"]),
     ("partition: debug\n", None, ["timeout_min: missing", "submitit would otherwise use 5"]),
     ("timeout_min: 10\ncpus_per_task: two\n", 2,
      ["cpus_per_task: expected an integer >= 1, got 'two'"]),
@@ -79,7 +79,7 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
     ("timeout_min: 10\nmem_gb: 0\n", 2, ["mem_gb: expected a number > 0 or null"]),
     ("timeout_min: 10\nsetup: module load cuda\n", 2, ["setup: expected a list of shell lines"]),
     ("timeout_min: 10\npartition: null\npartition: gpu\n", 3,
-     ["partition: duplicate key (first on line 2)"]),
+     ["partition: duplicate key (first given on line 2)"]),
     ("timeout_min: 10\nadditional_parameters:\n  mail-type: END\n  partition: gpu\n", 4,
      ["additional_parameters.partition", "set by the profile key 'partition'"]),
     ("timeout_min: 10\nadditional_parameters:\n  output: x.log\n", 3,
@@ -90,7 +90,7 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
      ["additional_parameters.nice: expected a string, number or true"]),
     ("timeout_min: 1\nsignal_delay_s: 90\n", 2,
      ["signal_delay_s: 90 s is not shorter than the time limit (1 min)"]),
-    ("timeout_min: 10\npartition: [debug\n", 3, ["invalid YAML"]),
+    ("timeout_min: 10\npartition: [debug\n", 3, ["YAML syntax error"]),
     ("- timeout_min: 10\n", 1, ["expected a mapping of profile keys"]),
     ("", None, ["empty file"]),
 ])
@@ -106,8 +106,8 @@ def test_bad_profiles_name_file_line_key_and_allowed(tmp_path: Path, text: str, 
 
 
 def test_unknown_profile_name_suggests_the_closest() -> None:
-    with pytest.raises(ProfileError, match="no SLURM profile named 'localhots'; did you mean "
-                                           "'localhost'\\? available: .*generic_gpu"):
+    with pytest.raises(ProfileError, match="no SLURM profile named 'localhots' \\(did you mean "
+                                           "'localhost'\\?\\); available: .*generic_gpu"):
         load_profile("localhots")
 
 

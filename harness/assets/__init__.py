@@ -166,12 +166,13 @@ def offline_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 # The asset behind a configuration field that names a file: `value` is a registered asset's name,
 # or a file path (absolute, or relative to the asset root), registered on first use under
 # `<prefix>_file_<hash>` so that the pre-launch check names it; `field` and `description` name it
-# in messages; `suffixes` tell a path from a misspelt asset name.
+# in messages; `suffixes` tell a path from a misspelt asset name (the known names share the
+# prefix's first word).
 def field_asset(value: str, prefix: str, field: str, description: str, suffixes: tuple[str, ...]) -> str:
     if value in manifest:
         return value
     if "/" not in value and not value.endswith(suffixes):
-        known = [n for n in manifest.names() if n.startswith(prefix)]
+        known = [n for n in manifest.names() if n.startswith(prefix.split("_")[0] + "_")]
         raise ValueError(f"{field}: {value!r} is neither a registered asset ({', '.join(known)}) nor a file "
                          f"path (containing '/' or ending in {', '.join(suffixes)})")
     name = f"{prefix}_file_{hashlib.sha256(value.encode()).hexdigest()[:12]}"

@@ -47,7 +47,7 @@ def field_asset(config: MaskBitConfig, kind: str) -> str | None:
         if kind == "real_tokens" or config.size == "tiny":
             return None
         return f"maskbit_{kind}_{config.bits}bit"
-    return assets.field_asset(value, "maskbit_", f"teacher.{field}", f"MaskBit {kind} file given by path",
+    return assets.field_asset(value, f"maskbit_{kind}", f"teacher.{field}", f"MaskBit {kind} file given by path",
                               WEIGHT_FILE_SUFFIXES)
 
 

@@ -48,7 +48,7 @@ def field_asset(config: MaskGITConfig, field: str) -> str | None:
     value: str = getattr(config, field)
     if not value:
         return FILE_FIELDS[field] if config.size == "full" else None
-    return assets.field_asset(value, "maskgit_", f"teacher.{field}", f"MaskGIT {field} given by path",
+    return assets.field_asset(value, f"maskgit_{field}", f"teacher.{field}", f"MaskGIT {field} given by path",
                               FILE_SUFFIXES)
 
 

@@ -66,7 +66,7 @@ def field_asset(config: MeissonicConfig, field: str) -> str:
         if config.size != "full":
             raise ValueError(f"teacher.{field} must be set: no released weights fit teacher.size={config.size!r}")
         return _WEIGHT_ASSETS[field]
-    return assets.field_asset(value, "meissonic_", f"teacher.{field}", f"Meissonic {field} given by path",
+    return assets.field_asset(value, f"meissonic_{field}", f"teacher.{field}", f"Meissonic {field} given by path",
                               (".safetensors",))
 
 
