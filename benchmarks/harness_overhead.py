@@ -104,7 +104,7 @@ def bench_report(rows: int, tmp: Path) -> dict[str, float]:
         rep = report.build_report(root, None, tmp / "report_out", with_plots=False)
     with _Clock() as with_plots:
         rep_plots = report.build_report(root, None, tmp / "report_out_plots", with_plots=True)
-    n_rows = sum(r.kind == "run" for r in rep.rows)
+    n_rows = int((rep.frame["kind"] == "run").sum())
     assert n_rows == rows and len(rep_plots.files) > len(rep.files)
     return {"metric_rows": n_rows, "tables": tables_only, "plots": with_plots,
             "figures": sum(p.suffix == ".png" for p in rep_plots.files)}

@@ -37,7 +37,6 @@ from harness.spec import RunSpec, spec_defaults
 
 LOG_FILE = "log.txt"
 JOB_RUNS_FILE = "job_runs.jsonl"      # one line per interrupted (requeued) run of a job on a cell
-SAMPLES_FILE = "samples.png"
 
 #----------------------------------------------------------------------------
 
@@ -207,8 +206,8 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
     record["info"] = _jsonable(result.info)
     n_grid = dict(spec.params).get("eval.grid_images", 0)
     if n_grid and len(result.images):
-        save_image_grid(result.images[:n_grid], run_dir / SAMPLES_FILE)
-        record["samples"] = {"grid_png": SAMPLES_FILE, "count": min(n_grid, len(result.images))}
+        save_image_grid(result.images[:n_grid], run_dir / store.SAMPLES_FILE)
+        record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": min(n_grid, len(result.images))}
     if not finite:
         bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
         log(f"diverged: metric(s) {', '.join(bad)} not finite")

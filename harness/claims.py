@@ -7,15 +7,15 @@ A pure function of the flat results table; `render_markdown` only formats it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import yaml
 
-from harness.paired import paired_stats
-from harness.results import ResultRow
+from harness.compare import paired_stats, select
+from harness.results import final_runs
 
 CLAIMS_FILE = "paper_claims.yaml"
 FIELDS = ("id", "claim", "source", "secondary", "grid", "teacher", "metric", "reference", "treatment")
@@ -65,32 +65,18 @@ def load_claims(path: str | Path) -> list[Claim]:
     return out
 
 
-def _matches(spec: Mapping[str, Any], selector: Mapping[str, Any]) -> bool:
-    params = spec.get("params", {})
-    for key, value in selector.items():
-        have = params.get(key) if "." in key else spec.get(key)
-        if isinstance(have, list):
-            have = list(have)
-            value = list(value) if isinstance(value, (list, tuple)) else value
-        if have != value:
-            return False
-    return True
-
-
-def _per_seed(rows: Sequence[ResultRow], selector: Mapping[str, Any]) -> dict[str, dict[int, float]]:
-    groups: dict[str, dict[int, float]] = {}
-    for r in rows:
-        if r.value is not None and r.seed is not None and _matches(json.loads(r.group), selector):
-            groups.setdefault(r.group, {})[r.seed] = r.value
-    return groups
+def _per_seed(rows: pd.DataFrame, selector: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    chosen = select(rows, selector)
+    return {group: {int(s): float(v) for s, v in zip(g["seed"], g["value"]) if v == v}
+            for group, g in chosen.groupby("group", sort=False)}
 
 
 # Evaluate every claim on the run rows of its grid, teacher and metric.
-def evaluate_claims(rows: Sequence[ResultRow], claims: Sequence[Claim]) -> list[ClaimOutcome]:
+def evaluate_claims(df: pd.DataFrame, claims: Sequence[Claim]) -> list[ClaimOutcome]:
+    runs = final_runs(df)
     out = []
     for c in claims:
-        mine = [r for r in rows if r.kind == "run" and r.source == c.grid and r.teacher == c.teacher
-                and r.metric == c.metric]
+        mine = runs[(runs["source"] == c.grid) & (runs["teacher"] == c.teacher) & (runs["metric"] == c.metric)]
         ref, treat = _per_seed(mine, c.reference), _per_seed(mine, c.treatment)
         if not ref or not treat:
             out.append(ClaimOutcome(c, "not run", detail=f"no {'reference' if not ref else 'treatment'} runs "
@@ -105,7 +91,7 @@ def evaluate_claims(rows: Sequence[ResultRow], claims: Sequence[Claim]) -> list[
         if not seeds:
             out.append(ClaimOutcome(c, "not run", detail="no seed has both cells"))
             continue
-        higher = next(r.higher_is_better for r in mine)
+        higher = bool(mine["higher_is_better"].iloc[0])
         mean, _, n, ci = paired_stats([treat_values[s] - ref_values[s] for s in seeds])
         better = mean if higher else -mean
         verdict = ("inconclusive" if n < 2 or abs(mean) <= ci

@@ -20,6 +20,9 @@ A grid file has exactly these top-level keys (only `name` and `matrix` or `inclu
         resources: gpu1           #   resources: the name of a resource profile
     exclude: [{relaxation: hard, distill.beta: 0.5}]  # partial cells to drop
     include: [{teacher: digits, method: teacher_sampler, seed: 0}]  # full cells to add
+    compare:                      # the report compares every other row of a teacher with these
+      reference: {relaxation: hard}    #   cells (axes and parameters); optionally per value of
+      within: [refinement]             #   some axes (each row against the reference sharing them)
 
 Everything is validated before anything runs: each problem becomes one line
 `FILE:LINE: key: what is wrong; allowed: ...`, and all of them are raised together as GridError.
@@ -39,7 +42,9 @@ from harness.registry import did_you_mean
 from harness.spec import AXIS_KEYS, NONE, SCALES, CellError, RunSpec, resolve_cell, spec_defaults
 
 GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "scales", "exclude",
-             "include")
+             "include", "compare")
+COMPARE_KEYS = ("reference", "within")
+SELECTOR_AXES = ("teacher", "method", "relaxation", "refinement", "scale")
 SCALE_KEYS = ("matrix", "params", "resources")
 MAX_CELLS = 100_000
 DEFAULT_SCALE = "mini"
@@ -69,6 +74,7 @@ class Grid:
     plugins: tuple[str, ...]
     resources: str | None             # resource profile of this scale (None = executor default)
     specs: tuple[RunSpec, ...]
+    compare: Mapping[str, Any] | None = None   # the report's reference cells ({reference, within})
 
     # The short human-readable label of each cell, aligned with `specs`.
     def descriptions(self) -> list[str]:
@@ -206,8 +212,9 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
     if not specs:
         ck.add(_line(doc, "matrix"), "matrix", "the grid expands to zero cells (after exclude); "
                "nothing would run")
+    compare = _check_compare(doc.get("compare"), _line(doc, "compare"), specs, ck)
     ck.raise_if_any()
-    return Grid(path, name, description, active, plugins, resources, tuple(specs))
+    return Grid(path, name, description, active, plugins, resources, tuple(specs), compare)
 
 
 # A grid's cells, as the ordered, de-duplicated list of RunSpecs.
@@ -217,6 +224,45 @@ def expand(path: str | Path, scale: str | None = None, allow_large: bool = False
 
 # The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
 # `harness.plugins`); a plugin that could not be imported is reported here.
+# The `compare:` section: a reference selector naming values some cell has, and the axes to compare
+# within; None when absent.
+def _check_compare(value: Any, line: int, specs: list[RunSpec], ck: _Checker) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, LineMap) or "reference" not in value:
+        ck.add(line, "compare", "expected a mapping with `reference` (a mapping of axes / parameters to "
+               "values) and optionally `within` (a list of axes)")
+        return None
+    for key in value:
+        if key not in COMPARE_KEYS:
+            ck.add(_line(value, key), f"compare.{key}", f"unknown key{did_you_mean(str(key), COMPARE_KEYS)}; "
+                   f"allowed: {', '.join(COMPARE_KEYS)}")
+    ref, within = value["reference"], value.get("within", [])
+    names = set(SELECTOR_AXES) | {"seed"} | {k for s in specs for k, _ in s.params}
+    if not isinstance(ref, LineMap) or not ref:
+        ck.add(_line(value, "reference"), "compare.reference", "expected a non-empty mapping of axes / "
+               "parameters to values, e.g. {relaxation: hard}")
+        return None
+    for key in list(ref) + (list(within) if isinstance(within, list) else []):
+        if key not in names:
+            ck.add(_line(ref, key) if key in ref else _line(value, "within"), f"compare.{key}",
+                   f"not an axis or parameter of the grid's cells{did_you_mean(str(key), sorted(names))}")
+    if not isinstance(within, list):
+        ck.add(_line(value, "within"), "compare.within", "expected a list of axes, e.g. [refinement]")
+        within = []
+    matched = [s for s in specs if all(_same(_spec_value(s, k), v) for k, v in ref.items())]
+    if not matched and not ck.problems:
+        ck.add(_line(value, "reference"), "compare.reference", f"matches no cell of the grid: {dict(ref)}")
+    return {"reference": dict(ref), "within": list(within)}
+
+
+def _spec_value(spec: RunSpec, key: str) -> Any:
+    if key in SELECTOR_AXES or key == "seed":
+        return getattr(spec, key)
+    value = dict(spec.params).get(key, _MISSING)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _check_plugins(doc: LineMap, ck: _Checker, errors: Mapping[str, str]) -> tuple[str, ...]:
     value = doc.get("plugins", [])
     line = _line(doc, "plugins")

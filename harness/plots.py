@@ -1,4 +1,4 @@
-"""Plots (PNG and PDF, matplotlib Agg) from the flat results table and the records.
+"""Plots (PNG and PDF, matplotlib Agg): functions of the results table (`harness.results`).
 
 - `plot_relaxations`: per teacher and metric, the one-step methods side by side, every seed a
   point and the mean a bar;
@@ -19,14 +19,17 @@ import statistics
 import textwrap
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.results import ResultRow, method_label  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.results import final_runs  # noqa: E402
+from harness.store import SAMPLES_FILE  # noqa: E402
 
 FORMATS = ("png", "pdf")
 SAMPLES_PER_PAGE = 12
@@ -67,24 +70,22 @@ def _capped(labels: list[str]) -> tuple[list[str], str]:
 #----------------------------------------------------------------------------
 
 
+def _points(rows: pd.DataFrame) -> list[float]:
+    return [float(v) for v in rows["value"] if v == v]
+
+
 # One-step methods compared per metric: each seed a point, the mean a bar.
-def plot_relaxations(rows: Sequence[ResultRow], out_dir: Path) -> list[Path]:
-    runs = [r for r in rows if r.kind == "run" and r.relaxation != "none" and r.value is not None]
-    by_key: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
-    for r in runs:
-        by_key[(r.teacher, r.metric)].append(r)
+def plot_relaxations(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    runs = final_runs(df)
+    runs = runs[(runs["relaxation"] != "none") & runs["value"].notna()]
     paths = []
-    for (teacher, metric), rs in sorted(by_key.items()):
-        labels, note = _capped(sorted({r.label for r in rs}))
-        index = {label: i for i, label in enumerate(labels)}
-        values: dict[str, list[float]] = defaultdict(list)
-        for r in rs:
-            if r.label in index:
-                values[r.label].append(r.value)
+    for (teacher, metric), rs in runs.groupby(["teacher", "metric"], sort=True):
+        labels, note = _capped(sorted(set(rs["label"])))
+        values = {label: _points(rs[rs["label"] == label]) for label in labels}
         xs, ys, colors = [], [], []
-        for label in labels:
+        for i, label in enumerate(labels):
             v = values[label]
-            xs += [index[label] + (j - (len(v) - 1) / 2) * min(0.08, 0.5 / len(v)) for j in range(len(v))]
+            xs += [i + (j - (len(v) - 1) / 2) * min(0.08, 0.5 / len(v)) for j in range(len(v))]
             ys += v
             colors += [color_of(label)] * len(v)
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * min(len(labels), 20), 3.2))
@@ -93,74 +94,59 @@ def plot_relaxations(rows: Sequence[ResultRow], out_dir: Path) -> list[Path]:
         ax.scatter(xs, ys, c=colors, zorder=3, s=18)
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
         ax.set_ylabel(metric)
-        ax.set_title(f"{teacher}: {metric} ({_arrow(rs[0].higher_is_better)}), one point per seed"
+        ax.set_title(f"{teacher}: {metric} ({_arrow(bool(rs['higher_is_better'].iloc[0]))}), one point per seed"
                      f"{note}", fontsize=9)
         paths += _save(fig, out_dir, f"relaxations_{_slug(teacher)}_{_slug(metric)}")
     return paths
 
 
 # Metric vs sampling steps: a K-step curve per sampler method, one-step points, reference lines.
-def plot_steps(rows: Sequence[ResultRow], out_dir: Path) -> list[Path]:
-    runs = [r for r in rows if r.kind == "run" and r.value is not None]
-    by_key: dict[tuple[str, str], list[ResultRow]] = defaultdict(list)
-    for r in runs:
-        by_key[(r.teacher, r.metric)].append(r)
+def plot_steps(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    runs = final_runs(df)
+    runs = runs[runs["value"].notna()]
     paths = []
-    for (teacher, metric), rs in sorted(by_key.items()):
-        multi = [r for r in rs if r.steps is not None and r.relaxation == "none"]
-        if len({r.steps for r in multi}) < 2:
+    for (teacher, metric), rs in runs.groupby(["teacher", "metric"], sort=True):
+        multi = rs[rs["steps"].notna() & (rs["relaxation"] == "none")]
+        if multi["steps"].nunique() < 2:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        for method in sorted({r.method for r in multi}):
-            curve: dict[int, list[float]] = defaultdict(list)
-            for r in multi:
-                if r.method == method:
-                    curve[r.steps].append(r.value)
+        for method, m in multi.groupby("method", sort=True):
+            curve = {int(k): _points(g) for k, g in m.groupby("steps")}
             ks = sorted(curve)
             ax.plot(ks, [statistics.fmean(curve[k]) for k in ks], "-o", color=color_of(method),
                     label=f"{method} (mean over seeds)", zorder=2)
             for k in ks:
                 ax.scatter([k] * len(curve[k]), curve[k], color="gray", s=10, zorder=3)
-        one_step: dict[str, list[float]] = defaultdict(list)
-        references: dict[str, list[float]] = defaultdict(list)
-        for r in rs:
-            if r.steps == 1 and r.relaxation != "none":
-                one_step[r.label].append(r.value)
-            elif r.steps is None:
-                references[r.label].append(r.value)
-        students, note = _capped(sorted(one_step))
+        one_step = rs[(rs["steps"] == 1) & (rs["relaxation"] != "none")]
+        references = rs[rs["steps"].isna()]
+        students, note = _capped(sorted(set(one_step["label"])))
         for label in students:
-            ax.scatter([1] * len(one_step[label]), one_step[label], marker="*", s=70,
-                       color=color_of(label), label=label, zorder=4)
-        for label in _capped(sorted(references))[0]:
-            ax.axhline(statistics.fmean(references[label]), ls="--", lw=1, color=color_of(label),
-                       label=label)
+            v = _points(one_step[one_step["label"] == label])
+            ax.scatter([1] * len(v), v, marker="*", s=70, color=color_of(label), label=label, zorder=4)
+        for label in _capped(sorted(set(references["label"])))[0]:
+            ax.axhline(statistics.fmean(_points(references[references["label"] == label])), ls="--", lw=1,
+                       color=color_of(label), label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(metric)
-        ax.set_title(f"{teacher}: {metric} vs steps ({_arrow(rs[0].higher_is_better)}){note}",
+        ax.set_title(f"{teacher}: {metric} vs steps ({_arrow(bool(rs['higher_is_better'].iloc[0]))}){note}",
                      fontsize=9)
         ax.legend(fontsize=7)
         paths += _save(fig, out_dir, f"steps_{_slug(teacher)}_{_slug(metric)}")
     return paths
 
 
-# Values recorded during training (`record["curves"]`), a line per run.
-def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
-    by_key: dict[tuple[str, str], list[tuple[str, list]]] = defaultdict(list)
-    for rec in records:
-        for name, points in (rec.get("curves") or {}).items():
-            if points:
-                by_key[(rec["spec"]["teacher"], name)].append((method_label(rec["spec"]), points))
+# Values recorded during training (the curve rows), a line per run.
+def plot_curves(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    points = df[(df["kind"] == "run") & df["train_step"].notna()]
     paths = []
-    for (teacher, name), lines in sorted(by_key.items()):
+    for (teacher, name), rs in points.groupby(["teacher", "metric"], sort=True):
         fig, ax = plt.subplots(figsize=(5, 3.4))
         shown: set[str] = set()
-        keep, note = _capped(sorted({label for label, _ in lines}))
-        for label, points in sorted((x for x in lines if x[0] in keep), key=lambda x: x[0]):
-            xs = [p[0] for p in points]
-            ys = [p[1] if p[1] is not None else math.nan for p in points]
-            ax.plot(xs, ys, color=color_of(label), lw=1, alpha=0.8,
+        keep, note = _capped(sorted(set(rs["label"])))
+        for (label, _), line in rs[rs["label"].isin(keep)].groupby(["label", "run_id"], sort=True):
+            line = line.sort_values("train_step")
+            ax.plot(line["train_step"], line["value"], color=color_of(label), lw=1, alpha=0.8,
                     label=label if label not in shown else None)
             shown.add(label)
         ax.set_xlabel("training step")
@@ -173,50 +159,44 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Pat
 
 # Metric vs best-of-N candidates N, a line (mean over seeds, seeds as points) per TTEO
 # iteration count, for runs of one method label that vary `sample.best_of_n`.
-def plot_best_of_n(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
-    points: dict[tuple[str, str], dict[tuple[str, int], dict[int, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))
-    higher: dict[str, bool] = {}
-    for rec in {r["run_id"]: r for r in records}.values():
-        params = rec["spec"].get("params", {})
-        if "sample.best_of_n" not in params:
-            continue
-        line = (method_label(rec["spec"]), int(params.get("sample.tteo_steps", 0)))
-        for metric, m in rec.get("metrics", {}).items():
-            if m.get("value") is not None and math.isfinite(m["value"]):
-                points[(rec["spec"]["teacher"], metric)][line][int(params["sample.best_of_n"])].append(m["value"])
-                higher[metric] = bool(m.get("higher_is_better", False))
+def plot_best_of_n(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    if "sample.best_of_n" not in df.columns:
+        return []
+    runs = final_runs(df)
+    runs = runs[runs["sample.best_of_n"].notna() & runs["value"].notna()]
     paths = []
-    for (teacher, metric), lines in sorted(points.items()):
-        if len({n for curve in lines.values() for n in curve}) < 2:
+    for (teacher, metric), rs in runs.groupby(["teacher", "metric"], sort=True):
+        if rs["sample.best_of_n"].nunique() < 2:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        for (label, k), curve in sorted(lines.items()):
+        method = rs["method"].map(str) + " " + rs["relaxation"].map(str) + " " + rs["refinement"].map(str)
+        for (line, k), g in rs.groupby([method, rs["sample.tteo_steps"].fillna(0).astype(int)], sort=True):
+            curve = {int(n): _points(c) for n, c in g.groupby("sample.best_of_n")}
             ns = sorted(curve)
-            name = f"{label}, TTEO x{k}" if k else f"{label}, no TTEO"
+            name = f"{g['label'].iloc[0].split(' (')[0]}, TTEO x{k}" if k else f"{g['label'].iloc[0].split(' (')[0]}, no TTEO"
             ax.plot(ns, [statistics.fmean(curve[n]) for n in ns], "-o", color=color_of(name), label=name)
             for n in ns:
                 ax.scatter([n] * len(curve[n]), curve[n], color=color_of(name), s=8, alpha=0.5)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("best-of-N candidates N")
         ax.set_ylabel(metric)
-        ax.set_title(f"{teacher}: {metric} vs N ({_arrow(higher[metric])})", fontsize=9)
+        ax.set_title(f"{teacher}: {metric} vs N ({_arrow(bool(rs['higher_is_better'].iloc[0]))})", fontsize=9)
         ax.legend(fontsize=7)
         paths += _save(fig, out_dir, f"best_of_n_{_slug(teacher)}_{_slug(metric)}")
     return paths
 
 
-# Pages of sample grids: every run of a grid with its samples.png, titled by its description.
-def sample_pages(records: Sequence[Mapping[str, Any]], results_root: Path, out_dir: Path
-                 ) -> list[Path]:
+# Pages of sample grids: every run of a grid with its samples.png (under the results root),
+# titled by its label and seed.
+def sample_pages(df: pd.DataFrame, results_root: Path, out_dir: Path) -> list[Path]:
     from PIL import Image
+    runs = final_runs(df).drop_duplicates("run_id").sort_values(["grid", "label", "seed", "run_id"])
     by_grid: dict[str, list[tuple[str, Path]]] = defaultdict(list)
-    for rec in sorted(records, key=lambda r: (r["grid"], r.get("description", ""), r["run_id"])):
-        png = (rec.get("samples") or {}).get("grid_png")
-        path = results_root / rec["grid"] / rec["run_id"] / png if png else None
-        if path is not None and path.is_file():
-            by_grid[rec["grid"]].append((f"{rec.get('description') or rec['run_id']}\n"
-                                         f"{rec['run_id']} ({rec['status']})", path))
+    for grid, run_id, label, seed, status in zip(runs["grid"], runs["run_id"], runs["label"], runs["seed"],
+                                                 runs["status"]):
+        path = results_root / grid / run_id / SAMPLES_FILE
+        if path.is_file():
+            by_grid[grid].append((f"{label} s{seed}\n{run_id} ({status})", path))
     paths = []
     for grid, items in sorted(by_grid.items()):
         for page, start in enumerate(range(0, len(items), SAMPLES_PER_PAGE), start=1):

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import baselines, claims, costs, paired, plots, plugins, store, tables
-from harness.results import ResultRow, rows_from_records
+import pandas as pd
 
-FORMATS = ("md", "tex", "csv")
+from harness import baselines, claims, compare, costs, plots, plugins, results, store, tables
+
+FORMATS = ("md", "tex", "csv", "parquet")
 
 #----------------------------------------------------------------------------
 
@@ -28,61 +29,74 @@ FORMATS = ("md", "tex", "csv")
 @dataclass
 class Report:
     index: Path
-    rows: list[ResultRow]
+    frame: pd.DataFrame
     tables: tables.Tables
     files: list[Path]
     problems: list[str]
 
 
-# The flat results table of some records plus every baseline.
-def results_table(records: Sequence[Mapping[str, Any]], baseline_rows: Sequence[baselines.Baseline]
-                  ) -> list[ResultRow]:
-    return rows_from_records(records) + [b.row() for b in baseline_rows]
+# The comparison references of each grid: `reference` (--reference) for every grid, else the
+# grid's own `compare:` section as the run command recorded it; grids without one are not compared.
+def references(results_root: Path, grids: Sequence[str], reference: Mapping[str, Any] | None
+               ) -> dict[str, dict[str, Any]]:
+    if reference:
+        return {g: {"reference": dict(reference), "within": []} for g in grids}
+    return {g: info for g in grids if (info := store.grid_info(results_root, g).get("compare"))}
 
 
-# Build every artefact of the report under `out_dir`; returns what was written.
+# Build every artefact of the report under `out_dir`; returns what was written. `reference` (a
+# selector) chooses the cells every run is compared with; `baseline` (a selector of stored baseline
+# rows) the numbers the tables' delta column is taken to.
 def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir: str | Path,
-                 formats: Sequence[str] = FORMATS, with_plots: bool = True) -> Report:
+                 formats: Sequence[str] = FORMATS, with_plots: bool = True,
+                 reference: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None) -> Report:
     results_root, out_dir = Path(results_root), Path(out_dir)
     records, problems = store.scan(results_root, grids)
     _load_plugins(records)
     base, base_summary, base_problems = baselines.load_all()
-    rows = results_table(records, base)
-    built = tables.build_tables(rows)
+    df = results.frame(results.record_rows(records) + [b.row() for b in base])
+    built = tables.build_tables(df, delta_to=baseline)
     files: list[Path] = []
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     markdown = tables.render_markdown(built)          # also embedded in the index
-    renderers = {"md": lambda t: markdown, "tex": tables.render_latex, "csv": tables.render_csv}
+    renderers = {"md": lambda: markdown, "tex": lambda: tables.render_latex(built),
+                 "csv": lambda: tables.render_csv(built)}
     for fmt in formats:
+        if fmt == "parquet":
+            files.append(results.to_parquet(df, tdir / "results.parquet"))
+            continue
         path = tdir / f"results.{fmt}"
-        path.write_text(renderers[fmt](built), encoding="utf-8")
+        path.write_text(renderers[fmt](), encoding="utf-8")
         files.append(path)
-    paired_markdown = paired.render_markdown(paired.paired_differences(rows))
-    grids_here = {r["grid"] for r in records}
+        if fmt == "csv":                              # the per-run rows beside the group means
+            runs = results.final_runs(df).drop(columns=["protocol"])
+            files.append(tdir / "runs.csv")
+            runs.to_csv(files[-1], index=False)
+    grids_here = sorted({r["grid"] for r in records})
+    compare_markdown = "\n".join(
+        compare.render_markdown(compare.compare(df[(df["source"] == g) | (df["kind"] == "baseline")],
+                                                ref["reference"], ref.get("within", ())), ref["reference"])
+        for g, ref in references(results_root, grids_here, reference).items())
     tested = [c for c in claims.load_claims(baselines.baselines_dir() / claims.CLAIMS_FILE) if c.grid in grids_here]
-    claims_markdown = claims.render_markdown(claims.evaluate_claims(rows, tested))
-    cost_markdown = costs.render_markdown(records)
-    for name, text in (("paired.md", paired_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown)):
-        if text:
+    claims_markdown = claims.render_markdown(claims.evaluate_claims(df, tested))
+    cost_markdown = costs.render_markdown(df)
+    for name, text in (("compare.md", compare_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown)):
+        if text.strip():
             files.append(tdir / name)
             files[-1].write_text(text, encoding="utf-8")
     plot_files: list[Path] = []
     sample_files: list[Path] = []
     if with_plots:
-        ok = [r for r in records if r["status"] in ("ok", "diverged")]
-        plot_files = (plots.plot_relaxations(rows, out_dir / "plots")
-                      + plots.plot_steps(rows, out_dir / "plots")
-                      + plots.plot_curves(ok, out_dir / "plots")
-                      + plots.plot_best_of_n(ok, out_dir / "plots"))
-        sample_files = plots.sample_pages(records, results_root, out_dir / "samples")
+        plot_files = (plots.plot_relaxations(df, out_dir / "plots") + plots.plot_steps(df, out_dir / "plots")
+                      + plots.plot_curves(df, out_dir / "plots") + plots.plot_best_of_n(df, out_dir / "plots"))
+        sample_files = plots.sample_pages(df, results_root, out_dir / "samples")
     index = out_dir / "report.md"
-    index.write_text(render_index(results_root, records, problems, base_summary, base_problems,
-                                  markdown, paired_markdown, claims_markdown, cost_markdown, files, plot_files,
-                                  sample_files, out_dir),
+    index.write_text(render_index(records, problems, base_summary, base_problems, markdown, compare_markdown,
+                                  claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir),
                      encoding="utf-8")
     all_problems = [f"{p.path}: {p.message}" for p in problems] + base_problems
-    return Report(index, rows, built, files + plot_files + sample_files + [index], all_problems)
+    return Report(index, df, built, files + plot_files + sample_files + [index], all_problems)
 
 
 def _load_plugins(records: Sequence[Mapping[str, Any]]) -> None:
@@ -102,16 +116,16 @@ def _rel(path: Path, base: Path) -> str:
 
 
 # The report's index page: runs, tables, plots, samples, problems, failures.
-def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
+def render_index(records: Sequence[Mapping[str, Any]],
                  problems: Sequence[store.Problem], base_summary: Sequence[str],
                  base_problems: Sequence[str],
-                 table_markdown: str, paired_markdown: str, claims_markdown: str, cost_markdown: str,
+                 table_markdown: str, compare_markdown: str, claims_markdown: str, cost_markdown: str,
                  table_files: Sequence[Path],
                  plot_files: Sequence[Path],
                  sample_files: Sequence[Path], out_dir: Path) -> str:
     out = ["# Results report", ""]
     by_grid = Counter((r["grid"], r["status"]) for r in records)
-    out.append(f"Results root: `{results_root}`; {len(records)} records.")
+    out.append(f"{len(records)} records.")
     out.append("")
     if records:
         out += ["| grid | ok | diverged | failed |", "|---|---:|---:|---:|"]
@@ -125,8 +139,8 @@ def render_index(results_root: Path, records: Sequence[Mapping[str, Any]],
     out.append("")
     out.append(table_markdown or "No ok records to tabulate.")
     out.append("")
-    if paired_markdown:
-        out += ["## Paired differences between relaxations", "", paired_markdown, ""]
+    if compare_markdown.strip():
+        out += ["## Comparisons with the reference cells", "", compare_markdown, ""]
     if claims_markdown:
         out += ["## Paper claims", "", claims_markdown, ""]
     if cost_markdown:
@@ -167,7 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", nargs="+", metavar="NAME", help="grids to include (default: all)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: <results>/report)")
     p.add_argument("--format", default="md,tex,csv", metavar="LIST",
-                   help="table formats, comma-separated: md, tex, csv (default: all)")
+                   help="table formats, comma-separated: md, tex, csv, parquet (the results table; default: "
+                        "md,tex,csv)")
+    p.add_argument("--reference", metavar="SELECTOR",
+                   help="compare every run with these cells of its teacher, KEY=VALUE[,KEY=VALUE] (axes or "
+                        "parameters, e.g. method=dimo,relaxation=hard; default: each grid's compare section)")
+    p.add_argument("--baseline", metavar="SELECTOR",
+                   help="stored baseline rows the tables' delta column is taken to, KEY=VALUE[,...] (e.g. "
+                        "source=mini_reference,label=Di[M]O (hard)); default: the baseline of the same label")
     args = p.parse_args(argv)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -181,10 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     plugins.load_builtins()                  # baseline sources, method labels
     out = Path(args.out) if args.out else Path(args.results) / "report"
-    report = build_report(args.results, args.grid, out, formats)
+    try:
+        reference = compare.parse_selector(args.reference) if args.reference else None
+        baseline = compare.parse_selector(args.baseline) if args.baseline else None
+    except ValueError as e:
+        print(f"error: --reference / --baseline: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = build_report(args.results, args.grid, out, formats, reference=reference, baseline=baseline)
+    except KeyError as e:
+        print(f"error: --reference / --baseline: {e.args[0]}", file=sys.stderr)
+        return 2
     for prob in report.problems:
         print(f"warning: {prob}", file=sys.stderr)
-    print(f"wrote {report.index} ({len(report.files)} files, {len(report.rows)} result rows)")
+    print(f"wrote {report.index} ({len(report.files)} files, {len(report.frame)} result rows)")
     return 0
 
 

@@ -1,45 +1,43 @@
-"""The flat results table: one row per (run, metric) from records, one per number from baselines.
+"""The results table: a pandas DataFrame with one row per (run, metric), its curve points, and one
+row per stored baseline number. Every table and figure of the report is a function of it, and a
+notebook opens it with `load_frame`:
 
-Tables and plots are pure functions of these rows. A run row's `label` is its method's
-`MethodEntry.label(spec)` (falling back to the spec's axes when the method is not registered in
-this process); `group` identifies the runs that differ only in their seed, which tables average.
+    from harness.results import load_frame
+    frame = load_frame("results", grids=["soft_vs_hard"])
+
+Columns (docs/usage.md, "The results table"): the run's identity (`kind`, `source`, `run_id`,
+`grid`, `teacher`, `scale`, `method`, `relaxation`, `refinement`, `seed`, `label`, `group`,
+`steps`, `status`, `reused_from`), the number (`metric`, `value`, `higher_is_better`,
+`protocol_id`, `protocol`, `optimised`, `train_step`), every resolved parameter under its grid key
+(`distill.steps`, ...), the run's cost (`wall_s`, `accelerator_hours`, `peak_mem_mb`, the stage
+seconds, `world_size`, `student_reused`) and, for baselines, `std`, `n`, `citation`,
+`source_quality`. A run's `label` is its method's `MethodEntry.label(spec)` (the spec's axes when
+the method is not registered in this process); `group` joins the runs that differ only in their
+seed. `train_step` is empty for a run's final values and holds the step of a curve point.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, NamedTuple
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
-from harness import registry
+import pandas as pd
+
+from harness import registry, store
+from harness.baselines import load_all
 from harness.protocol import protocol_id
 from harness.spec import NONE, RunSpec
 
+IDENTITY = ("kind", "source", "run_id", "grid", "teacher", "scale", "method", "relaxation", "refinement",
+            "seed", "label", "group", "steps", "status", "reused_from")
+NUMBER = ("metric", "value", "higher_is_better", "protocol_id", "protocol", "optimised", "train_step")
+COST = ("wall_s", "accelerator_hours", "peak_mem_mb", "teacher_s", "distill_s", "sample_s", "eval_s", "curve_s",
+        "world_size", "student_reused")
+BASELINE = ("std", "n", "citation", "source_quality")
+COLUMNS = IDENTITY + NUMBER + COST + BASELINE
+
 #----------------------------------------------------------------------------
-
-
-# One number: a run's metric value, or a baseline's reported value.
-class ResultRow(NamedTuple):
-    kind: str                       # "run" or "baseline"
-    source: str                     # runs: grid name; baselines: baseline source name
-    teacher: str                    # registry name of the teacher (baselines: normalised key)
-    label: str                      # row label in tables
-    group: str                      # runs differing only in seed share it; baselines: unique
-    metric: str                     # harness metric name
-    value: float | None             # None: not finite (diverged run) or not reported
-    higher_is_better: bool
-    protocol: Mapping[str, Any]
-    protocol_id: str
-    steps: int | None = None        # sampling steps: K for a teacher sampler, 1 for a one-step
-                                    # student, None for references (real data, marginals)
-    seed: int | None = None
-    run_id: str = ""
-    method: str = ""                # method registry name (runs)
-    relaxation: str = NONE
-    status: str = "ok"              # record status (runs)
-    std: float | None = None        # baselines that report a spread over seeds
-    n: int | None = None            # baselines: number of runs averaged, when known
-    citation: str = ""              # baselines: paper + table / figure
-    optimised: bool = False         # runs: the metric reports a reward model the run optimised
 
 
 # The row label of a spec: its method's label, or the axes when the method is unknown here.
@@ -70,14 +68,30 @@ def sampling_steps(spec_json: Mapping[str, Any], info: Mapping[str, Any] | None 
 
 
 def _group_key(spec_json: Mapping[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec_json.items() if k != "seed"}, sort_keys=True,
-                      default=str)
+    return json.dumps({k: v for k, v in spec_json.items() if k != "seed"}, sort_keys=True, default=str)
 
 
-# Rows of every metric of every ok / diverged record; labels made unique per teacher.
-def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
+def _cell(value: Any) -> Any:
+    # A parameter value as a table cell: lists as tuples (hashable, comparable).
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _cost_columns(record: Mapping[str, Any]) -> dict[str, Any]:
+    cost = record.get("cost") or {}
+    stages = cost.get("stages") or {}
+    student = (record.get("info") or {}).get("student")
+    return {"wall_s": cost.get("wall_s"), "accelerator_hours": cost.get("accelerator_hours"),
+            "peak_mem_mb": cost.get("peak_mem_mb"),
+            **{s: stages.get(s) for s in ("teacher_s", "distill_s", "sample_s", "eval_s", "curve_s")},
+            "world_size": int(cost.get("world_size") or (record.get("provenance") or {}).get("world_size") or 1),
+            "student_reused": bool(student.get("cache_hit")) if isinstance(student, Mapping) else None}
+
+
+# The rows of ok / diverged records: every metric value and, with `curves`, every curve point. A
+# run that sits in several grids (reused) counts once.
+def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True) -> list[dict[str, Any]]:
     unique: dict[str, Mapping[str, Any]] = {}
-    for r in records:                      # the same run may sit in two grids: count it once
+    for r in records:
         if r["status"] in ("ok", "diverged"):
             unique.setdefault(r["run_id"], r)
     groups = {rid: _group_key(r["spec"]) for rid, r in unique.items()}
@@ -85,22 +99,31 @@ def rows_from_records(records: Iterable[Mapping[str, Any]]) -> list[ResultRow]:
     rows = []
     for rid, r in unique.items():
         spec = r["spec"]
-        group = groups[rid]
-        steps = sampling_steps(spec, r.get("info"))
+        base = {"kind": "run", "source": r["grid"], "run_id": rid, "grid": r["grid"], "teacher": spec["teacher"],
+                "scale": spec.get("scale"), "method": spec.get("method", ""),
+                "relaxation": spec.get("relaxation", NONE), "refinement": spec.get("refinement", NONE),
+                "seed": spec.get("seed"), "label": labels[groups[rid]], "group": groups[rid],
+                "steps": sampling_steps(spec, r.get("info")), "status": r["status"],
+                "reused_from": r.get("reused_from"), **_cost_columns(r),
+                **{k: _cell(v) for k, v in spec.get("params", {}).items()}}
         for name, m in r.get("metrics", {}).items():
             protocol = m.get("protocol", {})
-            rows.append(ResultRow(
-                "run", r["grid"], spec["teacher"], labels[group], group, name, m.get("value"),
-                bool(m.get("higher_is_better", False)), protocol,
-                m.get("protocol_id") or protocol_id(protocol), steps, spec.get("seed"),
-                rid, spec.get("method", ""), spec.get("relaxation", NONE), r["status"],
-                optimised=bool(m.get("optimised", False))))
+            rows.append({**base, "metric": name, "value": m.get("value"),
+                         "higher_is_better": bool(m.get("higher_is_better", False)),
+                         "protocol_id": m.get("protocol_id") or protocol_id(protocol), "protocol": protocol,
+                         "optimised": bool(m.get("optimised", False)), "train_step": None})
+        if curves:
+            higher = {n: bool(m.get("higher_is_better", False)) for n, m in r.get("metrics", {}).items()}
+            for name, points in (r.get("curves") or {}).items():
+                for step, value in points:
+                    rows.append({**base, "metric": name, "value": value, "higher_is_better": higher.get(name),
+                                 "protocol_id": None, "protocol": None, "optimised": False,
+                                 "train_step": int(step)})
     return rows
 
 
 # A label per group of runs; groups of one teacher sharing a label get their differing params.
-def _unique_labels(records: Iterable[Mapping[str, Any]], groups: Mapping[str, str]
-                   ) -> dict[str, str]:
+def _unique_labels(records: Iterable[Mapping[str, Any]], groups: Mapping[str, str]) -> dict[str, str]:
     specs_of: dict[str, Mapping[str, Any]] = {}
     for r in records:
         specs_of.setdefault(groups[r["run_id"]], r["spec"])
@@ -128,3 +151,44 @@ def _unique_labels(records: Iterable[Mapping[str, Any]], groups: Mapping[str, st
 
 def _short(v: Any) -> str:
     return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+# The results table of some rows (records' and baselines'), with every documented column present.
+def frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(list(rows))
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = None
+    params = sorted(c for c in df.columns if c not in COLUMNS)
+    df = df[list(COLUMNS) + params]
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+# The results table of the records under a results root (all grids, or `grids`), optionally with
+# the curve points and every registered baseline source.
+def load_frame(results: str | Path, grids: Sequence[str] | None = None, curves: bool = False,
+               baselines: bool = False) -> pd.DataFrame:
+    records, _ = store.scan(results, grids)
+    rows = record_rows(records, curves=curves)
+    if baselines:
+        rows += [b.row() for b in load_all()[0]]
+    return frame(rows)
+
+
+# The final values of runs (no curve points, no baselines).
+def final_runs(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["kind"] == "run") & df["train_step"].isna()]
+
+
+# A copy that a parquet file can hold: protocol dicts as JSON text, mixed-type columns as text.
+def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    out = df.copy()
+    out["protocol"] = out["protocol"].map(lambda p: None if p is None else json.dumps(p, sort_keys=True))
+    for column in out.columns:
+        kinds = {type(v) for v in out[column] if v is not None and v == v}
+        if len(kinds) > 1 or kinds & {tuple, list, dict}:
+            out[column] = out[column].map(lambda v: None if v is None or v != v else json.dumps(v, default=str))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(path, index=False)
+    return Path(path)

@@ -118,6 +118,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 2
 
     results = Path(args.results)
+    if not args.dry_run and not args.status and not args.cancel:
+        store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
+                                                   "scale": grid.scale, "path": str(grid.path),
+                                                   "compare": grid.compare})
     if args.status:
         return print_status(grid, launch.status(grid, results), out)
     if args.cancel:

@@ -15,10 +15,12 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, TypedDict
+from typing import Any, Callable, Iterable, Literal, Mapping, TypedDict
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
+SAMPLES_FILE = "samples.png"                # a run's sample grid, beside its record
+GRID_INFO_FILE = "grid.json"                # what the report needs of the grid file
 ATTEMPTS_DIR = "attempts"
 LOCK_FILE = ".record.lock"
 STATUSES = ("ok", "failed", "diverged")
@@ -274,6 +276,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 #----------------------------------------------------------------------------
+
+
+# Keep what the report needs of a grid file beside its records (`results/<grid>/grid.json`): its
+# description, scale, file and `compare:` section.
+def write_grid_info(results_root: str | Path, name: str, info: Mapping[str, Any]) -> Path:
+    return atomic_write(Path(results_root) / name / GRID_INFO_FILE, json.dumps(dict(info), indent=1, sort_keys=True))
+
+
+# The grid information written by `write_grid_info`, {} when there is none.
+def grid_info(results_root: str | Path, name: str) -> dict[str, Any]:
+    path = Path(results_root) / name / GRID_INFO_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 # The status of each run id's record in one grid: "ok" / "failed" / "diverged" / "corrupt" / None.

@@ -1,4 +1,4 @@
-"""Paper-style tables from the flat results table: rows = methods, columns = metrics, one block per
+"""Paper-style tables from the results table (`harness.results`): rows = methods, columns = metrics, one block per
 teacher; runs as mean +- std over seeds with n; baselines beside them; a delta to the baseline of
 the same method only where the protocols match, and a footnote saying why not where they do not.
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+import pandas as pd
+
+from harness.compare import select
 from harness.protocol import protocol_mismatch
-from harness.results import ResultRow
+from harness.results import final_runs
 
 MISSING = "–"
 
@@ -81,25 +83,25 @@ def _order(row: TableRow) -> tuple:
     return (kind, tier, -(steps or 0), row.label.lower(), row.source)
 
 
-# Build the blocks: runs aggregated over seeds, with the baselines of the same teacher.
-def build_tables(rows: Sequence[ResultRow]) -> Tables:
+# Build the blocks from the results table: runs aggregated over seeds (final values only), with
+# the baselines of the same teacher. The delta column is taken to the baseline of the same label,
+# or, with `delta_to` (a selector of baseline rows), to the selected baseline of the same metric.
+def build_tables(df: pd.DataFrame, delta_to: Mapping[str, Any] | None = None) -> Tables:
     notes = _Notes()
-    runs = [r for r in rows if r.kind == "run"]
-    bases = [r for r in rows if r.kind == "baseline"]
+    runs = final_runs(df)
+    bases = df[df["kind"] == "baseline"]
     blocks = []
-    for teacher in sorted({r.teacher for r in runs}):
-        trows = [r for r in runs if r.teacher == teacher]
-        metrics = sorted({r.metric for r in trows})
-        hib = {m: next(r.higher_is_better for r in trows if r.metric == m) for m in metrics}
-        block_protocols = defaultdict(dict)    # metric -> protocol_id -> protocol
-        for r in trows:
-            block_protocols[r.metric][r.protocol_id] = r.protocol
-        groups = _groups(trows)
+    for teacher, trows in runs.groupby("teacher", sort=True):
+        metrics = sorted(trows["metric"].unique())
+        hib = {m: bool(trows.loc[trows["metric"] == m, "higher_is_better"].iloc[0]) for m in metrics}
+        block_protocols = {m: dict(zip(g["protocol_id"], g["protocol"])) for m, g in trows.groupby("metric")}
+        tbases = bases[(bases["teacher"] == teacher) & bases["metric"].isin(metrics)]
+        targets = select(tbases, delta_to) if delta_to else None
+        groups = [group for _, group in trows.groupby("group", sort=False)]
         table_rows = [_run_row(group, notes) for group in groups]
-        tbases = [b for b in bases if b.teacher == teacher and b.metric in hib]
-        base_rows = [_baseline_row(group, block_protocols, notes) for group in _groups(tbases)]
+        base_rows = [_baseline_row(group, block_protocols, notes) for _, group in tbases.groupby("group", sort=False)]
         for row, group in zip(table_rows, groups):
-            _add_deltas(row, group, tbases, notes)
+            _add_deltas(row, group, tbases if targets is None else targets, notes, by_label=targets is None)
         blocks.append(Block(teacher, metrics, hib, sorted(table_rows + base_rows, key=_order)))
     return Tables(blocks, notes.texts)
 
@@ -115,22 +117,16 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def _groups(rows: Sequence[ResultRow]) -> list[list[ResultRow]]:
-    groups: dict[str, list[ResultRow]] = defaultdict(list)
-    for r in rows:
-        groups[r.group].append(r)
-    return list(groups.values())
+def _steps(value: Any) -> int | None:
+    return None if value is None or value != value else int(value)
 
 
-def _run_row(group: list[ResultRow], notes: _Notes) -> TableRow:
+def _run_row(group: pd.DataFrame, notes: _Notes) -> TableRow:
     cells = {}
-    by_metric: dict[str, list[ResultRow]] = defaultdict(list)
-    for r in group:
-        by_metric[r.metric].append(r)
-    for metric, rs in by_metric.items():
-        values = [r.value for r in rs if r.value is not None and math.isfinite(r.value)]
+    for metric, rs in group.groupby("metric", sort=False):
+        values = [float(v) for v in rs["value"] if v == v and math.isfinite(v)]
         mean, std = mean_std(values)
-        cell = Cell(mean, std, len(values), len(rs) - len(values), optimised=any(r.optimised for r in rs))
+        cell = Cell(mean, std, len(values), len(rs) - len(values), optimised=bool(rs["optimised"].any()))
         if cell.optimised:
             cell.notes.append(notes.add("(optimised): the run optimised this metric's own reward model "
                                         "(reward fine-tuning, TTEO or best-of-N selection); it is not an "
@@ -138,52 +134,61 @@ def _run_row(group: list[ResultRow], notes: _Notes) -> TableRow:
         if cell.diverged:
             cell.notes.append(notes.add(f"{cell.diverged} of {len(rs)} seed(s) diverged "
                                         f"(value not finite); the mean is over the others"))
-        if len({r.protocol_id for r in rs}) > 1:
+        if rs["protocol_id"].nunique() > 1:
             cell.notes.append(notes.add("seeds evaluated under different protocols ("
-                                        + ", ".join(sorted({r.protocol_id for r in rs})) + ")"))
+                                        + ", ".join(sorted(set(rs["protocol_id"]))) + ")"))
         cells[metric] = cell
-    first = group[0]
-    return TableRow(first.label, "run", ", ".join(sorted({r.source for r in group})), first.steps,
-                    cells)
+    first = group.iloc[0]
+    return TableRow(first["label"], "run", ", ".join(sorted(set(group["source"]))), _steps(first["steps"]), cells)
 
 
-def _baseline_row(group: list[ResultRow], block_protocols: dict, notes: _Notes) -> TableRow:
+def _baseline_row(group: pd.DataFrame, block_protocols: dict, notes: _Notes) -> TableRow:
     cells = {}
-    for b in group:
-        cell = Cell(b.value, b.std, b.n or 0)
-        reasons = sorted({f"{protocol_mismatch(p, b.protocol)}" for p in
-                          block_protocols.get(b.metric, {}).values()
-                          if protocol_mismatch(p, b.protocol) is not None})
+    for metric, rs in group.groupby("metric", sort=False):
+        b = rs.iloc[0]
+        if len(rs) > 1:                        # per-seed baseline rows: their mean and spread
+            mean, std = mean_std([float(v) for v in rs["value"]])
+            cell = Cell(mean, std, len(rs))
+        else:
+            cell = Cell(float(b["value"]), None if b["std"] != b["std"] else b["std"], int(b["n"] or 0)
+                        if b["n"] == b["n"] and b["n"] is not None else 0)
+        reasons = sorted({m for p in block_protocols.get(metric, {}).values()
+                          if (m := protocol_mismatch(p, b["protocol"])) is not None})
         if reasons:
-            cell.notes.append(notes.add(f"{b.source}: {b.label} ({b.metric}) is not comparable "
+            cell.notes.append(notes.add(f"{b['source']}: {b['label']} ({metric}) is not comparable "
                                         f"with the runs above: {'; '.join(reasons)}"))
-        cells[b.metric] = cell
-    first = group[0]
-    label = f"{first.label} [{first.source}]"
-    if first.steps is not None:
-        label = f"{first.label}, {first.steps} step{'s' if first.steps != 1 else ''} [{first.source}]"
-    return TableRow(label, "baseline", first.citation or first.source, first.steps, cells)
+        cells[metric] = cell
+    first = group.iloc[0]
+    steps = _steps(first["steps"])
+    label = f"{first['label']} [{first['source']}]"
+    if steps is not None:
+        label = f"{first['label']}, {steps} step{'s' if steps != 1 else ''} [{first['source']}]"
+    return TableRow(label, "baseline", first["citation"] or first["source"], steps, cells)
 
 
-# Delta to the baseline reporting the same method label (and steps), where protocols match.
-def _add_deltas(row: TableRow, run_rows: list[ResultRow], bases: list[ResultRow],
-                notes: _Notes) -> None:
+# Delta to a baseline where protocols match: the baseline reporting the same method label (and
+# steps), or with `by_label` False any of `bases` of the same metric (the first group).
+def _add_deltas(row: TableRow, run_rows: pd.DataFrame, bases: pd.DataFrame, notes: _Notes,
+                by_label: bool = True) -> None:
     for metric, cell in row.cells.items():
         if cell.mean is None:
             continue
-        match = [b for b in bases if b.metric == metric and b.label == row.label
-                 and (b.steps is None or row.steps is None or b.steps == row.steps)]
-        if not match:
+        match = bases[bases["metric"] == metric]
+        if by_label:
+            match = match[match["label"] == row.label]
+            match = match[[s is None or s != s or row.steps is None or int(s) == row.steps for s in match["steps"]]]
+        if match.empty:
             continue
-        b = match[0]
-        protocols = {r.protocol_id: r.protocol for r in run_rows if r.metric == metric}
-        reasons = sorted({m for p in protocols.values()
-                          if (m := protocol_mismatch(p, b.protocol)) is not None})
+        b = match.iloc[0]
+        protocols = dict(zip(run_rows.loc[run_rows["metric"] == metric, "protocol_id"],
+                             run_rows.loc[run_rows["metric"] == metric, "protocol"]))
+        reasons = sorted({m for p in protocols.values() if (m := protocol_mismatch(p, b["protocol"])) is not None})
         if reasons:
-            cell.notes.append(notes.add(f"no delta to {b.source} ({b.citation or b.source}): "
+            cell.notes.append(notes.add(f"no delta to {b['source']} ({b['citation'] or b['source']}): "
                                         f"{'; '.join(reasons)}"))
         else:
-            cell.delta, cell.delta_source = cell.mean - b.value, b.source
+            base_mean = float(match.loc[match["group"] == b["group"], "value"].mean())
+            cell.delta, cell.delta_source = cell.mean - base_mean, b["source"]
 
 #----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ GRID = {
         {"teacher": ["digits"], "method": ["real", "marginals_class"], "seed": [0]},
     ],
     "params": TINY,
+    "compare": {"reference": {"method": "dimo", "relaxation": "hard"}},
 }
 
 
@@ -85,7 +86,8 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     # Another grid holding two of these runs: their ok records are reused, not recomputed.
     other = _write(tmp_path / "other.yaml", {**GRID, "name": "mini_e2e_other", "matrix": [
         {"teacher": ["digits"], "method": ["dimo"], "relaxation": ["soft"], "seed": [0, 1]},
-        {"teacher": ["digits"], "method": ["uniform"], "seed": [0]}]})
+        {"teacher": ["digits"], "method": ["uniform"], "seed": [0]}],
+        "compare": {"reference": {"method": "uniform"}}})
     rc, out = _main("--grid", str(other), "--results", str(debug), "--executor", "debug")
     assert rc == 0 and "reused 1 ok record(s) of the same runs from other grids" in out, out
     assert "summary: 2 ok" in out
@@ -105,8 +107,9 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     gumbel_row = next(line for line in cost.splitlines() if "Di[M]O (gumbel)" in line)
     assert gumbel_row.endswith("| 1/1 |")             # hard's student, trained by the hard cell
     assert next(line for line in cost.splitlines() if "teacher K=4" in line).endswith("| – |")
-    paired = (out_dir / "tables" / "paired.md").read_text()
-    assert "Di[M]O (gumbel) − Di[M]O (hard)" in paired and "Di[M]O (soft) − Di[M]O (hard)" in paired
+    compared = (out_dir / "tables" / "compare.md").read_text()     # the grid's compare section
+    assert "Di[M]O (gumbel) − Di[M]O (hard)" in compared and "Di[M]O (soft) − Di[M]O (hard)" in compared
+    assert "teacher K=4 − Di[M]O (hard)" in compared
     assert list((out_dir).rglob("*.png")) and list((out_dir).rglob("*.pdf"))
 
 

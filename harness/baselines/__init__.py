@@ -10,7 +10,9 @@ Two sources are registered (`python -m harness.run --list baselines`):
           --out baselines/mini_reference.csv
 
 Both files have the columns of `COLUMNS`; `protocol_json` holds the evaluation protocol as far as
-it is known (see `harness.protocol`).
+it is known (see `harness.protocol`). A file of the project's own runs keeps one row per run and
+metric (`seed`, `run_id`), so that new runs can be tested against the per-seed values; a paper's
+number has neither.
 """
 from __future__ import annotations
 
@@ -19,20 +21,18 @@ import io
 import json
 import math
 import os
-import statistics
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness import registry
 from harness.protocol import protocol_id
-from harness.results import ResultRow, rows_from_records
 
 BASELINES_ENV = "SOFTDIMO_BASELINES"
 COLUMNS = ("source", "paper", "arxiv", "citation", "source_quality", "table", "teacher",
            "teacher_key", "task", "task_original", "method", "steps", "metric", "metric_original",
-           "value", "std", "n", "higher_is_better", "protocol_json", "notes")
+           "value", "std", "n", "higher_is_better", "protocol_json", "notes", "seed", "run_id")
+OPTIONAL = ("seed", "run_id")       # absent in files written before per-seed rows: read as empty
 QUALITIES = ("primary", "secondary")
 
 #----------------------------------------------------------------------------
@@ -61,14 +61,17 @@ class Baseline:
     higher_is_better: bool
     protocol: Mapping[str, Any]
     notes: str
+    seed: int | None = None         # per-seed rows of the project's own runs
+    run_id: str = ""
 
-    # This baseline as a row of the flat results table.
-    def row(self) -> ResultRow:
-        return ResultRow("baseline", self.source, self.teacher_key, self.method,
-                         f"{self.source}:{self.teacher_key}:{self.method}:{self.steps}",
-                         self.metric, self.value, self.higher_is_better, self.protocol,
-                         protocol_id(self.protocol), self.steps, std=self.std, n=self.n,
-                         citation=self.citation)
+    # This baseline as a row of the results table (`harness.results`).
+    def row(self) -> dict[str, Any]:
+        return {"kind": "baseline", "source": self.source, "run_id": self.run_id or None, "teacher": self.teacher_key,
+                "seed": self.seed, "label": self.method,
+                "group": f"{self.source}:{self.teacher_key}:{self.method}:{self.steps}", "steps": self.steps,
+                "status": "ok", "metric": self.metric, "value": self.value, "higher_is_better": self.higher_is_better,
+                "protocol_id": protocol_id(self.protocol), "protocol": dict(self.protocol), "optimised": False,
+                "std": self.std, "n": self.n, "citation": self.citation, "source_quality": self.source_quality}
 
 
 # A baseline file that cannot be read; the message names the file and line.
@@ -99,7 +102,7 @@ def read_csv(path: str | Path, source: str) -> list[Baseline]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL]
         if missing:
             raise BaselineError(f"{path}: missing column(s) {', '.join(missing)}")
         out = []
@@ -124,7 +127,8 @@ def _parse(r: Mapping[str, str], source: str) -> Baseline:
                     r["teacher"], r["teacher_key"], r["task"], r["task_original"], r["method"],
                     int(r["steps"]) if r["steps"] else None, r["metric"], r["metric_original"],
                     value, float(r["std"]) if r["std"] else None, int(r["n"]) if r["n"] else None,
-                    r["higher_is_better"] == "true", protocol, r["notes"])
+                    r["higher_is_better"] == "true", protocol, r["notes"],
+                    int(r["seed"]) if r.get("seed") else None, r.get("run_id") or "")
 
 
 # Write baselines as CSV (the columns of COLUMNS).
@@ -142,7 +146,7 @@ def write_csv(baselines: Iterable[Baseline], path: str | Path) -> None:
                     "std": "" if b.std is None else repr(b.std), "n": "" if b.n is None else b.n,
                     "higher_is_better": "true" if b.higher_is_better else "false",
                     "protocol_json": json.dumps(dict(b.protocol), sort_keys=True),
-                    "notes": b.notes})
+                    "notes": b.notes, "seed": "" if b.seed is None else b.seed, "run_id": b.run_id})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(buf.getvalue(), encoding="utf-8")
 
@@ -156,7 +160,7 @@ def load_all(names: Sequence[str] | None = None) -> tuple[list[Baseline], list[s
     for name in names or registry.baseline_sources.names():
         src = registry.baseline_sources.get(name)
         if not src.path().exists():
-            summary.append(f"{name}: {src.path()} not present")
+            summary.append(f"{name}: {src.path().name} not present")
             continue
         try:
             rows = src.load()
@@ -164,26 +168,7 @@ def load_all(names: Sequence[str] | None = None) -> tuple[list[Baseline], list[s
             problems.append(f"baseline source {name!r}: {e}")
             continue
         out += rows
-        summary.append(f"{name}: {len(rows)} numbers from {src.path()}")
+        summary.append(f"{name}: {len(rows)} numbers from {src.path().name}")
     return out, summary, problems
 
 #----------------------------------------------------------------------------
-
-
-# Baselines from ok records: mean, std and n over seeds per (teacher, label, metric, protocol).
-def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: str
-                 ) -> list[Baseline]:
-    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
-    for row in rows_from_records(r for r in records if r["status"] == "ok"):
-        if row.value is not None:
-            groups[(row.teacher, row.label, row.steps, row.metric, row.protocol_id)].append(row)
-    out = []
-    for (teacher, label, steps, metric, _), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        values = [r.value for r in rows]
-        out.append(Baseline(
-            source, "softdimo-harness mini reference", "", citation, "primary", rows[0].source,
-            teacher, teacher, "mini", "", label, steps, metric, metric,
-            statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
-            len(values), rows[0].higher_is_better, rows[0].protocol,
-            f"runs: {', '.join(sorted(r.run_id for r in rows))}"))
-    return out

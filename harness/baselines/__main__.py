@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from harness import plugins, registry, store
-from harness.baselines import from_records, write_csv
+from harness.baselines import Baseline, write_csv
+from harness.results import record_rows
 
 #----------------------------------------------------------------------------
+
+
+# Baselines from ok records: one row per run and metric (its seed, run id and protocol), so that a
+# new run can be paired with them or tested against their per-seed values.
+def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: str) -> list[Baseline]:
+    rows = [r for r in record_rows((r for r in records if r["status"] == "ok"), curves=False)
+            if r["value"] is not None]
+    return [Baseline(source, "softdimo-harness mini reference", "", citation, "primary", r["grid"], r["teacher"],
+                     r["teacher"], "mini", "", r["label"], r["steps"], r["metric"], r["metric"], float(r["value"]),
+                     None, 1, r["higher_is_better"], r["protocol"], "", r["seed"], r["run_id"])
+            for r in sorted(rows, key=lambda r: (r["teacher"], r["label"], r["metric"], r["seed"], r["run_id"]))]
 
 
 # `python -m harness.baselines export ...`: ok records of one or more grids -> a baseline CSV.

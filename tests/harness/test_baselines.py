@@ -11,7 +11,7 @@ import pytest
 from harness import baselines, cell, registry, store, tables
 from harness.baselines.__main__ import main as _baselines_main  # the command line
 from harness.grid import load_grid
-from harness.report import results_table
+from harness.results import frame, record_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,16 +76,20 @@ def test_export_mini_reference_and_compare(write_grid, tmp_path, monkeypatch, ca
     bdir = tmp_path / "baselines"
     out = bdir / "mini_reference.csv"
     assert _baselines_main(["export", "--grid", "ref", "--results", str(results), "--out", str(out)]) == 0
-    assert "wrote 4 baseline rows from 4 ok records" in capsys.readouterr().out
+    records, _ = store.scan(results)
+    n_values = sum(len(r["metrics"]) for r in records)
+    assert f"wrote {n_values} baseline rows from 4 ok records" in capsys.readouterr().out
     monkeypatch.setenv("SOFTDIMO_BASELINES", str(bdir))
     base, summary, problems = baselines.load_all()
-    assert problems == [] and f"mini_reference: 4 numbers from {out}" in summary
-    soft = next(b for b in base if b.method == "Toy student (toy_soft)" and b.metric == "toy_mean")
-    assert soft.n == 2 and soft.std is not None and soft.source_quality == "primary"
-    assert soft.protocol == {"name": "toy-mean", "implementation": "toy_lab", "version": 1,
-                             "samples": 20}
-    records, _ = store.scan(results)
-    t = tables.build_tables(results_table(records, base))
+    assert problems == [] and f"mini_reference: {n_values} numbers from {out.name}" in summary
+    # One row per run and metric: the per-seed values, with their run ids and protocols.
+    soft = [b for b in base if b.method == "Toy student (toy_soft)" and b.metric == "toy_mean"]
+    assert sorted(b.seed for b in soft) == [0, 1] and all(b.n == 1 and b.std is None for b in soft)
+    assert {b.run_id for b in soft} == {r["run_id"] for r in records
+                                        if r["spec"]["relaxation"] == "toy_soft"}
+    assert soft[0].source_quality == "primary"
+    assert soft[0].protocol == {"name": "toy-mean", "implementation": "toy_lab", "version": 1, "samples": 20}
+    t = tables.build_tables(frame(record_rows(records) + [b.row() for b in base]))
     row = next(r for r in t.blocks[0].rows if r.label == "Toy student (toy_soft)")
     assert row.cells["toy_mean"].delta == pytest.approx(0.0, abs=1e-12)   # compared with itself
     assert row.cells["toy_mean"].delta_source == "mini_reference"

@@ -9,16 +9,19 @@ import pytest
 from harness import claims
 from harness.baselines import baselines_dir
 from harness.grid import load_grid
-from harness.results import ResultRow
+from harness.compare import select
+from harness.results import frame, record_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _row(grid: str, relaxation: str, refinement: str, seed: int, value: float, **params: float) -> ResultRow:
+def _row(grid: str, relaxation: str, refinement: str, seed: int, value: float, **params: float) -> dict:
     spec = {"scale": "mini", "teacher": "digits", "method": "dimo", "relaxation": relaxation,
             "refinement": refinement, "params": params, "plugins": []}
-    return ResultRow("run", grid, "digits", "x", json.dumps(spec, sort_keys=True), "digits_fd", value, False, {},
-                     "p", 1, seed)
+    return {"kind": "run", "source": grid, "teacher": "digits", "method": "dimo", "relaxation": relaxation,
+            "refinement": refinement, "label": "x", "group": json.dumps(spec, sort_keys=True), "metric": "digits_fd",
+            "value": value, "higher_is_better": False, "protocol": {}, "protocol_id": "p", "steps": 1, "seed": seed,
+            **params}
 
 
 CLAIM = claims.Claim("c", "soft + GAN beats Di[M]O", "test", True, "g", "digits", "digits_fd",
@@ -34,27 +37,29 @@ def test_claim_verdicts_follow_the_paired_interval(treated: tuple, verdict: str)
     rows = [_row("g", "hard", "none", s, 12.0 + s * 0.5) for s in range(3)]
     rows += [_row("g", "soft", "gan", s, v) for s, v in enumerate(treated)]
     rows += [_row("other_grid", "soft", "gan", s, 0.0) for s in range(3)]   # another grid is ignored
-    (outcome,) = claims.evaluate_claims(rows, [CLAIM])
+    (outcome,) = claims.evaluate_claims(frame(rows), [CLAIM])
     assert outcome.verdict == verdict and outcome.n == 3
     assert outcome.mean == pytest.approx(sum(v - (12.0 + s * 0.5) for s, v in enumerate(treated)) / 3)
 
 
 def test_missing_and_ambiguous_selections_say_so() -> None:
     rows = [_row("g", "hard", "none", s, 1.0) for s in range(2)]
-    assert claims.evaluate_claims(rows, [CLAIM])[0].verdict == "not run"
+    assert claims.evaluate_claims(frame(rows), [CLAIM])[0].verdict == "not run"
     rows += [_row("g", "soft", "gan", s, 1.0, **{"gan.weight": w}) for s in range(2) for w in (1.0, 2.0)]
-    assert claims.evaluate_claims(rows, [CLAIM])[0].verdict == "ambiguous"
+    assert claims.evaluate_claims(frame(rows), [CLAIM])[0].verdict == "ambiguous"
     narrowed = claims.Claim(**{**CLAIM.__dict__, "treatment": {**CLAIM.treatment, "gan.weight": 2.0}})
-    assert claims.evaluate_claims(rows, [narrowed])[0].verdict == "inconclusive"
+    assert claims.evaluate_claims(frame(rows), [narrowed])[0].verdict == "inconclusive"
 
 
 def test_every_shipped_claim_names_cells_of_its_grid() -> None:
     # Each claim's grid exists, and both selectors pick cells of that grid at mini scale.
     for c in claims.load_claims(baselines_dir() / claims.CLAIMS_FILE):
         grid = load_grid(ROOT / "ablations" / f"{c.grid}.yaml")
-        specs = [json.loads(json.dumps(s.to_json())) for s in grid.specs if s.teacher == c.teacher]
+        records = [{"run_id": s.run_id, "grid": c.grid, "status": "ok", "spec": s.to_json(),
+                    "metrics": {c.metric: {"value": 1.0}}} for s in grid.specs if s.teacher == c.teacher]
+        cells = frame(record_rows(records))
         for selector in (c.reference, c.treatment):
-            assert any(claims._matches(s, selector) for s in specs), (c.id, selector)
+            assert not select(cells, selector).empty, (c.id, selector)
 
 
 def test_a_claims_file_without_a_field_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from harness import cell, plots, report, store, tables
 from harness.baselines import Baseline
 from harness.grid import load_grid
-from harness.results import ResultRow, method_label, rows_from_records, sampling_steps
+from harness.results import frame, method_label, record_rows, sampling_steps
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "toy_table.md"
 P_MEAN = {"name": "toy-mean", "samples": 20}
@@ -20,21 +20,23 @@ P_FID = {"name": "toy-fidelity", "samples": 20}
 
 
 def run_row(label: str, seed: int, metric: str, value: float | None, protocol: dict,
-            steps: int | None = 1, teacher: str = "toy", higher: bool = False) -> ResultRow:
+            steps: int | None = 1, teacher: str = "toy", higher: bool = False) -> dict:
     from harness.protocol import protocol_id
-    return ResultRow("run", "grid", teacher, label, f"{teacher}:{label}", metric, value, higher,
-                     protocol, protocol_id(protocol), steps, seed, f"{label}-{seed}",
-                     relaxation="none" if steps != 1 else "soft")
+    return {"kind": "run", "source": "grid", "grid": "grid", "teacher": teacher, "label": label,
+            "group": f"{teacher}:{label}", "metric": metric, "value": value, "higher_is_better": higher,
+            "protocol": protocol, "protocol_id": protocol_id(protocol), "steps": steps, "seed": seed,
+            "run_id": f"{label}-{seed}", "relaxation": "none" if steps != 1 else "soft", "status": "ok",
+            "optimised": False}
 
 
 def baseline(label: str, metric: str, value: float, protocol: dict, source: str = "papers",
-             steps: int | None = 1, std: float | None = None, n: int | None = None) -> ResultRow:
+             steps: int | None = 1, std: float | None = None, n: int | None = None) -> dict:
     return Baseline(source, "Paper (arXiv 0000.00000)", "0000.00000", "Paper, Table 1", "primary",
                     "Table 1", "Toy", "toy", "mini", "", label, steps, metric, metric, value, std,
                     n, False, protocol, "").row()
 
 
-def golden_rows() -> list[ResultRow]:
+def golden_rows():
     rows = []
     for seed, (m, f) in enumerate([(0.40, 0.050), (0.42, 0.070), (0.44, 0.060)]):
         rows += [run_row("Soft student", seed, "toy_mean", m, P_MEAN),
@@ -50,7 +52,7 @@ def golden_rows() -> list[ResultRow]:
              baseline("Other method", "toy_mean", 0.35, {"name": "toy-mean"}, steps=4),
              baseline("Unrelated metric", "fid", 3.0, {"name": "x"})]
     rows.append(run_row("Other teacher", 0, "toy_mean", 0.1, P_MEAN, teacher="aaa"))
-    return rows
+    return frame(rows)
 
 
 def test_golden_markdown_table():
@@ -109,7 +111,7 @@ def test_same_label_different_params_get_distinct_rows():
         recs.append({"run_id": f"r{beta}", "grid": "g", "status": "ok", "spec": spec,
                      "metrics": {"toy_mean": {"value": beta, "higher_is_better": False,
                                               "protocol": P_MEAN}}})
-    labels = sorted(r.label for r in rows_from_records(recs))
+    labels = sorted(r["label"] for r in record_rows(recs))
     assert labels == ["Toy student (toy_soft) (distill.beta=0.0)",
                       "Toy student (toy_soft) (distill.beta=0.5)"]
 
@@ -123,9 +125,9 @@ def test_best_of_n_plot_a_line_per_tteo_steps(tmp_path):
                     "params": {"sample.best_of_n": n, "sample.tteo_steps": k}}
             recs.append({"run_id": f"n{n}k{k}", "grid": "g", "status": "ok", "spec": spec,
                          "metrics": {"toy_mean": {"value": float(n + k), "higher_is_better": True}}})
-    paths = plots.plot_best_of_n(recs, tmp_path)
+    paths = plots.plot_best_of_n(frame(record_rows(recs)), tmp_path)
     assert sorted(p.name for p in paths) == ["best_of_n_toy_toy_mean.pdf", "best_of_n_toy_toy_mean.png"]
-    assert plots.plot_best_of_n([r for r in recs if r["spec"]["params"]["sample.best_of_n"] == 4],
+    assert plots.plot_best_of_n(frame(record_rows([r for r in recs if r["spec"]["params"]["sample.best_of_n"] == 4])),
                                 tmp_path / "one") == []     # one N: no curve to draw
 
 
