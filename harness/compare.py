@@ -151,12 +151,19 @@ def compare(df: pd.DataFrame, reference: Mapping[str, Any], within: Sequence[str
         ref_groups = set(ref_rows["group"])
         ref_label = " / ".join(sorted({f"{lb} [{src}]" if k == "baseline" else lb
                                        for lb, src, k in zip(ref_rows["label"], ref_rows["source"], ref_rows["kind"])}))
+        ambiguous = "" if len(ref_groups) == 1 else (
+            f"not compared: the reference matches {len(ref_groups)} settings ({ref_label}); add KEY=VALUE pairs "
+            f"until it names one")
         for group, treat in scope[~scope["group"].isin(ref_groups)].groupby("group", sort=False):
             label = treat["label"].iloc[0]
             for metric, t in treat.groupby("metric", sort=True):
                 r = ref_rows[ref_rows["metric"] == metric]
-                if not r.empty:
-                    out.append(_compare(teacher, label, ref_label, metric, bool(t["higher_is_better"].iloc[0]), t, r))
+                higher = bool(t["higher_is_better"].iloc[0])
+                if ambiguous and not r.empty:
+                    out.append(Comparison(teacher, label, ref_label, metric, higher, "", None, None, None,
+                                          len(t), len(r), ambiguous))
+                elif not r.empty:
+                    out.append(_compare(teacher, label, ref_label, metric, higher, t, r))
     return sorted(out, key=lambda c: (c.teacher, c.label, c.metric))
 
 

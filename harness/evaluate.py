@@ -15,6 +15,10 @@ baselines and the harness's runs under exactly the same protocol. Protocols:
   SOFTDIMO_GENEVAL_* variables) say where GenEval and its environment are.
 - CLIP score (`coco30k-clipscore-gigagan`, `clipscore-gigagan`): `--samples` images plus
   `--captions FILE` (one caption per line, in sample order).
+- The mini scale (`mini-digits`, `mini-shapes`; `harness.mini_protocols`): an npz of images with
+  their labels or prompts (or, for shapes, a folder of PNGs with prompts.txt), scored by the mini
+  teacher's metrics (`--metrics` any metric of that teacher; `--levels` for digits) with exactly
+  the values and protocol ids of grid runs, so the record sits beside the mini runs and baselines.
 
 The record goes to `<results>/evaluate/<run_id>/record.json` (schema: docs/design.md); the run id is
 the content hash of the samples and of what the protocol reads. An `ok` record is never
@@ -34,9 +38,10 @@ from typing import Any
 
 import torch
 
-from harness import assets, store
+from harness import assets, mini_protocols, plugins, store
 from harness.entries import MetricValue
-from harness.environment import cache_dir
+from harness.environment import cache_dir, run_context
+from harness.spec import CellError
 from harness.provenance import now, provenance
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import open_samples
@@ -51,7 +56,7 @@ HPS_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in hps.HPS_VERSIONS}
 # All protocol names `--protocol` accepts, by family.
 def protocol_names() -> dict[str, list[str]]:
     return {"fid": fid.FID_PROTOCOLS.names(), "hps": sorted(HPS_PROTOCOLS), "geneval": ["geneval"],
-            "clip": clip_score.CLIP_PROTOCOLS.names()}
+            "clip": clip_score.CLIP_PROTOCOLS.names(), "mini": sorted(mini_protocols.MINI_PROTOCOLS)}
 
 
 # The identity of an evaluation (its run id hashes this): samples content, protocol, inputs read.
@@ -59,6 +64,9 @@ def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
     family = _family(args.protocol)
     samples = Path(args.samples)
     ident: dict[str, Any] = {"protocol": args.protocol, "samples_sha256": content_sha256(samples, family)}
+    if family == "mini":
+        ident["metrics"] = sorted(args.metrics) if args.metrics else None
+        ident["levels"] = args.levels if args.protocol == "mini-digits" else None
     if family == "fid":
         ident["metrics"] = sorted(args.metrics) if args.metrics else None
         if args.reference:
@@ -74,6 +82,8 @@ def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
 
 # sha256 of a sample set: the npz or image folder content, or every file of a layout tree.
 def content_sha256(path: Path, family: str) -> str:
+    if family == "mini" and path.is_file():
+        return assets.sha256_file(path)
     if family in ("fid", "clip"):
         return open_samples(path).content_sha256()
     if not path.is_dir():
@@ -88,6 +98,9 @@ def content_sha256(path: Path, family: str) -> str:
 def compute(args: argparse.Namespace, run_dir: Path, cache_dir: Path) -> tuple[dict[str, MetricValue], int]:
     family = _family(args.protocol)
     device = torch.device(args.device)
+    if family == "mini":
+        ctx = run_context(run_dir, args.results, log=lambda s: None)
+        return mini_protocols.evaluate(args.protocol, args.samples, args.levels, args.metrics or (), ctx)
     if family == "fid":
         source = open_samples(args.samples)
         manifest = (Path(args.samples) if Path(args.samples).is_dir() else Path(args.samples).parent) / "manifest.json"
@@ -144,6 +157,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     problems = []
     if not Path(args.samples).exists():
         problems.append(f"--samples {args.samples}: no such file or folder")
+    if family == "mini":
+        return problems or _check_mini(args)
     if args.metrics and family != "fid":
         problems.append(f"--metrics applies to FID-family protocols only, not {args.protocol!r}")
     if args.metrics:
@@ -163,6 +178,20 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         if not config.metadata_path.is_file():
             problems.append(f"{config.metadata_path}: GenEval prompt metadata not found (--geneval-dir)")
     return problems + assets.check_before_launch(protocol_assets(args))
+
+
+# A mini protocol's input and options: the arrays (read and checked), the metrics and levels.
+def _check_mini(args: argparse.Namespace) -> list[str]:
+    try:
+        read = mini_protocols.read_digits if args.protocol == "mini-digits" else mini_protocols.read_shapes
+        images, _ = read(args.samples)
+        mini_protocols.protocol_spec(args.protocol, len(images), args.levels, args.metrics or ())
+    except mini_protocols.SampleError as e:
+        return [f"--samples: {e}"]
+    except CellError as e:
+        key = {"eval.metrics": "--metrics", "teacher.levels": "--levels"}.get(e.key, e.key)
+        return [f"{key}: {str(e)[len(e.key) + 2:]}"]
+    return []
 
 
 # The assets an evaluation reads (weights, default references, prompt lists).
@@ -193,7 +222,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list-protocols", action="store_true", help="print the protocol names and exit")
     p.add_argument("--reference", metavar="PATH", help="FID family: reference npz (mu/sigma[, arr_0]) or images")
     p.add_argument("--reference-name", metavar="NAME", help="name recorded for --reference (default: its stem)")
-    p.add_argument("--metrics", nargs="+", metavar="M", help=f"FID family: subset of {', '.join(fid.FID_METRICS)}")
+    p.add_argument("--metrics", nargs="+", metavar="M", help=f"FID family: subset of {', '.join(fid.FID_METRICS)}; "
+                                                                f"mini protocols: metrics of the mini teacher "
+                                                                f"(default: its default metrics)")
+    p.add_argument("--levels", type=int, default=4, help="mini-digits: intensity levels of the digits world (default 4)")
     p.add_argument("--captions", metavar="FILE", help="CLIP score: one caption per line, in sample order")
     p.add_argument("--weights", metavar="FILE", help="CLIP score: weights file instead of the protocol's asset")
     p.add_argument("--geneval-dir", metavar="DIR", help="GenEval checkout (default $SOFTDIMO_GENEVAL_DIR)")
@@ -213,6 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Evaluate, write the record, print the values; returns the exit status.
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    plugins.load_builtins()                  # the mini protocols score with the registered metrics
     if args.list_protocols:
         for family, names in protocol_names().items():
             print(f"{family}: {', '.join(names)}")
@@ -223,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {p}", file=sys.stderr)
         return 2
     ident = evaluation_identity(args)
+    family = _family(args.protocol)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = store.run_dir(args.results, GRID, run_id)
     if store.statuses(args.results, GRID, [run_id])[run_id] in store.FINAL_STATUSES:
@@ -233,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "schema_version": store.SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
         "description": f"{args.label} {args.protocol}",
-        "spec": {"scale": "paper", "teacher": args.teacher, "method": "external", "relaxation": "none",
+        "spec": {"scale": "mini" if family == "mini" else "paper",
+                 "teacher": mini_protocols.MINI_PROTOCOLS[args.protocol][0] if family == "mini" else args.teacher,
+                 "method": "external", "relaxation": "none",
                  "refinement": "none", "seed": 0, "plugins": [],
                  "params": {"evaluate.samples": str(Path(args.samples).resolve()),
                             "evaluate.protocol": args.protocol, "evaluate.label": args.label,

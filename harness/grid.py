@@ -18,6 +18,7 @@ A grid file has exactly these top-level keys (only `name` and `matrix` or `inclu
         matrix: {teacher: [maskbit]}  #     a list replaces the whole matrix
         params: {distill.steps: 30000}  # params: merged over `params`
         resources: gpu1           #   resources: the name of a resource profile
+        compare: {reference: {relaxation: soft}}  # compare: replaces the top-level one
     exclude: [{relaxation: hard, distill.beta: 0.5}]  # partial cells to drop
     include: [{teacher: digits, method: teacher_sampler, seed: 0}]  # full cells to add
     compare:                      # the report compares every other row of a teacher with these
@@ -39,13 +40,14 @@ from typing import Any, Iterator, Mapping
 
 from harness import yaml_lines
 from harness.registry import did_you_mean
-from harness.spec import AXIS_KEYS, NONE, SCALES, CellError, RunSpec, resolve_cell, spec_defaults
+from harness.spec import (AXIS_KEYS, DEFAULT_METHOD, NONE, SCALES, CellError, CellErrors, RunSpec, resolve_cell,
+                          spec_defaults)
 
 GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "scales", "exclude",
              "include", "compare")
 COMPARE_KEYS = ("reference", "within")
 SELECTOR_AXES = ("teacher", "method", "relaxation", "refinement", "scale")
-SCALE_KEYS = ("matrix", "params", "resources")
+SCALE_KEYS = ("matrix", "params", "resources", "compare")
 MAX_CELLS = 100_000
 DEFAULT_SCALE = "mini"
 RESERVED_NAMES = ("report",)
@@ -75,6 +77,7 @@ class Grid:
     resources: str | None             # resource profile of this scale (None = executor default)
     specs: tuple[RunSpec, ...]
     compare: Mapping[str, Any] | None = None   # the report's reference cells ({reference, within})
+    notes: tuple[str, ...] = ()                # how the grid was read, for --dry-run (defaults taken)
 
     # The short human-readable label of each cell, aligned with `specs`.
     def descriptions(self) -> list[str]:
@@ -120,7 +123,7 @@ class _Checker:
         self._seen: set[str] = set()
 
     def add(self, line: int, key: str, message: str) -> None:
-        text = f"{self.path}:{line}: {key}: {message}"
+        text = f"{self.path}:{line}: {key}: {message}" if line else f"{self.path}: {key}: {message}"
         if text not in self._seen:
             self._seen.add(text)
             self.problems.append((line, text))
@@ -135,11 +138,12 @@ LineMap = yaml_lines.LineMap
 _line = yaml_lines.line_of
 
 
-# Load, validate and expand a grid file. `scale` (the CLI's --scale) overrides the file's; the
+# Load, validate and expand a grid file. `scale` (the CLI's --scale) overrides the file's;
+# `overrides` (the CLI's --set KEY=VALUE) are `<stage>.<field>` values over every `params`; the
 # entry point has loaded the grid's plugins (`harness.plugins`), and `plugin_errors` says why a
 # plugin module could not be imported.
 def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = False,
-              plugin_errors: Mapping[str, str] | None = None) -> Grid:
+              plugin_errors: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Grid:
     path = Path(path)
     doc = load_yaml(path)
     ck = _Checker(path)
@@ -178,7 +182,8 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
 
     plugins = _check_plugins(doc, ck, plugin_errors or {})
     params = _check_params(doc.get("params"), "params", _line(doc, "params"), ck)
-    scale_params, scale_matrix, resources, scale_line = _check_scales(doc, active, ck)
+    scale_params, scale_matrix, resources, scale_line, scale_body = _check_scales(doc, active, ck)
+    set_params = _check_params(_line_map(overrides or {}), "--set", 0, ck)
 
     if "matrix" not in doc and "include" not in doc:
         ck.add(1, "matrix", "missing; a grid needs a matrix (axis -> list of values) or include")
@@ -186,7 +191,7 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
         if "matrix" in doc else []
     if scale_matrix is not None:
         products = _override_products(products, scale_matrix, active, scale_line, ck)
-    _check_overridden(products, params, scale_params, active, ck)
+    _check_overridden(products, params, scale_params, active, ck, set_params)
     excludes = _check_cell_list(doc.get("exclude"), "exclude", _line(doc, "exclude"), ck)
     includes = _check_cell_list(doc.get("include"), "include", _line(doc, "include"), ck)
     axes_of_matrix = {a for p in products for a in p.axes}
@@ -204,17 +209,22 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
                f"{MAX_CELLS:,}; pass --allow-large if you mean it")
         ck.raise_if_any()
 
-    grid_params = {**params, **scale_params}
+    grid_params = {**params, **scale_params, **set_params}
+    notes: set[str] = set()
     specs = _expand(products, excludes, includes, grid_params, params, scale_params, active,
-                    plugins, ck)
+                    plugins, ck, notes, set_params)
     ck.raise_if_any()
-    _check_keys_read(products, includes, params, scale_params, active, specs, ck)
+    _check_keys_read(products, includes, params, scale_params, active, specs, ck, set_params)
     if not specs:
         ck.add(_line(doc, "matrix"), "matrix", "the grid expands to zero cells (after exclude); "
                "nothing would run")
-    compare = _check_compare(doc.get("compare"), _line(doc, "compare"), specs, ck)
+    if scale_body is not None and "compare" in scale_body:      # the scale's own reference cells
+        compare = _check_compare(scale_body["compare"], _line(scale_body, "compare"), specs, ck,
+                                 f"scales.{active}.compare")
+    else:
+        compare = _check_compare(doc.get("compare"), _line(doc, "compare"), specs, ck)
     ck.raise_if_any()
-    return Grid(path, name, description, active, plugins, resources, tuple(specs), compare)
+    return Grid(path, name, description, active, plugins, resources, tuple(specs), compare, tuple(sorted(notes)))
 
 
 # A grid's cells, as the ordered, de-duplicated list of RunSpecs.
@@ -222,37 +232,36 @@ def expand(path: str | Path, scale: str | None = None, allow_large: bool = False
     return list(load_grid(path, scale, allow_large).specs)
 
 
-# The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
-# `harness.plugins`); a plugin that could not be imported is reported here.
-# The `compare:` section: a reference selector naming values some cell has, and the axes to compare
-# within; None when absent.
-def _check_compare(value: Any, line: int, specs: list[RunSpec], ck: _Checker) -> dict[str, Any] | None:
+# The `compare:` section (or the active scale's): a reference selector naming values some cell has,
+# and the axes to compare within; None when absent.
+def _check_compare(value: Any, line: int, specs: list[RunSpec], ck: _Checker,
+                   where: str = "compare") -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, LineMap) or "reference" not in value:
-        ck.add(line, "compare", "expected a mapping with `reference` (a mapping of axes / parameters to "
+        ck.add(line, where, "expected a mapping with `reference` (a mapping of axes / parameters to "
                "values) and optionally `within` (a list of axes)")
         return None
     for key in value:
         if key not in COMPARE_KEYS:
-            ck.add(_line(value, key), f"compare.{key}", f"unknown key{did_you_mean(str(key), COMPARE_KEYS)}; "
+            ck.add(_line(value, key), f"{where}.{key}", f"unknown key{did_you_mean(str(key), COMPARE_KEYS)}; "
                    f"allowed: {', '.join(COMPARE_KEYS)}")
     ref, within = value["reference"], value.get("within", [])
     names = set(SELECTOR_AXES) | {"seed"} | {k for s in specs for k, _ in s.params}
     if not isinstance(ref, LineMap) or not ref:
-        ck.add(_line(value, "reference"), "compare.reference", "expected a non-empty mapping of axes / "
+        ck.add(_line(value, "reference"), f"{where}.reference", "expected a non-empty mapping of axes / "
                "parameters to values, e.g. {relaxation: hard}")
         return None
     for key in list(ref) + (list(within) if isinstance(within, list) else []):
         if key not in names:
-            ck.add(_line(ref, key) if key in ref else _line(value, "within"), f"compare.{key}",
+            ck.add(_line(ref, key) if key in ref else _line(value, "within"), f"{where}.{key}",
                    f"not an axis or parameter of the grid's cells{did_you_mean(str(key), sorted(names))}")
     if not isinstance(within, list):
-        ck.add(_line(value, "within"), "compare.within", "expected a list of axes, e.g. [refinement]")
+        ck.add(_line(value, "within"), f"{where}.within", "expected a list of axes, e.g. [refinement]")
         within = []
     matched = [s for s in specs if all(_same(_spec_value(s, k), v) for k, v in ref.items())]
     if not matched and not ck.problems:
-        ck.add(_line(value, "reference"), "compare.reference", f"matches no cell of the grid: {dict(ref)}")
+        ck.add(_line(value, "reference"), f"{where}.reference", f"matches no cell of the grid: {dict(ref)}")
     return {"reference": dict(ref), "within": list(within)}
 
 
@@ -263,6 +272,8 @@ def _spec_value(spec: RunSpec, key: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+# The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
+# `harness.plugins`); a plugin that could not be imported is reported here.
 def _check_plugins(doc: LineMap, ck: _Checker, errors: Mapping[str, str]) -> tuple[str, ...]:
     value = doc.get("plugins", [])
     line = _line(doc, "plugins")
@@ -293,17 +304,25 @@ def _check_params(value: Any, where: str, line: int, ck: _Checker) -> LineMap:
     return value
 
 
+def _line_map(values: Mapping[str, Any]) -> LineMap:
+    # Values given outside the file (--set): a LineMap whose keys have no line.
+    m = LineMap(values)
+    m.line, m.lines = 0, {k: 0 for k in values}
+    return m
+
+
 def _empty_map() -> LineMap:
     m = LineMap()
     m.line, m.lines = 0, {}
     return m
 
 
-# The active scale's params, matrix override and resources; checks every scale's structure.
+# The active scale's params, matrix override, resources, the matrix's line and the scale's own
+# section (for its `compare`); checks every scale's structure.
 def _check_scales(doc: LineMap, active: str, ck: _Checker
-                  ) -> tuple[LineMap, Any, str | None, int]:
+                  ) -> tuple[LineMap, Any, str | None, int, LineMap | None]:
     scales = doc.get("scales")
-    empty = (_empty_map(), None, None, 0)
+    empty = (_empty_map(), None, None, 0, None)
     if scales is None:
         return empty
     if not isinstance(scales, LineMap):
@@ -335,7 +354,7 @@ def _check_scales(doc: LineMap, active: str, ck: _Checker
         if matrix is not None:
             _check_matrix(matrix, f"{where}.matrix", _line(body, "matrix"), ck)
         if sname == active:
-            out = (params, matrix, resources, _line(body, "matrix"))
+            out = (params, matrix, resources, _line(body, "matrix"), body)
     return out
 
 
@@ -400,11 +419,14 @@ def _override_products(products: list[_Product], override: Any, scale: str, line
 # A fixed parameter that a matrix axis would silently override is an error (the scale's own
 # matrix may replace a top-level `params` value: that is what per-scale overrides are for).
 def _check_overridden(products: list[_Product], params: LineMap, scale_params: LineMap,
-                      scale: str, ck: _Checker) -> None:
+                      scale: str, ck: _Checker, set_params: LineMap) -> None:
     for p in products:
         scale_axes = {k for src in p.sources if src.path.startswith("scales.") for k in src.mapping}
         for key in (k for k in p.axes if "." in k):
-            if key in scale_params:
+            if key in set_params:
+                ck.add(0, f"--set.{key}", f"also an axis of {p.path}, whose values would override it; "
+                       f"--set takes parameters the matrix does not vary")
+            elif key in scale_params:
                 ck.add(_line(scale_params, key), f"scales.{scale}.params.{key}", f"also an axis of "
                        f"{p.path}, whose values would override it; give it in one place")
             elif key in params and key not in scale_axes:
@@ -460,22 +482,33 @@ def _raw_cells(products: list[_Product]) -> Iterator[tuple[dict[str, Any], _Prod
 # Expand products, drop excludes, add includes, resolve every cell; problems go to `ck`.
 def _expand(products: list[_Product], excludes: list[LineMap], includes: list[LineMap],
             grid_params: Mapping[str, Any], params: LineMap, scale_params: LineMap, scale: str,
-            plugins: tuple[str, ...], ck: _Checker) -> list[RunSpec]:
+            plugins: tuple[str, ...], ck: _Checker, notes: set[str], set_params: LineMap) -> list[RunSpec]:
     used = [False] * len(excludes)
     specs: dict[str, RunSpec] = {}
-    fixed = [_Source(scale_params, f"scales.{scale}.params"), _Source(params, "params")]
+    fixed = [_Source(set_params, "--set"), _Source(scale_params, f"scales.{scale}.params"),
+             _Source(params, "params")]
+
+    def report(e: CellError, sources: list[_Source], line: int, path: str) -> None:
+        message = str(e)[len(e.key) + 2:]
+        for src in sources + fixed:
+            if e.key in src.mapping:
+                ck.add(_line(src.mapping, e.key), f"{src.path}.{e.key}", message)
+                return
+        ck.add(line, f"{path}.{e.key}", message)
 
     def resolve(cell: dict[str, Any], sources: list[_Source], line: int, path: str) -> None:
         try:
             spec = resolve_cell(cell, scale, plugins, grid_params)
-        except CellError as e:
-            message = str(e)[len(e.key) + 2:]
-            for src in sources + fixed:
-                if e.key in src.mapping:
-                    ck.add(_line(src.mapping, e.key), f"{src.path}.{e.key}", message)
-                    return
-            ck.add(line, f"{path}.{e.key}", message)
+        except CellErrors as errors:
+            for e in errors.errors:
+                report(e, sources, line, path)
             return
+        except CellError as e:
+            report(e, sources, line, path)
+            return
+        if "method" not in cell:
+            notes.add(f"cells that name a relaxation or refinement without a method run method "
+                      f"{DEFAULT_METHOD!r}")
         specs.setdefault(spec.run_id, spec)
 
     for cell, product in _raw_cells(products):
@@ -495,7 +528,8 @@ def _expand(products: list[_Product], excludes: list[LineMap], includes: list[Li
 
 # Every parameter key the grid sets must be read by at least one cell.
 def _check_keys_read(products: list[_Product], includes: list[LineMap], params: LineMap,
-                     scale_params: LineMap, scale: str, specs: list[RunSpec], ck: _Checker) -> None:
+                     scale_params: LineMap, scale: str, specs: list[RunSpec], ck: _Checker,
+                     set_params: LineMap) -> None:
     read: set[str] = set()
     for s in specs:
         read.update(k for k, _ in s.params)
@@ -507,6 +541,7 @@ def _check_keys_read(products: list[_Product], includes: list[LineMap], params: 
         given += [(cell, f"include[{i}]", k) for k in cell]
     given += [(params, "params", k) for k in params]
     given += [(scale_params, f"scales.{scale}.params", k) for k in scale_params]
+    given += [(set_params, "--set", k) for k in set_params]
     for mapping, path, key in given:
         if "." in str(key) and key not in read:
             methods = sorted({s.method for s in specs})

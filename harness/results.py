@@ -40,8 +40,11 @@ COLUMNS = IDENTITY + NUMBER + COST + BASELINE
 #----------------------------------------------------------------------------
 
 
-# The row label of a spec: its method's label, or the axes when the method is unknown here.
+# The row label of a spec: its method's label, the label an outside evaluation was given, or the
+# axes when the method is unknown here.
 def method_label(spec_json: Mapping[str, Any]) -> str:
+    if spec_json.get("method") == "external" and spec_json.get("params", {}).get("evaluate.label"):
+        return str(spec_json["params"]["evaluate.label"])
     if spec_json.get("method") in registry.methods:
         try:
             return str(registry.methods.get(spec_json["method"]).label(RunSpec.from_json(spec_json)))

@@ -5,6 +5,7 @@
     python -m harness.run --grid G.yaml --executor slurm --slurm-profile generic_gpu --no-wait
     python -m harness.run --grid G.yaml --status                            # per cell: state, job, log
     python -m harness.run --grid G.yaml --cancel                            # cancel the grid's jobs
+    python -m harness.run --grid G.yaml --set distill.steps=100 --set gan.weight=10   # override params
     python -m harness.run --list relaxations                                # what is registered
 
 Running the same command again skips cells with an `ok` record (and says when nothing is left);
@@ -19,7 +20,9 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, Sequence, TextIO
+
+import yaml
 
 from harness import launch, plugins, registry, store
 from harness.executors import LaunchError
@@ -42,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", choices=SCALES, help="override the grid's scale")
     g.add_argument("--allow-large", action="store_true",
                    help="allow grids of more than 100,000 cells")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="a <stage>.<field> value over the grid's params (repeatable; part of every cell's spec, "
+                        "so run ids change with it); VALUE is read as YAML: 10, 1e-4, true, [a, b]")
     g = p.add_argument_group("how to run it")
     g.add_argument("--executor", default="local", metavar="NAME",
                    help="submitit executor: debug, local or slurm (default: local)")
@@ -68,6 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--list", choices=LIST_CHOICES, metavar="AXIS",
                    help=f"print the registered names of one axis: {', '.join(LIST_CHOICES)}")
     return p
+
+
+# The --set values as {key: value} (values read as YAML), or ValueError naming the bad one.
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.steps=100")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not YAML ({e})") from None
+    return out
 
 
 def _positive(text: str) -> int:
@@ -102,7 +122,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 2
 
     try:
-        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors)
+        overrides = parse_overrides(args.overrides)
+    except ValueError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    try:
+        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors,
+                         overrides=overrides)
         registry.executors.get(args.executor)
         profiles = launch.resource_profiles(grid, args.slurm_profile)
     except GridError as e:
@@ -118,10 +144,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 2
 
     results = Path(args.results)
-    if not args.dry_run and not args.status and not args.cancel:
-        store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
-                                                   "scale": grid.scale, "path": str(grid.path),
-                                                   "compare": grid.compare})
     if args.status:
         return print_status(grid, launch.status(grid, results), out)
     if args.cancel:
@@ -153,6 +175,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         print(f"{len(problems)} asset(s) missing or corrupt for the {len(todo)} cell(s) to run; "
               f"nothing was submitted (python -m harness.assets check)", file=err)
         return 2
+    store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
+                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare})
     counts = Counter(c.state for c in cells)
     if not todo:
         print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
@@ -197,6 +221,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
 def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO) -> None:
     width = max([len("description")] + [len(c.description) for c in cells])
     print(f"grid {grid.name!r} ({grid.scale}) from {grid.path}: {len(cells)} cells", file=out)
+    for note in grid.notes:
+        print(f"note: {note}", file=out)
     print(f"{'id':16}  {'state':8}  {'description':{width}}", file=out)
     print(f"{'-' * 16}  {'-' * 8}  {'-' * width}", file=out)
     for c in cells:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from harness import registry
-from harness.entries import MethodEntry, RefinementEntry, TeacherEntry
+from harness.entries import MethodEntry, RefinementEntry, RelaxationEntry, TeacherEntry
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.params import param, schema
 
@@ -20,6 +20,7 @@ SPEC_VERSION = 1
 AXIS_KEYS = ("teacher", "method", "relaxation", "refinement", "seed")
 SCALES = ("mini", "paper")
 NONE = "none"
+DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinement without a method
 
 #----------------------------------------------------------------------------
 
@@ -125,52 +126,70 @@ def known_stages() -> set[str]:
     return stages
 
 
-# Resolve one cell (axis values and `<stage>.<field>` values) into a RunSpec, or raise CellError.
+# Every problem found in one cell (independent problems together), each a CellError.
+class CellErrors(ValueError):
+    def __init__(self, errors: list[CellError]):
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+class _Problems:
+    # Collects the CellErrors of one cell; `check` runs a step and keeps its error.
+    def __init__(self) -> None:
+        self.errors: list[CellError] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.errors.append(CellError(key, message))
+
+    def check(self, step: Any, *args: Any) -> Any:
+        try:
+            return step(*args)
+        except CellError as e:
+            self.errors.append(e)
+            return None
+
+    def raise_if_any(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise CellErrors(self.errors)
+
+
+# The method of a cell: its own, or `dimo` when it names a relaxation or a refinement without one
+# (what such a cell means); None when it has none.
+def cell_method(cell: Mapping[str, Any]) -> Any:
+    if "method" in cell:
+        return cell["method"]
+    if cell.get("relaxation", NONE) != NONE or cell.get("refinement", NONE) != NONE:
+        return DEFAULT_METHOD
+    return None
+
+
+# Resolve one cell (axis values and `<stage>.<field>` values) into a RunSpec; raises CellError for
+# one problem and CellErrors for several independent ones (all found in one pass).
 def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] = (),
                  grid_params: Mapping[str, Any] | None = None) -> RunSpec:
     if scale not in SCALES:
         raise CellError("scale", f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
-    for key in ("teacher", "method", "seed"):
-        if key not in cell:
-            raise CellError(key, "missing; every cell needs teacher, method and seed")
-    teacher = _lookup(registry.teachers, "teacher", cell["teacher"])
-    method = _lookup(registry.methods, "method", cell["method"])
-    seed = cell["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise CellError("seed", f"expected a non-negative integer, got {seed!r}")
-    if scale not in teacher.scales:
-        raise CellError("teacher", f"teacher {teacher.name!r} runs at scale(s) "
-                        f"{', '.join(teacher.scales)}, not {scale!r}")
-
-    relaxation = cell.get("relaxation", NONE)
-    relax_entry = None
-    if method.uses_relaxation:
-        if relaxation == NONE:
-            raise CellError("relaxation", f"method {method.name!r} needs a relaxation; allowed: "
-                            f"{', '.join(registry.relaxations.names())}")
-        relax_entry = _lookup(registry.relaxations, "relaxation", relaxation)
-        if relax_entry.forward_as is not None and relax_entry.forward_as not in registry.relaxations:
-            raise CellError("relaxation", f"relaxation {relaxation!r} declares forward_as "
-                            f"{relax_entry.forward_as!r}, which is not registered; allowed: "
-                            f"{', '.join(registry.relaxations.names())}")
-    elif relaxation != NONE:
-        raise CellError("relaxation", f"method {method.name!r} takes no relaxation (got "
-                        f"{relaxation!r}); allowed: none")
-
-    refinement = cell.get("refinement", NONE)
-    ref_entry = None
-    if refinement != NONE:
-        if not method.uses_refinement:
-            raise CellError("refinement", f"method {method.name!r} takes no refinement (got "
-                            f"{refinement!r}); allowed: none")
-        ref_entry = _lookup(registry.refinements, "refinement", refinement)
-        if ref_entry.needs_gradient and relax_entry is not None and not relax_entry.differentiable:
-            grads = [n for n, e in registry.relaxations.items() if e.differentiable]
-            free = [n for n, e in registry.refinements.items() if not e.needs_gradient]
-            alt = f"; or a refinement that needs none: {', '.join(free)}" if free else ""
-            raise CellError("refinement", f"refinement {refinement!r} needs gradients through the "
-                            f"generator's output, but relaxation {relaxation!r} passes none (sampled "
-                            f"tokens are not differentiable); use relaxation {' or '.join(grads)}{alt}")
+    problems = _Problems()
+    method_name = cell_method(cell)
+    for key, value in (("teacher", cell.get("teacher")), ("method", method_name), ("seed", cell.get("seed"))):
+        if value is None:
+            problems.add(key, "missing; every cell needs teacher, method and seed")
+    teacher = problems.check(_lookup, registry.teachers, "teacher", cell["teacher"]) if "teacher" in cell else None
+    method = problems.check(_lookup, registry.methods, "method", method_name) if method_name else None
+    seed = cell.get("seed")
+    if "seed" in cell and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        problems.add("seed", f"expected a non-negative integer, got {seed!r}")
+    if teacher is not None and scale not in teacher.scales:
+        problems.add("teacher", f"teacher {teacher.name!r} runs at scale(s) {', '.join(teacher.scales)}, "
+                                f"not {scale!r}")
+    relaxation, refinement = cell.get("relaxation", NONE), cell.get("refinement", NONE)
+    relax_entry = problems.check(_relaxation, method, relaxation) if method is not None else None
+    ref_entry = problems.check(_refinement, method, refinement, relax_entry) if method is not None else None
+    if teacher is None or method is None or (relaxation != NONE and relax_entry is None) \
+            or (refinement != NONE and ref_entry is None):
+        problems.raise_if_any()              # the stages a cell reads depend on these
 
     classes = stage_classes(teacher, method, ref_entry)
     values: dict[str, Any] = {}
@@ -180,41 +199,87 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
     overrides = {**teacher.default_params, **(grid_params or {}),
                  **{k: v for k, v in cell.items() if "." in k}}
     for key, value in overrides.items():
-        stage, _, name = key.partition(".")
-        if stage not in classes:
-            if stage not in known_stages():
-                raise CellError(key, f"unknown stage {stage!r}; allowed stages: "
-                                f"{', '.join(sorted(known_stages()))}")
-            continue  # a stage this cell's method does not read
-        fields = schema(classes[stage])
-        if name not in fields:
-            raise CellError(key, f"unknown parameter of stage {stage!r}; allowed: "
-                            f"{', '.join(sorted(fields))}")
-        try:
-            values[key] = fields[name].check(value)
-        except ValueError as e:
-            raise CellError(key, str(e)) from None
+        problems.check(_set_value, values, classes, key, value)
 
     if "eval" in classes:
-        metrics = values["eval.metrics"] or teacher.default_metrics
-        for m in metrics:
-            entry = _lookup(registry.metrics, "eval.metrics", m)
-            if "*" not in entry.applies_to and teacher.name not in entry.applies_to:
-                raise CellError("eval.metrics", f"metric {m!r} does not apply to teacher "
-                                f"{teacher.name!r}; it applies to {', '.join(entry.applies_to)}")
-        values["eval.metrics"] = tuple(metrics)
-
+        problems.check(_check_metrics, values, teacher)
     if ref_entry is not None and ref_entry.check is not None and ref_entry.stage in classes:
         prefix = ref_entry.stage + "."
-        ref_entry.check(ref_entry.config_cls(**{k[len(prefix):]: v for k, v in values.items()
-                                                if k.startswith(prefix)}), teacher.name)
+        problems.check(ref_entry.check, ref_entry.config_cls(**{k[len(prefix):]: v for k, v in values.items()
+                                                              if k.startswith(prefix)}), teacher.name)
     if "sample" in classes:
-        _check_test_time(values, method, teacher)
+        problems.check(_check_test_time, values, method, teacher)
     if "distill" in classes:
-        _check_distill(values)
-
+        problems.check(_check_distill, values)
+    problems.raise_if_any()
     return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
                    tuple(sorted(values.items())), tuple(plugins))
+
+
+# The relaxation entry of a cell, checked against its method; None when the method takes none.
+def _relaxation(method: MethodEntry, relaxation: Any) -> RelaxationEntry | None:
+    if not method.uses_relaxation:
+        if relaxation != NONE:
+            raise CellError("relaxation", f"method {method.name!r} takes no relaxation (got {relaxation!r}); "
+                                          f"allowed: none")
+        return None
+    if relaxation == NONE:
+        raise CellError("relaxation", f"method {method.name!r} needs a relaxation; allowed: "
+                                      f"{', '.join(registry.relaxations.names())}")
+    entry = _lookup(registry.relaxations, "relaxation", relaxation)
+    for declared in (entry.forward_as, entry.sample_as):
+        if declared is not None and declared not in registry.relaxations:
+            kind = "forward_as" if declared == entry.forward_as else "sample_as"
+            raise CellError("relaxation", f"relaxation {relaxation!r} declares {kind} {declared!r}, which is not "
+                                          f"registered; allowed: {', '.join(registry.relaxations.names())}")
+    return entry
+
+
+# The refinement entry of a cell, checked against its method and relaxation; None without one.
+def _refinement(method: MethodEntry, refinement: Any, relax_entry: RelaxationEntry | None) -> RefinementEntry | None:
+    if refinement == NONE:
+        return None
+    if not method.uses_refinement:
+        raise CellError("refinement", f"method {method.name!r} takes no refinement (got {refinement!r}); "
+                                      f"allowed: none")
+    entry = _lookup(registry.refinements, "refinement", refinement)
+    if entry.needs_gradient and relax_entry is not None and not relax_entry.differentiable:
+        grads = [n for n, e in registry.relaxations.items() if e.differentiable]
+        free = [n for n, e in registry.refinements.items() if not e.needs_gradient]
+        alt = f"; or a refinement that needs none: {', '.join(free)}" if free else ""
+        raise CellError("refinement", f"refinement {refinement!r} needs gradients through the generator's "
+                                      f"output, but relaxation {relax_entry.name!r} passes none (sampled tokens "
+                                      f"are not differentiable); use relaxation {' or '.join(grads)}{alt}")
+    return entry
+
+
+# Set one `<stage>.<field>` value (checked) if the cell reads that stage.
+def _set_value(values: dict[str, Any], classes: Mapping[str, type], key: str, value: Any) -> None:
+    stage, _, name = key.partition(".")
+    if stage not in classes:
+        if stage not in known_stages():
+            raise CellError(key, f"unknown stage {stage!r}{registry.did_you_mean(stage, known_stages())}; "
+                                 f"allowed stages: {', '.join(sorted(known_stages()))}")
+        return                           # a stage this cell's method does not read
+    fields = schema(classes[stage])
+    if name not in fields:
+        raise CellError(key, f"unknown parameter of stage {stage!r}{registry.did_you_mean(name, fields)}; "
+                             f"allowed: {', '.join(sorted(fields))}")
+    try:
+        values[key] = fields[name].check(value)
+    except ValueError as e:
+        raise CellError(key, str(e)) from None
+
+
+# eval.metrics: the teacher's defaults when empty; each registered and applicable to the teacher.
+def _check_metrics(values: dict[str, Any], teacher: TeacherEntry) -> None:
+    metrics = values["eval.metrics"] or teacher.default_metrics
+    for m in metrics:
+        entry = _lookup(registry.metrics, "eval.metrics", m)
+        if "*" not in entry.applies_to and teacher.name not in entry.applies_to:
+            raise CellError("eval.metrics", f"metric {m!r} does not apply to teacher {teacher.name!r}; it "
+                                            f"applies to {', '.join(entry.applies_to)}")
+    values["eval.metrics"] = tuple(metrics)
 
 
 # Reward model names of one key: registered and applicable to the teacher.

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from harness import report, run, store
+from harness.baselines.__main__ import main as baselines_main
 from tests.conftest import TINY_TEACHER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,16 +114,45 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
     assert list((out_dir).rglob("*.png")) and list((out_dir).rglob("*.pdf"))
 
 
-def test_readme_plugin_example(tmp_path: Path, shared_cache: Path, tiny_teacher,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
-    example = yaml.safe_load((ROOT / "examples" / "my_lab" / "compare.yaml").read_text())
-    example["params"] = TINY
-    example["matrix"]["seed"] = [0]
-    grid = _write(tmp_path / "compare.yaml", example)
+def test_plugins_from_outside_compared_with_di_m_o_and_a_stored_baseline(
+        tmp_path: Path, shared_cache: Path, tiny_teacher, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's example: a relaxation and a method from a module outside the project, beside
+    # Di[M]O, compared in the report with Di[M]O (hard) of the same seeds (paired) and with a stored
+    # baseline of Di[M]O (hard) from other seeds (Welch, with n).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    rc, out = _main("--grid", str(grid), "--results", str(tmp_path / "res"), "--executor", "debug")
+    example = yaml.safe_load((ROOT / "examples" / "my_lab" / "compare.yaml").read_text())
+    example["params"] = {**TINY, "distill.refine_start": 2}
+    results = tmp_path / "res"
+    rc, out = _main("--grid", str(_write(tmp_path / "compare.yaml", example)), "--results", str(results),
+                    "--executor", "debug")
     assert rc == 0, out
-    records, _ = store.scan(tmp_path / "res")
-    assert sorted(r["spec"]["relaxation"] for r in records) == ["hard", "soft", "soft_top2"]
-    assert all(r["status"] == "ok" for r in records)
+    records, _ = store.scan(results)
+    assert sorted((r["spec"]["method"], r["spec"]["relaxation"]) for r in records if r["spec"]["seed"] == 0) == [
+        ("dimo", "hard"), ("dimo", "soft"), ("dimo", "soft_top2"), ("two_step", "none")]
+    two_step = next(r for r in records if r["spec"]["method"] == "two_step")
+    assert two_step["info"]["student"]["cache_hit"]                  # Di[M]O (hard)'s student, reused
+
+    # A stored baseline of Di[M]O (hard), exported from runs of other seeds.
+    other = {**example, "name": "reference_runs", "plugins": [], "compare": None,
+             "matrix": [{"teacher": ["digits"], "method": ["dimo"], "relaxation": ["hard"], "seed": [3, 4, 5]}]}
+    del other["compare"]
+    assert _main("--grid", str(_write(tmp_path / "ref.yaml", other)), "--results", str(tmp_path / "ref"),
+                 "--executor", "debug")[0] == 0
+    bdir = tmp_path / "baselines"
+    assert baselines_main(["export", "--grid", "reference_runs", "--results", str(tmp_path / "ref"),
+                           "--out", str(bdir / "mini_reference.csv")]) == 0
+    monkeypatch.setenv("SOFTDIMO_BASELINES", str(bdir))
+
+    out_dir = tmp_path / "report"
+    assert report.main(["--results", str(results), "--out", str(out_dir), "--reference", "relaxation=hard"]) == 0
+    paired = (out_dir / "tables" / "compare.md").read_text()
+    row = next(line for line in paired.splitlines() if line.startswith("| Di[M]O (soft_top2) + gan − Di[M]O (hard)"))
+    assert row.count("(paired t, n=3/3)") >= 4 and " ± " in row
+    assert "| two-step Di[M]O student − Di[M]O (hard)" in paired
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "r2"), "--reference",
+                        "source=mini_reference,label=Di[M]O (hard)"]) == 0
+    welch = (tmp_path / "r2" / "tables" / "compare.md").read_text()
+    assert "Di[M]O (hard) [mini_reference]" in welch
+    row = next(line for line in welch.splitlines() if line.startswith("| Di[M]O (soft_top2) + gan − "))
+    assert "(Welch t, n=3/3)" in row

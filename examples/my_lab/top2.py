@@ -17,7 +17,8 @@ from softdimo.config import RelaxConfig
 from softdimo.relax import Relaxed
 
 
-# q = softmax over each slot's top-2 logits (zero elsewhere); x_theta drawn as for every relaxation.
+# q = softmax over each slot's top-2 logits (zero elsewhere); x_theta drawn as for every relaxation
+# (hence `sample_as="hard"`: without a refinement it trains hard's student).
 def relax_soft_top2(logits: Tensor, gumbel: Tensor, config: RelaxConfig, temperature: float = 1.0) -> Relaxed:
     z = logits / temperature
     top2 = z.topk(2, dim=-1)
@@ -26,5 +27,5 @@ def relax_soft_top2(logits: Tensor, gumbel: Tensor, config: RelaxConfig, tempera
 
 
 registry.relaxations.register("soft_top2", RelaxationEntry(
-    "soft_top2", relax_soft_top2, differentiable=True,
+    "soft_top2", relax_soft_top2, differentiable=True, sample_as="hard",
     description="example plugin: soft embedding over the top-2 tokens"))

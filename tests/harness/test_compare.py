@@ -70,3 +70,10 @@ def test_welch_interval_from_stats_matches_its_definition() -> None:
     va, vb = 1 / 4, 4 / 6
     df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 5)
     assert diff == 1.0 and ci == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+
+
+def test_a_reference_naming_several_settings_is_not_compared() -> None:
+    rows = [_run(m, "hard", s, 1.0 + s) for m in ("dimo", "other") for s in range(3)]
+    rows += [_run("mine", "soft", s, 2.0 + s) for s in range(3)]
+    (c,) = compare.compare(frame(rows), {"relaxation": "hard"})
+    assert c.test == "" and "the reference matches 2 settings" in c.note

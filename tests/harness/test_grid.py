@@ -142,9 +142,9 @@ MALFORMED = [
     ("non-finite", HEAD + MATRIX + "params:\n  distill.beta: .nan\n",
      ":5: params.distill.beta: expected a finite number, got nan"),
     ("unknown-field", HEAD + MATRIX + "params:\n  distill.stepz: 3\n",
-     ":5: params.distill.stepz: unknown parameter of stage 'distill'; allowed: adam_beta1"),
+     ":5: params.distill.stepz: unknown parameter of stage 'distill' (did you mean 'steps'?); allowed: adam_beta1"),
     ("unknown-stage", HEAD + MATRIX + "params:\n  distil.steps: 3\n",
-     ":5: params.distil.steps: unknown stage 'distil'; allowed stages: distill, eval"),
+     ":5: params.distil.steps: unknown stage 'distil' (did you mean 'distill'?); allowed stages: distill, eval"),
     ("key-no-cell-reads", HEAD + "matrix: {teacher: [toy], method: [toy_sampler], seed: [0]}\n"
      "params:\n  distill.steps: 3\n",
      ":5: params.distill.steps: no cell reads this parameter (the cells' methods toy_sampler"),
@@ -219,3 +219,73 @@ params: {teacher: toy}
         load_grid(path)
     lines = [p.split(": ")[0].rsplit(":", 1)[1] for p in e.value.problems]
     assert lines == ["4", "5", "6"], e.value.problems
+
+
+def test_every_independent_problem_of_a_grid_is_reported_at_once(write_grid, tmp_path):
+    # An unknown teacher and an unknown relaxation, and a bad parameter value: three lines, one run.
+    path = write_grid("""
+        name: g
+        matrix:
+          teacher: [toyy]
+          method: [toy_student]
+          relaxation: [toy_sfot]
+          seed: [0]
+          distill.steps: [-1]
+        """)
+    with pytest.raises(GridError) as e:
+        load_grid(path)
+    text = "\n".join(e.value.problems)
+    assert len(e.value.problems) == 2, text          # the stages read depend on teacher and method
+    assert ":3: matrix.teacher: unknown teacher 'toyy' (did you mean 'toy'?)" in text
+    assert ":5: matrix.relaxation: unknown relaxation 'toy_sfot' (did you mean 'toy_soft'?)" in text
+    path = write_grid("""
+        name: g
+        matrix:
+          teacher: [toy]
+          method: [toy_student]
+          relaxation: [toy_soft]
+          seed: [0]
+          distill.steps: [-1]
+          eval.samples: [0]
+        """, "two.yaml")
+    with pytest.raises(GridError) as e:
+        load_grid(path)
+    assert [p.split(": ")[1] for p in e.value.problems] == ["matrix.distill.steps", "matrix.eval.samples"]
+
+
+def test_a_cell_naming_a_relaxation_without_a_method_runs_dimo(write_grid, tmp_path):
+    path = write_grid("""
+        name: g
+        matrix: {teacher: [digits], relaxation: [hard, soft], seed: [0]}
+        """)
+    grid = load_grid(path)
+    assert {s.method for s in grid.specs} == {"dimo"}
+    assert grid.notes == ("cells that name a relaxation or refinement without a method run method 'dimo'",)
+    out, err = io.StringIO(), io.StringIO()
+    assert run.main(["--grid", str(path), "--results", str(tmp_path / "r"), "--dry-run"], out, err) == 0
+    assert "note: cells that name a relaxation or refinement without a method run method 'dimo'" in out.getvalue()
+    path = write_grid("name: g\nmatrix: {teacher: [digits], seed: [0]}\n", "none.yaml")
+    with pytest.raises(GridError, match="matrix.method: missing; every cell needs teacher, method and seed"):
+        load_grid(path)
+
+
+def test_compare_section_is_checked_and_a_scale_may_replace_it(write_grid):
+    body = ("name: g\nplugins: [toy_lab]\n"
+            "matrix: {teacher: [toy], method: [toy_student], relaxation: [toy_hard, toy_soft], seed: [0]}\n")
+    grid = load_grid(write_grid(body + "compare: {reference: {relaxation: toy_hard}, within: [teacher]}\n"))
+    assert grid.compare == {"reference": {"relaxation": "toy_hard"}, "within": ["teacher"]}
+    with pytest.raises(GridError) as e:
+        load_grid(write_grid(body + "compare:\n  reference: {relaxation: toy_sfot}\n", "nomatch.yaml"))
+    assert e.value.problems[0].endswith(":5: compare.reference: matches no cell of the grid: "
+                                        "{'relaxation': 'toy_sfot'}")
+    with pytest.raises(GridError) as e:
+        load_grid(write_grid(body + "compare:\n  reference: {relaxtion: toy_hard}\n  whithin: [teacher]\n",
+                             "keys.yaml"))
+    assert [p.split(": ", 1)[1] for p in e.value.problems] == [
+        "compare.relaxtion: not an axis or parameter of the grid's cells (did you mean 'relaxation'?)",
+        "compare.whithin: unknown key (did you mean 'within'?); allowed: reference, within"]
+    scaled = body + ("compare: {reference: {relaxation: toy_hard}}\n"
+                     "scales:\n  mini:\n    compare: {reference: {relaxation: toy_soft}}\n")
+    assert load_grid(write_grid(scaled, "scaled.yaml")).compare["reference"] == {"relaxation": "toy_soft"}
+    with pytest.raises(GridError, match="scales.mini.compare.reference: matches no cell"):
+        load_grid(write_grid(scaled.replace("{relaxation: toy_soft}}\n", "{relaxation: none}}\n"), "bad.yaml"))

@@ -1,0 +1,135 @@
+"""The mini-scale evaluation protocols for sample sets made outside the harness (a method prototyped
+in a researcher's own code), so that they land in the same tables as the grid runs and the stored
+mini baselines:
+
+- `mini-digits`: an npz with `images` [N, 8, 8] or [N, 1, 8, 8] in [0, 1] and integer `labels` [N]
+  in 0..9; scored by the digits teacher's metrics at `levels` intensity levels (the test split the
+  Frechet distance compares with is quantised to them);
+- `mini-shapes`: an npz with `images` [N, 3, 16, 16] (or [N, 16, 16, 3]) in [0, 1] and `prompts`
+  [N] (strings of the shapes grammar), or a folder of `000000.png`, ... with `prompts.txt` (one
+  prompt per line, in file order); scored by the shapes teacher's metrics.
+
+The values and protocol ids are exactly those of grid runs with the same images and conditions
+(the metrics are the registered ones, computed by `harness.scoring`). Every problem with the input
+names the array and what is expected, before anything is computed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.entries import MetricValue, RunContext
+from harness.scoring import score
+from harness.spec import RunSpec, resolve_cell
+from softdimo.data import digits as digits_data
+from softdimo.data import shapes as shapes_world
+
+# protocol -> (teacher, the reference rung whose spec the metrics read)
+MINI_PROTOCOLS = {"mini-digits": ("digits", "real"), "mini-shapes": ("shapes", "real_prompt")}
+
+#----------------------------------------------------------------------------
+
+
+# Input that does not fit a mini protocol; the message names the array and what is expected.
+class SampleError(ValueError):
+    pass
+
+
+def _unit_range(name: str, images: np.ndarray) -> None:
+    if not np.issubdtype(images.dtype, np.floating):
+        raise SampleError(f"`{name}`: expected floats in [0, 1], got dtype {images.dtype}")
+    if not np.isfinite(images).all() or images.min() < 0.0 or images.max() > 1.0:
+        raise SampleError(f"`{name}`: expected values in [0, 1], got the range [{np.nanmin(images):.3g}, "
+                          f"{np.nanmax(images):.3g}] (or non-finite values)")
+
+
+def _npz(path: Path, arrays: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [a for a in arrays if a not in data.files]
+            if missing:
+                raise SampleError(f"{path}: missing array(s) {', '.join(f'`{a}`' for a in missing)}; found "
+                                  f"{', '.join(data.files) or 'none'}")
+            return {a: data[a] for a in arrays}
+    except (OSError, ValueError) as e:
+        if isinstance(e, SampleError):
+            raise
+        raise SampleError(f"{path}: not a readable npz file ({e})") from None
+
+
+# Digits samples: images [N, 1, 8, 8] in [0, 1] and labels, from an npz (`images`, `labels`).
+def read_digits(path: str | Path) -> tuple[Tensor, list[int]]:
+    data = _npz(Path(path), ("images", "labels"))
+    images, labels = data["images"], data["labels"]
+    side = digits_data.SIDE
+    if images.shape[1:] == (side, side):
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1:] != (1, side, side):
+        raise SampleError(f"`images`: expected [N, {side}, {side}] or [N, 1, {side}, {side}], got {list(images.shape)}")
+    _unit_range("images", images)
+    if labels.shape != (len(images),):
+        raise SampleError(f"`labels`: expected [N] = [{len(images)}] class labels, one per image, got "
+                          f"{list(labels.shape)}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= digits_data.NUM_CLASSES:
+        raise SampleError(f"`labels`: expected integers in 0..{digits_data.NUM_CLASSES - 1}, got dtype "
+                          f"{labels.dtype}, range [{labels.min()}, {labels.max()}]")
+    return torch.from_numpy(images.astype(np.float32)), [int(x) for x in labels]
+
+
+# Shapes samples: images [N, 3, 16, 16] in [0, 1] and their prompts, from an npz (`images`,
+# `prompts`) or a folder of PNGs with prompts.txt.
+def read_shapes(path: str | Path) -> tuple[Tensor, list[str]]:
+    path = Path(path)
+    side = shapes_world.SIDE
+    if path.is_dir():
+        from PIL import Image
+        files = sorted(path.glob("*.png"))
+        prompts_file = path / "prompts.txt"
+        if not prompts_file.is_file():
+            raise SampleError(f"{path}: a folder of samples needs prompts.txt (one prompt per line, in file order)")
+        prompts = prompts_file.read_text(encoding="utf-8").splitlines()
+        if not files:
+            raise SampleError(f"{path}: no PNG images")
+        images = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0 for f in files])
+        name = f"{path}/*.png"
+    else:
+        data = _npz(path, ("images", "prompts"))
+        images, prompts, name = data["images"], [str(p) for p in data["prompts"]], "images"
+    if images.ndim == 4 and images.shape[1:] == (side, side, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1:] != (3, side, side):
+        raise SampleError(f"`{name}`: expected [N, 3, {side}, {side}] or [N, {side}, {side}, 3], got "
+                          f"{list(images.shape)}")
+    _unit_range(name, images)
+    if len(prompts) != len(images):
+        raise SampleError(f"`prompts`: expected one prompt per image ({len(images)}), got {len(prompts)}")
+    for i, p in enumerate(prompts):
+        try:
+            shapes_world.parse_prompt(p)
+        except ValueError as e:
+            raise SampleError(f"`prompts`[{i}]: {e}") from None
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), prompts
+
+
+# The spec whose metrics a mini protocol computes: the world's reference rung with the same
+# teacher configuration, sample count and metrics as a grid run.
+def protocol_spec(protocol: str, n: int, levels: int, metrics: Sequence[str] = ()) -> RunSpec:
+    teacher, rung = MINI_PROTOCOLS[protocol]
+    cell: dict[str, Any] = {"teacher": teacher, "method": rung, "seed": 0, "eval.samples": n,
+                            "eval.metrics": list(metrics)}
+    if teacher == "digits":
+        cell["teacher.levels"] = levels
+    return resolve_cell(cell, "mini")
+
+
+# Read, check and score an outside sample set under a mini protocol.
+def evaluate(protocol: str, samples: str | Path, levels: int, metrics: Sequence[str], ctx: RunContext
+             ) -> tuple[dict[str, MetricValue], int]:
+    images, conditions = (read_digits if protocol == "mini-digits" else read_shapes)(samples)
+    spec = protocol_spec(protocol, len(images), levels, metrics)
+    values, _ = score(spec, None, ctx, images, conditions, None)
+    return values, len(images)
