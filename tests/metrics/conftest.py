@@ -16,7 +16,8 @@ from harness.metrics.random_weights import write_cleanfid_inception, write_tfide
 N_SAMPLES, N_REFERENCE, SIZE = 10, 8, 32
 CACHE_VARIABLES = ("SOFTDIMO_INCEPTION_TORCHSCRIPT", "SOFTDIMO_INCEPTION_TFIDELITY", "SOFTDIMO_ADM_IMAGENET256",
                    "SOFTDIMO_HPS_V20", "SOFTDIMO_HPS_V21", "SOFTDIMO_CLIP_VIT_G_14", "SOFTDIMO_GENEVAL_DETECTOR",
-                   "SOFTDIMO_CACHE")
+                   "SOFTDIMO_COCO_FID_STATS", "SOFTDIMO_COCO30K_CAPTIONS", "SOFTDIMO_MJHQ30K_IMAGES",
+                   "SOFTDIMO_MJHQ30K_META", "SOFTDIMO_CACHE")
 
 
 @pytest.fixture(autouse=True, scope="session")
