@@ -225,3 +225,19 @@ def test_list_protocols_names_the_text_to_image_fids(capsys):
     out = capsys.readouterr().out
     for name in ("coco30k-fid-t2ibenchmark", "coco-fid-t2ibenchmark", "mjhq30k-fid30k-clean", "mjhq30k-fid-clean"):
         assert name in out
+
+
+# The stored FID baselines agree with what a run records, on every field both have: a full 30k run
+# compares with them, an any-count run does not.
+def test_stored_baselines_compare_with_full_runs_only(coco_assets, mjhq_assets, tmp_path):
+    from harness.protocol import protocol_mismatch
+    papers = registry.baseline_sources.get("papers").load()
+    coco = _run_metric("fid_coco", _images(4, 32, seed=2), CAPTIONS[:4], tmp_path)["fid_coco"].protocol
+    mjhq = _run_metric("fid_mjhq30k", _images(4, 32, seed=2), t2i_prompts.read_prompts("mjhq30k")[:4],
+                       tmp_path)["fid_mjhq30k"].protocol
+    for metric, run, full in (("fid_coco", coco, "coco30k-fid-t2ibenchmark"), ("fid_mjhq30k", mjhq, "mjhq30k-fid30k-clean")):
+        rows = [b for b in papers if b.metric == metric]
+        assert len(rows) == {"fid_coco": 6, "fid_mjhq30k": 4}[metric]
+        assert all(protocol_mismatch(run, b.protocol) == f"different protocols ({run['name']} vs {full})" for b in rows)
+        as_full = {**run, "name": full, "num_samples": 30_000}
+        assert all(protocol_mismatch(as_full, b.protocol) is None for b in rows)
