@@ -15,7 +15,7 @@ Four extractors, named `<library>/<mode>`:
 
 Weights always come from local files (assets): clean-fid's `InceptionV3W` with `download=False`;
 torch-fidelity's network is built empty and given the state dict read weights-only (torch-fidelity's
-own loader unpickles its weight file with `weights_only=False`, so the path is never passed to it).
+own loader unpickles its weight file in full, so the path is never passed to it).
 Images reach each network the way the library's own folder reader delivers them (the same PIL
 decode, resize and tensor conversion), so features equal the library's; statistics are accumulated
 in float64.
