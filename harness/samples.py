@@ -35,7 +35,7 @@ from harness.store import atomic_write
 from softdimo.teachers.base import ImageNoise
 
 # The one float -> uint8 conversion of the harness. For y = 2x - 1 in [-1, 1] it equals
-# EDM/ADM's `clip(127.5 y + 128)` truncation, i.e. rounding to nearest (ECOSYSTEM.md 5.1).
+# EDM/ADM's `clip(127.5 y + 128)` truncation, i.e. rounding to nearest.
 UINT8_CONVERSION = "floor(255*clamp(x,0,1)+0.5)"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SAMPLE_FORMATS = ("png", "npz")

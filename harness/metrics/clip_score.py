@@ -83,7 +83,7 @@ class CLIPModel:
 
 # Load open_clip `arch` with weights from a local file (a state dict, or a checkpoint holding one
 # under "state_dict"), read weights-only here and loaded strictly (open_clip is never given the path:
-# releases before open_clip 2.26 unpickle it in full).
+# before 2.27 it calls torch.load with torch's default, a full unpickle before torch 2.6).
 def load_clip(arch: str, weights: Path, device: torch.device | str = "cpu") -> CLIPModel:
     weights = Path(weights)
     if not weights.is_file():

@@ -3,7 +3,7 @@
 Four extractors, named `<library>/<mode>`:
 
 - `clean-fid/legacy_tensorflow`: clean-fid's TorchScript Inception resizing inside the network
-  like TF (Di[M]O's FID, ECOSYSTEM.md 5.3);
+  like TF (Di[M]O's FID: yuanzhi-zhu/DiMO evaluation/fid.py);
 - `clean-fid/clean`: PIL bicubic resize to 299 in float outside the network, same TorchScript
   model (a different metric: never compare it with legacy numbers);
 - `torch-fidelity/inception-v3-compat`: torch-fidelity's port of the TF graph (pool3 2048-d and the

@@ -1,4 +1,4 @@
-"""FID, Inception Score, KID and PRDC under named protocols (ECOSYSTEM.md 3-5, PAPER.md 1.8).
+"""FID, Inception Score, KID and PRDC under named protocols (docs/metrics.md).
 
 A protocol names everything that changes the numbers: the feature extractor (library, mode,
 weights), the reference statistics, the exact number of samples, the resolution, the IS splits
