@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from harness.entries import RunContext
 from harness.metrics import clip_score, hps, image_reward, pickscore
 from harness.metrics.features import load_tfidelity_inception
-from harness.metrics.random_weights import register_open_clip_config
+from harness.metrics.random_weights import register_open_clip_config, write_open_clip
 from harness.spec import resolve_cell
 from harness.students import continue_prefix, distil_student, student_key
 from softdimo.config import DistillConfig, RelaxConfig
@@ -122,3 +123,16 @@ def test_distillation_checkpoints_and_student_cache_refuse_code(tmp_path, marker
     with pytest.raises(pickle.UnpicklingError, match="exec"):
         distil_student(spec, tiny_teacher, ctx)
     assert not marker.exists()
+
+
+# The documented way out for a file that holds more than weights: its safetensors conversion is read
+# by the same loaders (HPS shown; the others go through read_state_dict, which reads either format).
+def test_safetensors_conversion_is_read(tmp_path):
+    arch = register_open_clip_config(tmp_path / "cfg", "softdimo-tiny-clip-converted")
+    pt = write_open_clip(tmp_path / "HPS_v2.1_compressed.pt", arch, fmt="hps", seed=4)
+    state = load_weights_only(pt)["state_dict"]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "HPS_v2.1.safetensors"))
+    a = hps.load_hps("v2.1", arch=arch, checkpoint=pt)
+    b = hps.load_hps("v2.1", arch=arch, checkpoint=tmp_path / "HPS_v2.1.safetensors")
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k

@@ -39,7 +39,7 @@ from torch import Tensor
 from harness import assets
 from harness.entries import MetricValue
 from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD
-from softdimo.teachers.weights import load_weights_only
+from softdimo.teachers.weights import load_weights_only, read_state_dict
 
 HPS_ARCH = "ViT-H-14"
 HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
@@ -164,14 +164,18 @@ def _load_hps(version: str, device: str, arch: str, path: str, mtime_ns: int) ->
                      open_clip.get_tokenizer(arch), hps_transform(size), torch.device(device))
 
 
-# The `state_dict` of an HPS checkpoint ({"state_dict": ...}; a "module." prefix is removed), read
-# weights-only (the released files are plain pickles of tensors, ints and strings).
+# The `state_dict` of an HPS checkpoint ({"state_dict": ...}, read weights-only: a file holding
+# anything but tensors, containers and numbers is refused), or of its safetensors conversion; a
+# "module." prefix is removed.
 def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    ckpt = load_weights_only(path, "HPS checkpoint")
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise KeyError(f"{path}: no 'state_dict' (found {keys}); expected an HPS checkpoint")
-    state = ckpt["state_dict"]
+    if path.suffix == ".safetensors":
+        state = read_state_dict(path, "HPS checkpoint")
+    else:
+        ckpt = load_weights_only(path, "HPS checkpoint")
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise KeyError(f"{path}: no 'state_dict' (found {keys}); expected an HPS checkpoint")
+        state = ckpt["state_dict"]
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state

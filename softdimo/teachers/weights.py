@@ -1,9 +1,9 @@
 """Reading released teacher checkpoints safely and loading them with strict key matching.
 
 Released checkpoints come as safetensors files or as `torch.save` pickles of a plain state dict
-(`.bin`, `.pt`, `.pth`). Every pickle in the project is read here, with `weights_only=True`: torch's
-restricted unpickler builds tensors, containers and numbers and refuses any other class or function,
-so no code in a file runs on load. A file that needs one more class is refused with its name; the
+(`.bin`, `.pt`, `.pth`). Every released pickle the project reads is read here, with
+`weights_only=True`: torch's restricted unpickler builds tensors, containers and numbers and refuses
+any other class or function, so no code in a file runs on load. A file that needs one more class is refused with its name; the
 caller may allow-list exactly the classes a released file needs (`allowed`, in effect for that one
 call only). Files are memory-mapped where the format allows, so a 2.4 GB checkpoint is not held
 twice. Every problem (missing or unreadable file, refused content, missing, unexpected or
