@@ -4,16 +4,19 @@
 
 The raw file (columns paper, table, teacher, task, method, steps, metric, value, notes; one row per
 reported number, values as printed) is the project's transcription of the Di[M]O project page,
-the Soft-Di[M]O paper notes and the teachers' READMEs (see docs and PAPER.md section 6). This
-script only adds columns; it never changes a number:
+the Soft-Di[M]O paper notes and the teachers' READMEs (docs/paper.md). This script only adds
+columns; it never changes a number:
 
 - `arxiv`, `citation` (paper + table / figure or README), `source_quality`: `primary` when read in
   the original (Di[M]O project page tables, teacher READMEs), `secondary` for every Soft-Di[M]O
   row (transcribed from notes until the paper's full text confirms it);
 - `task` (a short key) beside `task_original`; `teacher_key` (the harness teacher name);
 - `metric` (the harness metric name) beside `metric_original`; `higher_is_better`;
-- `protocol_json`: the evaluation protocol as far as it is known (PAPER.md 1.8 for Di[M]O's
-  released evaluation scripts); unknown parts are said to be unknown in its `notes`.
+- `protocol_json`: the evaluation protocol as far as it is known (Di[M]O's released evaluation
+  scripts, yuanzhi-zhu/DiMO `evaluation/` and `sample_*.py`), named as the harness names the
+  protocol that computes the same number, with the fields that can be checked against a run's under
+  the run's keys; unknown parts are said to be unknown in its `notes`, and a mapping the source does
+  not state outright carries `"assumed": true` (the report footnotes it, docs/metrics.md lists it).
 """
 from __future__ import annotations
 
@@ -30,21 +33,27 @@ from harness.baselines import COLUMNS  # noqa: E402
 
 ARXIV = re.compile(r"arXiv (\d{4}\.\d{5})")
 
-# Harness metric names for the names printed in the papers (the version of a metric, e.g. HPS
-# v2.0 vs v2.1, lives in its protocol, so that the report refuses to compare across versions).
+# Harness metric names for the names printed in the papers: the keys the harness's metrics record
+# (HPS v2.1 is `hps` / `hps_<style>`, v2.0 `hps_v2.0` / `hps_v2.0_<style>`; GenEval's overall is
+# `geneval`). The protocol names carry the HPS version as well.
 METRICS = {
     "FID": "fid", "IS": "is", "Precision": "precision", "Recall": "recall",
     "Density": "density", "Coverage": "coverage",
-    "HPSv2.0_anime": "hps_anime", "HPSv2.0_concept-art": "hps_concept_art",
-    "HPSv2.0_painting": "hps_painting", "HPSv2.0_photo": "hps_photo", "HPSv2.0_avg": "hps_avg",
-    "HPSv2.1_anime": "hps_anime", "HPS_avg": "hps_avg",
-    "GenEval_overall": "geneval_overall", "GenEval_single_object": "geneval_single_object",
+    "HPSv2.0_anime": "hps_v2.0_anime", "HPSv2.0_concept-art": "hps_v2.0_concept-art",
+    "HPSv2.0_painting": "hps_v2.0_paintings", "HPSv2.0_photo": "hps_v2.0_photo", "HPSv2.0_avg": "hps_v2.0",
+    "HPSv2.1_anime": "hps_anime", "HPS_avg": "hps",
+    "GenEval_overall": "geneval", "GenEval_single_object": "geneval_single_object",
     "GenEval_two_object": "geneval_two_object", "GenEval_counting": "geneval_counting",
     "GenEval_colors": "geneval_colors", "GenEval_position": "geneval_position",
-    "GenEval_color_attribution": "geneval_color_attribution",
+    "GenEval_color_attribution": "geneval_color_attr",
     "FID_MSCOCO": "fid_coco", "CLIP_score": "clip_score", "MJHQ30K_FID": "fid_mjhq30k",
 }
 LOWER_IS_BETTER = {"fid", "fid_coco", "fid_mjhq30k"}
+DIMO_CODE = "yuanzhi-zhu/DiMO @24613741"
+GENEVAL_DETECTOR = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth"   # as geneval.DETECTOR_FILE records it
+# Soft-Di[M]O's text-to-image numbers, read as computed by Di[M]O's released evaluation (same authors).
+SOFT_AS_DIMO = ("Soft-Di[M]O does not describe its {what}; read as Di[M]O's released evaluation "
+                f"computes it ({DIMO_CODE}: {{how}})")
 TEACHERS = {"MaskGit": "maskgit", "MaskBit": "maskbit", "Meissonic": "meissonic",
             "MaskGen": "maskgen", "MaskGen-L": "maskgen", "n/a": "", "unknown": ""}
 TASKS = {"ImageNet-256 class-to-image": "imagenet256-c2i",
@@ -55,7 +64,7 @@ README_SOURCES = {"MaskBit": "github.com/markweberdev/maskbit README, model zoo 
 #----------------------------------------------------------------------------
 
 
-# The evaluation protocol of one number, as far as the sources say (PAPER.md 1.8).
+# The evaluation protocol of one number, as far as the sources say.
 def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
     dimo = paper.startswith("DiMO")
     soft = paper.startswith("Soft-DiMO")
@@ -67,7 +76,7 @@ def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
         if dimo:
             p.update(implementation="clean-fid legacy_tensorflow", samples_per_class=50,
                      notes="Di[M]O eval scripts: clean-fid legacy_tensorflow against "
-                           "fid_stats_imagenet256_guided_diffusion.npz (PAPER.md 1.8)")
+                           f"fid_stats_imagenet256_guided_diffusion.npz ({DIMO_CODE} evaluation/fid.py)")
         else:
             p["notes"] = f"assumed ImageNet-256 FID-50k against the ADM reference; {unknown}"
         return p
@@ -86,30 +95,42 @@ def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
         return {"name": "imagenet256-precision-recall", "notes": "which precision/recall "
                 "(Naeem PRDC or Kynkaanniemi improved P/R of the ADM evaluator) is unknown; "
                 + unknown}
-    if metric.startswith("hps_"):
+    if metric.startswith("hps"):
         version = "v2.0" if metric_original.startswith("HPSv2.0") else "v2.1"
-        p = {"name": "hpsv2-benchmark", "version": version}
+        p = {"name": f"hpsv2-benchmark-{version}", "hps_version": version}
         if dimo:
-            p.update(images_per_prompt=1, notes="hpsv2.benchmark_prompts('all'); the leaderboard "
-                     "rows are copied from the HPSv2 GitHub leaderboard (PAPER.md 1.8)")
+            p.update(images_per_prompt=1, notes="hpsv2.benchmark_prompts('all'), hpsv2.evaluate(hps_version="
+                     f"'v2.0') ({DIMO_CODE} sample_Meissonic.py); the other rows of the table are copied "
+                     "from the HPSv2 GitHub leaderboard")
         else:
-            p["notes"] = ("version inferred (v2.1), not stated; " if metric_original == "HPS_avg"
-                          else "") + unknown
+            p.update(assumed=True, notes=("version inferred (v2.1), not stated; " if metric_original == "HPS_avg"
+                                          else "") + unknown)
         return p
-    if metric.startswith("geneval_"):
+    if metric.startswith("geneval"):
         p = {"name": "geneval"}
         if dimo:
-            p.update(prompts=553, images_per_prompt=4, detector="Mask2Former Swin-S",
-                     notes="official evaluation_metadata.jsonl (PAPER.md 1.8)")
+            p.update(num_prompts=553, images_per_prompt=4, detector=GENEVAL_DETECTOR,
+                     notes=f"official evaluation_metadata.jsonl, 4 images per prompt ({DIMO_CODE} "
+                           "sample_Meissonic.py generate_GenEval, scripts/evaluate.sh)")
         else:
-            p["notes"] = unknown
+            p.update(assumed=True, notes=f"GenEval's own evaluator and 4 images per prompt assumed; {unknown}")
         return p
     if metric == "fid_coco":
-        return {"name": "coco-fid", "notes": "COCO subset size and FID implementation not found"}
+        return {"name": "coco30k-fid-t2ibenchmark", "reference": "t2ibenchmark-coco-val2014-fid-stats",
+                "assumed": True, "notes": SOFT_AS_DIMO.format(
+                    what="COCO FID (subset, implementation)",
+                    how="sample_Meissonic.py generate_FID: one image per T2IBenchmark COCO-30k caption, "
+                        "T2IBenchmark calculate_fid against get_coco_fid_stats()")}
     if metric == "clip_score":
-        return {"name": "clip-score", "notes": "CLIP backbone not found"}
+        return {"name": "coco30k-clipscore-gigagan", "assumed": True, "notes": SOFT_AS_DIMO.format(
+            what="CLIP score (backbone, prompts)",
+            how="evaluation/gigagan_eval_clip.py, ViT-g-14 on the COCO-30k captions; values near 0.3 are "
+                "consistent with its raw cosine")}
     if metric == "fid_mjhq30k":
-        return {"name": "mjhq30k-fid", "samples": 30000, "notes": unknown}
+        return {"name": "mjhq30k-fid30k-clean", "num_samples": 30000, "reference": "mjhq30k-images",
+                "assumed": True, "notes": "the MaskGen README gives MJHQ-30K FID without its "
+                "implementation, feature resize or reference resolution; read as clean-fid 'clean' "
+                "features of one image per meta_data.json prompt against the 30k MJHQ images"}
     raise ValueError(f"no protocol known for metric {metric!r}")
 
 

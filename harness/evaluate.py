@@ -7,9 +7,12 @@ So a method not implemented here (its samples written by its own code) is compar
 baselines and the harness's runs under exactly the same protocol. Protocols:
 
 - FID family (`harness.metrics.fid.FID_PROTOCOLS`, e.g. imagenet256-fid50k-adm): `--samples` is a
-  folder of PNG/JPEG images or an npz with uint8 NHWC `arr_0`; `--metrics` picks among fid,
-  inception_score, kid, prdc (default: all the reference supports); `--reference` overrides the
-  protocol's reference (npz with mu/sigma[, arr_0], or a folder / npz of images).
+  folder of PNG/JPEG images, an npz with uint8 NHWC `arr_0` or a zip of images; `--metrics` picks
+  among fid, inception_score, kid, prdc (default: all the reference supports); `--reference`
+  overrides the protocol's reference (npz with mu/sigma[, arr_0], or a folder / npz / zip of
+  images). The text-to-image ones (coco30k-fid-t2ibenchmark, mjhq30k-fid30k-clean, ...) take the
+  samples' prompts on trust unless `--captions FILE` (one prompt per line, in sample order) is
+  given, which is then checked against the protocol's prompt set before anything is computed.
 - `hpsv2-benchmark-v2.0`, `hpsv2-benchmark-v2.1`: `--samples` is `<root>` with `<style>/<idx:05d>.jpg`.
 - `geneval`: `--samples` is a GenEval image folder; `--geneval-dir`, `--geneval-python` (or the
   SOFTDIMO_GENEVAL_* variables) say where GenEval and its environment are.
@@ -43,8 +46,9 @@ from harness.entries import MetricValue
 from harness.environment import cache_dir, run_context
 from harness.spec import CellError
 from harness.provenance import now, provenance
-from harness.metrics import clip_score, fid, geneval, hps
+from harness.metrics import clip_score, fid, geneval, hps, t2i_prompts
 from harness.samples import open_samples
+from softdimo.teachers.maskgen import read_prompts
 
 GRID = "evaluate"
 HPS_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in hps.HPS_VERSIONS}
@@ -71,10 +75,10 @@ def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
         ident["metrics"] = sorted(args.metrics) if args.metrics else None
         if args.reference:
             ident["reference_sha256"] = content_sha256(Path(args.reference), "fid")
-    if family == "clip":
+    if args.captions:
         ident["captions_sha256"] = assets.sha256_file(Path(args.captions))
-        if args.weights:
-            ident["weights_sha256"] = assets.sha256_file(Path(args.weights))
+    if family == "clip" and args.weights:
+        ident["weights_sha256"] = assets.sha256_file(Path(args.weights))
     ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name, verify_hash=False))
                               for name in protocol_assets(args)}
     return ident
@@ -106,8 +110,14 @@ def compute(args: argparse.Namespace, run_dir: Path, cache_dir: Path) -> tuple[d
         manifest = (Path(args.samples) if Path(args.samples).is_dir() else Path(args.samples).parent) / "manifest.json"
         meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
         metrics = args.metrics or _default_fid_metrics(args)
-        return fid.evaluate(source, args.protocol, metrics, args.reference, args.reference_name, device,
-                            args.batch_size, args.num_workers, cache_dir, meta), len(source)
+        values = fid.evaluate(source, args.protocol, metrics, args.reference, args.reference_name, device,
+                              args.batch_size, args.num_workers, cache_dir, meta)
+        if args.captions:                      # checked against the protocol's prompt set before
+            prompt_set = fid.FID_PROTOCOLS.get(args.protocol).prompts
+            digest = assets.sha256_file(assets.resolve(t2i_prompts.PROMPT_SETS[prompt_set].asset))
+            for value in values.values():
+                value.protocol.update(prompts=prompt_set, prompts_sha256=digest)
+        return values, len(source)
     if family == "hps":
         scorer = hps.load_hps(HPS_PROTOCOLS[args.protocol], device)
         values = hps.evaluate_benchmark(Path(args.samples), scorer, batch_size=args.batch_size)
@@ -168,8 +178,18 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         problems.append(f"--reference {args.reference}: no such file or folder")
     if family == "clip" and not (args.captions and Path(args.captions).is_file()):
         problems.append(f"protocol {args.protocol!r} needs --captions FILE (one caption per line)")
-    if family == "fid" and not args.reference and fid.FID_PROTOCOLS.get(args.protocol).reference is None:
-        problems.append(f"protocol {args.protocol!r} has no default reference: pass --reference")
+    if args.captions and family in ("hps", "geneval"):
+        problems.append(f"--captions applies to CLIP-score and text-to-image FID protocols, not {args.protocol!r}")
+    if family == "fid":
+        protocol = fid.FID_PROTOCOLS.get(args.protocol)
+        if not args.reference and protocol.reference is None:
+            problems.append(f"protocol {args.protocol!r} has no default reference: pass --reference")
+        if args.captions and not protocol.prompts:
+            with_prompts = [n for n, p in fid.FID_PROTOCOLS.items() if p.prompts]
+            problems.append(f"--captions: protocol {args.protocol!r} has no prompt set (those with one: "
+                            f"{', '.join(with_prompts)})")
+        elif args.captions and not Path(args.captions).is_file():
+            problems.append(f"--captions {args.captions}: no such file")
     if family == "geneval":
         try:
             config = _geneval_config(args)
@@ -177,7 +197,24 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             return problems + [str(e)]
         if not config.metadata_path.is_file():
             problems.append(f"{config.metadata_path}: GenEval prompt metadata not found (--geneval-dir)")
-    return problems + assets.check_before_launch(protocol_assets(args))
+    problems += assets.check_before_launch(protocol_assets(args))
+    if not problems and family == "fid" and args.captions:
+        problems += _caption_problems(args)
+    return problems
+
+
+# Problems with the --captions of a text-to-image FID evaluation: one prompt per sample, and the
+# protocol's prompts in order.
+def _caption_problems(args: argparse.Namespace) -> list[str]:
+    try:
+        captions = read_prompts(args.captions, "--captions")
+        n = len(open_samples(args.samples))
+        if len(captions) != n:
+            return [f"--captions {args.captions}: {len(captions)} prompts for {n} samples"]
+        t2i_prompts.check_prompts(captions, fid.FID_PROTOCOLS.get(args.protocol).prompts)
+    except (ValueError, FileNotFoundError) as e:
+        return [f"--captions {args.captions}: {e}"]
+    return []
 
 
 # A mini protocol's input and options: the arrays (read and checked), the metrics and levels.
@@ -200,7 +237,10 @@ def protocol_assets(args: argparse.Namespace) -> list[str]:
     if family == "fid":
         protocol = fid.FID_PROTOCOLS.get(args.protocol)
         names = protocol.assets(args.metrics or fid.FID_METRICS)
-        return [n for n in names if n != protocol.reference] if args.reference else names
+        names = [n for n in names if n != protocol.reference] if args.reference else names
+        if args.captions and protocol.prompts:
+            names.append(t2i_prompts.PROMPT_SETS[protocol.prompts].asset)
+        return names
     if family == "hps":
         return [hps.HPS_VERSIONS[HPS_PROTOCOLS[args.protocol]]] + [f"hps-benchmark-{s}" for s in hps.HPS_STYLES]
     if family == "clip" and not args.weights:
@@ -226,7 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                 f"mini protocols: metrics of the mini teacher "
                                                                 f"(default: its default metrics)")
     p.add_argument("--levels", type=int, default=4, help="mini-digits: intensity levels of the digits world (default 4)")
-    p.add_argument("--captions", metavar="FILE", help="CLIP score: one caption per line, in sample order")
+    p.add_argument("--captions", metavar="FILE", help="CLIP score, text-to-image FID: one caption per line, "
+                                                      "in sample order (FID: checked against the protocol's prompts)")
     p.add_argument("--weights", metavar="FILE", help="CLIP score: weights file instead of the protocol's asset")
     p.add_argument("--geneval-dir", metavar="DIR", help="GenEval checkout (default $SOFTDIMO_GENEVAL_DIR)")
     p.add_argument("--geneval-python", metavar="EXE", help="GenEval environment's python ($SOFTDIMO_GENEVAL_PYTHON)")

@@ -10,13 +10,16 @@ uint8 in exactly one way (`to_uint8`) and written in shards of consecutive indic
     <dir>/manifest.json                             count, resolution, seed, labels, conversion
 
 A shard is complete when its npz (or, for PNG-only sets, all its PNGs) exists, so an interrupted
-job resumes where it stopped. `open_samples` reads a PNG/JPEG folder or an npz as one indexable
-sequence of HWC uint8 images, and hashes its content for run ids and caches.
+job resumes where it stopped. `open_samples` reads a PNG/JPEG folder, an npz or a zip archive of
+images (e.g. a released reference set, read in place) as one indexable sequence of HWC uint8
+images, and hashes its content for run ids and caches.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,7 @@ from harness.store import atomic_write
 from softdimo.teachers.base import ImageNoise
 
 # The one float -> uint8 conversion of the harness. For y = 2x - 1 in [-1, 1] it equals
-# EDM/ADM's `clip(127.5 y + 128)` truncation, i.e. rounding to nearest (ECOSYSTEM.md 5.1).
+# EDM/ADM's `clip(127.5 y + 128)` truncation, i.e. rounding to nearest.
 UINT8_CONVERSION = "floor(255*clamp(x,0,1)+0.5)"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SAMPLE_FORMATS = ("png", "npz")
@@ -232,12 +235,46 @@ class SampleSource(Sequence[np.ndarray]):
         return self._digest
 
 
+# The PNG/JPEG members of a zip archive (any depth, sorted by name) read in place; the content
+# hash is the archive's sha256. The archive is opened once per process (data-loader workers too).
+class ZipSamples(SampleSource):
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = Path(path)
+        with zipfile.ZipFile(self.path) as zf:
+            self.members = sorted(m.filename for m in zf.infolist() if not m.is_dir()
+                                  and m.filename.lower().endswith(IMAGE_EXTENSIONS)
+                                  and not m.filename.startswith("__MACOSX/"))
+        if not self.members:
+            raise FileNotFoundError(f"{path}: a zip archive without {'/'.join(IMAGE_EXTENSIONS)} images")
+        self._zip: tuple[int, zipfile.ZipFile] | None = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if self._zip is None or self._zip[0] != os.getpid():
+            self._zip = (os.getpid(), zipfile.ZipFile(self.path))
+        with Image.open(io.BytesIO(self._zip[1].read(self.members[i]))) as im:
+            return np.array(im.convert("RGB"))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zip": None}
+
+    def content_sha256(self) -> str:
+        if self._digest is None:
+            self._digest = sha256_file(self.path)
+        return self._digest
+
+
 # Open a folder of PNG/JPEG images (top level, sorted by name; a folder with only samples.npz
-# opens that) or an npz with uint8 NHWC `arr_0`.
+# opens that), an npz with uint8 NHWC `arr_0`, or a zip archive of PNG/JPEG images.
 def open_samples(path: str | Path) -> SampleSource:
     path = Path(path)
     if path.is_file() and path.suffix == ".npz":
         return SampleSource(str(path), npz=path)
+    if path.is_file() and path.suffix == ".zip":
+        return ZipSamples(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if files:
@@ -245,7 +282,8 @@ def open_samples(path: str | Path) -> SampleSource:
         if (path / "samples.npz").is_file():
             return SampleSource(str(path / "samples.npz"), npz=path / "samples.npz")
         raise FileNotFoundError(f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} images and no samples.npz")
-    raise FileNotFoundError(f"{path}: expected a folder of images or an .npz file with uint8 NHWC arr_0")
+    raise FileNotFoundError(f"{path}: expected a folder of images, an .npz file with uint8 NHWC arr_0 or a "
+                            f".zip archive of images")
 
 
 # An in-memory sample set: uint8 [N, H, W, 3].

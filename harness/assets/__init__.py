@@ -99,13 +99,26 @@ def asset_path(asset: Asset) -> Path:
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
-# sha256 of a file, read in 1 MiB blocks.
+# sha256 of a file, read in 1 MiB blocks. Files of 64 MiB and more are remembered in this process
+# per (path, device, inode, size, mtime), so a multi-GB asset is hashed once however often it is
+# verified and recorded (small files are always read: a same-size rewrite within the file system's
+# timestamp granularity would otherwise go unseen).
 def sha256_file(path: Path) -> str:
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    if st.st_size >= _REMEMBER_FROM:
+        _DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
+
+
+_DIGESTS: dict[tuple, str] = {}
+_REMEMBER_FROM = 64 << 20
 
 
 # Check one asset: present, missing, or corrupt (hash mismatch).

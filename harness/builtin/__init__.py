@@ -2,4 +2,5 @@
 from __future__ import annotations
 
 from harness.builtin import (baselines, core, digits, executors, maskbit, maskgen,  # noqa: F401
-                             maskgit, meissonic, metrics_paper, metrics_preference, refine, shapes)
+                             maskgit, meissonic, metrics_paper, metrics_preference, metrics_t2i_fid,
+                             refine, shapes)

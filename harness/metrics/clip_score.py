@@ -24,11 +24,13 @@ from PIL import Image
 from harness import assets
 from harness.entries import MetricValue
 from harness.registry import Registry
+from softdimo.teachers.weights import load_strict, read_state_dict
 
-# The CLIP model of GigaGAN's CLIP score (Di[M]O's COCO evaluation).
+# The CLIP model of GigaGAN's CLIP score (Di[M]O's COCO evaluation); sha256 from the hub's LFS pointer.
 CLIP_ASSETS = assets.declare(
     assets.Asset("clip-vit-g-14-laion2b-s12b-b42k", "open_clip/ViT-g-14-laion2b_s12b_b42k.bin",
                  "https://huggingface.co/laion/CLIP-ViT-g-14-laion2B-s12B-b42K/resolve/main/open_clip_pytorch_model.bin",
+                 sha256="6aac683f899159946bc4ca15228bb7016f3cbb1a2c51f365cba0b23923f344da",
                  env_var="SOFTDIMO_CLIP_VIT_G_14",
                  search=(assets.HF_HUB + "/models--laion--CLIP-ViT-g-14-laion2B-s12B-b42K/snapshots/*/"
                          "open_clip_pytorch_model.bin",),
@@ -79,7 +81,9 @@ class CLIPModel:
     device: torch.device
 
 
-# Load open_clip `arch` with weights from a local file (a state dict or open_clip checkpoint).
+# Load open_clip `arch` with weights from a local file (a state dict, or a checkpoint holding one
+# under "state_dict"), read weights-only here and loaded strictly (open_clip is never given the path:
+# before 2.27 it calls torch.load with torch's default, a full unpickle before torch 2.6).
 def load_clip(arch: str, weights: Path, device: torch.device | str = "cpu") -> CLIPModel:
     weights = Path(weights)
     if not weights.is_file():
@@ -90,8 +94,12 @@ def load_clip(arch: str, weights: Path, device: torch.device | str = "cpu") -> C
 @lru_cache(maxsize=2)
 def _load_clip(arch: str, weights: str, device: str, mtime_ns: int) -> CLIPModel:
     import open_clip
-    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device=device)
-    return CLIPModel(arch, Path(weights), assets.sha256_file(Path(weights)), model.float().eval(),
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+    state = read_state_dict(weights, f"open_clip {arch} weights", key="state_dict")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    load_strict(model, state, weights)
+    return CLIPModel(arch, Path(weights), assets.sha256_file(Path(weights)), model.to(device).float().eval(),
                      preprocess, open_clip.get_tokenizer(arch), torch.device(device))
 
 

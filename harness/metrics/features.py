@@ -1,18 +1,24 @@
 """Inception-v3 (TF 2015-12-05) features of sample sets, through clean-fid or torch-fidelity.
 
-Three extractors, named `<library>/<mode>`:
+Four extractors, named `<library>/<mode>`:
 
 - `clean-fid/legacy_tensorflow`: clean-fid's TorchScript Inception resizing inside the network
-  like TF (Di[M]O's FID, ECOSYSTEM.md 5.3);
+  like TF (Di[M]O's FID: yuanzhi-zhu/DiMO evaluation/fid.py);
 - `clean-fid/clean`: PIL bicubic resize to 299 in float outside the network, same TorchScript
   model (a different metric: never compare it with legacy numbers);
 - `torch-fidelity/inception-v3-compat`: torch-fidelity's port of the TF graph (pool3 2048-d and the
-  1008-way `logits_unbiased` used by the Inception Score).
+  1008-way `logits_unbiased` used by the Inception Score);
+- `torch-fidelity/t2ibenchmark`: the same network and weights fed the way T2IBenchmark
+  (boomb0om/text2image-benchmark, the COCO-30k FID of Di[M]O's text-to-image evaluation) feeds its
+  pytorch-fid Inception: centre crop to the short side (offsets floored), PIL bicubic resize to
+  299 x 299 quantised to uint8, x / 255 * 2 - 1; pool3 only.
 
-Weights always come from local files (assets), passed explicitly: clean-fid's `InceptionV3W` with
-`download=False`, torch-fidelity's `feature_extractor_weights_path`. Images reach each network the
-way the library's own folder reader delivers them (the same PIL decode, resize and tensor
-conversion), so features equal the library's; statistics are accumulated in float64.
+Weights always come from local files (assets): clean-fid's `InceptionV3W` with `download=False`;
+torch-fidelity's network is built empty and given the state dict read weights-only (torch-fidelity's
+own loader unpickles its weight file in full, so the path is never passed to it).
+Images reach each network the way the library's own folder reader delivers them (the same PIL
+decode, resize and tensor conversion), so features equal the library's; statistics are accumulated
+in float64.
 """
 from __future__ import annotations
 
@@ -29,15 +35,23 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+from PIL import Image
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from harness import assets
 from harness.assets import sha256_file
 from harness.samples import SampleSource, open_samples
 from harness.store import atomic_write
+from softdimo.teachers.weights import load_strict, read_state_dict
 
 CLEANFID_WEIGHTS_NAME = "inception-2015-12-05.pt"  # the file name InceptionV3W(path) opens
+INCEPTION_SIZE = 299
+# torch-fidelity's Inception modules from the input to pool3, in forward order.
+POOL3_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
+T2IBENCHMARK_PREPROCESS = "rgb>center_crop(short,floor)>pil_bicubic(299,uint8)>x/255*2-1"
 
 # The Inception weights the FID-family extractors read.
 INCEPTION_ASSETS = assets.declare(
@@ -82,9 +96,10 @@ def check_tfidelity_kwargs(**kwargs: Any) -> dict[str, Any]:
 class ExtractorSpec:
     key: str                # "<library>/<mode>"
     library: str            # "clean-fid" or "torch-fidelity"
-    mode: str               # clean-fid mode, or the torch-fidelity extractor name
+    mode: str               # clean-fid mode, torch-fidelity extractor name, or "t2ibenchmark"
     weights_asset: str      # asset holding the weights file
     has_logits: bool        # provides the 1008-way logits_unbiased (Inception Score)
+    preprocess: str = ""    # recorded in protocols when set (the library default otherwise)
 
 
 EXTRACTORS: dict[str, ExtractorSpec] = {s.key: s for s in (
@@ -93,6 +108,8 @@ EXTRACTORS: dict[str, ExtractorSpec] = {s.key: s for s in (
     ExtractorSpec("clean-fid/clean", "clean-fid", "clean", "inception-2015-12-05-torchscript", has_logits=False),
     ExtractorSpec("torch-fidelity/inception-v3-compat", "torch-fidelity", "inception-v3-compat",
                   "inception-2015-12-05-tfidelity", has_logits=True),
+    ExtractorSpec("torch-fidelity/t2ibenchmark", "torch-fidelity", "t2ibenchmark",
+                  "inception-2015-12-05-tfidelity", has_logits=False, preprocess=T2IBENCHMARK_PREPROCESS),
 )}
 
 
@@ -105,12 +122,14 @@ class InceptionExtractor:
         if spec.library == "clean-fid":
             self.model = _load_cleanfid_model(self.weights, self.weights_sha256, spec.mode, self.device)
         else:
-            self.model = _load_tfidelity_model(self.weights, spec.mode, self.device)
+            self.model = load_tfidelity_inception(self.weights, self.device)
 
     # A Dataset over a sample source producing what the library's folder reader produces.
     def dataset(self, source: SampleSource) -> Dataset:
         if self.spec.library == "clean-fid":
             return _CleanFIDImages(source, self.spec.mode)
+        if self.spec.mode == "t2ibenchmark":
+            return _T2IBenchmarkImages(source)
         return _TorchFidelityImages(source)
 
     @torch.no_grad()
@@ -118,6 +137,8 @@ class InceptionExtractor:
         batch = batch.to(self.device)
         if self.spec.library == "clean-fid":
             return self.model(batch), None
+        if self.spec.mode == "t2ibenchmark":
+            return pool3_body(self.model)(batch).flatten(1), None
         pool, logits = self.model(batch)
         return pool, logits
 
@@ -129,9 +150,10 @@ class InceptionExtractor:
 
     # Protocol fields describing these features.
     def describe(self) -> dict[str, Any]:
-        return {"features": self.spec.key, "implementation": self.spec.library,
-                "implementation_version": self.version, "feature_weights": self.weights.name,
-                "feature_weights_sha256": self.weights_sha256}
+        out = {"features": self.spec.key, "implementation": self.spec.library,
+               "implementation_version": self.version, "feature_weights": self.weights.name,
+               "feature_weights_sha256": self.weights_sha256}
+        return {**out, "preprocess": self.spec.preprocess} if self.spec.preprocess else out
 
 
 # Load (once per process and file version) the extractor `key` with weights from a local file.
@@ -163,11 +185,35 @@ def _load_cleanfid_model(weights: Path, digest: str, mode: str, device: torch.de
     return model.to(device).eval()
 
 
-def _load_tfidelity_model(weights: Path, name: str, device: torch.device) -> Callable:
-    from torch_fidelity.utils import create_feature_extractor
-    kwargs = check_tfidelity_kwargs(feature_extractor_weights_path=str(weights), verbose=False)
-    model = create_feature_extractor(name, ["2048", "logits_unbiased"], cuda=False, **kwargs)
+# torch-fidelity's `FeatureExtractorInceptionV3` (pool3 and logits_unbiased) without weights: its
+# constructor insists on unpickling a weight file, so it is given an empty one written here and its
+# loading is skipped while it is built.
+def empty_tfidelity_inception() -> nn.Module:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class _Unloaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+            return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)
+        kwargs = check_tfidelity_kwargs(feature_extractor_weights_path=str(empty))
+        model = _Unloaded("inception-v3-compat", ["2048", "logits_unbiased"], **kwargs)
+    model.__class__ = FeatureExtractorInceptionV3       # loads normally from here on
+    return model
+
+
+# torch-fidelity's Inception with weights read weights-only from `weights` and loaded strictly.
+def load_tfidelity_inception(weights: Path, device: torch.device | str = "cpu") -> nn.Module:
+    model = empty_tfidelity_inception()
+    load_strict(model, read_state_dict(weights, "torch-fidelity Inception weights"), str(weights))
     return model.to(device)
+
+
+# The modules of a torch-fidelity Inception from its (normalised, 299 x 299) input to pool3.
+def pool3_body(model: nn.Module) -> nn.Sequential:
+    return nn.Sequential(*(getattr(model, name) for name in POOL3_LAYERS))
 
 
 # clean-fid's ResizeDataset.__getitem__ after the image is decoded: resize for the mode, then
@@ -186,6 +232,26 @@ class _CleanFIDImages(Dataset):
         if resized.dtype == np.uint8:
             return self.to_tensor(np.array(resized)) * 255
         return self.to_tensor(resized)
+
+
+# T2IBenchmark's InceptionV3FE preprocessing: centre crop to the short side (offsets floored),
+# PIL bicubic resize to 299 x 299 in uint8, ToTensor, 2x - 1 -> float [3, 299, 299] in [-1, 1].
+class _T2IBenchmarkImages(Dataset):
+    def __init__(self, source: SampleSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Tensor:
+        image = self.source[i]
+        h, w = image.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
+        resized = np.asarray(crop.resize((INCEPTION_SIZE, INCEPTION_SIZE), resample=Image.BICUBIC))
+        x = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float().div(255)
+        return 2 * x - 1
 
 
 # torch-fidelity's ImagesPathDataset: the RGB image as a uint8 tensor [3, H, W].

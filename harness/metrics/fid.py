@@ -1,4 +1,4 @@
-"""FID, Inception Score, KID and PRDC under named protocols (ECOSYSTEM.md 3-5, PAPER.md 1.8).
+"""FID, Inception Score, KID and PRDC under named protocols (docs/metrics.md).
 
 A protocol names everything that changes the numbers: the feature extractor (library, mode,
 weights), the reference statistics, the exact number of samples, the resolution, the IS splits
@@ -16,6 +16,10 @@ every `MetricValue` carries the protocol fields that produced it.
   features shuffled with `rng_seed`, then `is_splits` splits.
 - KID: torch-fidelity's unbiased polynomial-kernel MMD over `kid_subsets` random subsets.
 - PRDC: `harness.metrics.prdc` (Naeem et al., k = `prdc_k`) against the reference images.
+
+Text-to-image protocols (MS-COCO FID-30k, MJHQ-30K) also name the prompt set their samples must be
+made from (`prompts`, see `harness.metrics.t2i_prompts`); the metrics of a run check its prompts
+against it, an outside sample set is taken on trust (its count is checked).
 """
 from __future__ import annotations
 
@@ -38,20 +42,36 @@ from harness.samples import SampleSource
 FID_METRICS = ("fid", "inception_score", "kid", "prdc")
 FRECHET_METHOD = "pivoted-cholesky-float64"
 
-# The ADM ImageNet-256 reference batch (Dhariwal & Nichol's guided-diffusion evaluation).
+# The reference sets: the ADM ImageNet-256 batch (Dhariwal & Nichol's guided-diffusion evaluation),
+# T2IBenchmark's MS-COCO statistics and the MJHQ-30K images.
 REFERENCE_ASSETS = assets.declare(
     assets.Asset("adm-imagenet256-ref-batch", "adm/VIRTUAL_imagenet256_labeled.npz",
                  "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/256/"
                  "VIRTUAL_imagenet256_labeled.npz",
                  env_var="SOFTDIMO_ADM_IMAGENET256",
-                 description="ADM ImageNet-256 reference batch: mu/sigma (FID) and 10k images arr_0 (PRDC)"),
+                 description="ADM ImageNet-256 reference batch: mu/sigma (FID) and 10k images arr_0 (PRDC); "
+                             "sha256 not published"),
+    assets.Asset("t2ibenchmark-coco-val2014-fid-stats", "t2ibenchmark/MS-COCO_val2014_fid_stats.npz",
+                 "https://github.com/boomb0om/text2image-benchmark/releases/download/v0.0.1/"
+                 "MS-COCO_val2014_fid_stats.npz (T2IBenchmark caches it in ~/.cache/T2IBenchmark/)",
+                 env_var="SOFTDIMO_COCO_FID_STATS",
+                 description="T2IBenchmark's MS-COCO val2014 pool3 mu/sigma (its pytorch-fid Inception, centre "
+                             "crop, PIL bicubic 299): the reference of COCO FID-30k; sha256 not published"),
+    assets.Asset("mjhq30k-images", "mjhq30k/mjhq30k_imgs.zip",
+                 "https://huggingface.co/datasets/playgroundai/MJHQ-30K/resolve/main/mjhq30k_imgs.zip (3.6 GB; "
+                 "read in place, not unpacked)",
+                 sha256="dacdc4328f294696ef0ee389be4bcf3fc96d112060ef10c13384836b54d4a8ec",
+                 env_var="SOFTDIMO_MJHQ30K_IMAGES",
+                 search=(assets.HF_HUB + "/datasets--playgroundai--MJHQ-30K/snapshots/*/mjhq30k_imgs.zip",),
+                 description="the 30,000 MJHQ-30K reference images (1024 x 1024 JPEG, <category>/<id>.jpg); sha256 "
+                             "from the hub's LFS pointer"),
 )
 
 #----------------------------------------------------------------------------
 # The protocol table.
 
 
-# One evaluation protocol for ImageNet-style FID / IS / KID / PRDC.
+# One evaluation protocol for FID / IS / KID / PRDC (class- or text-conditional).
 @dataclass(frozen=True)
 class FIDProtocol:
     name: str
@@ -66,6 +86,7 @@ class FIDProtocol:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     prdc_k: int = prdc_mod.DEFAULT_K
+    prompts: str | None = None       # text-to-image: the prompt set (t2i_prompts) the samples are made from
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -103,6 +124,20 @@ for _p in (
     FIDProtocol("imagenet256-fid50k-adm-tfidelity", "torch-fidelity/inception-v3-compat", 50_000, **_ADM,
                 description="ADM reference and 50k samples with torch-fidelity's inception-v3-compat "
                             "features (a cross-implementation check, about 1e-3 apart)"),
+    FIDProtocol("coco30k-fid-t2ibenchmark", "torch-fidelity/t2ibenchmark", 30_000, None,
+                "t2ibenchmark-coco-val2014-fid-stats", prompts="coco30k-t2ibenchmark",
+                description="MS-COCO FID-30k as Di[M]O's text-to-image evaluation computes it (T2IBenchmark): one "
+                            "image per COCO-30k caption, any resolution, centre crop + PIL bicubic to 299, "
+                            "pytorch-fid Inception weights, vs T2IBenchmark's val2014 mu/sigma"),
+    FIDProtocol("coco-fid-t2ibenchmark", "torch-fidelity/t2ibenchmark", None, None,
+                "t2ibenchmark-coco-val2014-fid-stats", prompts="coco30k-t2ibenchmark",
+                description="as coco30k-fid-t2ibenchmark on the first N captions (count recorded; never a 30k number)"),
+    FIDProtocol("mjhq30k-fid30k-clean", "clean-fid/clean", 30_000, None, "mjhq30k-images", prompts="mjhq30k",
+                description="MJHQ-30K FID: one image per meta_data.json prompt (10 categories x 3,000), any "
+                            "resolution, clean-fid 'clean' features vs the 30k MJHQ images (1024 px, resized "
+                            "to 299 by the same PIL bicubic)"),
+    FIDProtocol("mjhq30k-fid-clean", "clean-fid/clean", None, None, "mjhq30k-images", prompts="mjhq30k",
+                description="as mjhq30k-fid30k-clean on the first N prompts (count recorded; never a 30k number)"),
     FIDProtocol("fid-legacy-tf", "clean-fid/legacy_tensorflow", None, None, None,
                 description="clean-fid legacy_tensorflow features against a given reference"),
     FIDProtocol("fid-clean", "clean-fid/clean", None, None, None,

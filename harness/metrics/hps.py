@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import Tensor
 from harness import assets
 from harness.entries import MetricValue
 from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD
+from softdimo.teachers.weights import load_weights_only, read_state_dict
 
 HPS_ARCH = "ViT-H-14"
 HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
@@ -48,15 +48,18 @@ HPS_SCALE = 100.0
 HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
 HPS_PREPROCESS = "rgb>to_tensor>resize_longer(bicubic,antialias)>pad_center(0)>normalize(openai)"
 
-# The HPS checkpoints and the benchmark prompts (sha256 not published: protocols record the digest).
+# The HPS checkpoints (sha256 from the LFS pointers of xswu/HPSv2 commit 697403c7) and the benchmark
+# prompts (plain git files: no sha256 published; protocols record the digest).
 HPS_ASSETS = assets.declare(
     assets.Asset("hps-v2.0", "hpsv2/HPS_v2_compressed.pt", "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2_compressed.pt",
+                 sha256="07cb0d20626232204ca3a6ec53ff5984e7e53212a8a7b0e0ec2bac1bdaf125a1",
                  env_var="SOFTDIMO_HPS_V20",
                  search=("{HPS_ROOT}/HPS_v2_compressed.pt",
                          assets.HF_HUB + "/models--xswu--HPSv2/snapshots/*/HPS_v2_compressed.pt"),
                  description="HPS v2.0 checkpoint ({'state_dict'} of open_clip ViT-H-14)"),
     assets.Asset("hps-v2.1", "hpsv2/HPS_v2.1_compressed.pt",
                  "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt",
+                 sha256="c57a38fb4a2f7e7c15bf00da2ea377cdf165448b4dd1052a484c215a998c9837",
                  env_var="SOFTDIMO_HPS_V21",
                  search=("{HPS_ROOT}/HPS_v2.1_compressed.pt",
                          assets.HF_HUB + "/models--xswu--HPSv2/snapshots/*/HPS_v2.1_compressed.pt"),
@@ -161,17 +164,18 @@ def _load_hps(version: str, device: str, arch: str, path: str, mtime_ns: int) ->
                      open_clip.get_tokenizer(arch), hps_transform(size), torch.device(device))
 
 
-# The `state_dict` of an HPS checkpoint ({"state_dict": ...}; a "module." prefix is removed).
+# The `state_dict` of an HPS checkpoint ({"state_dict": ...}, read weights-only: a file holding
+# anything but tensors, containers and numbers is refused), or of its safetensors conversion; a
+# "module." prefix is removed.
 def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # The released files are plain pickles written by an older torch; they hold no code of ours.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise KeyError(f"{path}: no 'state_dict' (found {keys}); expected an HPS checkpoint")
-    state = ckpt["state_dict"]
+    if path.suffix == ".safetensors":
+        state = read_state_dict(path, "HPS checkpoint")
+    else:
+        ckpt = load_weights_only(path, "HPS checkpoint")
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise KeyError(f"{path}: no 'state_dict' (found {keys}); expected an HPS checkpoint")
+        state = ckpt["state_dict"]
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state

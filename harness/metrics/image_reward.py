@@ -64,21 +64,25 @@ IMAGE_REWARD_ASSETS = (
     Asset("image-reward-v1.0", "image_reward/ImageReward.pt",
           "https://huggingface.co/THUDM/ImageReward/resolve/main/ImageReward.pt (the image-reward "
           "package keeps it in ~/.cache/ImageReward/)",
+          sha256="d71dc8d4912bc633c06ab8ef1ef6a81e8199d4369f14b47b29baf1d19de561f6",
           env_var="SOFTDIMO_IMAGE_REWARD",
           search=("{HF_HUB_CACHE}/models--THUDM--ImageReward/snapshots/*/ImageReward.pt",),
-          description="ImageReward v1.0 checkpoint (state dict of BLIP ViT-L + med BERT + MLP head)"),
+          description="ImageReward v1.0 checkpoint (state dict of BLIP ViT-L + med BERT + MLP head; sha256 from "
+                      "the hub's LFS pointer)"),
     Asset("image-reward-med-config", "image_reward/med_config.json",
           "https://huggingface.co/THUDM/ImageReward/resolve/main/med_config.json (the image-reward "
           "package keeps it in ~/.cache/ImageReward/)",
           env_var="SOFTDIMO_IMAGE_REWARD_MED_CONFIG",
           search=("{HF_HUB_CACHE}/models--THUDM--ImageReward/snapshots/*/med_config.json",),
-          description="BLIP 'med' BERT configuration of ImageReward's text encoder"),
+          description="BLIP 'med' BERT configuration of ImageReward's text encoder (no published sha256 "
+                      "found)"),
     Asset("bert-base-uncased-vocab", "image_reward/bert-base-uncased/vocab.txt",
           "https://huggingface.co/google-bert/bert-base-uncased/resolve/main/vocab.txt",
           env_var="SOFTDIMO_BERT_BASE_UNCASED_VOCAB",
           search=("{HF_HUB_CACHE}/models--bert-base-uncased/snapshots/*/vocab.txt",
                   "{HF_HUB_CACHE}/models--google-bert--bert-base-uncased/snapshots/*/vocab.txt"),
-          description="bert-base-uncased WordPiece vocabulary (30522 tokens), ImageReward's tokenizer"),
+          description="bert-base-uncased WordPiece vocabulary (30522 tokens), ImageReward's tokenizer (no published "
+                      "sha256 found)"),
 )
 for _asset in IMAGE_REWARD_ASSETS:
     assets.manifest.register(_asset.name, _asset)

@@ -48,19 +48,21 @@ _HF = "{HF_HUB_CACHE}"
 PICKSCORE_ASSETS = (
     Asset("pickscore-v1", "pickscore/PickScore_v1/model.safetensors",
           "https://huggingface.co/yuvalkirstain/PickScore_v1/resolve/main/model.safetensors",
+          sha256="ef31ef6fc5ff4d9bb90dd232df4e145887ba62c5a03aa2841415f8c25f18d52e",
           env_var="SOFTDIMO_PICKSCORE",
           search=(_HF + "/models--yuvalkirstain--PickScore_v1/snapshots/*/model.safetensors",),
-          description="PickScore v1 weights (transformers CLIPModel, CLIP-H/14)"),
+          description="PickScore v1 weights (transformers CLIPModel, CLIP-H/14; sha256 from the hub's LFS pointer)"),
     Asset("pickscore-v1-config", "pickscore/PickScore_v1/config.json",
           "https://huggingface.co/yuvalkirstain/PickScore_v1/resolve/main/config.json",
           env_var="SOFTDIMO_PICKSCORE_CONFIG",
           search=(_HF + "/models--yuvalkirstain--PickScore_v1/snapshots/*/config.json",),
-          description="PickScore v1 model configuration (CLIPConfig)"),
+          description="PickScore v1 model configuration (CLIPConfig; no published sha256 found)"),
     Asset("clip-vit-h-14-laion2b-tokenizer", "pickscore/CLIP-ViT-H-14-laion2B-s32B-b79K/tokenizer.json",
           "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K/resolve/main/tokenizer.json",
           env_var="SOFTDIMO_PICKSCORE_TOKENIZER",
           search=(_HF + "/models--laion--CLIP-ViT-H-14-laion2B-s32B-b79K/snapshots/*/tokenizer.json",),
-          description="the CLIP BPE tokenizer of PickScore's processor (laion CLIP-ViT-H-14)"),
+          description="the CLIP BPE tokenizer of PickScore's processor (laion CLIP-ViT-H-14; no published "
+                      "sha256 found)"),
 )
 for _asset in PICKSCORE_ASSETS:
     assets.manifest.register(_asset.name, _asset)

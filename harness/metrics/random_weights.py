@@ -17,13 +17,14 @@ computed with these weights test the plumbing, never the paper's values.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from harness.metrics.features import empty_tfidelity_inception, pool3_body
 
 TINY_OPEN_CLIP = {   # a 2-layer open_clip config with the real tokenizer (vocab 49408, context 77)
     "embed_dim": 32,
@@ -35,18 +36,9 @@ TINY_OPEN_CLIP = {   # a 2-layer open_clip config with the real tokenizer (vocab
 # torch-fidelity's Inception-v3 with He-normal convolutions (BN at identity) and a N(0, 0.1^2)
 # classifier, seeded.
 def random_tfidelity_inception(seed: int = 0) -> nn.Module:
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    class _Unloaded(FeatureExtractorInceptionV3):       # builds the layers, skips the weight file
-        def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-            return None
-
-    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
-        empty = Path(tmp) / "empty.pth"
-        torch.save({}, empty)
-        model = _Unloaded("inception-v3-compat", ["2048", "logits_unbiased"],
-                          feature_extractor_weights_path=str(empty))
+        model = empty_tfidelity_inception()
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -89,10 +81,7 @@ class _TorchScriptInception(nn.Module):
 # Write a seeded TorchScript Inception in the format of clean-fid's inception-2015-12-05.pt.
 def write_cleanfid_inception(path: Path, seed: int = 0) -> Path:
     net = random_tfidelity_inception(seed)
-    body = nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, net.MaxPool_1,
-                         net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, net.MaxPool_2, net.Mixed_5b, net.Mixed_5c,
-                         net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e,
-                         net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, net.AvgPool).eval()
+    body = pool3_body(net).eval()
     with torch.no_grad():
         layers = torch.jit.trace(body, torch.zeros(1, 3, 299, 299))
     scripted = torch.jit.script(_TorchScriptInception(layers, net.fc).eval())

@@ -1,15 +1,20 @@
 """Reading released teacher checkpoints safely and loading them with strict key matching.
 
 Released checkpoints come as safetensors files or as `torch.save` pickles of a plain state dict
-(`.bin`, `.pt`, `.pth`). Pickles are read with `weights_only=True` (no code runs on load) and
-memory-mapped where the format allows, so a 2.4 GB checkpoint is not held twice. Every problem
-(missing or unreadable file, missing, unexpected or mis-shaped keys) raises an error naming the
-file and the keys, before any weight is copied.
+(`.bin`, `.pt`, `.pth`). Every released pickle the project reads is read here, with
+`weights_only=True`: torch's restricted unpickler builds tensors, containers and numbers and refuses
+any other class or function, so no code in a file runs on load. A file that needs one more class is refused with its name; the
+caller may allow-list exactly the classes a released file needs (`allowed`, in effect for that one
+call only). Files are memory-mapped where the format allows, so a 2.4 GB checkpoint is not held
+twice. Every problem (missing or unreadable file, refused content, missing, unexpected or
+mis-shaped keys) raises an error naming the file and the keys, before any weight is copied.
 """
 from __future__ import annotations
 
+import contextlib
+import pickle
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -26,7 +31,8 @@ class CheckpointError(ValueError):
 # `what` names the file's role in error messages ("MaskGen generator", ...). With `key`, a
 # training checkpoint's state dict is taken from that top-level entry (e.g. "model_state_dict",
 # Lightning's "state_dict") when the file has one.
-def read_state_dict(path: str | Path, what: str = "checkpoint", key: str | None = None) -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, what: str = "checkpoint", key: str | None = None,
+                    allowed: Sequence[Any] = ()) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what}: weight file {path} does not exist")
@@ -34,7 +40,7 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", key: str | None 
         if path.suffix == ".safetensors":
             state = load_file(str(path), device="cpu")
         else:
-            state = _torch_load(path)
+            state = load_weights_only(path, what, allowed)
     except CheckpointError:
         raise
     except Exception as e:  # a corrupt or non-weights file: say which one
@@ -49,14 +55,29 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", key: str | None 
     return dict(state)
 
 
-def _torch_load(path: Path) -> object:
+# The object a `torch.save`d file holds, read weights-only (memory-mapped where the format allows);
+# `allowed`: exactly the extra classes / functions a released file needs, allowed for this call only.
+# A file needing anything else raises CheckpointError naming it and the file.
+def load_weights_only(path: str | Path, what: str = "checkpoint", allowed: Sequence[Any] = (),
+                      map_location: Any = "cpu") -> object:
+    path = Path(path)
+    guard = torch.serialization.safe_globals(list(allowed)) if allowed else contextlib.nullcontext()
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "TorchScript" in str(e):
-            raise CheckpointError(f"{path} is a TorchScript archive, which cannot be read without "
-                                  "running its code; use a safetensors or state-dict export") from None
-        return torch.load(path, map_location="cpu", weights_only=True)  # legacy pickles: no mmap
+        with guard:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "TorchScript" in str(e):
+                    raise CheckpointError(f"{what}: {path} is a TorchScript archive, which cannot be read without "
+                                          "running its code; use a safetensors or state-dict export") from None
+                return torch.load(path, map_location=map_location, weights_only=True)  # legacy pickles: no mmap
+    except pickle.UnpicklingError as e:
+        refused = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise CheckpointError(f"{what}: {path} cannot be read weights-only, so it was not unpickled: it holds "
+                              f"more than tensors and containers ({refused}). A released file that needs one "
+                              f"more class is loaded by allow-listing exactly that class where it is read; "
+                              f"otherwise convert it once to safetensors (docs/metrics.md, 'Loading files "
+                              f"safely')") from None
 
 
 # Rename key prefixes (`{"token_emb": "input_proj"}` turns token_emb.weight into input_proj.weight).

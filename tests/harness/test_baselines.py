@@ -39,17 +39,20 @@ def test_paper_baselines_carry_citation_quality_protocol():
     assert fid.protocol["reference"] == "ADM VIRTUAL_imagenet256 mu/sigma"
     assert fid.protocol["samples"] == 50000
     hps = [b for b in dimo if b.metric_original.startswith("HPSv2.0")]
-    assert hps and all(b.protocol["name"] == "hpsv2-benchmark" and b.protocol["version"] == "v2.0"
+    assert hps and all(b.protocol["name"] == "hpsv2-benchmark-v2.0" and b.protocol["hps_version"] == "v2.0"
                        for b in hps)
-    gen = next(b for b in dimo if b.metric == "geneval_overall")
-    assert (gen.protocol["prompts"], gen.protocol["images_per_prompt"]) == (553, 4)
+    assert {b.metric for b in hps} == {"hps_v2.0", "hps_v2.0_anime", "hps_v2.0_concept-art", "hps_v2.0_paintings",
+                                       "hps_v2.0_photo"}
+    gen = next(b for b in dimo if b.metric == "geneval")
+    assert (gen.protocol["num_prompts"], gen.protocol["images_per_prompt"]) == (553, 4)
     soft_hps = next(b for b in soft if b.metric_original == "HPS_avg")
-    assert soft_hps.protocol["version"] == "v2.1" and "inferred" in soft_hps.protocol["notes"]
+    assert soft_hps.metric == "hps" and soft_hps.protocol["hps_version"] == "v2.1"
+    assert soft_hps.protocol["assumed"] is True and "inferred" in soft_hps.protocol["notes"]
     assert all(b.citation and b.protocol.get("name") for b in rows)
-    # Soft-Di[M]O's own FID cannot be compared with Di[M]O's protocol on what is unknown, but is
-    # not contradicted either; HPS v2.0 vs v2.1 is refused.
+    # HPS v2.0 vs v2.1 is refused (different metrics and protocols).
     from harness.protocol import protocol_mismatch
-    assert protocol_mismatch(hps[0].protocol, soft_hps.protocol) == "version differs (v2.0 vs v2.1)"
+    assert protocol_mismatch(hps[0].protocol, soft_hps.protocol) == \
+        "different protocols (hpsv2-benchmark-v2.0 vs hpsv2-benchmark-v2.1)"
 
 
 def test_bad_baseline_file_names_file_and_line(tmp_path):

@@ -59,11 +59,11 @@ def test_imagenet_entries_on_in_memory_images(adm_batch, tmp_path):
         registry.metrics.get("fid").compute(small, RunContext(tmp_path / "run", tmp_path / "cache"))
 
 
-def test_hps_entry_pairs_and_benchmark(asset_root, tmp_path, monkeypatch):
+def test_hps_entry_pairs_and_benchmark(asset_root, tmp_path, monkeypatch, stand_in):
     arch = register_open_clip_config(tmp_path / "cfg", "softdimo-tiny-clip-entries")
     monkeypatch.setattr(hps, "HPS_ARCH", arch)
-    write_open_clip(asset_root / "hpsv2" / "HPS_v2.1_compressed.pt", arch, fmt="hps", seed=1)
-    write_open_clip(asset_root / "hpsv2" / "HPS_v2_compressed.pt", arch, fmt="hps", seed=2)
+    stand_in("hps-v2.1", write_open_clip(asset_root / "hpsv2" / "HPS_v2.1_compressed.pt", arch, fmt="hps", seed=1))
+    stand_in("hps-v2.0", write_open_clip(asset_root / "hpsv2" / "HPS_v2_compressed.pt", arch, fmt="hps", seed=2))
     bench = {s: [f"{s} prompt {i}" for i in range(2)] for s in hps.HPS_STYLES}
     for style, prompts in bench.items():
         (asset_root / "hpsv2" / "benchmark").mkdir(parents=True, exist_ok=True)

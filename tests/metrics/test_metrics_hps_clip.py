@@ -49,8 +49,9 @@ def _direct_hps(ckpt, arch, images, prompts) -> np.ndarray:
     return 100 * (f_img * f_txt).sum(-1).double().numpy()
 
 
-def test_hps_pairs_equal_direct_computation(tiny_clip, asset_root):
+def test_hps_pairs_equal_direct_computation(tiny_clip, asset_root, stand_in):
     ckpt = write_open_clip(asset_root / "hpsv2" / "HPS_v2.1_compressed.pt", tiny_clip, fmt="hps", seed=3)
+    stand_in("hps-v2.1", ckpt)
     scorer = hps.load_hps("v2.1", arch=tiny_clip)                    # found through the asset manifest
     images = _images(len(PROMPTS))
     value = hps.score_pairs(images, PROMPTS, scorer, batch_size=2)

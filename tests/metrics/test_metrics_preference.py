@@ -41,7 +41,7 @@ def empty_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # The tiny models placed in an empty asset root under the released files' names.
 @pytest.fixture()
-def preference_assets(empty_assets: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def preference_assets(empty_assets: Path, monkeypatch: pytest.MonkeyPatch, stand_in) -> Path:
     asset_root = empty_assets
     ir, ps = asset_root / "image_reward", asset_root / "pickscore"
     (ir / "bert-base-uncased").mkdir(parents=True)
@@ -53,6 +53,8 @@ def preference_assets(empty_assets: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
               str(ps / "PickScore_v1" / "model.safetensors"))
     shutil.copy(PARITY / "pickscore" / "config.json", ps / "PickScore_v1" / "config.json")
     write_clip_tokenizer_json(ps / "CLIP-ViT-H-14-laion2B-s32B-b79K" / "tokenizer.json")
+    stand_in("image-reward-v1.0", ir / "ImageReward.pt")                  # the released files' hashes are published
+    stand_in("pickscore-v1", ps / "PickScore_v1" / "model.safetensors")
     monkeypatch.setattr(image_reward, "load_image_reward",            # the tiny ViT instead of ViT-L
                         functools.partial(image_reward.load_image_reward, vision=TINY_VISION))
     return asset_root
