@@ -128,15 +128,15 @@ def _reference_points(df: pd.DataFrame, teacher: str, metric: str, run_protocols
     return out
 
 
-# Per teacher whose runs sample with at least two step counts, one panel per metric: the metric
-# against the sampling steps (log scale). Returns the files written (steps_<teacher>.png / .pdf).
+# Per teacher with a multi-step sampler among runs of at least two step counts, one panel per
+# metric: the metric against the sampling steps (log scale). Returns the files written (steps_<teacher>.png / .pdf).
 def figure_steps(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Sequence[str] | None = None
                  ) -> list[Path]:
     paths: list[Path] = []
     for teacher, rs in _per_teacher(df):
         multi = rs[rs["steps"].notna() & (rs["relaxation"] == "none")]
         chosen = _chosen(list(multi["metric"]), metrics)
-        if multi["steps"].nunique() < 2 or not chosen:
+        if multi.empty or rs["steps"].nunique() < 2 or not chosen:
             continue
         fig, axes = _panels(len(chosen))
         for ax, metric in zip(axes, chosen):

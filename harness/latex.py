@@ -17,7 +17,8 @@ from typing import Sequence
 
 PREAMBLE = "\\usepackage{booktabs}\n\\usepackage{graphicx}"
 TEXTWIDTH_PT = 345.0                # \textwidth of the article class at 10pt, the narrowest common page
-TABCOLSEP_PT = 6.0                  # LaTeX's default \tabcolsep
+RESIZED_NOTE = "% estimated"         # the comment that marks a resized table, with its width
+TABCOLSEP_PT = 4.0                  # \tabcolsep of the tables (LaTeX's default is 6pt)
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -68,6 +69,13 @@ def decimals_of(x: float) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
+# A cell "mean ± std" with the std in \scriptsize (the compact style of the papers' tables), in
+# bold when `bold`; `mean` and `std` are formatted numbers.
+def mean_pm(mean: str, std: str | None, bold: bool = False) -> str:
+    text = mean if std is None else f"{mean}{{\\scriptsize\\,$\\pm$\\,{std}}}"
+    return f"\\textbf{{{text}}}" if bold else text
+
+
 # The indices of the best values (ties at the printed precision all count); None values never win.
 def best_indices(values: Sequence[float | None], higher: bool, precision: int | None = None) -> set[int]:
     shown = {i: float(number(v, precision)) for i, v in enumerate(values)
@@ -97,6 +105,9 @@ _WIDTHS_PT = {**dict.fromkeys("MW", 10.3), **dict.fromkeys("m", 8.4), **dict.fro
 # Rough width in points of a cell's LaTeX at 10pt (Computer Modern): markup removed, each
 # character weighed (upper case 7.5pt, other characters 5.1pt unless listed); errs on the wide side.
 def text_width_pt(tex: str) -> float:
+    small = [text_width_pt(m) * 0.7 for m in re.findall(r"\{\\scriptsize([^{}]*)\}", tex)]
+    if small:
+        return sum(small) + text_width_pt(re.sub(r"\{\\scriptsize[^{}]*\}", "", tex))
     t = re.sub(r"\\(textbf|textit|emph|textsuperscript|mathrm|text)\{", "{", tex)
     t = t.replace(r"\pm", "±").replace(r"\dagger", "†").replace(r"\uparrow", "↑").replace(r"\downarrow", "↓")
     t = t.replace(r"\quad", "    ").replace(r"\Delta", "D").replace("--", "–")
@@ -117,7 +128,7 @@ def tabular_width_pt(lines: Sequence[TexLine], header: Sequence[str]) -> float:
             sections.append(text_width_pt(r"\textit{" + line.section + "}") + 2 * TABCOLSEP_PT)
         for i, cell in enumerate(line.cells[:cols]):
             widest[i] = max(widest[i], text_width_pt(cell))
-    return max(sum(widest) + 2 * TABCOLSEP_PT * cols, max(sections))
+    return max(sum(widest) + 2 * TABCOLSEP_PT * (cols - 1), max(sections))
 
 
 # A complete table float: caption, booktabs tabular (resized to \textwidth only when estimated too
@@ -126,16 +137,17 @@ def booktabs_table(caption: str, label: str, header: Sequence[str], align: str, 
                    notes: Sequence[str] = (), after: Sequence[str] = ()) -> str:
     width = tabular_width_pt(lines, header)
     resize = width > TEXTWIDTH_PT
-    out = [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}"]
+    out = [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+           f"\\setlength{{\\tabcolsep}}{{{TABCOLSEP_PT:g}pt}}"]
     if resize:
-        out.append(f"% estimated {width:.0f}pt wide > \\textwidth ({TEXTWIDTH_PT:.0f}pt): resized; needs graphicx")
+        out.append(f"{RESIZED_NOTE} {width:.0f}pt wide > \\textwidth ({TEXTWIDTH_PT:.0f}pt): resized; needs graphicx")
         out.append(r"\resizebox{\textwidth}{!}{%")
-    out += [f"\\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    out += [f"\\begin{{tabular}}{{@{{}}{align}@{{}}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for line in lines:
         if line.rule:
             out.append(r"\midrule")
         if line.section is not None:
-            out.append(f"\\multicolumn{{{len(header)}}}{{l}}{{\\textit{{{line.section}}}}} \\\\")
+            out.append(f"\\multicolumn{{{len(header)}}}{{@{{}}l}}{{\\textit{{{line.section}}}}} \\\\")
         else:
             out.append(" & ".join(line.cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}" + ("}" if resize else "")]
@@ -147,6 +159,25 @@ def booktabs_table(caption: str, label: str, header: Sequence[str], align: str, 
     return "\n".join(out)
 
 
-# A note mark for a cell: "$^{a,c}$" for notes 1 and 3, "" for none.
-def marks(note_ids: Sequence[int]) -> str:
-    return f"$^{{{','.join(note_mark(i) for i in note_ids)}}}$" if note_ids else ""
+# The estimated widths (pt) of the tables of a LaTeX text that were resized to \\textwidth.
+def resized_widths(tex: str) -> list[float]:
+    return [float(w) for w in re.findall(re.escape(RESIZED_NOTE) + r" (\d+)pt wide", tex)]
+
+
+# The footnotes of one table float: the report's footnotes (numbered from 1) that its cells use,
+# lettered again in the order the cells use them.
+class TableNotes:
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts, self.used = texts, []
+
+    # The mark of some footnotes for a cell: "$^{a,c}$", or "" for none.
+    def mark(self, note_ids: Sequence[int]) -> str:
+        for n in note_ids:
+            if n not in self.used:
+                self.used.append(n)
+        letters = [note_mark(self.used.index(n) + 1) for n in note_ids]
+        return f"$^{{{','.join(letters)}}}$" if letters else ""
+
+    # The used footnotes, in letter order, escaped for LaTeX.
+    def notes(self) -> list[str]:
+        return [tex_escape(self.texts[n - 1]) for n in self.used]

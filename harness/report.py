@@ -23,8 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from harness import (baselines, claims, compare, costs, figures, layouts, plots, plugins, results, side_by_side,
-                     store, tables)
+from harness import (baselines, claims, compare, costs, figures, latex, layouts, plots, plugins, results,
+                     side_by_side, store, tables)
+from harness.yaml_lines import YamlFileError
 
 FORMATS = ("md", "tex", "csv", "parquet")
 
@@ -56,17 +57,23 @@ def references(results_root: Path, grids: Sequence[str], reference: Mapping[str,
     return {g: info for g in grids if (info := store.grid_info(results_root, g).get("compare"))}
 
 
-# The layouts a report shows: those named, then every other layout one of whose rows a run matches.
-def chosen_layouts(df: pd.DataFrame, named: Sequence[str]) -> list[layouts.Layout]:
+# The layouts a report shows: those named, then every other layout one of whose rows a run matches;
+# and the layout files that could not be read (listed in the report, never stopping it).
+def chosen_layouts(df: pd.DataFrame, named: Sequence[str]) -> tuple[list[layouts.Layout], list[str]]:
     out = [layouts.load_layout(n) for n in named]
+    problems = []
     runs = results.final_runs(df)
     for name, path in layouts.layout_files().items():
         if name in {layout.name for layout in out} or runs.empty:
             continue
-        layout = layouts.load_layout(path)
+        try:
+            layout = layouts.load_layout(path)
+        except YamlFileError as e:
+            problems.append(f"layout {name} ({layouts.LAYOUTS_DIR}/{path.name}, line {e.line}): {e.message}")
+            continue
         if any(r.runs is not None and not layouts.select_runs(runs, r.runs).empty for r in layout.rows):
             out.append(layout)
-    return out
+    return out, problems
 
 
 # Build every artefact of the report under `out_dir`; returns what was written. `reference` (a
@@ -85,7 +92,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     base, base_summary, base_problems = baselines.load_all()
     df = results.frame(results.record_rows(records) + [b.row() for b in base])
     all_tables = tables.build_tables(df, delta_to=baseline)
-    chosen = chosen_layouts(df, layout_names)
+    chosen, layout_problems = chosen_layouts(df, layout_names)
+    base_problems = base_problems + layout_problems
     _check_metrics(metrics, all_tables, chosen)
     built = tables.select_metrics(all_tables, metrics)
     filled = [layouts.build_layout(layout, df, base, _layout_columns(layout, metrics or ())) for layout in chosen]
@@ -214,6 +222,12 @@ def render_index(records: Sequence[Mapping[str, Any]],
     out += ["## Tables", ""]
     out.append(" · ".join(f"[{p.name}]({_rel(p, out_dir)})" for p in table_files) or
                "(no table format requested)")
+    out.append("")
+    for p in list(table_files) + list(layout_files):
+        if p.suffix == ".tex" and (widths := latex.resized_widths(p.read_text(encoding="utf-8"))):
+            out.append(f"- `{_rel(p, out_dir)}`: {len(widths)} table(s) estimated wider than \\textwidth "
+                       f"({', '.join(f'{w:.0f}pt' for w in widths)} for {latex.TEXTWIDTH_PT:.0f}pt) are wrapped in "
+                       f"\\resizebox; `--metrics` chooses fewer columns")
     out.append("")
     out.append(table_markdown or "No ok records to tabulate.")
     out.append("")

@@ -100,7 +100,7 @@ def test_rows_runs_no_runs_and_deltas(toy_layout):
     assert "| Method D [4] | 1 | **1.00** | – |" in md
     tex = layouts.render_latex(t)
     assert r"\multicolumn{2}{c}{\textit{no run}}" in tex and r"2.00$^\dagger$" in tex
-    assert r"\quad ours & 1 & 2.20 $\pm$ 0.14 & \textbf{0.960 $\pm$ 0.014} \\" in tex
+    assert r"\quad ours & 1 & 2.20{\scriptsize\,$\pm$\,0.14} & \textbf{0.960{\scriptsize\,$\pm$\,0.014}} \\" in tex
     assert "(n=" not in tex and r"Method A: FD +0.20, Acc. +0.060" in tex
 
 
@@ -242,3 +242,14 @@ def test_report_list_and_layout_options(tmp_path, capsys):
     assert report.main(["--results", str(results), "--out", str(out), "--layout", "softdimo_imagenet256",
                         "--metrics", "nope"]) == 2
     assert "unknown metric(s) nope" in capsys.readouterr().err
+
+
+def test_a_broken_layout_file_is_listed_not_fatal(tmp_path, monkeypatch):
+    folder = tmp_path / "baselines"
+    shutil.copytree(Path(layouts.__file__).resolve().parents[1] / "baselines", folder)
+    (folder / "layouts" / "broken.yaml").write_text("title: t\npaper: p\ncolumns: []\nrows: [{label: A}]\n")
+    monkeypatch.setenv("SOFTDIMO_BASELINES", str(folder))
+    df = frame([run("hard", 0, "digits_fd", 20.0, {"name": "digits-fd"}, method="dimo", teacher="digits")])
+    chosen, problems = report.chosen_layouts(df, [])
+    assert [layout.name for layout in chosen] == ["mini_c2i"]
+    assert problems == ["layout broken (layouts/broken.yaml, line 3): columns: expected a non-empty list"]

@@ -89,12 +89,12 @@ def test_latex_and_csv_render():
     assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
     # Cells hold mean ± std only; n goes to the caption, the delta under the table.
     assert r"toy\_mean $\downarrow$" in tex and "Soft student & 1 & " in tex
-    assert r"0.420 $\pm$ 0.020 \\" in tex and "(n=" not in tex
+    assert r"0.420{\scriptsize\,$\pm$\,0.020} \\" in tex and "(n=" not in tex
     assert r"n: Sampler (8 steps) 1; Hard student 1; Soft student 3; Real data 1." in tex
     assert r"Soft student toy\_mean +0.010 (mini\_reference)" in tex
     # Best per column in bold, lower is better; the baseline under another protocol (0.290) and
     # cells of other protocols do not compete.
-    assert r"\textbf{0.300}" in tex and r"\textbf{0.060 $\pm$ 0.010}" in tex
+    assert r"\textbf{0.300}" in tex and r"\textbf{0.060{\scriptsize\,$\pm$\,0.010}}" in tex
     assert r"\textbf{0.290}" not in tex
     narrowed = tables.render_latex(tables.select_metrics(t, ["toy_mean"]))
     assert "toy\\_fidelity" not in narrowed and narrowed.count(r"\begin{tabular}") == 2
@@ -232,3 +232,15 @@ def test_side_by_side_takes_one_seed_and_one_run_per_method(tmp_path):
     assert conditions.caption("digits", 3) == "class 3" and conditions.caption("shapes", "a red bar") == "a red bar"
     if conditions.imagenet_class_names() is not None:          # torchvision (the metrics extra)
         assert conditions.caption("maskbit", 207) == "207: golden retriever"
+
+
+def test_steps_figure_marks_stored_numbers_only_under_the_runs_protocol(tmp_path):
+    from harness import figures
+    df = golden_rows()
+    points = figures._reference_points(df, "toy", "toy_mean", [P_MEAN])
+    assert sorted(points) == [("Other method [papers]", 4, 0.35), ("Soft student [mini_reference]", 1, 0.41)]
+    style = plots.Style.of(df)
+    assert style.color("Soft student") == style.colors["Soft student"] != style.color("Hard student")
+    paths = figures.report_figures(df, tmp_path, style, metrics=["toy_mean"])
+    assert sorted(p.name for p in paths) == ["methods_aaa.pdf", "methods_aaa.png", "methods_toy.pdf",
+                                             "methods_toy.png", "steps_toy.pdf", "steps_toy.png"]
