@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from harness.plots import Style, capped, plt, points, reference_label, save_figure, slug
+from harness.plots import Style, capped, curve_name, plt, points, reference_label, save_figure, slug
 from harness.protocol import protocol_mismatch
 from harness.results import final_runs
 from harness.tables import order_key
@@ -105,7 +105,8 @@ def figure_methods(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Seque
                 ax.hlines(statistics.fmean(v), i - 0.3, i + 0.3, color=style.color(label), lw=2, zorder=2)
             ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
             ax.set_xlim(-0.6, len(labels) - 0.4)
-            ax.set_title(f"{metric} {_arrow(higher)}", fontsize=9)
+            optimised = "\n(optimised by some runs: not independent)" if m["optimised"].any() else ""
+            ax.set_title(f"{metric} {_arrow(higher)}{optimised}", fontsize=9)
             ax.tick_params(axis="y", labelsize=7)
             ax.grid(axis="y", alpha=0.3)
         _finish(fig, f"{teacher}: every method, one point per seed, bar = mean{note}", 0)
@@ -114,9 +115,9 @@ def figure_methods(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Seque
 
 
 # The stored baselines of one teacher and metric whose protocol matches every protocol of the runs,
-# as (figure label, steps, mean value).
+# as (label, source, steps, mean value).
 def _reference_points(df: pd.DataFrame, teacher: str, metric: str, run_protocols: Sequence[dict]
-                      ) -> list[tuple[str, int | None, float]]:
+                      ) -> list[tuple[str, str, int | None, float]]:
     bases = df[(df["kind"] == "baseline") & (df["teacher"] == teacher) & (df["metric"] == metric)]
     out = []
     for _, g in bases.groupby("group", sort=False):
@@ -124,7 +125,7 @@ def _reference_points(df: pd.DataFrame, teacher: str, metric: str, run_protocols
         if any(protocol_mismatch(p, b["protocol"]) is not None for p in run_protocols):
             continue
         steps = None if b["steps"] != b["steps"] or b["steps"] is None else int(b["steps"])
-        out.append((reference_label(b["label"], b["source"]), steps, float(g["value"].mean())))
+        out.append((str(b["label"]), str(b["source"]), steps, float(g["value"].mean())))
     return out
 
 
@@ -144,7 +145,7 @@ def figure_steps(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Sequenc
             for method, curve_rows in multi[multi["metric"] == metric].groupby("method", sort=True):
                 curve = {int(k): points(g) for k, g in curve_rows.groupby("steps")}
                 ks = sorted(curve)
-                name = f"{method}, K steps"
+                name = curve_name(method)
                 ax.plot(ks, [statistics.fmean(curve[k]) for k in ks], "-", color=style.color(name), label=name,
                         zorder=2)
                 for k in ks:
@@ -157,12 +158,13 @@ def figure_steps(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Sequenc
             for label in capped(_labels_in_order(plain))[0]:
                 ax.axhline(statistics.fmean(points(plain[plain["label"] == label])), ls="--", lw=1,
                            color=style.color(label), label=label)
-            for name, steps, value in _reference_points(df, teacher, metric, list(m["protocol"])):
+            for label, source, steps, value in _reference_points(df, teacher, metric, list(m["protocol"])):
+                color = style.reference_color(label, source)
                 if steps is None:
-                    ax.axhline(value, ls=":", lw=1, color=style.color(name), label=name)
+                    ax.axhline(value, ls=":", lw=1, color=color, label=reference_label(label, source))
                 else:
-                    ax.scatter([steps], [value], marker="D", s=36, facecolors="none", edgecolors=style.color(name),
-                               label=name, zorder=5)
+                    ax.scatter([steps], [value], marker="D", s=36, facecolors="none", edgecolors=color,
+                               label=reference_label(label, source), zorder=5)
             ax.set_xscale("log", base=2)
             ticks = sorted({1, *(int(k) for k in multi["steps"])})
             ax.set_xticks(ticks, [str(k) for k in ticks])

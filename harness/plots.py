@@ -55,15 +55,30 @@ class Style:
             self.colors[label] = palette[len(self.colors) % len(palette)]
         return self.colors[label]
 
-    # The style of a results table: its run labels in table order, then its baselines' labels.
+    # A stored baseline's colour: that of the runs of the same label (the same method; figures mark
+    # baselines with other symbols), else its own.
+    def reference_color(self, label: str, source: str) -> Any:
+        return self.colors[label] if label in self.colors else self.color(reference_label(label, source))
+
+    # The style of a results table: the K-step curves of its multi-step methods, its run labels in
+    # table order, then the labels of its teachers' stored baselines that no run has.
     @classmethod
     def of(cls, df: pd.DataFrame) -> "Style":
-        runs = final_runs(df).drop_duplicates("group")
-        keys = sorted((order_key("run", _steps(s), label), label) for label, s in zip(runs["label"], runs["steps"]))
-        bases = df[df["kind"] == "baseline"].drop_duplicates("group")
-        keys += sorted((order_key("baseline", _steps(s), reference_label(lb, src)), reference_label(lb, src))
-                       for lb, src, s in zip(bases["label"], bases["source"], bases["steps"]))
-        return cls(label for _, label in keys)
+        runs = final_runs(df)
+        multi = runs[runs["steps"].notna() & (runs["relaxation"] == "none") & (runs["steps"] > 1)]
+        names = [curve_name(m) for m in sorted(set(multi["method"]))]
+        runs = runs.drop_duplicates("group")
+        names += [lb for _, lb in sorted((order_key("run", _steps(s), lb), lb) for lb, s in zip(runs["label"], runs["steps"]))]
+        bases = df[(df["kind"] == "baseline") & df["teacher"].isin(set(runs["teacher"]))].drop_duplicates("group")
+        names += [reference_label(lb, src) for _, lb, src in sorted(
+            (order_key("baseline", _steps(s), lb), lb, src) for lb, src, s in zip(bases["label"], bases["source"], bases["steps"])
+            if lb not in set(names))]
+        return cls(names)
+
+
+# The name of a multi-step method's curve in figures.
+def curve_name(method: str) -> str:
+    return f"{method}, K steps"
 
 
 def _steps(value: Any) -> int | None:

@@ -28,7 +28,7 @@ def run_row(label: str, seed: int, metric: str, value: float | None, protocol: d
             "group": f"{teacher}:{label}", "metric": metric, "value": value, "higher_is_better": higher,
             "protocol": protocol, "protocol_id": protocol_id(protocol), "steps": steps, "seed": seed,
             "run_id": f"{label}-{seed}", "relaxation": "none" if steps != 1 else "soft", "status": "ok",
-            "optimised": False}
+            "optimised": False, "method": "toy_sampler" if steps and steps > 1 else "toy_student"}
 
 
 def baseline(label: str, metric: str, value: float, protocol: dict, source: str = "papers",
@@ -238,9 +238,13 @@ def test_steps_figure_marks_stored_numbers_only_under_the_runs_protocol(tmp_path
     from harness import figures
     df = golden_rows()
     points = figures._reference_points(df, "toy", "toy_mean", [P_MEAN])
-    assert sorted(points) == [("Other method [papers]", 4, 0.35), ("Soft student [mini_reference]", 1, 0.41)]
+    assert sorted(points) == [("Other method", "papers", 4, 0.35), ("Soft student", "mini_reference", 1, 0.41)]
     style = plots.Style.of(df)
+    assert list(style.colors)[:2] == ["toy_sampler, K steps", "Sampler (8 steps)"]      # the teacher curve first
     assert style.color("Soft student") == style.colors["Soft student"] != style.color("Hard student")
+    # a stored number of the same method takes its runs' colour (figures mark it with another symbol)
+    assert style.reference_color("Soft student", "mini_reference") == style.color("Soft student")
+    assert style.reference_color("Other method", "papers") == style.colors["Other method [papers]"]
     paths = figures.report_figures(df, tmp_path, style, metrics=["toy_mean"])
     assert sorted(p.name for p in paths) == ["methods_aaa.pdf", "methods_aaa.png", "methods_toy.pdf",
                                              "methods_toy.png", "steps_toy.pdf", "steps_toy.png"]
