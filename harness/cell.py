@@ -30,7 +30,7 @@ import torch
 
 from harness import plugins, preemption, registry, slurm, store, workqueue
 from harness.environment import run_context
-from harness.images import save_image_grid
+from harness.images import save_condition_samples, save_image_grid
 from harness.provenance import CodeVersion, code_version, job_environment, now, provenance
 from harness.scoring import score
 from harness.spec import RunSpec, spec_defaults
@@ -207,7 +207,10 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
     n_grid = dict(spec.params).get("eval.grid_images", 0)
     if n_grid and len(result.images):
         save_image_grid(result.images[:n_grid], run_dir / store.SAMPLES_FILE)
-        record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": min(n_grid, len(result.images))}
+        kept = save_condition_samples(result.images[:n_grid], result.conditions[:n_grid],
+                                      run_dir / store.CONDITION_SAMPLES_FILE)
+        record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": min(n_grid, len(result.images)),
+                             "per_condition": store.CONDITION_SAMPLES_FILE, "per_condition_count": kept}
     if not finite:
         bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
         log(f"diverged: metric(s) {', '.join(bad)} not finite")

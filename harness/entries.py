@@ -29,6 +29,8 @@ class TeacherEntry:
     # The teacher's world without the trained network (layout, conditions, decode, real data), for
     # reference baselines; None = reference methods build the full teacher.
     build_world: Callable[[Any, "RunContext"], Any] | None = None
+    # The names of its class labels in label order, for sample pages (None: labels shown as numbers).
+    class_names: Callable[[], Sequence[str] | None] | None = None
 
 
 # A way of producing samples: one-step distillation, the teacher's sampler, a reference baseline.

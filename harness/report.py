@@ -1,11 +1,16 @@
-"""Build the report from the records and the baselines: tables, plots, sample pages, an index.
+"""Build the report from the records and the baselines: tables, the papers' table layouts, figures,
+samples side by side, an index.
 
     python -m harness.report                                   # every grid under ./results
     python -m harness.report --grid soft_vs_hard --format md,tex --out results/report
+    python -m harness.report --layout softdimo_imagenet256 --metrics fid,inception_score
+    python -m harness.report --list-layouts
 
-Writes `<out>/report.md` linking `tables/results.{md,tex,csv}`, `plots/*.{png,pdf}` and
-`samples/*.{png,pdf}`. Records that cannot be read are listed in the report by path, and so are
-failed runs with their error line and log; neither stops the report.
+Writes `<out>/report.md` linking `tables/results.{md,tex,csv}`, `tables/layout_<name>.{md,tex,csv}`,
+`plots/*.{png,pdf}` and `samples/*.{png,pdf}`. Every link and path in the folder is relative to it
+(records and logs: relative to the results root), so the folder can be moved, zipped or committed.
+Records that cannot be read are listed in the report, and so are failed runs with their error
+line and log; neither stops the report.
 """
 from __future__ import annotations
 
@@ -18,9 +23,16 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from harness import baselines, claims, compare, costs, plots, plugins, results, store, tables
+from harness import (baselines, claims, compare, costs, figures, latex, layouts, plots, plugins, results,
+                     side_by_side, store, tables)
+from harness.yaml_lines import YamlFileError
 
 FORMATS = ("md", "tex", "csv", "parquet")
+
+
+# --metrics names a metric that no table, layout column or figure of the report has.
+class UnknownMetricsError(ValueError):
+    pass
 
 #----------------------------------------------------------------------------
 
@@ -33,6 +45,7 @@ class Report:
     tables: tables.Tables
     files: list[Path]
     problems: list[str]
+    layouts: list[layouts.LayoutTable]
 
 
 # The comparison references of each grid: `reference` (--reference) for every grid, else the
@@ -44,18 +57,46 @@ def references(results_root: Path, grids: Sequence[str], reference: Mapping[str,
     return {g: info for g in grids if (info := store.grid_info(results_root, g).get("compare"))}
 
 
+# The layouts a report shows: those named, then every other layout one of whose rows a run matches;
+# and the layout files that could not be read (listed in the report, never stopping it).
+def chosen_layouts(df: pd.DataFrame, named: Sequence[str]) -> tuple[list[layouts.Layout], list[str]]:
+    out = [layouts.load_layout(n) for n in named]
+    problems = []
+    runs = results.final_runs(df)
+    for name, path in layouts.layout_files().items():
+        if name in {layout.name for layout in out} or runs.empty:
+            continue
+        try:
+            layout = layouts.load_layout(path)
+        except YamlFileError as e:
+            problems.append(f"layout {name} ({layouts.LAYOUTS_DIR}/{path.name}, line {e.line}): {e.message}")
+            continue
+        if any(r.runs is not None and not layouts.select_runs(runs, r.runs).empty for r in layout.rows):
+            out.append(layout)
+    return out, problems
+
+
 # Build every artefact of the report under `out_dir`; returns what was written. `reference` (a
 # selector) chooses the cells every run is compared with; `baseline` (a selector of stored baseline
-# rows) the numbers the tables' delta column is taken to.
+# rows) the numbers the tables' delta column is taken to; `metrics` the columns (and figure panels)
+# and their order; `layout_names` the paper layouts shown besides those the runs match;
+# `per_metric_plots` adds the one-figure-per-metric plots.
 def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir: str | Path,
                  formats: Sequence[str] = FORMATS, with_plots: bool = True,
-                 reference: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None) -> Report:
+                 reference: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
+                 metrics: Sequence[str] | None = None, layout_names: Sequence[str] = (),
+                 per_metric_plots: bool = False) -> Report:
     results_root, out_dir = Path(results_root), Path(out_dir)
     records, problems = store.scan(results_root, grids)
     _load_plugins(records)
     base, base_summary, base_problems = baselines.load_all()
     df = results.frame(results.record_rows(records) + [b.row() for b in base])
-    built = tables.build_tables(df, delta_to=baseline)
+    all_tables = tables.build_tables(df, delta_to=baseline)
+    chosen, layout_problems = chosen_layouts(df, layout_names)
+    base_problems = base_problems + layout_problems
+    _check_metrics(metrics, all_tables, chosen)
+    built = tables.select_metrics(all_tables, metrics)
+    filled = [layouts.build_layout(layout, df, base, _layout_columns(layout, metrics or ())) for layout in chosen]
     files: list[Path] = []
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +114,7 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
             runs = results.final_runs(df).drop(columns=["protocol"])
             files.append(tdir / "runs.csv")
             runs.to_csv(files[-1], index=False)
+    layout_files = _write_layouts(filled, tdir, formats)
     grids_here = sorted({r["grid"] for r in records})
     compare_markdown = "\n".join(
         compare.render_markdown(compare.compare(df[(df["source"] == g) | (df["kind"] == "baseline")],
@@ -90,15 +132,48 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     plot_files: list[Path] = []
     sample_files: list[Path] = []
     if with_plots:
-        plot_files = (plots.plot_relaxations(df, out_dir / "plots") + plots.plot_steps(df, out_dir / "plots")
-                      + plots.plot_curves(df, out_dir / "plots") + plots.plot_best_of_n(df, out_dir / "plots"))
-        sample_files = plots.sample_pages(df, results_root, out_dir / "samples")
+        style = plots.Style.of(df)
+        pdir = out_dir / "plots"
+        plot_files = figures.report_figures(df, pdir, style, metrics) + plots.plot_best_of_n(df, pdir, style)
+        if per_metric_plots:
+            plot_files += (plots.plot_relaxations(df, pdir, style) + plots.plot_steps(df, pdir, style)
+                           + plots.plot_curves(df, pdir, style))
+        sample_files = (side_by_side.side_by_side_pages(df, results_root, out_dir / "samples")
+                        + plots.sample_pages(df, results_root, out_dir / "samples"))
     index = out_dir / "report.md"
     index.write_text(render_index(records, problems, base_summary, base_problems, markdown, compare_markdown,
-                                  claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir),
+                                  claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir,
+                                  results_root, filled, layout_files),
                      encoding="utf-8")
-    all_problems = [f"{p.path}: {p.message}" for p in problems] + base_problems
-    return Report(index, df, built, files + plot_files + sample_files + [index], all_problems)
+    all_problems = [f"{_from_root(p.path, results_root)}: {p.message}" for p in problems] + base_problems
+    return Report(index, df, built, files + layout_files + plot_files + sample_files + [index], all_problems, filled)
+
+
+def _check_metrics(metrics: Sequence[str] | None, built: tables.Tables, chosen: Sequence[layouts.Layout]) -> None:
+    known = {m for b in built.blocks for m in b.metrics}
+    known |= {name for layout in chosen for c in layout.columns for name in (c.metric, c.header)}
+    unknown = [m for m in metrics or () if m not in known]
+    if unknown:
+        raise UnknownMetricsError(f"unknown metric(s) {', '.join(unknown)}; the report has: {', '.join(sorted(known))}")
+
+
+def _layout_columns(layout: layouts.Layout, metrics: Sequence[str]) -> list[str] | None:
+    # --metrics applies to a layout through the columns it has (by run metric or header).
+    known = {c.metric for c in layout.columns} | {c.header for c in layout.columns}
+    chosen = [m for m in metrics if m in known]
+    return chosen or None
+
+
+# Write each filled layout as tables/layout_<name>.{md,tex,csv} (the formats asked for).
+def _write_layouts(filled: Sequence[layouts.LayoutTable], tdir: Path, formats: Sequence[str]) -> list[Path]:
+    renderers = {"md": layouts.render_markdown, "tex": layouts.render_latex, "csv": layouts.render_csv}
+    out = []
+    for table in filled:
+        for fmt in formats:
+            if fmt in renderers:
+                out.append(tdir / f"layout_{table.layout.name}.{fmt}")
+                out[-1].write_text(renderers[fmt](table), encoding="utf-8")
+    return out
 
 
 def _load_plugins(records: Sequence[Mapping[str, Any]]) -> None:
@@ -111,10 +186,18 @@ def _load_plugins(records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _rel(path: Path, base: Path) -> str:
+    # A path inside the report folder, relative to it (links keep working when the folder moves).
+    return Path(path).resolve().relative_to(Path(base).resolve()).as_posix()
+
+
+# A path of the results root as text relative to it: a record or log under the root, or (a log
+# written elsewhere, e.g. on a cluster node) its last three parts <grid>/<run id>/<file>.
+def _from_root(path: str | Path, results_root: Path) -> str:
+    p = Path(path)
     try:
-        return path.relative_to(base).as_posix()
+        return p.resolve().relative_to(results_root.resolve()).as_posix()
     except ValueError:
-        return path.as_posix()
+        return Path(*p.parts[len(p.anchor) > 0:][-3:]).as_posix()
 
 
 # The report's index page: runs, tables, plots, samples, problems, failures.
@@ -124,8 +207,11 @@ def render_index(records: Sequence[Mapping[str, Any]],
                  table_markdown: str, compare_markdown: str, claims_markdown: str, cost_markdown: str,
                  table_files: Sequence[Path],
                  plot_files: Sequence[Path],
-                 sample_files: Sequence[Path], out_dir: Path) -> str:
-    out = ["# Results report", ""]
+                 sample_files: Sequence[Path], out_dir: Path, results_root: Path,
+                 filled: Sequence[layouts.LayoutTable] = (), layout_files: Sequence[Path] = ()) -> str:
+    out = ["# Results report", "",
+           "Every link below is relative to this folder; paths of records and logs are relative to the "
+           "results root the report was built from.", ""]
     by_grid = Counter((r["grid"], r["status"]) for r in records)
     out.append(f"{len(records)} records.")
     out.append("")
@@ -139,8 +225,22 @@ def render_index(records: Sequence[Mapping[str, Any]],
     out.append(" · ".join(f"[{p.name}]({_rel(p, out_dir)})" for p in table_files) or
                "(no table format requested)")
     out.append("")
+    for p in list(table_files) + list(layout_files):
+        if p.suffix == ".tex" and (widths := latex.resized_widths(p.read_text(encoding="utf-8"))):
+            out.append(f"- `{_rel(p, out_dir)}`: {len(widths)} table(s) estimated wider than \\textwidth "
+                       f"({', '.join(f'{w:.0f}pt' for w in widths)} for {latex.TEXTWIDTH_PT:.0f}pt) are wrapped in "
+                       f"\\resizebox; `--metrics` chooses fewer columns")
+    out.append("")
     out.append(table_markdown or "No ok records to tabulate.")
     out.append("")
+    if filled:
+        out += ["## Paper tables", "",
+                "Each paper's table in its own layout (`baselines/layouts/`), its stored numbers with every "
+                "matching run beside them.", ""]
+        for table in filled:
+            links = [p for p in layout_files if p.name.startswith(f"layout_{table.layout.name}.")]
+            out += [layouts.render_markdown(table),
+                    " · ".join(f"[{p.name}]({_rel(p, out_dir)})" for p in links), ""]
     if compare_markdown.strip():
         out += ["## Comparisons with the reference cells", "", compare_markdown, ""]
     if claims_markdown:
@@ -148,14 +248,19 @@ def render_index(records: Sequence[Mapping[str, Any]],
     if cost_markdown:
         out += ["## Cost", "", cost_markdown, ""]
     if plot_files:
-        out += ["## Plots", ""]
+        out += ["## Figures", ""]
         for p in plot_files:
             if p.suffix == ".png":
-                out.append(f"![{p.stem}]({_rel(p, out_dir)}) ([pdf]({_rel(p.with_suffix('.pdf'), out_dir)}))")
-        out.append("")
+                out.append(f"![{p.stem}]({_rel(p, out_dir)})  \n([pdf]({_rel(p.with_suffix('.pdf'), out_dir)}))")
+                out.append("")
     if sample_files:
         out += ["## Samples", ""]
-        out += [f"- [{p.stem}]({_rel(p, out_dir)})" for p in sample_files if p.suffix == ".png"]
+        for p in sample_files:
+            if p.suffix == ".png" and p.stem.startswith("side_by_side_"):
+                out += [f"![{p.stem}]({_rel(p, out_dir)})  \n([pdf]({_rel(p.with_suffix('.pdf'), out_dir)}))", ""]
+        grids = [p for p in sample_files if p.suffix == ".png" and not p.stem.startswith("side_by_side_")]
+        if grids:
+            out += ["Every run's sample grid:", ""] + [f"- [{p.stem}]({_rel(p, out_dir)})" for p in grids]
         out.append("")
     out += ["## Baselines", ""] + [f"- {line}" for line in base_summary] + [""]
     failed = [r for r in records if r["status"] == "failed"]
@@ -163,12 +268,13 @@ def render_index(records: Sequence[Mapping[str, Any]],
         out += ["## Failed runs", ""]
         for r in failed:
             err = r.get("error") or {}
+            log = _from_root(err["log"], results_root) if err.get("log") else ""
             out.append(f"- `{r['grid']}/{r['run_id']}` {r.get('description', '')}: "
-                       f"{err.get('type', '?')}: {err.get('message', '')} (log: `{err.get('log', '')}`)")
+                       f"{err.get('type', '?')}: {err.get('message', '')} (log: `{log}`)")
         out.append("")
     if problems or base_problems:
         out += ["## Records and baselines that could not be read", ""]
-        out += [f"- `{p.path}`: {p.message}" for p in problems]
+        out += [f"- `{_from_root(p.path, results_root)}`: {p.message}" for p in problems]
         out += [f"- {p}" for p in base_problems]
         out.append("")
     return "\n".join(out)
@@ -191,7 +297,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", metavar="SELECTOR",
                    help="stored baseline rows the tables' delta column is taken to, KEY=VALUE[,...] (e.g. "
                         "source=mini_reference,label=Di[M]O (hard)); default: the baseline of the same label")
+    p.add_argument("--metrics", metavar="LIST",
+                   help="the columns of the tables and the panels of the figures, in this order, comma-separated "
+                        "(run metric names, or a layout's column headers); default: every metric")
+    p.add_argument("--layout", nargs="+", default=[], metavar="NAME",
+                   help="render these paper table layouts (baselines/layouts/NAME.yaml, or a path) even without "
+                        "a matching run; by default the report shows every layout a run matches")
+    p.add_argument("--list-layouts", action="store_true", help="list the paper table layouts and exit")
+    p.add_argument("--per-metric-plots", action="store_true",
+                   help="also draw one figure per metric (relaxations, steps, training curves) besides the "
+                        "multi-panel figures")
     args = p.parse_args(argv)
+    if args.list_layouts:
+        try:
+            print("\n".join(layouts.describe_layouts()) or f"no layouts under {layouts.layouts_dir()}")
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -210,14 +333,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: --reference / --baseline: {e}", file=sys.stderr)
         return 2
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        report = build_report(args.results, args.grid, out, formats, reference=reference, baseline=baseline)
+        chosen = [layouts.load_layout(n) for n in args.layout]
+    except (KeyError, ValueError) as e:
+        print(f"error: --layout: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    try:
+        report = build_report(args.results, args.grid, out, formats, reference=reference, baseline=baseline,
+                              metrics=metrics, layout_names=[str(layout.path) for layout in chosen],
+                              per_metric_plots=args.per_metric_plots)
     except KeyError as e:
         print(f"error: --reference / --baseline: {e.args[0]}", file=sys.stderr)
+        return 2
+    except UnknownMetricsError as e:
+        print(f"error: --metrics: {e}", file=sys.stderr)
         return 2
     for prob in report.problems:
         print(f"warning: {prob}", file=sys.stderr)
     print(f"wrote {report.index} ({len(report.files)} files, {len(report.frame)} result rows)")
+    for table in report.layouts:
+        print(f"layout {table.layout.name}: {out / 'tables' / ('layout_' + table.layout.name)}.{{{','.join(formats)}}}")
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, TypedDict
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
 SAMPLES_FILE = "samples.png"                # a run's sample grid, beside its record
+CONDITION_SAMPLES_FILE = "condition_samples.npz"  # its first images with their conditions
 GRID_INFO_FILE = "grid.json"                # what the report needs of the grid file
 ATTEMPTS_DIR = "attempts"
 LOCK_FILE = ".record.lock"
@@ -361,7 +362,7 @@ def ok_records_elsewhere(results_root: str | Path, run_ids: Iterable[str], grid:
     return found
 
 
-# Copy another grid's ok record of the same run (and its sample grid) into `grid`, marked with
+# Copy another grid's ok record of the same run (and its sample files) into `grid`, marked with
 # `reused_from`; the original keeps its provenance and cost. Returns the new record's path.
 def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
     record = read_record(source)
@@ -369,8 +370,9 @@ def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
     record["grid"] = grid
     target = run_dir(results_root, grid, record["run_id"])
     target.mkdir(parents=True, exist_ok=True)
-    png = (record.get("samples") or {}).get("grid_png")
-    if png and (source.parent / png).is_file():
-        shutil.copyfile(source.parent / png, target / png)
+    for key in ("grid_png", "per_condition"):
+        name = (record.get("samples") or {}).get(key)
+        if name and (source.parent / name).is_file():
+            shutil.copyfile(source.parent / name, target / name)
     return write_record(target, record)
 

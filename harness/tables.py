@@ -2,8 +2,9 @@
 teacher; runs as mean +- std over seeds with n; baselines beside them; a delta to the baseline of
 the same method only where the protocols match, and a footnote saying why not where they do not.
 
-`build_tables` is a pure function of rows; `render_markdown`, `render_latex` (booktabs) and
-`render_csv` only format its result.
+`build_tables` is a pure function of rows; `select_metrics` chooses and orders the columns;
+`render_markdown`, `render_latex` (booktabs, `harness.latex`: mean ± std only, best in bold, n and
+the deltas in the caption and footnotes) and `render_csv` only format its result.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from harness.compare import select
+from harness.latex import (TableNotes, TexLine, best_indices, booktabs_table, decimals_of, mean_pm, number,
+                           tex_escape)
 from harness.protocol import protocol_mismatch
 from harness.results import final_runs
 
@@ -65,7 +68,8 @@ class Tables:
 #----------------------------------------------------------------------------
 
 
-class _Notes:
+# Footnotes numbered in the order they are first added; the same text is one footnote.
+class Notes:
     def __init__(self) -> None:
         self.texts: list[str] = []
 
@@ -75,19 +79,22 @@ class _Notes:
         return self.texts.index(text) + 1
 
 
-def _order(row: TableRow) -> tuple:
-    # Multi-step samplers (most steps first), then one-step methods, then references, then baselines.
-    kind = 0 if row.kind == "run" else 1
-    steps = row.steps
+# The order of rows in tables and of methods in figures: runs before baselines; multi-step samplers
+# (most steps first), then one-step methods, then references without steps; then by label.
+def order_key(kind: str, steps: int | None, label: str, source: str = "") -> tuple:
     tier = 0 if steps is not None and steps > 1 else 1 if steps == 1 else 2
-    return (kind, tier, -(steps or 0), row.label.lower(), row.source)
+    return (0 if kind == "run" else 1, tier, -(steps or 0), label.lower(), source)
+
+
+def _order(row: TableRow) -> tuple:
+    return order_key(row.kind, row.steps, row.label, row.source)
 
 
 # Build the blocks from the results table: runs aggregated over seeds (final values only), with
 # the baselines of the same teacher. The delta column is taken to the baseline of the same label,
 # or, with `delta_to` (a selector of baseline rows), to the selected baseline of the same metric.
 def build_tables(df: pd.DataFrame, delta_to: Mapping[str, Any] | None = None) -> Tables:
-    notes = _Notes()
+    notes = Notes()
     runs = final_runs(df)
     bases = df[df["kind"] == "baseline"]
     blocks = []
@@ -121,7 +128,7 @@ def _steps(value: Any) -> int | None:
     return None if value is None or value != value else int(value)
 
 
-def _run_row(group: pd.DataFrame, notes: _Notes) -> TableRow:
+def _run_row(group: pd.DataFrame, notes: Notes) -> TableRow:
     cells = {}
     for metric, rs in group.groupby("metric", sort=False):
         values = [float(v) for v in rs["value"] if v == v and math.isfinite(v)]
@@ -142,7 +149,7 @@ def _run_row(group: pd.DataFrame, notes: _Notes) -> TableRow:
     return TableRow(first["label"], "run", ", ".join(sorted(set(group["source"]))), _steps(first["steps"]), cells)
 
 
-def _baseline_row(group: pd.DataFrame, block_protocols: dict, notes: _Notes) -> TableRow:
+def _baseline_row(group: pd.DataFrame, block_protocols: dict, notes: Notes) -> TableRow:
     cells = {}
     for metric, rs in group.groupby("metric", sort=False):
         b = rs.iloc[0]
@@ -168,7 +175,7 @@ def _baseline_row(group: pd.DataFrame, block_protocols: dict, notes: _Notes) -> 
 
 # Delta to a baseline where protocols match: the baseline reporting the same method label (and
 # steps), or with `by_label` False any of `bases` of the same metric (the first group).
-def _add_deltas(row: TableRow, run_rows: pd.DataFrame, bases: pd.DataFrame, notes: _Notes,
+def _add_deltas(row: TableRow, run_rows: pd.DataFrame, bases: pd.DataFrame, notes: Notes,
                 by_label: bool = True) -> None:
     for metric, cell in row.cells.items():
         if cell.mean is None:
@@ -194,18 +201,14 @@ def _add_deltas(row: TableRow, run_rows: pd.DataFrame, bases: pd.DataFrame, note
 
 
 # A number with 4 significant digits at most and no more than 3 decimals.
-def fmt(x: float) -> str:
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    digits = max(0, min(3, 3 - int(math.floor(math.log10(abs(x))))))
-    return f"{x:.{digits}f}"
+fmt = number
 
 
+# x printed with the decimals of `ref` (a std like its mean).
 def _fmt_like(x: float, ref: float) -> str:
     if ref == 0 or not math.isfinite(ref):
         return fmt(x)
-    digits = max(0, min(3, 3 - int(math.floor(math.log10(abs(ref))))))
-    return f"{x:.{digits}f}"
+    return number(x, decimals_of(ref))
 
 
 # The text of one table cell: mean +- std (n), delta, footnote marks.
@@ -254,41 +257,73 @@ def render_markdown(tables: Tables) -> str:
     return "\n".join(out)
 
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}", "–": "--", "−": "-", "Δ": r"$\Delta$", "±": r"$\pm$"}
+# The tables with only `metrics` (in that order) in each block; blocks with none of them are left
+# out.
+def select_metrics(tables: Tables, metrics: Sequence[str] | None) -> Tables:
+    if not metrics:
+        return tables
+    blocks = [Block(b.teacher, [m for m in metrics if m in b.metrics], b.higher_is_better, b.rows)
+              for b in tables.blocks if any(m in b.metrics for m in metrics)]
+    return Tables(blocks, tables.footnotes)
 
 
-# Text made safe for LaTeX (and the table's symbols as math).
-def tex_escape(text: str) -> str:
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
+def _rankable(cell: Cell | None, kind: str) -> bool:
+    # Runs and comparable baselines compete for bold; optimised values and baselines under other
+    # protocols do not.
+    return cell is not None and cell.mean is not None and not cell.optimised and (kind == "run" or not cell.notes)
 
 
-# LaTeX (booktabs): one tabular per teacher block; footnotes as a list after it.
+def _seeds_phrase(block: Block) -> str:
+    ns = {row.label: max((c.n for c in row.cells.values()), default=0) for row in block.rows if row.kind == "run"}
+    if not ns:
+        return ""
+    if len(set(ns.values())) == 1:
+        return f" Runs: mean $\\pm$ std over n = {next(iter(ns.values()))} seed(s) each."
+    return " Runs: mean $\\pm$ std over seeds; n: " + "; ".join(
+        f"{tex_escape(label)} {n}" for label, n in ns.items()) + "."
+
+
+# LaTeX (booktabs): one table float per teacher block. Cells: mean ± std; the best value of each
+# column in bold; n in the caption; footnotes (lettered) and the deltas under the tabular.
 def render_latex(tables: Tables) -> str:
-    out = ["% Generated by python -m harness.report; needs \\usepackage{booktabs}."]
+    out = ["% Generated by python -m harness.report; needs \\usepackage{booktabs} (and graphicx where a "
+           "table is resized)."]
     for block in tables.blocks:
-        cols = "ll" + "r" * len(block.metrics)
-        out += [r"\begin{table}[t]", r"\centering", f"\\caption{{Teacher: {tex_escape(block.teacher)}}}",
-                f"\\begin{{tabular}}{{{cols}}}", r"\toprule"]
-        head = ["Method", "Steps"] + [tex_escape(m) + (r" $\uparrow$" if block.higher_is_better[m]
-                                                       else r" $\downarrow$") for m in block.metrics]
-        out.append(" & ".join(head) + r" \\")
-        out.append(r"\midrule")
+        notes = TableNotes(tables.footnotes)
+        best = {m: best_indices([row.cells[m].mean if _rankable(row.cells.get(m), row.kind) else None
+                                 for row in block.rows], block.higher_is_better[m]) for m in block.metrics}
+        lines, deltas = [], []
         first_baseline = True
-        for row in block.rows:
-            if row.kind == "baseline" and first_baseline:
-                out.append(r"\midrule")
-                first_baseline = False
+        for i, row in enumerate(block.rows):
+            cells = []
+            for m in block.metrics:
+                c = row.cells.get(m)
+                if c is None or c.mean is None:
+                    text = "--" if c is None or not c.diverged else "diverged"
+                else:
+                    text = mean_pm(fmt(c.mean), None if c.std is None else _fmt_like(c.std, c.mean), i in best[m])
+                    if c.delta is not None:
+                        deltas.append(f"{tex_escape(row.label)} {tex_escape(m)} "
+                                      f"{'+' if c.delta >= 0 else '-'}{_fmt_like(abs(c.delta), c.mean)} "
+                                      f"({tex_escape(c.delta_source)})")
+                cells.append(text + ("" if c is None else notes.mark(c.notes)))
             label = tex_escape(row.label) if row.kind == "run" else r"\textit{" + tex_escape(row.label) + "}"
-            cells = [tex_escape(cell_text(row.cells.get(m), row.kind)) for m in block.metrics]
             steps = "--" if row.steps is None else str(row.steps)
-            out.append(" & ".join([label, steps] + cells) + r" \\")
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    for i, t in enumerate(tables.footnotes, start=1):
-        out.append(f"% [{i}] {t}")
-        out.append(f"\\noindent[{i}] {tex_escape(t)}\\\\")
+            lines.append(TexLine([label, steps] + cells, rule=row.kind == "baseline" and first_baseline))
+            first_baseline = first_baseline and row.kind != "baseline"
+        header = ["Method", "Steps"] + [tex_escape(m) + (r" $\uparrow$" if block.higher_is_better[m]
+                                                        else r" $\downarrow$") for m in block.metrics]
+        after = [r"$\Delta$ (run mean $-$ the baseline of the same method, same protocol): " + "; ".join(deltas)
+                 + "."] if deltas else []
+        caption = (f"Teacher: {tex_escape(block.teacher)}.{_seeds_phrase(block)} Italic rows: stored baselines. "
+                   "Bold: best in its column.")
+        out.append(booktabs_table(caption, f"tab:{_tex_label(block.teacher)}", header, "lr" + "r" * len(block.metrics),
+                                  lines, notes.notes(), after))
     return "\n".join(out) + "\n"
+
+
+def _tex_label(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)
 
 
 # CSV: one line per (block, row, metric) with the numbers unformatted.

@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for module in r["spec"].get("plugins", []):
             plugins.load_module(module)
     grids = ", ".join(args.grid)
-    rows = from_records(records, args.source, f"softdimo-harness grid(s) {grids}, "
-                                              f"results exported from {args.results}")
+    rows = from_records(records, args.source, f"softdimo-harness grid(s) {grids}, exported from their ok records")
     if not rows:
         print(f"error: no ok records with metrics for grid(s) {grids} under {args.results}",
               file=sys.stderr)

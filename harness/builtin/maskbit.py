@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import assets
+from harness.conditions import imagenet_class_names
 from harness.entries import RunContext, TeacherEntry
 from harness.registry import teachers
 from softdimo.teachers.maskbit import MASKBIT_BITS, MaskBitConfig, MaskBitTeacher, build_maskbit_teacher
@@ -106,5 +107,6 @@ teachers.register("maskbit", TeacherEntry(
     name="maskbit", config_cls=MaskBitConfig, build=build, scales=("paper",),
     default_params=PAPER_DEFAULTS, default_metrics=("fid", "inception_score", "prdc"),
     assets=maskbit_assets,
+    class_names=imagenet_class_names,
     description="MaskBit class-conditional ImageNet 256 (bit tokens, 2 groups of N/2 bits), "
                 "released weights"))

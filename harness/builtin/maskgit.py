@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import assets
+from harness.conditions import imagenet_class_names
 from harness.entries import RunContext, TeacherEntry
 from harness.registry import teachers
 from softdimo.teachers.maskgit import RELEASED_SAMPLERS, MaskGITConfig, MaskGITTeacher, build_maskgit_teacher
@@ -106,5 +107,6 @@ teachers.register("maskgit", TeacherEntry(
     name="maskgit", config_cls=MaskGITConfig, build=build, scales=("paper",),
     default_params=PAPER_DEFAULTS, default_metrics=("fid", "inception_score", "prdc"),
     assets=maskgit_assets,
+    class_names=imagenet_class_names,
     description="Halton-MaskGIT v1.0 class-conditional ImageNet 256 (VQGAN f16-1024 tokens), released "
                 "weights; Di[M]O's ImageNet teacher"))

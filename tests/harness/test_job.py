@@ -10,11 +10,14 @@ import socket
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from harness import cell, environment, images, store, workqueue
+from harness.images import load_condition_samples
+from harness.samples import to_uint8
 from harness.spec import resolve_cell
 
 STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", "seed": 1,
@@ -44,9 +47,16 @@ def test_execute_writes_ok_record(tmp_path, monkeypatch):
     assert rec["metrics"]["toy_mean"]["protocol_id"].startswith("toy-mean:")
     assert [p[0] for p in rec["curves"]["toy_gap"]] == [4, 8, 12, 16, 20]
     # Sample grid: 9 images of 8x8 upscaled (nearest) to 64x64 in a 3x3 grid with 2px borders.
-    assert rec["samples"] == {"grid_png": "samples.png", "count": 9}
+    assert rec["samples"] == {"grid_png": "samples.png", "count": 9, "per_condition": "condition_samples.npz",
+                              "per_condition_count": 9}
     with Image.open(store.run_dir(tmp_path, "g", spec.run_id) / "samples.png") as im:
         assert im.size == (3 * 66 + 2, 3 * 66 + 2) and im.mode == "L"
+    # The same first images at their own resolution, with their conditions (class i mod 10).
+    kept, conditions, indices = load_condition_samples(store.run_dir(tmp_path, "g", spec.run_id)
+                                                       / "condition_samples.npz")
+    assert kept.shape == (9, 8, 8, 3) and kept.dtype == np.uint8
+    assert conditions == [i % 10 for i in range(9)] and indices == list(range(9))
+    assert np.array_equal(kept[..., 0], to_uint8(images[:9])[..., 0])
     prov = rec["provenance"]
     assert prov["executor"] == "none" and prov["job_id"] is None     # called directly
     assert prov["python"] == platform.python_version() and prov["host"] == socket.gethostname()

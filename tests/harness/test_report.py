@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ def run_row(label: str, seed: int, metric: str, value: float | None, protocol: d
             "group": f"{teacher}:{label}", "metric": metric, "value": value, "higher_is_better": higher,
             "protocol": protocol, "protocol_id": protocol_id(protocol), "steps": steps, "seed": seed,
             "run_id": f"{label}-{seed}", "relaxation": "none" if steps != 1 else "soft", "status": "ok",
-            "optimised": False}
+            "optimised": False, "method": "toy_sampler" if steps and steps > 1 else "toy_student"}
 
 
 def baseline(label: str, metric: str, value: float, protocol: dict, source: str = "papers",
@@ -85,7 +87,17 @@ def test_latex_and_csv_render():
     t = tables.build_tables(golden_rows())
     tex = tables.render_latex(t)
     assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
-    assert r"toy\_mean $\downarrow$" in tex and r"0.420 $\pm$ 0.020 (n=3) $\Delta$+0.010" in tex
+    # Cells hold mean ± std only; n goes to the caption, the delta under the table.
+    assert r"toy\_mean $\downarrow$" in tex and "Soft student & 1 & " in tex
+    assert r"0.420{\scriptsize\,$\pm$\,0.020} \\" in tex and "(n=" not in tex
+    assert r"n: Sampler (8 steps) 1; Hard student 1; Soft student 3; Real data 1." in tex
+    assert r"Soft student toy\_mean +0.010 (mini\_reference)" in tex
+    # Best per column in bold, lower is better; the baseline under another protocol (0.290) and
+    # cells of other protocols do not compete.
+    assert r"\textbf{0.300}" in tex and r"\textbf{0.060{\scriptsize\,$\pm$\,0.010}}" in tex
+    assert r"\textbf{0.290}" not in tex
+    narrowed = tables.render_latex(tables.select_metrics(t, ["toy_mean"]))
+    assert "toy\\_fidelity" not in narrowed and narrowed.count(r"\begin{tabular}") == 2
     rows = list(csv.DictReader(io.StringIO(tables.render_csv(t))))
     soft = next(r for r in rows if r["method"] == "Soft student" and r["metric"] == "toy_mean")
     assert float(soft["mean"]) == pytest.approx(0.42) and soft["n"] == "3"
@@ -154,22 +166,85 @@ def test_report_end_to_end_with_corrupt_record(write_grid, tmp_path):
     broken.mkdir()
     (broken / "record.json").write_text('{"schema_version": 1, "run_id": ')   # truncated
     out = tmp_path / "report"
-    rep = report.build_report(results, None, out)
+    rep = report.build_report(results, None, out, layout_names=["mini_c2i"])
     index = rep.index.read_text()
-    assert f"`{broken / 'record.json'}`: invalid JSON" in index
-    assert "- `rep/ffffffffffffffff` : RuntimeError: boom (log: `/x/log.txt`)" in index
+    assert "`rep/bbbbbbbbbbbbbbbb/record.json`: invalid JSON" in index      # relative to the results root
+    assert "- `rep/ffffffffffffffff` : RuntimeError: boom (log: `x/log.txt`)" in index
     assert "| rep | 7 | 0 | 1 |" in index
     assert "Toy student (toy_hard)" in index and "Toy sampler, 4 step(s)" in index
-    for rel in ("tables/results.md", "tables/results.tex", "tables/results.csv",
-                "plots/relaxations_toy_toy_mean.png", "plots/relaxations_toy_toy_mean.pdf",
-                "plots/steps_toy_toy_mean.png", "plots/curves_toy_toy_gap.pdf",
-                "samples/samples_rep_p1.png"):
+    for rel in ("tables/results.md", "tables/results.tex", "tables/results.csv", "tables/layout_mini_c2i.tex",
+                "plots/methods_toy.png", "plots/methods_toy.pdf", "plots/steps_toy.png", "plots/steps_toy.pdf",
+                "plots/curves_toy.png", "plots/curves_toy.pdf", "samples/side_by_side_toy.png",
+                "samples/side_by_side_toy.pdf", "samples/samples_rep_p1.png"):
         assert (out / rel).is_file() and (out / rel).stat().st_size > 0, rel
-    assert "(tables/results.csv)" in index and "(plots/steps_toy_toy_mean.png)" in index
+    assert "(tables/results.csv)" in index and "![steps_toy](plots/steps_toy.png)" in index
+    assert "![side_by_side_toy](samples/side_by_side_toy.png)" in index and "## Paper tables" in index
+    assert not list((out / "plots").glob("relaxations_*"))            # per-metric plots: on request
+    assert (out / "plots" / "methods_toy.pdf").read_bytes().startswith(b"%PDF")
+    _check_report_travels(out, tmp_path / "elsewhere", forbidden=[str(tmp_path), str(Path.cwd()), str(Path.home())])
 
     rc = report.main(["--results", str(results), "--grid", "rep", "--out", str(tmp_path / "r2"),
-                      "--format", "md"])
+                      "--format", "md", "--per-metric-plots"])
     assert rc == 0 and (tmp_path / "r2" / "tables" / "results.md").exists()
     assert not (tmp_path / "r2" / "tables" / "results.tex").exists()
+    assert {"relaxations_toy_toy_mean.png", "steps_toy_toy_mean.pdf", "curves_toy_toy_gap.png",
+            "methods_toy.png"} <= {p.name for p in (tmp_path / "r2" / "plots").iterdir()}
     assert report.main(["--results", str(tmp_path / "nope")]) == 2
     assert report.main(["--results", str(results), "--format", "md,html"]) == 2
+
+
+# Move a report folder: no file in it names a forbidden (absolute) path, and every link of its
+# Markdown pages resolves inside the moved folder.
+def _check_report_travels(folder: Path, target: Path, forbidden: list[str]) -> None:
+    moved = Path(shutil.move(str(folder), str(target)))
+    files = [p for p in moved.rglob("*") if p.is_file()]
+    for path in files:
+        data = path.read_bytes()
+        for text in forbidden:
+            assert text.encode() not in data, f"{path.relative_to(moved)} names {text}"
+    links = 0
+    for page in (p for p in files if p.suffix == ".md"):
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            assert not Path(link).is_absolute() and "://" not in link, f"{page.name}: {link}"
+            assert (page.parent / link).resolve().is_file(), f"{page.name}: broken link {link}"
+            links += 1
+    assert links > 10
+
+
+def test_side_by_side_takes_one_seed_and_one_run_per_method(tmp_path):
+    from harness import conditions, side_by_side
+    from harness.images import save_condition_samples
+    import torch
+    rows = []
+    for label, seeds in (("B student", (0, 1)), ("A student", (1,)), ("Sampler (8 steps)", (0,))):
+        for seed in seeds:
+            row = run_row(label, seed, "toy_mean", 0.5, P_MEAN, steps=8 if "Sampler" in label else 1)
+            rows.append({**row, "run_id": f"{label[0]}{seed}", "grid": "g", "reused_from": None})
+            images = torch.full((12, 1, 4, 4), 0.1 * seed + 0.01 * len(label))
+            save_condition_samples(images, [i % 10 for i in range(12)], tmp_path / "g" / f"{label[0]}{seed}" /
+                                   "condition_samples.npz")
+    runs = frame(rows).drop_duplicates("run_id").copy()
+    runs["file"] = [side_by_side.condition_file(tmp_path, g, r, None) for g, r in zip(runs["grid"], runs["run_id"])]
+    seed, chosen = side_by_side.choose_runs(runs)
+    assert seed == 0 and [r["label"] for r in chosen] == ["Sampler (8 steps)", "B student"]   # 2 methods have seed 0
+    paths = side_by_side.side_by_side_pages(frame(rows), tmp_path, tmp_path / "out")
+    assert sorted(p.name for p in paths) == ["side_by_side_toy.pdf", "side_by_side_toy.png"]
+    assert conditions.caption("digits", 3) == "class 3" and conditions.caption("shapes", "a red bar") == "a red bar"
+    if conditions.imagenet_class_names() is not None:          # torchvision (the metrics extra)
+        assert conditions.caption("maskbit", 207) == "207: golden retriever"
+
+
+def test_steps_figure_marks_stored_numbers_only_under_the_runs_protocol(tmp_path):
+    from harness import figures
+    df = golden_rows()
+    points = figures._reference_points(df, "toy", "toy_mean", [P_MEAN])
+    assert sorted(points) == [("Other method", "papers", 4, 0.35), ("Soft student", "mini_reference", 1, 0.41)]
+    style = plots.Style.of(df)
+    assert list(style.colors)[:2] == ["toy_sampler, K steps", "Sampler (8 steps)"]      # the teacher curve first
+    assert style.color("Soft student") == style.colors["Soft student"] != style.color("Hard student")
+    # a stored number of the same method takes its runs' colour (figures mark it with another symbol)
+    assert style.reference_color("Soft student", "mini_reference") == style.color("Soft student")
+    assert style.reference_color("Other method", "papers") == style.colors["Other method [papers]"]
+    paths = figures.report_figures(df, tmp_path, style, metrics=["toy_mean"])
+    assert sorted(p.name for p in paths) == ["methods_aaa.pdf", "methods_aaa.png", "methods_toy.pdf",
+                                             "methods_toy.png", "steps_toy.pdf", "steps_toy.png"]

@@ -164,3 +164,16 @@ def test_scan_reports_corrupt_records_by_name(tmp_path):
         store.read_record(tmp_path / "g" / "truncated" / "record.json")
     _, missing = store.scan(tmp_path, ["nope"])
     assert "no results for grid 'nope'" in missing[0].message
+
+
+def test_reused_record_brings_its_sample_files(tmp_path):
+    source = store.run_dir(tmp_path, "a", "r1")
+    source.mkdir(parents=True)
+    (source / store.SAMPLES_FILE).write_bytes(b"png")
+    (source / store.CONDITION_SAMPLES_FILE).write_bytes(b"npz")
+    path = store.write_record(source, record("r1", grid="a", samples={
+        "grid_png": store.SAMPLES_FILE, "per_condition": store.CONDITION_SAMPLES_FILE}))
+    copy = store.reuse_record(path, tmp_path, "b")
+    assert store.read_record(copy)["reused_from"] == "a/r1"
+    assert (copy.parent / store.SAMPLES_FILE).read_bytes() == b"png"
+    assert (copy.parent / store.CONDITION_SAMPLES_FILE).read_bytes() == b"npz"
