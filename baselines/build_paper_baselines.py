@@ -70,31 +70,8 @@ def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
     soft = paper.startswith("Soft-DiMO")
     unknown = ("Soft-Di[M]O's evaluation code is not available; protocol details not confirmed"
                if soft else "the README does not state the evaluation implementation")
-    if metric == "fid" and task == "imagenet256-c2i":
-        p = {"name": "imagenet256-fid50k-adm", "reference": "ADM VIRTUAL_imagenet256 mu/sigma",
-             "samples": 50000}
-        if dimo:
-            p.update(implementation="clean-fid legacy_tensorflow", samples_per_class=50,
-                     notes="Di[M]O eval scripts: clean-fid legacy_tensorflow against "
-                           f"fid_stats_imagenet256_guided_diffusion.npz ({DIMO_CODE} evaluation/fid.py)")
-        else:
-            p["notes"] = f"assumed ImageNet-256 FID-50k against the ADM reference; {unknown}"
-        return p
-    if metric == "is":
-        p = {"name": "imagenet256-is50k", "samples": 50000}
-        if dimo:
-            p.update(implementation="torch-fidelity inception_score_mean")
-        else:
-            p["notes"] = unknown
-        return p
-    if metric in ("precision", "recall", "density", "coverage"):
-        if dimo:
-            return {"name": "imagenet256-prdc-adm", "implementation": "Naeem et al. PRDC", "k": 3,
-                    "features": "Inception (legacy TF)",
-                    "reference": "ADM VIRTUAL_imagenet256_labeled.npz (10k images)"}
-        return {"name": "imagenet256-precision-recall", "notes": "which precision/recall "
-                "(Naeem PRDC or Kynkaanniemi improved P/R of the ADM evaluator) is unknown; "
-                + unknown}
+    if task == "imagenet256-c2i" and metric in ("fid", "is", "precision", "recall", "density", "coverage"):
+        return _imagenet_protocol(metric, dimo, unknown)
     if metric.startswith("hps"):
         version = "v2.0" if metric_original.startswith("HPSv2.0") else "v2.1"
         p = {"name": f"hpsv2-benchmark-{version}", "hps_version": version}
@@ -132,6 +109,28 @@ def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
                 "implementation, feature resize or reference resolution; read as clean-fid 'clean' "
                 "features of one image per meta_data.json prompt against the 30k MJHQ images"}
     raise ValueError(f"no protocol known for metric {metric!r}")
+
+
+# An ImageNet-256 number's protocol, in the fields a run's record carries for the same protocol
+# (harness.metrics.fid: the ADM reference batch, 50k samples): a run at 50k compares with it.
+def _imagenet_protocol(metric: str, dimo: bool, unknown: str) -> dict:
+    adm = {"name": "imagenet256-fid50k-adm", "num_samples": 50000, "resolution": 256}
+    if metric in ("precision", "recall") and not dimo:
+        return {"name": "imagenet256-precision-recall", "notes": "which precision/recall (Naeem PRDC or "
+                "Kynkaanniemi improved P/R of the ADM evaluator) is unknown; " + unknown}
+    if not dimo:
+        return {**adm, **({} if metric == "is" else {"reference": "adm-imagenet256-ref-batch"}), "assumed": True,
+                "notes": f"assumed ImageNet-256 {metric.upper()} of 50k samples against the ADM reference; {unknown}"}
+    if metric == "fid":
+        return {**adm, "reference": "adm-imagenet256-ref-batch", "features": "clean-fid/legacy_tensorflow",
+                "notes": "Di[M]O eval scripts: clean-fid legacy_tensorflow, 50 images per class, against "
+                         f"fid_stats_imagenet256_guided_diffusion.npz, the ADM reference statistics "
+                         f"({DIMO_CODE} evaluation/fid.py)"}
+    if metric == "is":
+        return {**adm, "notes": f"Di[M]O eval scripts: torch-fidelity inception_score_mean ({DIMO_CODE})"}
+    return {**adm, "reference": "adm-imagenet256-ref-batch", "prdc": "naeem2020", "prdc_k": 3,
+            "notes": "Di[M]O eval scripts: Naeem et al. PRDC, k=3, Inception (legacy TF) features, against "
+                     "the ADM VIRTUAL_imagenet256_labeled.npz images"}
 
 
 # Citation, arXiv id and source quality of one raw row.

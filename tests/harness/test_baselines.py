@@ -35,9 +35,8 @@ def test_paper_baselines_carry_citation_quality_protocol():
     fid = next(b for b in dimo if b.metric == "fid" and b.method == "Di[M]O")
     assert (fid.value, fid.steps, fid.teacher_key, fid.higher_is_better) == (6.91, 1, "maskgit", False)
     assert fid.protocol["name"] == "imagenet256-fid50k-adm"
-    assert fid.protocol["implementation"] == "clean-fid legacy_tensorflow"
-    assert fid.protocol["reference"] == "ADM VIRTUAL_imagenet256 mu/sigma"
-    assert fid.protocol["samples"] == 50000
+    assert fid.protocol["features"] == "clean-fid/legacy_tensorflow" and fid.protocol["num_samples"] == 50000
+    assert fid.protocol["reference"] == "adm-imagenet256-ref-batch"        # the asset a run records
     hps = [b for b in dimo if b.metric_original.startswith("HPSv2.0")]
     assert hps and all(b.protocol["name"] == "hpsv2-benchmark-v2.0" and b.protocol["hps_version"] == "v2.0"
                        for b in hps)

@@ -82,3 +82,31 @@ def test_hps_entry_pairs_and_benchmark(asset_root, tmp_path, monkeypatch, stand_
     old = registry.metrics.get("hps_v2.0").compute(full, ctx)
     assert set(old) == {"hps_v2.0", *(f"hps_v2.0_{s}" for s in hps.HPS_STYLES)}
     assert old["hps_v2.0"].protocol["hps_version"] == "v2.0"
+
+
+# The stored ImageNet-256 numbers compare with a run's: the protocol a run records under the 50k
+# protocol (here the any-count protocol of 10 images, renamed as a 50k run would record it) agrees
+# with Di[M]O's FID / IS / PRDC rows on every field both record, and Soft-Di[M]O's FID by assumption.
+def test_stored_imagenet_numbers_match_what_a_run_records(adm_batch, tmp_path):
+    from harness.protocol import protocol_mismatch
+    labels = list(range(10))
+    generate_samples(lambda conds, noise: noise.rand(3, 256, 256), labels, tmp_path / "samples", seed=0,
+                     batch_size=5, shard_size=5)
+    inp = EvalInput(spec=None, teacher=None, images=torch.zeros(0), conditions=labels, tokens=None,
+                    samples=tmp_path / "samples")
+    ctx = RunContext(tmp_path / "run", tmp_path / "cache")
+    recorded = {}
+    for name in ("fid", "inception_score", "prdc"):
+        for key, value in registry.metrics.get(name).compute(inp, ctx).items():
+            recorded[key] = {**value.protocol, "name": "imagenet256-fid50k-adm", "num_samples": 50_000}
+    stored = [b for b in registry.baseline_sources.get("papers").load() if b.task == "imagenet256-c2i"]
+    key_of = {"is": "inception_score"}
+    dimo = [b for b in stored if b.arxiv == "2503.15457"]
+    assert {b.metric for b in dimo} >= {"fid", "is", "precision", "recall", "density", "coverage"}
+    for b in dimo:
+        assert protocol_mismatch(recorded[key_of.get(b.metric, b.metric)], b.protocol) is None, (b.method, b.metric)
+    soft_fid = [b for b in stored if b.arxiv == "2509.22925" and b.metric == "fid"]
+    assert soft_fid and all(b.protocol.get("assumed") for b in soft_fid)
+    assert all(protocol_mismatch(recorded["fid"], b.protocol) is None for b in soft_fid)
+    small = {**recorded["fid"], "name": "imagenet256-fid-adm", "num_samples": 10}
+    assert all(protocol_mismatch(small, b.protocol) for b in dimo if b.metric == "fid")
