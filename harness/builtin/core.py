@@ -11,7 +11,7 @@ registry.relaxations.register("hard", RelaxationEntry(
     description="Di[M]O: sampled one-hot tokens, no gradient"))
 # Every built-in relaxation draws x_theta = argmax(z/T + g) from the same noise (`sample_as`), and
 # straight-through's forward value one_hot - sg(y) + y is exactly one_hot in floating point
-# (tests/test_dimo_math.py, `forward_as`): without a gradient-consuming refinement gumbel and soft
+# (tests/softdimo/test_dimo_math.py, `forward_as`): without a gradient-consuming refinement gumbel and soft
 # train hard's student.
 registry.relaxations.register("gumbel", RelaxationEntry(
     "gumbel", relax_gumbel, differentiable=True, forward_as="hard", sample_as="hard", params=("relax.gumbel_tau",),

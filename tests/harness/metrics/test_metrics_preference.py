@@ -22,7 +22,7 @@ from softdimo.teachers.base import Condition
 from softdimo.teachers.weights import CheckpointError
 from tests.scorer_parity import PARITY, float_images, load_state, parity_inputs, write_clip_tokenizer_json
 
-ABLATIONS = Path(__file__).resolve().parents[2] / "ablations"
+ABLATIONS = Path(__file__).resolve().parents[3] / "ablations"
 IR = PARITY / "image_reward"
 TINY_VISION = image_reward.BLIPVisionConfig(**json.loads((IR / "tiny_config.json").read_text())["vision"])
 

@@ -26,7 +26,7 @@ from softdimo.teachers.maskbit_generator import (LFQBert, combine_groups, expect
 from softdimo.teachers.maskbit_tokenizer import Conv2dSame, MaskBitTokenizer
 from softdimo.teachers.weights import CheckpointError, load_strict
 
-FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "maskbit"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "maskbit"
 GEN_FILE = FIXTURES / "lfqbert_tiny_state_dict.safetensors"
 TOK_FILE = FIXTURES / "tokenizer_tiny_state_dict.safetensors"
 TOL = dict(atol=1e-5, rtol=1e-5)      # the fixtures' recommended check (README)

@@ -17,7 +17,7 @@ from softdimo.teachers.maskbit import MaskBitConfig, MaskBitTeacher, build_maskb
 from softdimo.teachers.small_mdm import MDMTrainSettings, train_mdm
 from softdimo.train import Distiller, generate, run_distillation
 
-FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "maskbit"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "maskbit"
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from softdimo.teachers.vqgan import VQGAN
 from softdimo.teachers.weights import CheckpointError
 from softdimo.train import Distiller
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures" / "parity" / "maskgit"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "maskgit"
 VIT_FILE = FIXTURES / "maskgit_tiny_state_dict.safetensors"
 VQ_FILE = FIXTURES / "vqgan_tiny_state_dict.safetensors"
 TOL = dict(atol=1e-5, rtol=1e-5)      # the fixtures' recommended check (README)

@@ -24,7 +24,7 @@ from harness.metrics.features import _T2IBenchmarkImages, extract_features, feat
 from harness.samples import array_samples, open_samples, to_uint8
 from softdimo.teachers.maskgen import read_prompts as read_prompt_file
 
-PARITY = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "t2ibenchmark"
+PARITY = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "t2ibenchmark"
 WEIGHTS_DIGEST = "d448def55de740cb346363afae7018e2a66b10b74014aaf02cfc7d269e0a7d9e"
 T2IB = "torch-fidelity/t2ibenchmark"
 TFID_FILE = "torch-fidelity/weights-inception-2015-12-05-6726825d.pth"

@@ -1,6 +1,6 @@
 """The real mini pipeline end to end through the two commands users type, at a tiny budget:
 `harness.run` with submitit's debug and local executors (same metrics), the re-run that does
-nothing, `harness.report`, and the README's worked plugin example."""
+nothing, `harness.report`, and the worked plugin example of docs/usage.md."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,7 @@ from harness import report, run, store
 from harness.baselines.__main__ import main as baselines_main
 from tests.conftest import TINY_TEACHER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {f"teacher.{k}": v for k, v in TINY_TEACHER.__dict__.items()}
 TINY.update({"distill.steps": 4, "distill.batch_size": 8, "distill.checkpoint_every": 2,
              "eval.samples": 60, "eval.grid_images": 16})
@@ -116,7 +116,7 @@ def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Pat
 
 def test_plugins_from_outside_compared_with_di_m_o_and_a_stored_baseline(
         tmp_path: Path, shared_cache: Path, tiny_teacher, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The README's example: a relaxation and a method from a module outside the project, beside
+    # The worked example of docs/usage.md: a relaxation and a method from a module outside the project, beside
     # Di[M]O, compared in the report with Di[M]O (hard) of the same seeds (paired) and with a stored
     # baseline of Di[M]O (hard) from other seeds (Welch, with n).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]))

@@ -12,7 +12,7 @@ import submitit
 from harness.profiles import (PROFILES_DIR, ProfileError, check_submitit_parameters, list_profiles,
                               load_profile, to_submitit_executor_kwargs, to_submitit_parameters)
 
-CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "localhost" / "cluster.py"
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "localhost" / "cluster.py"
 
 VALID = """\
 partition: gpu
