@@ -4,12 +4,13 @@
 
 The raw file (columns paper, table, teacher, task, method, steps, metric, value, notes; one row per
 reported number, values as printed) is the project's transcription of the Di[M]O project page,
-the Soft-Di[M]O paper notes and the teachers' READMEs (docs/paper.md). This script only adds
-columns; it never changes a number:
+the third-party transcription of the Soft-Di[M]O paper (the English and Chinese paper notes of
+en.papernotes.org, "papernotes (en+zh)"; docs/paper.md) and the teachers' READMEs. This script
+only adds columns; it never changes a number:
 
 - `arxiv`, `citation` (paper + table / figure or README), `source_quality`: `primary` when read in
   the original (Di[M]O project page tables, teacher READMEs), `secondary` for every Soft-Di[M]O
-  row (transcribed from notes until the paper's full text confirms it);
+  row (read from that third-party transcription until the paper's full text confirms it);
 - `task` (a short key) beside `task_original`; `teacher_key` (the harness teacher name);
 - `metric` (the harness metric name) beside `metric_original`; `higher_is_better`;
 - `protocol_json`: the evaluation protocol as far as it is known (Di[M]O's released evaluation

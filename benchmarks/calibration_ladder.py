@@ -1,4 +1,4 @@
-"""The calibration ladder of the mini metrics over 3 seeds (issue "Mini scale", acceptance).
+"""The calibration ladder of the mini metrics over 3 seeds (benchmarks/README.md, "Calibration ladder").
 
 Runs `ablations/calibration_ladder.yaml` through the harness (cached cells are not re-run), then
 checks, seed by seed, that the structural metric orders

@@ -1,5 +1,6 @@
-"""The Di[M]O objective (PAPER.md 1.3-1.5): token initialisation, re-masking, the generalised
-Jeffreys gradient on the generator logits, its surrogate loss, and the auxiliary model's loss.
+"""The Di[M]O objective (arXiv 2503.15457; docs/paper.md, "Di[M]O", steps 1-6): token
+initialisation, re-masking, the generalised Jeffreys gradient on the generator logits, its
+surrogate loss, and the auxiliary model's loss.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import Tensor
 from softdimo.teachers.base import TokenLayout
 
 #----------------------------------------------------------------------------
-# Generator input (PAPER.md 1.5).
+# Generator input (docs/paper.md, "Di[M]O", step 1).
 
 
 # x_init: every slot uniform over the C classes, then exactly round(slots * r_init) slots masked.
@@ -32,7 +33,7 @@ def perturb_embeddings(e: Tensor, sigma: float, noise: Tensor) -> Tensor:
 
 
 #----------------------------------------------------------------------------
-# Token-level distribution matching (PAPER.md 1.3).
+# Token-level distribution matching (docs/paper.md, "Di[M]O", step 5; the paper's Eq. 7).
 
 
 # D_beta(p_phi || p_psi) = (1 - beta) KL(p_phi || p_psi) + beta KL(p_psi || p_phi), per slot.
@@ -70,6 +71,6 @@ def dimo_logit_gradient(grad: Tensor, mask: Tensor) -> Tensor:
 
 
 # psi's loss: cross-entropy with label smoothing at the masked slots, towards the generator's
-# hard samples x_theta (PAPER.md 1.4).
+# hard samples x_theta (docs/paper.md, "Di[M]O", step 6; the paper's Eq. 3).
 def aux_loss(logits_psi: Tensor, targets: Tensor, mask: Tensor, label_smoothing: float) -> Tensor:
     return F.cross_entropy(logits_psi[mask], targets[mask], label_smoothing=label_smoothing)

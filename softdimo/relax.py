@@ -6,7 +6,7 @@ consumes the same random stream and draws the same hard sample x_theta = argmax(
 that differ only in the relaxation are paired.
 
 - `hard`   (Di[M]O): q = one_hot(x_theta), no gradient reaches the logits.
-- `gumbel` (ablation baseline, PAPER.md 2.3): straight-through Gumbel-softmax: forward
+- `gumbel` (Soft-Di[M]O's ablation baseline, docs/paper.md): straight-through Gumbel-softmax: forward
            one_hot(x_theta), backward through softmax((z/T + g) / tau).
 - `soft`   (Soft-Di[M]O Eq. 3): q = p = softmax(z/T); the teacher then sees the expected embedding
            sum_j p_j E_j (`embed_soft`), and the decoder the expected decoder input.

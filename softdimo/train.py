@@ -47,7 +47,7 @@ class GeneratorBatch:
     temperature: float = 1.0       # T of p_theta = softmax(z_theta / T) that x_theta was drawn from
 
 
-# A refinement (GAN, reward, ...): extra generator loss terms and its own updates (issue 5).
+# A refinement (GAN, reward, ...): extra generator loss terms and its own updates (docs/refinements.md).
 class Refinement(Protocol):
     # Loss added to the generator objective (already weighted), and scalars to log. `rng` is the
     # refinement's own training stream (saved in checkpoints, so a resumed run draws the same).
@@ -65,8 +65,8 @@ class Refinement(Protocol):
 
 
 # Generate one-step samples: x_init per image (uniform tokens, exactly round(slots r_init) masked,
-# embedding noise sigma_init), one forward pass, tokens drawn at `temperature` (PAPER.md 1.7).
-# Returns hard tokens [B, L, G] and the generator's probabilities [B, L, G, C].
+# embedding noise sigma_init), one forward pass, tokens drawn at `temperature` (docs/paper.md,
+# "Di[M]O", step 7). Returns hard tokens [B, L, G] and the generator's probabilities [B, L, G, C].
 @torch.no_grad()
 def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: float, sigma_init: float,
              temperature: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -76,7 +76,8 @@ def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: flo
 
 
 # The generator's input e_in per image: x_init (uniform tokens, exactly round(slots r_init)
-# masked) embedded, plus variance-preserving noise sigma_init (PAPER.md 1.5). TTEO optimises it.
+# masked) embedded, plus variance-preserving noise sigma_init (docs/paper.md, "Di[M]O", step 1).
+# TTEO optimises it.
 @torch.no_grad()
 def input_embeddings(network: nn.Module, noise: ImageNoise, r_init: float, sigma_init: float) -> Tensor:
     layout = network.layout

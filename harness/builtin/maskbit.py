@@ -1,7 +1,7 @@
 """Registers the `maskbit` teacher and the released MaskBit weight files in the asset manifest.
 
 Assets `maskbit_generator_{N}bit` and `maskbit_tokenizer_{N}bit` (N = 10, 12, 14, 16, 18) are the
-released `torch.save` state dicts from the Hugging Face user `markweber` (TEACHERS.md 1.6); their
+released `torch.save` state dicts from the Hugging Face user `markweber` (docs/maskbit.md); their
 sha256 is not published, so only presence is checked. A `teacher.*_weights` value may also be a
 file path; it then becomes an asset of its own, so the pre-launch check names it when missing.
 """
@@ -69,9 +69,10 @@ def build(config: MaskBitConfig, ctx: RunContext) -> MaskBitTeacher:
 
 
 #----------------------------------------------------------------------------
-# Paper-scale defaults. Soft-Di[M]O does not publish its MaskBit distillation settings (PAPER.md
-# 2.8: base lr, batch, steps, r_init, sigma_init and teacher CFG are NOT FOUND), so these follow
-# Di[M]O's released ImageNet (MaskGIT) configuration (PAPER.md 1.6) unless a comment says otherwise.
+# Paper-scale defaults. Soft-Di[M]O does not publish its MaskBit distillation settings (base lr,
+# batch, steps, r_init, sigma_init and teacher CFG; docs/paper.md, "What the papers leave open"), so
+# these follow Di[M]O's released ImageNet (MaskGIT) configuration (docs/paper.md, "Di[M]O") unless a
+# comment says otherwise.
 # On MaskBit, r_init masks that fraction of the 512 (position, group) slots.
 
 PAPER_DEFAULTS: dict[str, Any] = {
@@ -94,7 +95,7 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.freeze_embeddings": True,  # fix_emb_layer: input_proj, pos_emb, prediction_layer.bias
     "distill.ema_decay": 0.9999,
     "distill.checkpoint_every": 1000,   # ours: resumable checkpoints; not a paper setting
-    # The teacher's own sampler: the released 14-bit, 64-step row (TEACHERS.md 1.5); w = 1 + g.
+    # The teacher's own sampler: the released 14-bit, 64-step row (docs/maskbit.md); w = 1 + g.
     # Other bit widths need their row (`released_sampler(bits)`) set in the grid.
     "sample.steps": 64,
     "sample.cfg": 8.1,

@@ -1,17 +1,18 @@
 """Registers the `maskgen` teacher (MaskGen-VQ text-to-image, paper scale) and its weight assets.
 
-Di[M]O defaults at paper scale. Neither paper gives MaskGen's distillation settings (PAPER.md
-2.8: "NOT FOUND"); every value below says where it comes from:
+Di[M]O defaults at paper scale. Neither paper gives MaskGen's distillation settings (docs/paper.md,
+"What the papers leave open"); every value below says where it comes from (docs/maskgen.md):
 - Di[M]O's released text-to-image (Meissonic) config, the closest published recipe: learning
   rates 1e-6, r_init 0.5, sigma_init 0.3, teacher CFG w = 4 (`true_cfg 4`), batch 16 (per-GPU 2 x
   grad-accum 8, 1 GPU), Adam (0.9, 0.999), 100 warm-up steps, clip 1.0, beta 0 (forward KL),
-  EMA 0.9999, label smoothing 0.1, one psi update per theta update (PAPER.md 1.3-1.6).
-- MaskGen itself: re-masking schedule arccos (its training schedule, TEACHERS.md 2.2; Meissonic's
-  cosine belongs to Meissonic).
-- Soft-Di[M]O: the Di[M]O term on hard sampled tokens (PAPER.md 2.4, "red path");
-  50k steps (the T2I GenEval-vs-steps ablation curve, PAPER.md 2.3, runs to 50k).
+  EMA 0.9999, label smoothing 0.1, one psi update per theta update (docs/paper.md, "Di[M]O").
+- MaskGen itself: re-masking schedule arccos (its training schedule, bytedance/1d-tokenizer;
+  Meissonic's cosine belongs to Meissonic).
+- Soft-Di[M]O: the Di[M]O term on hard sampled tokens (the poster's "red path", docs/paper.md);
+  50k steps (the T2I GenEval-vs-steps ablation curve of Soft-Di[M]O runs to 50k, docs/paper.md).
 - The teacher's own sampler: the released defaults (16 steps, MaskGen guidance 12 with cosine
-  decay, randomize temperature 2.0, softmax annealing, aesthetic score 6.5; TEACHERS.md 2.5).
+  decay, randomize temperature 2.0, softmax annealing, aesthetic score 6.5; configs/infer/MaskGen
+  of bytedance/1d-tokenizer, docs/maskgen.md "Sampler").
   `sample.cfg` is MaskGen's guidance scale g (z_c + s (z_c - z_u)), not the w of `guided_logits`.
 - Checkpoints every 1000 steps (a resume point every few minutes at this size; a choice).
 The evaluation sample count is left to the metrics (GenEval: 553 prompts x 4; HPS v2: 3200).

@@ -1,4 +1,4 @@
-"""The paper-scale metrics (PAPER.md 1.8): ImageNet-256 FID / IS / KID / PRDC under the ADM protocol
+"""The paper-scale metrics (docs/metrics.md): ImageNet-256 FID / IS / KID / PRDC under the ADM protocol
 for the class-conditional teachers; HPS v2.1 / v2.0, GenEval and CLIP score for the text-to-image
 teachers. Each entry reads the run's samples (`EvalInput.samples`, written by harness.samples, or
 the in-memory images converted with `harness.samples.to_uint8`) and returns values with protocols.

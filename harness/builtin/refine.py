@@ -43,13 +43,14 @@ registry.refinements.register("gan", RefinementEntry(
     "gan", "gan", GANConfig, needs_gradient=True,
     build=lambda config, teacher, ctx, seed: GANRefinement(config, teacher, seed, ctx.device),
     check=_check_gan,
-    description="GAN refinement: discriminator heads on frozen teacher features vs real tokens (PAPER.md 2.5)"))
+    description=("GAN refinement: discriminator heads on frozen teacher features vs real tokens "
+                 "(docs/refinements.md)")))
 registry.refinements.register("reward", RefinementEntry(
     "reward", "reward", RewardConfig, needs_gradient=True,
     build=lambda config, teacher, ctx, seed: RewardRefinement(config, teacher,
                                                               build_rewards(config.models, teacher, ctx)),
     check=_check_reward_stage("reward"),
-    description="differentiable reward fine-tuning through decode_soft (PAPER.md 2.6)"))
+    description="differentiable reward fine-tuning through decode_soft (docs/refinements.md)"))
 registry.refinements.register("reinforce", RefinementEntry(
     "reinforce", "reinforce", ReinforceConfig, needs_gradient=False,
     build=lambda config, teacher, ctx, seed: ReinforceRefinement(config, teacher,

@@ -10,7 +10,8 @@
   mutual information of adjacent pixels with the Miller-Madow correction (`digits_nbr_mi`).
   Independent per-pixel sampling matches variances but has no off-diagonal covariance and no
   neighbour information, so these separate a model that uses context from per-pixel marginals,
-  which FD at this scale cannot (MINI_FEASIBILITY.md, follow-up).
+  which FD at this scale cannot for shorter-trained teachers (benchmarks/README.md, calibration
+  ladder).
 """
 from __future__ import annotations
 

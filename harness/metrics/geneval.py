@@ -2,7 +2,7 @@
 
 GenEval needs mmdet 2.x from a source checkout, mmcv-full 1.7 built with CUDA ops and a CUDA device
 (`evaluate_images.py` asserts it); none of that belongs in the harness's environment
-(ECOSYSTEM.md 7). The contract is a folder in, a JSON-lines file out:
+(docs/metrics.md, "GenEval"). The contract is a folder in, a JSON-lines file out:
 
 1. `write_layout` writes images in GenEval's layout from its prompt metadata (read from the user's
    checkout, `prompts/evaluation_metadata.jsonl`, 553 prompts):
@@ -76,7 +76,7 @@ class GenEvalConfig:
         if not folder:
             raise ValueError("GenEval needs SOFTDIMO_GENEVAL_DIR (a checkout of djghosh13/geneval) and "
                              "SOFTDIMO_GENEVAL_PYTHON (the interpreter of an environment with mmdet 2.x, "
-                             "mmcv-full 1.7, open_clip and clip_benchmark; see ECOSYSTEM.md 7.2)")
+                             "mmcv-full 1.7, open_clip and clip_benchmark; see docs/metrics.md, GenEval)")
         command = os.environ.get("SOFTDIMO_GENEVAL_COMMAND")
         options = dict(o.split("=", 1) for o in shlex.split(os.environ.get("SOFTDIMO_GENEVAL_OPTIONS", "")))
         return cls(Path(folder), python or os.environ.get("SOFTDIMO_GENEVAL_PYTHON", "python"),

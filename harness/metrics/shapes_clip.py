@@ -2,7 +2,7 @@
 committed contrastive model shapes-clip-v1 (harness/metrics/shapes_clip_net.py).
 
 The reward is R(x, c) = 100 cos(f_img(x), f_txt(c)), differentiable in the images (the reward of
-Soft-Di[M]O's reward fine-tuning, PAPER.md 2.6, and the selection score of best-of-N / TTEO); the
+Soft-Di[M]O's reward fine-tuning, docs/paper.md, and the selection score of best-of-N / TTEO); the
 metric is its mean over a run's samples (CLIPScore's 100 x cosine, without the clamp at 0). It is
 kept apart from the exact checker so that reward hacking shows up as reward up, checker down.
 `shapes_clip_heldout` is the same score under shapes-clip-heldout-v1 (trained from other seeds),

@@ -4,7 +4,7 @@ An image is a 4x4 grid of 4x4-pixel cells rendered to 16x16 RGB. Each cell holds
 object (shape, colour) drawn at the cell's top-left corner, so objects never touch and connected
 components parse them back exactly. A scene's layout tokens are the 16 cells, each in
 [0, NUM_TOKENS): 0 = empty, 1 + 4 * shape + colour otherwise; the fixed renderer (`render`) plays
-the tokenizer decoder's role (SHAPES_FEASIBILITY.md, "layout tokens").
+the tokenizer decoder's role (docs/shapes.md, "Why layout tokens").
 
 Prompts follow the six GenEval task families (single object, two objects, counting, colours,
 position, colour attribution) over a fixed word vocabulary. Scenes hold exactly the prompted

@@ -1,4 +1,4 @@
-"""GAN refinement (Soft-Di[M]O, PAPER.md 2.5): light discriminator heads on hidden states of the
+"""GAN refinement (Soft-Di[M]O, docs/paper.md): light discriminator heads on hidden states of the
 frozen teacher phi, real = teacher embeddings of real tokens, fake = soft embeddings of the
 generator's relaxed output, both randomly masked with a ratio r that the heads also see.
 

@@ -1,5 +1,5 @@
 """REINFORCE (score-function) reward fine-tuning: the gradient-free alternative the Soft-Di[M]O
-paper dismisses as too noisy for long token sequences (PAPER.md 2.1), implemented so the claim
+paper dismisses as too noisy for long token sequences (docs/paper.md), implemented so the claim
 can be measured. It needs no gradient through the relaxation, so it runs with `hard`.
 
   grad_theta E_{x ~ p_theta}[R(x)] = E[ (R(x) - b) grad_theta log p_theta(x) ],

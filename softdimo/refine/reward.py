@@ -1,4 +1,4 @@
-"""Differentiable reward fine-tuning (Soft-Di[M]O, PAPER.md 2.6):
+"""Differentiable reward fine-tuning (Soft-Di[M]O, docs/paper.md):
 
   L_reward(theta) = - sum_i lambda_i E_b[ R_i( Dec(q_theta), c ) ]
 

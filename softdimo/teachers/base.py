@@ -132,8 +132,8 @@ class Teacher(Protocol):
 # Shared helpers every teacher uses.
 
 
-# Classifier-free guidance in logit space: z = z_u + w (z_c - z_u) (PAPER.md 1.1); w = 1 is plain
-# conditional, w = 0 unconditional. Runs one doubled batch when w != 1.
+# Classifier-free guidance in logit space: z = z_u + w (z_c - z_u) (docs/paper.md, "Di[M]O",
+# step 4); w = 1 is plain conditional, w = 0 unconditional. Runs one doubled batch when w != 1.
 def guided_logits(network: nn.Module, embeds: Tensor, cond: Condition, w: float,
                   hidden_layers: Sequence[int] = ()) -> NetworkOutput:
     batch = embeds.shape[0]
@@ -209,7 +209,7 @@ def gumbel_from_uniform(u: Tensor) -> Tensor:
     return -torch.log(-torch.log(u.clamp(eps, 1.0 - 1e-7)))
 
 
-# Mask schedules gamma(u) for u ~ U[0, 1]: the fraction of slots that are masked (PAPER.md 1.1).
+# Mask schedules gamma(u) for u ~ U[0, 1]: the fraction of slots that are masked (docs/paper.md, symbols).
 def mask_ratio(u: Tensor, schedule: str) -> Tensor:
     if schedule == "arccos":
         return torch.arccos(u) / (math.pi / 2)

@@ -1,4 +1,4 @@
-"""Prompt -> CLIP text features for MaskGen (TEACHERS.md 2.3), from local open_clip weights.
+"""Prompt -> CLIP text features for MaskGen (docs/maskgen.md), from local open_clip weights.
 
 Only the architecture config, the text tower module and the BPE tokenizer come from open_clip; the
 block loop and the EOT pooling are done here, because both changed across open_clip releases

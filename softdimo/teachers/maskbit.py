@@ -1,13 +1,13 @@
 """The `maskbit` teacher: MaskBit (Weber et al., TMLR 2024), class-conditional ImageNet 256x256.
 
 Token layout: 256 positions x 2 bit groups x 2^(N/2) classes, mask value 2^(N/2), for the released
-bit widths N = 10..18 (TEACHERS.md 1.2). The network is our `LFQBert`, the decoder our VQGAN+/LFQ
+bit widths N = 10..18 (docs/maskbit.md). The network is our `LFQBert`, the decoder our VQGAN+/LFQ
 tokenizer; both load the released files strictly (`maskbit_generator.py`, `maskbit_tokenizer.py`).
 Soft embeddings (Soft-Di[M]O Eq. 3) are expected +-1 bits per group, projected by the affine input
 projection (exact) or fed to the decoder (a relaxation); a uniform group has expected bits 0, the
 mask encoding, so `near_uniform_fraction` measures how often a soft token looks masked.
 
-The sampler is MaskBit's (TEACHERS.md 1.5): arccos schedule over the 512 slots, categorical draws,
+The sampler is MaskBit's (docs/maskbit.md, "Sampler"): arccos schedule over the 512 slots, categorical draws,
 confidence = log p + annealed Gumbel noise, CFG with cosine guidance annealing. CFG weights follow
 the harness convention z = z_u + w (z_c - z_u); MaskBit's guidance scale g is w - 1.
 """
@@ -79,7 +79,7 @@ def tokenizer_arch(size: str, bits: int) -> TokenizerArch:
 
 
 #----------------------------------------------------------------------------
-# The released sampler settings (TEACHERS.md 1.5: configs of markweberdev/maskbit and README FID).
+# The released sampler settings (configs of markweberdev/maskbit and its README's FID; docs/maskbit.md).
 
 
 # One row of the released settings: MaskBit's guidance scale g (w = 1 + g), choice temperature,
@@ -117,7 +117,7 @@ def released_sampler(bits: int, steps: int = 64) -> ReleasedSampler:
 
 
 #----------------------------------------------------------------------------
-# Sampling (TEACHERS.md 1.5).
+# Sampling (markweberdev/maskbit `modeling/modules/sampling.py`; docs/maskbit.md, "Sampler").
 
 
 # CFG weight w_i of step i: 1 + g * a(i) with g = cfg - 1 and a(i) = (1 - cos(pi (i/T)^scale_pow)) / 2
@@ -229,7 +229,7 @@ class MaskBitTeacher(ClassConditioned):
         return self.tokenizer.decode(bits_to_latent(bits)).clamp(0.0, 1.0)
 
     # Scalars a training loop can log about generator distributions [B, L, 2, C]: the fraction of
-    # groups whose expected bits are within `tol` of the mask encoding 0 (TEACHERS.md 1.4 caveat).
+    # groups whose expected bits are within `tol` of the mask encoding 0 (docs/maskbit.md, mask caveat).
     def soft_diagnostics(self, probs: Tensor, tol: float = 0.1) -> dict[str, float]:
         return {"near_uniform_groups": near_uniform_fraction(probs, tol)}
 

@@ -4,13 +4,13 @@ A post-norm BERT over 16x16 bit tokens plus one class token (appended last). A t
 two groups of k = N/2 bits; each group is one categorical slot with 2^k classes, and the value 2^k
 masks it. There is no embedding table: a group's index becomes k bits in {-1, +1} (least
 significant first, 0 for a masked group), the two groups are concatenated (group 0 = low bits) and
-a single `input_proj = Linear(N, D)` gives the token embedding (TEACHERS.md 1.2). The parameter and
+a single `input_proj = Linear(N, D)` gives the token embedding (docs/maskbit.md). The parameter and
 buffer names equal those of the released checkpoints, so their state dicts load strictly (the
 files name the input projection `token_emb`; `MASKBIT_GENERATOR_RENAMES` maps it).
 
 The soft embedding of Soft-Di[M]O (Eq. 3) is exact here without a 2^N table: with S_k the fixed
 2^k x k matrix of +-1 bits, E[bits of group m] = p_m S_k, and the affine projection commutes with
-the expectation (TEACHERS.md 1.4).
+the expectation (docs/maskbit.md, "Tokens, soft embeddings and the mask caveat").
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def combine_groups(tokens: Tensor, bits: int) -> Tensor:
 # Network.
 
 
-# Architecture of an LFQBert; the released generators are `LFQBertArch(bits=N)` (TEACHERS.md 1.2).
+# Architecture of an LFQBert; the released generators are `LFQBertArch(bits=N)` (docs/maskbit.md).
 @dataclass(frozen=True)
 class LFQBertArch:
     bits: int = 14                 # N: bits per token

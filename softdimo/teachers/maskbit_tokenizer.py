@@ -4,7 +4,7 @@ Images are RGB in [0, 1]. The encoder maps 256x256 to a 16x16 grid of N-channel 
 lookup-free quantiser keeps their signs (+-1), and the token index is sum_c [z_c > 0] 2^c. The
 decoder maps +-1 latents (or, for Soft-Di[M]O, expected bits in [-1, 1]) back to images.
 Parameter and buffer names equal the released `maskbit_tokenizer_{N}bit` checkpoints, which load
-strictly. Two details of the released model are reproduced on purpose (TEACHERS.md 1.3):
+strictly. Two details of the released model are reproduced on purpose (docs/maskbit.md):
 - every convolution pads TF-style "same": symmetric for stride 1, and 0 before / 1 after for the
   stride-2 encoder convolutions on even inputs;
 - a residual block that changes the channel count returns h + nin_shortcut(h), where h is the

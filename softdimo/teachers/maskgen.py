@@ -1,7 +1,7 @@
 """MaskGen-VQ (text-to-image MDM, TA-TiTok tokens) as a Di[M]O / Soft-Di[M]O teacher.
 
 Own implementation whose `state_dict` matches the released `MaskGen_VQ` checkpoints
-(`bytedance/1d-tokenizer`, TEACHERS.md 2.2 and 2.6): `text_embed_proj`, `cond_pooled_proj`,
+(`bytedance/1d-tokenizer`, docs/maskgen.md): `text_embed_proj`, `cond_pooled_proj`,
 `blocks.{i}.*` (MM-DiT, see `mmdit.py`), `norm.linear`, `embeddings.weight` (codebook rows, the
 mask row `codebook_size`, unused class rows, the "none condition" row), `pos_embed` and
 `lm_head.weight`, which is the same tensor as `embeddings.weight` (logits = x E[:C]^T, no bias).
@@ -16,7 +16,7 @@ Differences from the upstream module, on purpose:
   `drop` rows of a batch (CFG, label dropout) need no second encoding pass, and deep copies of
   the network (theta, psi) carry it along.
 
-Conditioning (TEACHERS.md 2.3): context stream = `text_embed_proj` of CLIP's penultimate hidden
+Conditioning (docs/maskgen.md): context stream = `text_embed_proj` of CLIP's penultimate hidden
 states; c = `cond_pooled_proj`([pooled CLIP vector | 256-d sinusoid of aesthetic_score * 100]),
 which drives every AdaLN and the final norm. There is no timestep or mask-ratio input.
 """
@@ -216,7 +216,7 @@ def load_maskgen(path: str | Path, arch: MaskGenArch,
 
 
 #----------------------------------------------------------------------------
-# Sampling (upstream `MaskGen_VQ.generate`, TEACHERS.md 2.5).
+# Sampling (upstream `MaskGen_VQ.generate`; docs/maskgen.md, "Sampler").
 
 
 # MaskGen's guidance scale s at progress r = (step + 1) / T. Its CFG is z_c + s (z_c - z_u),

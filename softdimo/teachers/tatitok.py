@@ -1,7 +1,7 @@
 """TA-TiTok (text-aware 1-D tokenizer) with a VQ codebook: the image decoder of MaskGen-VQ.
 
 Own re-implementation whose `state_dict` matches the released `TATiTok` checkpoints
-(`tatitok_bl128_vq`, TEACHERS.md 2.4 and 2.6): `encoder.*` (ViT, optional here), `latent_tokens`,
+(`tatitok_bl128_vq`, docs/maskgen.md): `encoder.*` (ViT, optional here), `latent_tokens`,
 `decoder.*` (ViT with the text tokens appended) and `quantize.embedding.weight`. A released file
 may also carry `quantize.embed_prob` (a training statistic of clustering VQ); it is accepted and
 dropped. Pixels are RGB in [0, 1]; the decoder output is unclamped, callers clamp.
@@ -233,7 +233,7 @@ class TATiTok(nn.Module):
         return self.decode(self.quantize.codebook_entry(ids).transpose(1, 2)[:, :, None, :], text)
 
     # Token distributions [B, N, K] -> images: the expected codebook vector p @ C per position
-    # (Soft-Di[M]O's Emb_Dec path, PAPER.md 2.2) fed to the decoder.
+    # (Soft-Di[M]O's Emb_Dec path, docs/paper.md) fed to the decoder.
     def decode_probs(self, probs: Tensor, text: Tensor) -> Tensor:
         return self.decode(self.quantize.codebook_entry(probs).transpose(1, 2)[:, :, None, :], text)
 

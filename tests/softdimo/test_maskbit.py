@@ -375,7 +375,7 @@ def test_full_size_modules_have_the_released_layout(bits):
     assert shapes["transformer.layers.23.1.net.0.weight"] == (4096, 1024)
     assert shapes["prediction_layer.weight"] == (2 * 2 ** k, 1024)
     assert len(shapes) == 13 + 24 * 12          # the fixture has 13 + 2 * 12 = 37
-    assert 304.6e6 < sum(p.numel() for p in net.parameters()) < 305.8e6     # TEACHERS.md 1.2
+    assert 304.6e6 < sum(p.numel() for p in net.parameters()) < 305.8e6     # docs/maskbit.md: 304.7M-305.7M
     tshapes = {k_: tuple(v.shape) for k_, v in tok.state_dict().items()}
     assert tshapes["quantize.codebook"] == (2 ** bits, bits)
     assert tshapes["encoder.down.4.res_blocks.0.nin_shortcut.weight"] == (512, 512, 1, 1)
@@ -385,7 +385,7 @@ def test_full_size_modules_have_the_released_layout(bits):
     assert "encoder.conv_in.bias" not in tshapes and tshapes["decoder.conv_in.weight"] == (512, bits, 3, 3)
     enc = sum(p.numel() for n, p in tok.named_parameters() if n.startswith("encoder."))
     dec = sum(p.numel() for n, p in tok.named_parameters() if n.startswith("decoder."))
-    # TEACHERS.md 1.3 quotes encoder 25.1M and decoder 29.4M; the bit width moves them by < 0.05M
+    # docs/maskbit.md quotes encoder 25.1M and decoder 29.4M; the bit width moves them by < 0.05M
     assert abs(enc - 25.1e6) < 0.1e6 and abs(dec - 29.4e6) < 0.1e6
 
 

@@ -401,7 +401,7 @@ def test_released_sizes_have_the_published_parameter_counts():
         embed_dim, text_cfg, _ = open_clip_text_config("ViT-L-14-336")
         text = ClipTextEncoder(_build_text_tower(embed_dim, text_cfg, quick_gelu=True), None, "ViT-L-14-336")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 (tied head counted once)
-    # TEACHERS.md 2.2 / 2.6: 604.3M (2.42 GB) and 1176.6M (4.71 GB); TA-TiTok bl128 391M.
+    # docs/maskgen.md: 604.3M (2.42 GB) and 1176.6M (4.71 GB); TA-TiTok bl128 391M.
     assert (count(large), count(xl), count(tokenizer)) == (604_311_552, 1_176_611_840, 391_046_292)
     _check_compatible(MASKGEN_ARCHS["L"], tokenizer, text)
     _check_compatible(MASKGEN_ARCHS["XL"], tokenizer, text)
