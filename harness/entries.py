@@ -101,7 +101,7 @@ class MetricEntry:
 # differentiable in the images; higher is better. Used by reward fine-tuning, TTEO and best-of-N.
 # `unit`: how many of its reported points make one unit of the model's native score (100 for
 # "100 x cosine"); TTEO ascends R / unit, so its step size does not depend on the reporting scale.
-# `assets`: what it loads (`harness/assets.py` names), checked before a grid launches.
+# `assets`: what it loads (names of the asset manifest, `harness.assets`), checked before a grid launches.
 @dataclass(frozen=True)
 class RewardEntry:
     name: str
