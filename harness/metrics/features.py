@@ -22,7 +22,6 @@ in float64.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness import assets
 from harness.assets import sha256_file
+from harness.registry import did_you_mean
 from harness.samples import SampleSource, open_samples
 from harness.store import atomic_write
 from softdimo.teachers.weights import load_strict, read_state_dict
@@ -77,10 +77,8 @@ def check_tfidelity_kwargs(**kwargs: Any) -> dict[str, Any]:
     from torch_fidelity.defaults import DEFAULTS
     for key, value in kwargs.items():
         if key not in DEFAULTS:
-            close = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"torch-fidelity {_version('torch-fidelity')} has no keyword argument "
-                             f"{key!r}{hint} (it would be ignored silently); known: {', '.join(sorted(DEFAULTS))}")
+                             f"{key!r}{did_you_mean(key, DEFAULTS)} (it would be ignored silently); known: {', '.join(sorted(DEFAULTS))}")
         if key == "feature_extractor_internal_dtype" and value == "float64":
             raise ValueError("feature_extractor_internal_dtype='float64' is mapped to float32 by "
                              "torch-fidelity 0.4.0 (helpers.text_to_dtype); it would not do what it says")
