@@ -35,8 +35,9 @@ TEACHER = {f"teacher.{k}": [getattr(TINY_TEACHER, k)]
                      "warmup_steps")}
 
 
-def digits_block(relaxation: str, steps: int, **params: Any) -> dict[str, list[Any]]:
-    return {"teacher": ["digits"], "method": ["dimo"], "relaxation": [relaxation], "seed": [0],
+def digits_block(relaxation: str, steps: int, seed: list[int] | None = None,
+                 **params: Any) -> dict[str, list[Any]]:
+    return {"teacher": ["digits"], "method": ["dimo"], "relaxation": [relaxation], "seed": seed or [0],
             "distill.steps": [steps], "distill.batch_size": [8], **TEACHER,
             **{k: [v] for k, v in params.items()}}
 
@@ -96,7 +97,8 @@ def test_mini_grid_through_slurm_matches_debug_and_resumes_after_usr2(
         env: LocalCluster, teacher_cache: Path, tmp_path: Path) -> None:
     grid_path = write_grid(tmp_path / "grid.yaml", "slurm_mini", [
         digits_block("hard", 6),
-        digits_block("soft", LONG_STEPS, **{"distill.checkpoint_every": 0}),  # no periodic save
+        # no periodic save; seed 2: a student no other test caches a Di[M]O prefix of
+        digits_block("soft", LONG_STEPS, seed=[2], **{"distill.checkpoint_every": 0}),
         {"teacher": ["toy"], "method": ["toy_flaky"], "seed": [0]}])
     hard, soft, flaky = (s.run_id for s in load_grid(grid_path).specs)
     teachers = cached_teachers(teacher_cache)
@@ -238,14 +240,14 @@ def test_arrays_chunked_to_the_profile_limit_status_and_cancel(
 
 
 def test_requeue_cap_ends_the_cell_with_a_failed_record_keeping_its_checkpoint(
-        env: LocalCluster, teacher_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The soft cell is the one the first test trains: drop the shared student cache so it trains.
-    shutil.rmtree(teacher_cache / "students", ignore_errors=True)
+        env: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     profiles = tmp_path / "profiles"
     profile_variant(profiles, "no_requeue", max_num_timeout=0)
     monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(profiles))
     grid_path = write_grid(tmp_path / "grid.yaml", "slurm_cap", [
-        digits_block("soft", LONG_STEPS, **{"distill.checkpoint_every": 0})])
+        # seed 1: a student of its own, so that no cached Di[M]O prefix (the other tests', whose
+        # cancelled jobs may still be writing one) starts it past step 25
+        digits_block("soft", LONG_STEPS, seed=[1], **{"distill.checkpoint_every": 0})])
     [spec] = load_grid(grid_path).specs
     results = tmp_path / "results"
     outcome: dict[str, Any] = {}
