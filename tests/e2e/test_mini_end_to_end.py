@@ -14,6 +14,8 @@ from harness import report, run, store
 from harness.baselines.__main__ import main as baselines_main
 from tests.conftest import TINY_TEACHER
 
+pytestmark = pytest.mark.slow                     # whole grids through both commands: minutes
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {f"teacher.{k}": v for k, v in TINY_TEACHER.__dict__.items()}
 TINY.update({"distill.steps": 4, "distill.batch_size": 8, "distill.checkpoint_every": 2,
