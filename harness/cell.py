@@ -33,6 +33,7 @@ from harness.environment import run_context
 from harness.images import save_condition_samples, save_image_grid
 from harness.provenance import CodeVersion, code_version, job_environment, now, provenance
 from harness.scoring import score
+from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
 
 LOG_FILE = "log.txt"
@@ -211,6 +212,9 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
                                       run_dir / store.CONDITION_SAMPLES_FILE)
         record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": min(n_grid, len(result.images)),
                              "per_condition": store.CONDITION_SAMPLES_FILE, "per_condition_count": kept}
+    if result.selection is not None:
+        save_selection(result.selection, run_dir / store.SELECTION_FILE)
+        record["samples"]["selection"] = store.SELECTION_FILE
     if not finite:
         bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
         log(f"diverged: metric(s) {', '.join(bad)} not finite")

@@ -10,6 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from harness.spec import RunSpec
+    from softdimo.refine.selection import SelectionLog
     from softdimo.teachers.base import Teacher
 
 #----------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class MethodResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
     teacher: Any = None                        # the teacher object, for metrics (not recorded)
+    selection: "SelectionLog | None" = None    # best-of-N: what was chosen per image (selection.npz)
 
 
 # The input every metric receives. Paper-scale runs write their samples to disk (harness.samples)

@@ -35,7 +35,7 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     distill_s = time.perf_counter() - start - (0.0 if student["cache_hit"] else student["curve_s"])
 
     start = time.perf_counter()
-    tokens, images, conditions, cost = dimo_samples(spec, teacher, ctx, ema)
+    tokens, images, conditions, cost, selection = dimo_samples(spec, teacher, ctx, ema)
     sample_s = time.perf_counter() - start
     last = student["final_log"]
     info: dict[str, Any] = {"teacher": teacher.info, "final_divergence": last["divergence"],
@@ -50,7 +50,7 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     if student["curves"] and not student["cache_hit"]:
         stages["curve_s"] = student["curve_s"]
     return MethodResult(images, conditions, tokens, extra_metrics=extra, curves=student["curves"],
-                        teacher=teacher, info=info, stage_seconds=stages)
+                        teacher=teacher, info=info, stage_seconds=stages, selection=selection)
 
 
 # teacher_sampler: the teacher's own K-step sampler.

@@ -21,6 +21,12 @@ AXIS_KEYS = ("teacher", "method", "relaxation", "refinement", "seed")
 SCALES = ("mini", "paper")
 NONE = "none"
 DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinement without a method
+# Parameters added after SPEC_VERSION 1, with their defaults. A spec's JSON (its record's spec, and
+# the canonical JSON its run id hashes) leaves one out while it holds its default, and `from_json`
+# puts the default back, so adding a parameter changes neither the run id nor the recorded spec of
+# a cell that does not set it: stored records stay the records of their cells. A cell that sets
+# another value is a new run with a new id.
+ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum"}
 
 #----------------------------------------------------------------------------
 
@@ -81,15 +87,22 @@ class RunSpec:
             parts += [f"{k}={_short(v)}" for k, v in self.params if defaults.get(k) != v]
         return " ".join(parts)
 
+    # The spec as JSON values; parameters added since SPEC_VERSION are left out at their default.
     def to_json(self) -> dict[str, Any]:
         return {"scale": self.scale, "teacher": self.teacher, "method": self.method,
                 "relaxation": self.relaxation, "refinement": self.refinement, "seed": self.seed,
-                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params},
+                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params
+                           if k not in ADDED_PARAMS or v != ADDED_PARAMS[k]},
                 "plugins": list(self.plugins)}
 
+    # The spec of `to_json`'s values (a record's spec); an added parameter that the JSON leaves out
+    # takes its default where the spec has the parameter's stage.
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RunSpec":
-        params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d["params"].items()))
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
+        stages = {k.partition(".")[0] for k in given}
+        given.update({k: v for k, v in ADDED_PARAMS.items() if k.partition(".")[0] in stages and k not in given})
+        params = tuple(sorted(given.items()))
         return cls(d["scale"], d["teacher"], d["method"], d["relaxation"], d["refinement"],
                    int(d["seed"]), params, tuple(d.get("plugins", ())))
 
@@ -268,7 +281,9 @@ def _set_value(values: dict[str, Any], classes: Mapping[str, type], key: str, va
     try:
         values[key] = fields[name].check(value)
     except ValueError as e:
-        raise CellError(key, str(e)) from None
+        choices = fields[name].choices
+        hint = registry.did_you_mean(value, map(str, choices)) if choices and isinstance(value, str) else ""
+        raise CellError(key, f"{e}{hint}") from None
 
 
 # eval.metrics: the teacher's defaults when empty; each registered and applicable to the teacher.

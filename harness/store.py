@@ -21,6 +21,7 @@ SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
 SAMPLES_FILE = "samples.png"                # a run's sample grid, beside its record
 CONDITION_SAMPLES_FILE = "condition_samples.npz"  # its first images with their conditions
+SELECTION_FILE = "selection.npz"            # best-of-N: the candidate kept per image, with its scores
 GRID_INFO_FILE = "grid.json"                # what the report needs of the grid file
 ATTEMPTS_DIR = "attempts"
 LOCK_FILE = ".record.lock"
@@ -110,12 +111,14 @@ class Record(TypedDict, total=False):
     run_id: str                     # RunSpec.run_id: 16 hex digits of the spec's sha256
     grid: str                       # grid name: the directory under the results root
     description: str                # short human-readable label of the cell
-    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params, plugins
+    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params (spec.ADDED_PARAMS
+                                    # left out at their default), plugins
     status: Literal["ok", "failed", "diverged"]  # diverged: some metric was not finite
     error: RecordError | None       # set when status is "failed"
     metrics: dict[str, RecordMetric]  # metric name -> value with protocol
     curves: dict[str, list[list[float]]]  # metric name -> [[training step, value], ...]
-    samples: dict[str, Any]         # {"grid_png": file name beside the record, "count": images}
+    samples: dict[str, Any]         # {"grid_png": file name beside the record, "count": images,
+                                    #  "per_condition": ..., "selection": best-of-N's file}
     info: dict[str, Any]            # method-specific summary (JSON values only)
     provenance: RecordProvenance
     cost: RecordCost
@@ -370,7 +373,7 @@ def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
     record["grid"] = grid
     target = run_dir(results_root, grid, record["run_id"])
     target.mkdir(parents=True, exist_ok=True)
-    for key in ("grid_png", "per_condition"):
+    for key in ("grid_png", "per_condition", "selection"):
         name = (record.get("samples") or {}).get(key)
         if name and (source.parent / name).is_file():
             shutil.copyfile(source.parent / name, target / name)

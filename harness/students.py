@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ from harness.store import atomic_write
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
 from softdimo.refine.best_of_n import TTSCost, TTSSettings, sample_test_time
+from softdimo.refine.selection import SelectionLog, Selector
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
 from softdimo.teachers.cache import cached_dir
 from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation, save_checkpoint
@@ -74,11 +75,23 @@ def build_rewards(names: tuple[str, ...] | list[str], teacher: Teacher, ctx: Run
     return {name: registry.rewards.get(name).build(teacher, ctx) for name in names}
 
 
-# The sum of several reward models, each in its native unit (R_i / unit_i, `RewardEntry.unit`), as
-# one reward callable: a step size then means the same thing whatever scale a reward reports in.
+# The factor 1 / unit_i that puts each named reward in its native unit (`RewardEntry.unit`; 1 for a
+# reward that is not registered).
+def native_units(names: Iterable[str]) -> list[float]:
+    return [1.0 / registry.rewards.get(name).unit if name in registry.rewards else 1.0 for name in names]
+
+
+# The sum of several reward models, each in its native unit (R_i / unit_i), as one reward callable:
+# a step size then means the same thing whatever scale a reward reports in.
 def summed_reward(rewards: dict[str, RewardFn]) -> RewardFn:
-    units = [1.0 / registry.rewards.get(name).unit if name in registry.rewards else 1.0 for name in rewards]
+    units = native_units(rewards)
     return lambda images, cond: weighted_reward(rewards, units, images, cond)[0]
+
+
+# Best-of-N's selection score of a sample configuration: `select_reward` combined by `select_combine`.
+def selector(sample: SampleConfig, teacher: Teacher, ctx: RunContext) -> Selector:
+    return Selector(build_rewards(sample.select_reward, teacher, ctx), native_units(sample.select_reward),
+                    sample.select_combine)
 
 
 #----------------------------------------------------------------------------
@@ -321,23 +334,23 @@ def test_time_settings(sample: SampleConfig) -> TTSSettings:
 
 
 # One-step samples of a generator: plain, or with TTEO / best-of-N (`sample.*`); returns the tokens,
-# images, conditions and, with test-time scaling, its cost.
+# images, conditions and, with test-time scaling, its cost and, with best-of-N, what it chose.
 def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: torch.nn.Module
-                 ) -> tuple[Tensor, Tensor, list[Any], TTSCost | None]:
+                 ) -> tuple[Tensor, Tensor, list[Any], TTSCost | None, SelectionLog | None]:
     distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
     n, seed = spec.stage("eval", EvalConfig).samples, derive_seed(spec.seed, "sample")
     settings = test_time_settings(sample)
     if settings.steps == 0 and settings.best_of_n == 1:
         out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: generate(
             generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
-        return (*out, None)
+        return (*out, None, None)
     tteo_reward = summed_reward(build_rewards(sample.tteo_reward, teacher, ctx)) if settings.steps else None
-    select = summed_reward(build_rewards(sample.select_reward, teacher, ctx)) if settings.best_of_n > 1 else None
+    select, log = (selector(sample, teacher, ctx), SelectionLog()) if settings.best_of_n > 1 else (None, None)
     cost = TTSCost()
     out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: sample_test_time(
         generator, teacher, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, settings,
-        tteo_reward, select, cost))
-    return (*out, cost)
+        tteo_reward, select, cost, log))
+    return (*out, cost, log)
 
 
 # The cost metrics of test-time scaling: generator evaluations and seconds per image.
@@ -352,5 +365,6 @@ def cost_metrics(cost: TTSCost, device: str) -> dict[str, MetricValue]:
 # The test-time part of a dimo record's info.
 def test_time_info(sample: SampleConfig, cost: TTSCost) -> dict[str, Any]:
     return {"settings": dataclasses.asdict(test_time_settings(sample)), "tteo_reward": list(sample.tteo_reward),
-            "select_reward": list(sample.select_reward), "cost": dataclasses.asdict(cost),
+            "select_reward": list(sample.select_reward), "select_combine": sample.select_combine,
+            "cost": dataclasses.asdict(cost),
             "per_image": cost.per_image()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from softdimo.params import param
+from softdimo.refine.selection import COMBINES
 from softdimo.teachers.base import MASK_SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw")
@@ -102,5 +103,11 @@ class SampleConfig:
                                                     "the paper names no regulariser)")
     tteo_batch: int = param(500, lo=1, help="images per TTEO batch (memory only; results do not depend on it)")
     best_of_n: int = param(1, lo=1, help="candidates per condition, the best by select_reward kept (paper 1-64)")
-    select_reward: tuple = param((), help="reward models whose sum scores best-of-N candidates (paper: CLIP, "
-                                          "ImageReward, HPS, PickScore composite); needed when best_of_n > 1")
+    select_reward: tuple = param((), help="reward models that score best-of-N candidates, combined by "
+                                          "select_combine (paper: CLIP, ImageReward, HPS, PickScore composite); "
+                                          "needed when best_of_n > 1")
+    select_combine: str = param("sum", choices=COMBINES,
+                                help="how select_reward's scores combine: sum = summed in native units (R / "
+                                     "unit); zscore = each standardised over the N candidates of the same "
+                                     "condition, then summed with equal weights (the paper's weighting is not "
+                                     "published)")

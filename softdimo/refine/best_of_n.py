@@ -3,8 +3,9 @@ scaling, arXiv 2509.22925), and its cost.
 
 Candidate j of image i draws from its own stream (candidate 0 = the plain sample's stream, so N = 1
 is plain sampling and the candidates of N are among those of any larger N), is optionally
-TTEO-optimised (`softdimo/refine/tteo.py`), then drawn as hard tokens; the candidate with the
-highest selection score on its hard-decoded image is kept (the earliest on ties).
+TTEO-optimised (`softdimo/refine/tteo.py`), then drawn as hard tokens; every reward model of the
+selection scores each candidate's hard-decoded image, and the candidate with the highest combined
+score is kept (the earliest on ties; the combine rules are `softdimo/refine/selection.py`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from softdimo.refine.selection import SelectionLog, Selector, best_candidates
 from softdimo.refine.tteo import optimise_embeddings
 from softdimo.teachers.base import Condition, ImageNoise, Teacher
 from softdimo.train import draw_tokens, input_embeddings
@@ -76,34 +78,39 @@ def _candidate(network: nn.Module, teacher: Teacher, cond: Condition, noise: Ima
 
 
 # Best-of-N (with optional TTEO) one-step samples for a batch of conditions -> hard tokens [B, L, G].
+# With a `log`, what was chosen for each image is appended to it.
 def sample_test_time(network: nn.Module, teacher: Teacher, cond: Condition, noise: ImageNoise, r_init: float,
                      sigma_init: float, temperature: float, settings: TTSSettings,
-                     tteo_reward: RewardFn | None = None, select: RewardFn | None = None,
-                     cost: TTSCost | None = None) -> Tensor:
+                     tteo_reward: RewardFn | None = None, select: Selector | None = None,
+                     cost: TTSCost | None = None, log: SelectionLog | None = None) -> Tensor:
     if settings.steps > 0 and tteo_reward is None:
         raise ValueError("TTEO (steps > 0) needs a reward to maximise")
     if settings.best_of_n > 1 and select is None:
         raise ValueError("best-of-N (best_of_n > 1) needs a selection score")
     cost = cost if cost is not None else TTSCost()
     start = time.perf_counter()
-    best, best_score = None, None
+    candidates: list[Tensor] = []
+    scores: dict[str, list[Tensor]] = {}
     for j in range(settings.best_of_n):
         noise_j = noise if j == 0 else noise.fork(f"best-of-n candidate {j}")
         tokens = _candidate(network, teacher, cond, noise_j, r_init, sigma_init, temperature, settings,
                             tteo_reward, cost)
+        candidates.append(tokens)
         if settings.best_of_n == 1:
-            best = tokens
             break
         with torch.no_grad():
-            score = select(teacher.decode(tokens, cond), cond)
+            for name, s in select.score(teacher.decode(tokens, cond), cond).items():
+                scores.setdefault(name, []).append(s)
         cost.decoder_calls += tokens.shape[0]
         cost.reward_calls += tokens.shape[0]
-        if best is None:
-            best, best_score = tokens, score
-        else:
-            better = score > best_score
-            best = torch.where(better.view(-1, *[1] * (tokens.dim() - 1)), tokens, best)
-            best_score = torch.where(better, score, best_score)
+    best = candidates[0]
+    if settings.best_of_n > 1:
+        stacked = {name: torch.stack(s) for name, s in scores.items()}
+        combined = select.combined(stacked)
+        index = best_candidates(combined)
+        best = torch.stack(candidates)[index, torch.arange(best.shape[0], device=index.device)]
+        if log is not None:
+            log.add(index, stacked, combined)
     cost.images += best.shape[0]
     cost.seconds += time.perf_counter() - start
     return best

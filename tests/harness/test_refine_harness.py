@@ -5,10 +5,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from harness import registry
+from harness import cell, registry, store
 from harness.entries import RelaxationEntry, RunContext
 from harness.methods import run_dimo
 from harness.students import student_key
@@ -46,6 +47,8 @@ def test_gradient_refinements_are_refused_with_hard_tokens() -> None:
     (dict(sample__tteo_steps=2), "sample.tteo_reward", "empty, but sample.tteo_steps = 2"),
     (dict(sample__best_of_n=4), "sample.select_reward", "empty, but sample.best_of_n = 4"),
     (dict(sample__best_of_n=4, sample__select_reward=["nope"]), "sample.select_reward", "unknown reward model"),
+    (dict(sample__select_combine="zcore"), "sample.select_combine",
+     "expected one of 'sum', 'zscore', got 'zcore' (did you mean 'zscore'?)"),
     (dict(distill__weight_decay=0.01), "distill.weight_decay", "needs distill.optimizer 'adamw'"),
     (dict(distill__r_init_range=[0.9, 0.1]), "distill.r_init_range", "0 <= a <= b <= 1"),
     (dict(distill__r_init_range=[0.1]), "distill.r_init_range", "expected [a, b]"),
@@ -179,3 +182,26 @@ def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: P
     cost = bon.info["test_time"]["per_image"]
     assert cost["generator_backwards"] == 3 * 2 and cost["reward_calls"] == 3 * 2 + 3
     assert not torch.equal(plain.tokens, bon.tokens)
+
+
+# A best-of-N cell writes selection.npz beside its record, listed in it: per image the candidate
+# kept, its digits_reward score (whose mean is the run's digits_reward metric) and its combined
+# score (zscore of one reward: the best of a standardised set, so >= 0).
+def test_a_best_of_n_run_records_its_selection(tmp_path: Path, teacher_cache: Path, tiny_teacher,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOFTDIMO_CACHE", str(teacher_cache))
+    spec = resolve_cell(_cell(relaxation="hard", distill__steps=3, eval__samples=20, eval__grid_images=4,
+                              eval__metrics=["digits_reward"], sample__best_of_n=3,
+                              sample__select_reward=["digits_reward"], sample__select_combine="zscore"), "mini")
+    assert cell.execute(spec.to_json(), "bon", str(tmp_path)) == "ok"
+    record = store.read_record(store.record_path(tmp_path, "bon", spec.run_id))
+    assert record["samples"]["selection"] == store.SELECTION_FILE
+    assert record["spec"]["params"]["sample.select_combine"] == "zscore"
+    assert record["info"]["test_time"]["select_combine"] == "zscore"
+    with np.load(store.run_dir(tmp_path, "bon", spec.run_id) / store.SELECTION_FILE) as selection:
+        assert sorted(selection) == ["combined", "digits_reward", "index", "rewards"]
+        assert selection["rewards"].tolist() == ["digits_reward"]
+        assert selection["index"].shape == (20,) and set(selection["index"].tolist()) <= {0, 1, 2}
+        assert (selection["combined"] >= 0).all()
+        assert selection["digits_reward"].mean() == pytest.approx(record["metrics"]["digits_reward"]["value"],
+                                                                  rel=1e-5)

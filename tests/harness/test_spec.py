@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import registry
-from harness.spec import STAGE_CONFIGS, CellError, RunSpec, resolve_cell
+from harness.grid import load_grid
+from harness.spec import ADDED_PARAMS, STAGE_CONFIGS, CellError, RunSpec, resolve_cell
 from softdimo.params import schema
 
 CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
@@ -97,7 +98,34 @@ def test_to_json_has_every_field_and_id_scheme_is_design_md():
     assert set(spec.to_json()) == {f.name for f in dataclasses.fields(RunSpec)}
     # docs/design.md: sha256 of the canonical JSON (sorted keys, no spaces, spec_version), 16 hex.
     d = dataclasses.asdict(spec)
-    d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params}
+    d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params
+                   if ADDED_PARAMS.get(k, object()) != v}
     d["plugins"] = list(spec.plugins)
     body = json.dumps({"spec_version": 1, **d}, sort_keys=True, separators=(",", ":"))
     assert spec.run_id == hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+# Run ids of cells stored before parameters were added (ADDED_PARAMS). If one of these grids
+# changes a value on purpose, its cells are new runs: update the id with the change.
+ROOT = Path(__file__).resolve().parents[2]
+STORED_IDS = {("soft_vs_hard", 0): "59d06402facb2db8",
+              ("tteo_best_of_n", -1): "347ff4578aaca631"}
+
+
+def test_added_parameters_keep_the_run_ids_of_stored_cells():
+    for (grid, i), run_id in STORED_IDS.items():
+        spec = load_grid(ROOT / "ablations" / f"{grid}.yaml").specs[i]
+        assert spec.run_id == run_id, f"the run id of {grid} cell {i} changed: its stored record is orphaned"
+        assert all(dict(spec.params)[k] == v and k not in spec.to_json()["params"] for k, v in ADDED_PARAMS.items())
+        assert RunSpec.from_json(spec.to_json()) == spec
+
+
+def test_an_added_parameter_off_its_default_is_recorded_and_a_new_run():
+    cell = {"teacher": "digits", "method": "dimo", "relaxation": "soft", "seed": 0, "sample.best_of_n": 2,
+            "sample.select_reward": ["digits_reward"]}
+    default, zscore = resolve_cell(cell, "mini"), resolve_cell({**cell, "sample.select_combine": "zscore"}, "mini")
+    assert default.run_id != zscore.run_id
+    assert zscore.to_json()["params"]["sample.select_combine"] == "zscore"
+    assert RunSpec.from_json(zscore.to_json()) == zscore
+    reference = resolve_cell({"teacher": "digits", "method": "real", "seed": 0}, "mini")
+    assert RunSpec.from_json(reference.to_json()) == reference      # no sample stage: nothing put back

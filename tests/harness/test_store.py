@@ -171,9 +171,12 @@ def test_reused_record_brings_its_sample_files(tmp_path):
     source.mkdir(parents=True)
     (source / store.SAMPLES_FILE).write_bytes(b"png")
     (source / store.CONDITION_SAMPLES_FILE).write_bytes(b"npz")
+    (source / store.SELECTION_FILE).write_bytes(b"selection")
     path = store.write_record(source, record("r1", grid="a", samples={
-        "grid_png": store.SAMPLES_FILE, "per_condition": store.CONDITION_SAMPLES_FILE}))
+        "grid_png": store.SAMPLES_FILE, "per_condition": store.CONDITION_SAMPLES_FILE,
+        "selection": store.SELECTION_FILE}))
     copy = store.reuse_record(path, tmp_path, "b")
     assert store.read_record(copy)["reused_from"] == "a/r1"
     assert (copy.parent / store.SAMPLES_FILE).read_bytes() == b"png"
     assert (copy.parent / store.CONDITION_SAMPLES_FILE).read_bytes() == b"npz"
+    assert (copy.parent / store.SELECTION_FILE).read_bytes() == b"selection"
