@@ -28,7 +28,7 @@ from harness import launch, plugins, registry, store
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
-from harness.profiles import ProfileError, list_profiles
+from harness.profiles import ProfileError, SlurmProfile, list_profiles
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-parallel", type=_positive, default=None, metavar="N",
                    help=f"jobs running at once (default: local: this machine's cores, {_cores()}; "
                         f"slurm: the profile's array_parallelism)")
+    g.add_argument("--procs-per-cell", type=_positive, default=None, metavar="N",
+                   help="processes running each cell together, data-parallel (docs/distributed.md): "
+                        "local: N CPU processes (gloo) without a GPU, else one per GPU (default 1); "
+                        "slurm: the profile's nodes x tasks_per_node")
     g.add_argument("--allow-code-change", action="store_true",
                    help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
@@ -153,6 +157,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
               f"scales.{grid.scale}.resources in {grid.path}; available: "
               f"{', '.join(list_profiles()) or '(none)'}", file=err)
         return 2
+    if problem := _procs_problem(args.procs_per_cell, args.executor, profiles):
+        print(f"error: {problem}", file=err)
+        return 2
 
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
@@ -188,7 +195,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
           f"executor {args.executor}", file=out)
     try:
         launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
-                          args.allow_code_change)
+                          args.allow_code_change, args.procs_per_cell or 1)
     except LaunchError as e:
         print(f"error: {e}", file=err)
         if e.submitted:
@@ -215,6 +222,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 130
     printer.close()
     return summarise(grid, results, {s.run_id for s in todo}, out)
+
+
+# Why --procs-per-cell cannot apply to a SLURM launch, or None: there the profile gives the
+# processes of a cell.
+def _procs_problem(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> str | None:
+    if procs is not None and executor == "slurm":
+        for profile in profiles.values():
+            if profile is not None and profile.world_size != procs:
+                return (f"--procs-per-cell {procs}: on SLURM a cell runs over its profile's nodes x tasks_per_node "
+                        f"= {profile.world_size} processes ({profile.path}); set tasks_per_node there")
+    return None
 
 
 # Print the grid's cells: id, state, description.
