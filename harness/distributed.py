@@ -104,10 +104,12 @@ def _start_group() -> Processes:
     return Processes(env.rank, env.world_size, env.local_rank)
 
 
-# The device of this process in a group: its local GPU (accelerate's choice), or the CPU.
+# The device of this process in a group: its local GPU (accelerate's choice), or the CPU
+# (accelerate numbers it by local rank, which torch.load's map_location does not accept).
 def process_device() -> torch.device:
     from accelerate import PartialState
-    return PartialState().device
+    device = PartialState().device
+    return torch.device("cpu") if device.type == "cpu" else device
 
 
 # `cached_dir` for all processes of a cell: rank 0 holds the cache lock and decides; on a miss
