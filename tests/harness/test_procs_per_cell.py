@@ -17,6 +17,7 @@ from harness.results import load_frame
 from harness.students import student_key
 from tests.conftest import TINY_TEACHER
 
+ROOT = Path(__file__).resolve().parents[2]
 TEACHER = {f"teacher.{k}": [getattr(TINY_TEACHER, k)]
            for k in ("levels", "d_model", "layers", "heads", "train_steps", "batch_size", "warmup_steps")}
 
@@ -57,9 +58,11 @@ def test_local_cell_over_two_processes(tiny_teacher, teacher_cache: Path, tmp_pa
     assert "| processes |" in table and " | 2 | " in table
 
 
-def test_launches_that_cannot_run_cells_over_processes_are_refused(tmp_path: Path) -> None:
+def test_the_option_is_taken_where_it_applies_and_refused_where_it_cannot(tmp_path: Path) -> None:
     grid = tiny_grid(tmp_path / "grid.yaml", "refused")
     common = ("--grid", str(grid), "--results", str(tmp_path / "results"))
+    shipped = ("--grid", str(ROOT / "ablations" / "soft_vs_hard.yaml"), "--results", str(tmp_path / "results"))
+    assert main(*shipped, "--procs-per-cell", "2", "--dry-run")[0] == 0      # the main job takes it
     rc, _, err = main(*common, "--executor", "debug", "--procs-per-cell", "2")
     assert rc == 2 and "--procs-per-cell 2: the debug executor runs cells in this one process" in err
     rc, _, err = main(*common, "--executor", "slurm", "--slurm-profile", "localhost", "--procs-per-cell", "2")
