@@ -8,8 +8,9 @@
   gradients that cancel to rounding level. 1e-5 after 3 steps leaves room for those (measured:
   1.1e-6, 14 of 19 tensors bit-equal) and is 20 times below one step's update, so a wrong average
   (a missing 1/world_size, a process training on the other's rows) fails it.
-- A student's sample set, and the features and FD computed once from the gathered images, are
-  bit-identical: every batch of SAMPLE_BATCH images is drawn whole by one process.
+- A student's sample set gathered from 2 processes, and the digits features computed once from
+  it, are bit-identical to one process's: every batch of SAMPLE_BATCH images is drawn whole by one
+  process.
 - A 2-process run (with dropout: per-process streams) resumed from its checkpoint ends
   bit-identical to the uninterrupted one; GAN heads stay identical on both processes.
 """
