@@ -31,8 +31,9 @@ def main(*args: str) -> tuple[int, str, str]:
 # A grid of one dimo cell of the tiny teacher (seed 41: a student no other test caches).
 def tiny_grid(path: Path, name: str) -> Path:
     block = {"teacher": ["digits"], "method": ["dimo"], "relaxation": ["soft"], "seed": [41],
-             "distill.steps": [4], "distill.batch_size": [8], **TEACHER}
-    path.write_text(yaml.safe_dump({"name": name, "matrix": [block], "params": {"eval.samples": 40}},
+             "distill.steps": [4], "distill.batch_size": [8], "distill.eval_every": [2], **TEACHER}
+    path.write_text(yaml.safe_dump({"name": name, "matrix": [block],
+                                    "params": {"eval.samples": 40, "eval.curve_samples": 40}},
                                    sort_keys=False))
     return path
 
@@ -48,6 +49,7 @@ def test_local_cell_over_two_processes(tiny_teacher, teacher_cache: Path, tmp_pa
     [spec] = load_grid(grid).specs
     record = store.read_record(store.record_path(results, "procs2", spec.run_id))
     assert record["status"] == "ok" and record["metrics"]
+    assert [step for step, _ in record["curves"]["digits_fd"]] == [0, 2, 4]   # curves: rank 0 scores
     assert record["provenance"]["world_size"] == 2 and record["provenance"]["devices"] == ["cpu", "cpu"]
     assert record["cost"]["world_size"] == 2 and record["cost"]["accelerator_hours"] == 0.0
     student = record["info"]["student"]
