@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
               f"scales.{grid.scale}.resources in {grid.path}; available: "
               f"{', '.join(list_profiles()) or '(none)'}", file=err)
         return 2
-    if problem := _procs_problem(args.procs_per_cell, args.executor, profiles):
+    if problem := _procs_problem(args.procs_per_cell, args.executor, profiles) or _batch_problem(
+            grid, _world_size(args.procs_per_cell, args.executor, profiles)):
         print(f"error: {problem}", file=err)
         return 2
 
@@ -232,6 +233,24 @@ def _procs_problem(procs: int | None, executor: str, profiles: dict[str | None, 
             if profile is not None and profile.world_size != procs:
                 return (f"--procs-per-cell {procs}: on SLURM a cell runs over its profile's nodes x tasks_per_node "
                         f"= {profile.world_size} processes ({profile.path}); set tasks_per_node there")
+    return None
+
+
+# The processes each cell of this launch runs over.
+def _world_size(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> int:
+    if executor == "slurm":
+        return max((p.world_size for p in profiles.values() if p is not None), default=1)
+    return procs or 1
+
+
+# Why a cell's global batch cannot be split over `world_size` processes, or None.
+def _batch_problem(grid: Grid, world_size: int) -> str | None:
+    for spec in grid.specs:
+        batch = dict(spec.params).get("distill.batch_size")
+        if batch is not None and batch % world_size:
+            return (f"{grid.path}: cell {spec.run_id} ({spec.description()}): distill.batch_size = {batch} (the "
+                    f"global batch) does not split over {world_size} processes per cell; use a multiple of "
+                    f"{world_size}")
     return None
 
 

@@ -69,6 +69,8 @@ def test_the_option_is_taken_where_it_applies_and_refused_where_it_cannot(tmp_pa
     assert rc == 2 and "--procs-per-cell 2: the debug executor runs cells in this one process" in err
     rc, _, err = main(*common, "--executor", "slurm", "--slurm-profile", "localhost", "--procs-per-cell", "2")
     assert rc == 2 and "on SLURM a cell runs over its profile's nodes x tasks_per_node = 1 processes" in err
+    rc, _, err = main(*common, "--executor", "local", "--procs-per-cell", "3")
+    assert rc == 2 and "distill.batch_size = 8 (the global batch) does not split over 3 processes" in err
     idle = tmp_path / "idle_gpus.yaml"
     idle.write_text("timeout_min: 60\ngpus_per_node: 8\ntasks_per_node: 1\n")
     rc, _, err = main(*common, "--executor", "slurm", "--slurm-profile", str(idle))
