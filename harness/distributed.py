@@ -4,8 +4,9 @@
 submitit's task environment gives each process its rank, the world size and rank 0's address
 (`submitit.helpers.TorchDistributedEnvironment`); accelerate's `PartialState` then starts the
 torch.distributed group and picks the process's device (gloo on CPU; one GPU per process
-otherwise, NCCL for CUDA tensors beside gloo for CPU ones). A job of one task starts no group and changes nothing. The group lives as long as the
-job, so a local worker that runs several cells in turn starts it once.
+otherwise, NCCL for CUDA tensors beside gloo for CPU ones). A job of one task starts no group and
+changes nothing. The group lives as long as the job, so a local worker that runs several cells in
+turn starts it once.
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def _start_group() -> Processes:
 
     env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    cpu = not torch.cuda.is_available() or os.environ.get("SOFTDIMO_DEVICE", "").startswith("cpu")
+    cpu = not torch.cuda.is_available() or os.environ.get("SOFTDIMO_DEVICE", "").startswith("cpu")  # forced CPU
     # On GPUs NCCL carries the CUDA tensors and gloo the small CPU ones (flags, logs, objects).
     PartialState(cpu=cpu, backend="gloo" if cpu else "cpu:gloo,cuda:nccl", timeout=GROUP_TIMEOUT)
     return Processes(env.rank, env.world_size, env.local_rank)
