@@ -11,6 +11,11 @@ worker goes on to its next cell after a failure.
 On SLURM a cell is a `SlurmCell`: checkpointable (requeued on USR2 / time limit, resuming from the
 cell's `checkpoints/`), recording its job id, requeues and the requeue cap, and refusing to run on
 other code than was submitted unless the launch allowed it.
+
+In a job of several tasks every task runs these callables and the cell runs over all of them
+(`harness.distributed`): rank 0 decides what to run, logs to the run's log, scores the gathered
+samples and writes the record; the other processes do their share of the method's work. A failure
+of a cell over several processes ends the job (the others would wait on it).
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ from typing import Any, Callable
 import submitit
 import torch
 
-from harness import plugins, preemption, registry, slurm, store, workqueue
+from harness import distributed, plugins, preemption, registry, slurm, store, workqueue
+from harness.distributed import Processes
+from harness.entries import MethodResult, RunContext
 from harness.environment import run_context
 from harness.images import save_condition_samples, save_image_grid
-from harness.provenance import CodeVersion, code_version, job_environment, now, provenance
+from harness.provenance import CodeVersion, code_version, device_name, job_environment, now, provenance
 from harness.scoring import score
 from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
@@ -62,11 +69,15 @@ class CodeChangedError(RuntimeError):
 # `terms` (SLURM cells) adds the code check, the job's requeue state and sacct's cost.
 def execute(spec_json: dict[str, Any], grid: str, results_root: str,
             terms: JobTerms | None = None) -> str:
+    processes = distributed.job_processes()
     spec = RunSpec.from_json(spec_json)
     run_dir = store.run_dir(results_root, grid, spec.run_id)
-    existing = store.statuses(results_root, grid, [spec.run_id])[spec.run_id]
+    existing = processes.broadcast(store.statuses(results_root, grid, [spec.run_id])[spec.run_id]
+                                   if processes.is_main else None)
     if existing in store.FINAL_STATUSES:
         return existing                     # submitted twice (e.g. two --no-wait launches)
+    if not processes.is_main:
+        return _follow(spec, results_root, run_dir, processes)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_FILE
     job = slurm.current_job()
@@ -79,7 +90,7 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
         log(f"run {spec.run_id} of grid {grid!r} started {started}{again}")
         try:
             code_check = _check_code(terms, log)
-            record = _run(spec, grid, results_root, run_dir, log)
+            record = _run(spec, grid, results_root, run_dir, log, processes)
         except Exception as e:
             tb = traceback.format_exc()
             log(tb)
@@ -91,12 +102,18 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
             if isinstance(e, submitit.core.utils.UncompletedJobError):   # the requeue cap
                 record["error"]["message"] = _cap_message(e, job, terms)
                 reraise = e                 # the job ends in error, as submitit intends
+            if processes.world_size > 1:
+                reraise = e                 # the other processes may wait on this one: end the job
         except BaseException:
             if job is not None:             # SystemExit from submitit: the job was requeued
                 _note_interrupted_run(run_dir, job, time.perf_counter() - t0)
                 log("run interrupted by SLURM; the job was requeued and resumes from its checkpoint")
             raise
         record["provenance"] = provenance(started)
+        devices = record.pop("_devices", None)
+        record["provenance"]["world_size"] = processes.world_size
+        if devices is not None:
+            record["provenance"]["devices"] = devices
         if terms is not None:
             record["provenance"]["submitted_code"] = terms.code
             record["provenance"]["code_check"] = code_check
@@ -106,7 +123,7 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
                 "max_num_timeout": terms.max_num_timeout if terms else None}
         record["cost"] = _cost(time.perf_counter() - t0, record.pop("_stages", {}),
                                record.pop("_gpus", 0), _earlier_runs(run_dir, job), job,
-                               record["status"])
+                               record["status"], processes.world_size)
         try:
             store.write_record(run_dir, record)
         except store.RecordExistsError as e:  # another job finished the same cell first
@@ -177,19 +194,36 @@ def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, An
 
 # Work through a queue shared with other jobs (harness.workqueue): run, in order, every cell this
 # job wins the claim of in `queue_dir`; returns the statuses of the cells it ran.
+# The processes of a job of several tasks work through the queue together: rank 0 claims.
 def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str) -> list[str]:
+    processes = distributed.job_processes()
     job_id = job_environment()[1] or str(os.getpid())
     return [execute(s, grid, results_root) for s in spec_jsons
-            if workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)]
+            if processes.broadcast(workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
+                                   if processes.is_main else None)]
+
+
+# The cell's method on this process, and (on rank 0) the device of every process.
+def _method_run(spec: RunSpec, results_root: str, run_dir: Path, log: Callable[[str], None],
+                processes: Processes) -> tuple[RunContext, MethodResult, list[str] | None]:
+    plugins.load_all(spec.plugins)
+    ctx = run_context(run_dir, results_root, log, processes)
+    share = f", process {processes.rank} of {processes.world_size}" if processes.world_size > 1 else ""
+    log(f"device {ctx.device}, {ctx.threads} thread(s), cache {ctx.cache_dir}{share}")
+    result = registry.methods.get(spec.method).run(spec, ctx)
+    return ctx, result, processes.gather_to_main(device_name(ctx.device))
+
+
+# A process other than rank 0: its share of the method's work; rank 0 writes the record.
+def _follow(spec: RunSpec, results_root: str, run_dir: Path, processes: Processes) -> str:
+    log = _logger(None, prefix=f"[rank {processes.rank}] ")
+    _method_run(spec, results_root, run_dir, log, processes)
+    return "ok"
 
 
 def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
-         log: Callable[[str], None]) -> dict[str, Any]:
-    plugins.load_all(spec.plugins)
-    ctx = run_context(run_dir, results_root, log)
-    log(f"device {ctx.device}, {ctx.threads} thread(s), cache {ctx.cache_dir}")
-
-    result = registry.methods.get(spec.method).run(spec, ctx)
+         log: Callable[[str], None], processes: Processes) -> dict[str, Any]:
+    ctx, result, devices = _method_run(spec, results_root, run_dir, log, processes)
     t_eval = time.perf_counter()
     metrics = dict(result.extra_metrics)
     values, optimised = score(spec, result.teacher, ctx, result.images, result.conditions, result.tokens)
@@ -219,7 +253,11 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
         bad = sorted(k for k, v in metrics.items() if not math.isfinite(v.value))
         log(f"diverged: metric(s) {', '.join(bad)} not finite")
     record["_stages"] = stages
-    record["_gpus"] = max(1, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0
+    record["_devices"] = devices
+    if processes.world_size > 1:            # one device per process
+        record["_gpus"] = sum(d.startswith("cuda") for d in devices)
+    else:
+        record["_gpus"] = max(1, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0
     return record
 
 
@@ -250,19 +288,22 @@ def _jsonable(x: Any) -> Any:
 #----------------------------------------------------------------------------
 
 
-def _logger(log_file: Any) -> Callable[[str], None]:
+# Log lines to stdout and, when given, to the run's log file.
+def _logger(log_file: Any | None, prefix: str = "") -> Callable[[str], None]:
     def log(message: str) -> None:
-        line = f"[{dt.datetime.now().strftime('%H:%M:%S')}] {message}"
+        line = f"[{dt.datetime.now().strftime('%H:%M:%S')}] {prefix}{message}"
         print(line, flush=True)
-        log_file.write(line + "\n")
-        log_file.flush()
+        if log_file is not None:
+            log_file.write(line + "\n")
+            log_file.flush()
     return log
 
 
-# Cost of a cell: job-measured wall time and accelerator hours over every run of its job
-# (interrupted runs included), per-stage seconds of the last run, and SLURM accounting's view.
+# Cost of a cell: job-measured wall time and accelerator hours (of all its processes) over every
+# run of its job (interrupted runs included), per-stage seconds of the last run, the number of
+# processes, and SLURM accounting's view.
 def _cost(wall_s: float, stages: dict[str, float], gpus: int, earlier: list[dict[str, Any]],
-          job: slurm.JobInfo | None, status: str) -> dict[str, Any]:
+          job: slurm.JobInfo | None, status: str, world_size: int) -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     runs = [{k: r[k] for k in ("restart", "wall_s", "end")} for r in earlier]
     runs.append({"restart": job.restart_count if job else 0, "wall_s": round(wall_s, 3), "end": status})
@@ -270,7 +311,8 @@ def _cost(wall_s: float, stages: dict[str, float], gpus: int, earlier: list[dict
     cost: dict[str, Any] = {
         "wall_s": round(total_s, 3), "peak_mem_mb": round(peak_kb / 1024, 1),
         "accelerator_hours": round(total_s * gpus / 3600, 6),
-        "stages": {k: round(float(v), 3) for k, v in stages.items()}, "runs": runs}
+        "stages": {k: round(float(v), 3) for k, v in stages.items()}, "runs": runs,
+        "world_size": world_size}
     usage = slurm.job_usage(job.job_id) if job is not None else None
     if usage is not None:
         cost["sacct"] = usage

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
+from harness.distributed import SINGLE, Processes
+
 if TYPE_CHECKING:
     from harness.spec import RunSpec
     from softdimo.refine.selection import SelectionLog
@@ -124,6 +126,7 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     threads: int = 1                   # torch intra-op threads for this job
     log: Callable[[str], None] = print
+    processes: Processes = SINGLE      # the processes running this cell together (harness.distributed)
 
     @property
     def checkpoint_dir(self) -> Path:

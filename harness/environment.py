@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from harness.distributed import SINGLE, Processes, process_device
 from harness.entries import RunContext
 
 THREADS_ENV = "SOFTDIMO_THREADS"
@@ -45,10 +46,13 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# The context of one run under `results_root`, with this process's torch threads set and the cache made.
-def run_context(run_dir: Path, results_root: str | Path, log: Callable[[str], None]) -> RunContext:
-    ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=device(), threads=threads(),
-                     log=log)
+# The context of one run under `results_root`, with this process's torch threads set and the cache
+# made; a process of a group runs on the device accelerate gave it.
+def run_context(run_dir: Path, results_root: str | Path, log: Callable[[str], None],
+                processes: Processes = SINGLE) -> RunContext:
+    own_device = device() if processes.world_size == 1 else process_device()
+    ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=own_device, threads=threads(),
+                     log=log, processes=processes)
     torch.set_num_threads(ctx.threads)
     ctx.cache_dir.mkdir(parents=True, exist_ok=True)
     return ctx

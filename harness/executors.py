@@ -11,11 +11,14 @@ resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this mac
 - `local`: submitit's LocalExecutor starts every job at once and has no concurrency cap, so the
   cap is ours: at most `--max-parallel` *worker* jobs share one ordered queue of the pending cells
   (`harness.workqueue`), each taking the next unclaimed cell when it is free, so workers stay
-  busy until the queue is empty. This needs no driver loop, so it works with `--no-wait`.
+  busy until the queue is empty. This needs no driver loop, so it works with `--no-wait`. With
+  `--procs-per-cell N` a worker is a job of N tasks that run each cell together
+  (`harness.distributed`): N CPU processes (gloo) without a GPU, else one per GPU.
 - `slurm`: one submitit SLURM executor per profile; one array task per cell (`SlurmCell`:
   checkpointable, code-version checked), arrays chunked to the profile's `max_array_size`
   (submitit does not split them), the profile's `timeout_min` always explicit, and
-  `--max-parallel` (else the profile's `array_parallelism`) tasks at once. Job states come from
+  `--max-parallel` (else the profile's `array_parallelism`) tasks at once. A cell runs over the
+  profile's `nodes` x `tasks_per_node` processes. Job states come from
   one `sacct` call for all jobs (while waiting, at most every SACCT_POLL_S). Without accounting
   they come from submitit's result files, so a job killed before writing one counts as running
   until `--cancel` (or deleting its cells' `.submitted` markers).
@@ -89,6 +92,7 @@ class SubmitRequest:
     jobs: JobCallables
     code: CodeVersion = CodeVersion(None, None)  # code at submission
     allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
+    procs_per_cell: int = 1                # local: processes running each cell together
 
 
 # What the scheduler says about a job submitted earlier: may it still run, and its state.
@@ -151,6 +155,9 @@ def _timeout_min(req: SubmitRequest) -> int:
 # debug: one in-process job per cell.
 def submit_debug(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
+    if req.procs_per_cell > 1:
+        raise LaunchError(f"--procs-per-cell {req.procs_per_cell}: the debug executor runs cells in this "
+                          f"one process; use --executor local")
     executor = submitit.AutoExecutor(folder=req.folder, cluster="debug")
     executor.update_parameters(timeout_min=_timeout_min(req))
     threads = _threads(req, _cores())
@@ -180,18 +187,21 @@ def work_key(spec: RunSpec) -> str | None:
 
 
 # local: at most `max_parallel` worker jobs sharing one queue of the cells (harness.workqueue):
-# each takes the next unclaimed cell when it is free.
+# each takes the next unclaimed cell when it is free; a worker has `procs_per_cell` tasks.
 def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
     import torch
+    procs = req.procs_per_cell
+    gpus = req.profile.gpus_per_node if req.profile else torch.cuda.device_count()
+    if gpus and procs > gpus:
+        raise LaunchError(f"--procs-per-cell {procs}: one process per GPU, and this machine has {gpus} GPU(s)")
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
     order = workqueue.queue_order(req.specs, work_key)
-    workers = max(1, min(req.max_parallel or _cores(), len(order)))
-    threads = _threads(req, max(1, _cores() // workers))
-    gpus = req.profile.gpus_per_node if req.profile else torch.cuda.device_count()
+    workers = max(1, min(req.max_parallel or max(1, _cores() // procs), len(order)))
+    threads = _threads(req, max(1, _cores() // (workers * procs)))
     queue_dir = Path(req.folder).parent / QUEUES_DIR / uuid.uuid4().hex[:12]
     queue_dir.mkdir(parents=True)
-    executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus,
+    executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus, tasks_per_node=procs,
                                timeout_min=_timeout_min(req) * len(order))
     with _env(**{THREADS_ENV: str(threads)}):
         jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,

@@ -141,9 +141,10 @@ def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | Non
 
 # Submit cells through a registered executor, one group (and for SLURM one executor, its arrays
 # chunked to the array limit) per resource profile. The code version is recorded for the jobs.
+# `procs_per_cell`: processes running each local cell together (SLURM: the profile's tasks).
 def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
            max_parallel: int | None = None, profile: str | None = None,
-           allow_code_change: bool = False) -> Launch:
+           allow_code_change: bool = False, procs_per_cell: int = 1) -> Launch:
     entry = registry.executors.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
@@ -156,7 +157,8 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
     try:
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
-                                                      max_parallel, JOBS, code, allow_code_change))
+                                                      max_parallel, JOBS, code, allow_code_change,
+                                                      procs_per_cell))
     except LaunchError as e:
         submissions += e.submitted
         raise

@@ -11,12 +11,18 @@ handler (requeue and exit). If no step boundary comes within the grace period (a
 than that, or a stage with no safe points), submitit's handler runs anyway and the run resumes
 from its last periodic checkpoint (`distill.checkpoint_every`). Outside a submitit job (debug,
 tests, plain scripts) `safe_points()` changes nothing.
+
+A cell over several processes (every task of the job gets the signal, not necessarily between
+the same steps) agrees at each step boundary whether any process was signalled (`agree`, an
+all-reduce), so all stop at the same step; rank 0 saves and requeues, the others wait for the
+requeue to end them (`await_requeue`).
 """
 from __future__ import annotations
 
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Callable, Iterator
@@ -44,8 +50,9 @@ def preempt_signal() -> signal.Signals:
 # One deferred signal: noted by the handler, served at the next safe point (or by the timer).
 class _Deferral:
     def __init__(self, sig: signal.Signals, handler: Callable[[int, FrameType | None], Any],
-                 grace_s: float):
+                 grace_s: float, agree: Callable[[bool], bool], after_hand_over: Callable[[], None] | None):
         self.sig, self.handler, self.grace_s = sig, handler, grace_s
+        self.agree, self.after_hand_over = agree, after_hand_over
         self.pending: tuple[int, FrameType | None] | None = None
         self.timer: threading.Timer | None = None
         self.handed_over = False
@@ -61,13 +68,16 @@ class _Deferral:
         self.timer.daemon = True
         self.timer.start()
 
-    # Called by the loop between steps: if signalled, save, then let submitit requeue and exit.
+    # Called by the loop between steps: if signalled (any process, by `agree`), save, then let
+    # submitit requeue and exit.
     def safe_point(self, save: Callable[[], None]) -> None:
-        if self.pending is None:
+        if not self.agree(self.pending is not None):
             return
         self.stop_timer()
         save()
         self.hand_over()
+        if self.after_hand_over is not None:
+            self.after_hand_over()
 
     # Let submitit's handler checkpoint, requeue and exit. A duplicate signal (the timer's, sent
     # just before it was stopped) is ignored meanwhile, so the job is never requeued twice.
@@ -86,16 +96,27 @@ class _Deferral:
             self.timer = None
 
 
+# A process other than rank 0 after the hand-over (submitit's handler returns there): wait for
+# rank 0's requeue to end the job, and leave by itself after the grace period.
+def await_requeue() -> None:
+    time.sleep(_grace_s)
+    raise SystemExit(-1)
+
+
 # Within this block the preemption signal is deferred to the next `safe_point(save)` call
 # (yielded); a signal that arrives after the last safe point is served when the block ends.
+# `agree(signalled)` says whether any process of the cell was signalled (alone: `signalled`);
+# `after_hand_over` runs on a process whose hand-over returned.
 @contextmanager
-def safe_points() -> Iterator[Callable[[Callable[[], None]], None]]:
+def safe_points(agree: Callable[[bool], bool] = lambda signalled: signalled,
+                after_hand_over: Callable[[], None] | None = None
+                ) -> Iterator[Callable[[Callable[[], None]], None]]:
     sig = preempt_signal()
     handler = signal.getsignal(sig) if threading.current_thread() is threading.main_thread() else None
     if not callable(handler):                # no submitit job (or not the main thread)
         yield lambda save: None
         return
-    deferral = _Deferral(sig, handler, _grace_s)
+    deferral = _Deferral(sig, handler, _grace_s, agree, after_hand_over)
     signal.signal(sig, deferral.on_signal)
     try:
         yield deferral.safe_point

@@ -1,9 +1,11 @@
 """SLURM resource profiles: named YAML files in `slurm/profiles/` that a grid's
 `scales.<scale>.resources` refers to.
 
-A profile says where and how one cell runs (partition, GPUs, CPUs, memory, time limit, account,
-QoS, constraint, extra sbatch options) and what the cluster allows (array size limit, requeue
-cap). `to_submitit_parameters` turns it into `AutoExecutor.update_parameters` keyword arguments,
+A profile says where and how one cell runs (partition, nodes and tasks per node, GPUs, CPUs,
+memory, time limit, account, QoS, constraint, extra sbatch options) and what the cluster allows
+(array size limit, requeue cap). A cell runs one process per task and, with GPUs, one GPU per
+process (docs/distributed.md), so a profile whose gpus_per_node differs from tasks_per_node is
+refused: GPUs without a process would sit idle and still be billed. `to_submitit_parameters` turns it into `AutoExecutor.update_parameters` keyword arguments,
 checked against submitit's own list, so a mistake fails when the grid is loaded, not in sbatch.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ PROFILE_OWNED_SBATCH = {
     "partition": "partition", "time": "timeout_min", "account": "account", "qos": "qos",
     "constraint": "constraint", "cpus_per_task": "cpus_per_task",
     "gpus_per_node": "gpus_per_node", "mem": "mem_gb", "signal": "signal_delay_s",
-    "array": "array_parallelism",
+    "array": "array_parallelism", "nodes": "nodes", "ntasks_per_node": "tasks_per_node",
 }
 SUBMITIT_OWNED_SBATCH = {"output", "error", "open_mode", "job_name", "wrap"}
 
@@ -42,6 +44,8 @@ class SlurmProfile:
     timeout_min: int                      # time limit (minutes); required, submitit's default is 5
     description: str = ""
     partition: str | None = None          # None = the cluster's default partition
+    nodes: int = 1
+    tasks_per_node: int = 1               # processes of a cell per node (one per GPU)
     gpus_per_node: int = 0
     cpus_per_task: int = 1
     mem_gb: float | None = None           # None = the partition's default memory
@@ -54,6 +58,11 @@ class SlurmProfile:
     signal_delay_s: int = 90              # USR2 this long before the time limit (checkpoint)
     max_num_timeout: int = 3              # requeues after a time limit before giving up
     setup: tuple[str, ...] = ()           # shell lines before srun (module load, env exports)
+
+    # The processes a cell runs over: nodes x tasks_per_node.
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
 
 
 # A problem in a profile file; the message names the file, the line, the key and what is allowed.
@@ -85,6 +94,8 @@ RULES: dict[str, _Rule] = {
     "timeout_min": _Rule("int", lo=1),
     "description": _Rule("str"),
     "partition": _Rule("str", nullable=True),
+    "nodes": _Rule("int", lo=1),
+    "tasks_per_node": _Rule("int", lo=1),
     "gpus_per_node": _Rule("int", lo=0),
     "cpus_per_task": _Rule("int", lo=1),
     "mem_gb": _Rule("number", nullable=True, lo=0, open_lo=True),
@@ -163,6 +174,14 @@ def _parse(path: Path, text: str) -> SlurmProfile:
         raise ProfileError(path, "signal_delay_s", f"{profile.signal_delay_s} s is not shorter than "
                            f"the time limit ({profile.timeout_min} min): the checkpoint signal would "
                            f"arrive at start", lines.get("signal_delay_s"))
+    if profile.gpus_per_node and profile.gpus_per_node != profile.tasks_per_node:
+        gpus, tasks = profile.gpus_per_node, profile.tasks_per_node
+        why = (f"{gpus - tasks} GPU(s) per node would sit idle and still be billed" if gpus > tasks else
+               f"{tasks} processes would share {gpus} GPU(s)")
+        raise ProfileError(path, "gpus_per_node, tasks_per_node", (
+            f"gpus_per_node: {gpus} with tasks_per_node: {tasks}: a cell runs one process per task and "
+            f"one GPU per process, so {why}; set tasks_per_node: {gpus} (one task per GPU)"),
+            lines.get("tasks_per_node", lines.get("gpus_per_node")))
     return profile
 
 
@@ -228,6 +247,8 @@ def to_submitit_parameters(profile: SlurmProfile) -> dict[str, Any]:
     params: dict[str, Any] = {
         "timeout_min": profile.timeout_min,
         "cpus_per_task": profile.cpus_per_task,
+        "nodes": profile.nodes,
+        "slurm_ntasks_per_node": profile.tasks_per_node,
         "gpus_per_node": profile.gpus_per_node or None,   # --gpus-per-node=0 fails without GRES
         "mem_gb": profile.mem_gb,
         "slurm_partition": profile.partition,

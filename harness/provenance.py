@@ -81,6 +81,14 @@ def accelerator() -> str:
     return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
 
 
+# A process's device as records name it: "cpu", or "cuda:<index> <GPU name>".
+def device_name(device: torch.device) -> str:
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+
+
 # (executor name, job id, log path) of the submitit job running this code, if any.
 def job_environment() -> tuple[str, str | None, str | None]:
     import submitit

@@ -28,7 +28,7 @@ from harness import launch, plugins, registry, store
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
-from harness.profiles import ProfileError, list_profiles
+from harness.profiles import ProfileError, SlurmProfile, list_profiles
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-parallel", type=_positive, default=None, metavar="N",
                    help=f"jobs running at once (default: local: this machine's cores, {_cores()}; "
                         f"slurm: the profile's array_parallelism)")
+    g.add_argument("--procs-per-cell", type=_positive, default=None, metavar="N",
+                   help="processes running each cell together, data-parallel (docs/distributed.md): "
+                        "local: N CPU processes (gloo) without a GPU, else one per GPU (default 1); "
+                        "slurm: the profile's nodes x tasks_per_node")
     g.add_argument("--allow-code-change", action="store_true",
                    help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
@@ -153,6 +157,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
               f"scales.{grid.scale}.resources in {grid.path}; available: "
               f"{', '.join(list_profiles()) or '(none)'}", file=err)
         return 2
+    if problem := _procs_problem(args.procs_per_cell, args.executor, profiles) or _batch_problem(
+            grid, _world_size(args.procs_per_cell, args.executor, profiles)):
+        print(f"error: {problem}", file=err)
+        return 2
 
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
@@ -188,7 +196,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
           f"executor {args.executor}", file=out)
     try:
         launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
-                          args.allow_code_change)
+                          args.allow_code_change, args.procs_per_cell or 1)
     except LaunchError as e:
         print(f"error: {e}", file=err)
         if e.submitted:
@@ -215,6 +223,35 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 130
     printer.close()
     return summarise(grid, results, {s.run_id for s in todo}, out)
+
+
+# Why --procs-per-cell cannot apply to a SLURM launch, or None: there the profile gives the
+# processes of a cell.
+def _procs_problem(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> str | None:
+    if procs is not None and executor == "slurm":
+        for profile in profiles.values():
+            if profile is not None and profile.world_size != procs:
+                return (f"--procs-per-cell {procs}: on SLURM a cell runs over its profile's nodes x tasks_per_node "
+                        f"= {profile.world_size} processes ({profile.path}); set tasks_per_node there")
+    return None
+
+
+# The processes each cell of this launch runs over.
+def _world_size(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> int:
+    if executor == "slurm":
+        return max((p.world_size for p in profiles.values() if p is not None), default=1)
+    return procs or 1
+
+
+# Why a cell's global batch cannot be split over `world_size` processes, or None.
+def _batch_problem(grid: Grid, world_size: int) -> str | None:
+    for spec in grid.specs:
+        batch = dict(spec.params).get("distill.batch_size")
+        if batch is not None and batch % world_size:
+            return (f"{grid.path}: cell {spec.run_id} ({spec.description()}): distill.batch_size = {batch} (the "
+                    f"global batch) does not split over {world_size} processes per cell; use a multiple of "
+                    f"{world_size}")
+    return None
 
 
 # Print the grid's cells: id, state, description.

@@ -56,6 +56,8 @@ class RecordProvenance(TypedDict, total=False):
     host: str                       # hostname
     python: str                     # interpreter version
     accelerator: str                # "cpu" or "<n> x <GPU name>"
+    world_size: int                 # processes that ran the cell together (docs/distributed.md)
+    devices: list[str]              # each process's device, in rank order ("cpu", "cuda:0 <GPU name>")
     executor: str                   # submitit cluster name ("debug", "local", "slurm") or "none"
     job_id: str | None              # submitit job id (array jobs: "<array>_<index>")
     submitit_log: str | None        # the submitit job's stdout log, when inside a job
@@ -94,14 +96,15 @@ class RecordSacct(TypedDict):
 class _RecordCostKeys(TypedDict):
     wall_s: float                   # seconds from start to record, over every start of the job
     peak_mem_mb: float              # peak resident memory of the job process so far (MiB)
-    accelerator_hours: float        # wall_s * accelerators used / 3600
+    accelerator_hours: float        # wall_s * accelerators used by all processes / 3600
     stages: dict[str, float]        # seconds per stage of the last start, e.g. distill_s, eval_s
 
 
 # What the run cost, measured by the job itself and, on SLURM with accounting, by sacct.
-# (`runs` and `sacct` are absent from the launcher's JobEnded records.)
+# (`runs`, `world_size` and `sacct` are absent from the launcher's JobEnded records.)
 class RecordCost(_RecordCostKeys, total=False):
     runs: list[RecordRun]           # every start of the job on this cell, in order
+    world_size: int                 # processes that ran the cell together
     sacct: RecordSacct              # SLURM with accounting only
 
 

@@ -6,6 +6,10 @@ differ only in how they sample train once; the plain Di[M]O state at `distill.re
 cached too (`prefix_key`), so every cell that continues the same Di[M]O student with a refinement,
 or with more Di[M]O, starts from that one state. Both caches take a lock, so concurrent jobs train
 each once. Every image i draws from its own random stream (`ImageNoise(seed, i)`).
+
+A cell over several processes (`ctx.processes`) trains data-parallel (softdimo.parallel), with its
+own cache entries (the number of processes is part of the keys when above one), and samples in
+batches dealt out by batch index, gathered on rank 0.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 
 from harness import preemption, registry
+from harness.distributed import shared_cached_dir
 from harness.entries import MetricValue, RunContext
 from harness.scoring import score
 from harness.spec import NONE, EvalConfig, RunSpec
@@ -30,8 +35,7 @@ from softdimo.refine.reward import RewardFn, weighted_reward
 from softdimo.refine.best_of_n import TTSCost, TTSSettings, sample_test_time
 from softdimo.refine.selection import SelectionLog, Selector
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
-from softdimo.teachers.cache import cached_dir
-from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation, save_checkpoint
+from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation
 
 SAMPLE_BATCH = 500
 STUDENT_CODE_VERSION = "dimo-student-3"   # bump when training code changes what a student key produces
@@ -55,19 +59,27 @@ def build_teacher(spec: RunSpec, ctx: RunContext) -> tuple[Teacher, float]:
 
 
 # Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise,
-# decoded with their conditions. Returns tokens, images and the raw conditions.
+# decoded with their conditions. Returns tokens, images and the raw conditions. Over several
+# processes batch k is drawn by rank k mod world size and all are gathered on rank 0, so every
+# image is made in the same batch whatever the number of processes; the others get no images.
 @torch.no_grad()
 def batched_samples(teacher: Teacher, n: int, seed: int, ctx: RunContext,
                     draw: Callable[[Any, ImageNoise], Tensor]) -> tuple[Tensor, Tensor, list[Any]]:
     conditions = teacher.eval_conditions(n)
-    tokens, images = [], []
-    for start in range(0, n, SAMPLE_BATCH):
+    processes = ctx.processes
+    own = []
+    for k, start in enumerate(range(0, n, SAMPLE_BATCH)):
+        if k % processes.world_size != processes.rank:
+            continue
         idx = range(start, min(n, start + SAMPLE_BATCH))
         cond = teacher.encode_condition(conditions[idx.start:idx.stop]).to(ctx.device)
         batch = draw(cond, ImageNoise(seed, idx, ctx.device))
-        tokens.append(batch.cpu())
-        images.append(teacher.decode(batch, cond).cpu())
-    return torch.cat(tokens), torch.cat(images), conditions
+        own.append((k, batch.cpu(), teacher.decode(batch, cond).cpu()))
+    gathered = processes.gather_to_main(own)
+    if gathered is None:
+        return torch.empty(0), torch.empty(0), conditions
+    batches = sorted((b for shard in gathered for b in shard), key=lambda b: b[0])
+    return torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches]), conditions
 
 
 # The reward callables `(images, cond) -> [B]` named in a configuration, built for this teacher.
@@ -125,6 +137,8 @@ class TrainingCurves:
         tokens, images, conditions = batched_samples(
             self.teacher, self.samples, derive_seed(self.spec.seed, "curve"), self.ctx,
             lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init)[0])
+        if not self.ctx.processes.is_main:
+            return
         values = {k: v.value for k, v in score(self.spec, self.teacher, self.ctx, images, conditions,
                                                 tokens)[0].items()}
         values.update(interval_means(distiller.history, self.last_step(step), step))
@@ -138,9 +152,10 @@ class TrainingCurves:
     def last_step(self, step: int) -> int:
         return max((p[0] for pts in self.points.values() for p in pts if p[0] < step), default=0)
 
-    # Write the points atomically.
+    # Write the points atomically (rank 0 alone).
     def save(self, path: Path) -> None:
-        atomic_write(path, json.dumps(self.points))
+        if self.ctx.processes.is_main:
+            atomic_write(path, json.dumps(self.points))
 
 
 # The mean of each training diagnostic over the steps s with lo <= s < hi of a training history.
@@ -181,16 +196,19 @@ def trained_relaxation(spec: RunSpec) -> str:
     return student_relaxation(spec, needs_gradient(spec))
 
 
-def _key(kind: str, spec: RunSpec, relaxation: str, refinement: str, params: dict[str, Any]) -> str:
+def _key(kind: str, spec: RunSpec, relaxation: str, refinement: str, params: dict[str, Any],
+         world_size: int) -> str:
     relax_keys = registry.relaxations.get(relaxation).params
     params = {**params, **{k: v for k, v in spec.params if k.startswith("relax.")
                            and (relax_keys is None or k in relax_keys)}}
     if params.get("distill.eval_every"):
         params.update({k: spec.param(k) for k in ("eval.metrics", "eval.curve_samples")})
-    body = json.dumps({"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
-                       "relaxation": relaxation, "refinement": refinement, "seed": spec.seed,
-                       "params": params, "plugins": list(spec.plugins)},
-                      sort_keys=True, separators=(",", ":"), default=list)
+    fields = {"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
+              "relaxation": relaxation, "refinement": refinement, "seed": spec.seed,
+              "params": params, "plugins": list(spec.plugins)}
+    if world_size > 1:                    # per-process dropout and refinement streams
+        fields["processes"] = world_size
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=list)
     return f"{kind}-{hashlib.sha256(body.encode()).hexdigest()[:16]}"
 
 
@@ -199,8 +217,8 @@ def _key(kind: str, spec: RunSpec, relaxation: str, refinement: str, params: dic
 # refinement stages, and the curve settings when curves are drawn. Cells that differ only in
 # sampling (`sample.*`, `eval.samples`, other metrics), or only by a relaxation that trains another
 # one's student (`student_relaxation`), share it. Without a refinement, refine_start and
-# dimo_weight do not change the student.
-def student_key(spec: RunSpec) -> str:
+# dimo_weight do not change the student. A student trained by several processes has its own key.
+def student_key(spec: RunSpec, world_size: int = 1) -> str:
     stages = ["teacher.", "distill."]
     refining = spec.refinement != NONE
     if refining and (stage := registry.refinements.get(spec.refinement).stage):
@@ -208,18 +226,18 @@ def student_key(spec: RunSpec) -> str:
     params = {k: v for k, v in spec.params if k.startswith(tuple(stages))}
     if not refining:
         params = {k: v for k, v in params.items() if k not in ("distill.refine_start", "distill.dimo_weight")}
-    return _key("dimo", spec, trained_relaxation(spec), spec.refinement, params)
+    return _key("dimo", spec, trained_relaxation(spec), spec.refinement, params, world_size)
 
 
 # The key of the plain Di[M]O state at `distill.refine_start` that a cell continues, or None when it
 # has none (refine_start 0 or not before the last step): everything that determines the first
 # refine_start steps, which no refinement touches.
-def prefix_key(spec: RunSpec) -> str | None:
+def prefix_key(spec: RunSpec, world_size: int = 1) -> str | None:
     distill = spec.stage("distill", DistillConfig)
     if not 0 < distill.refine_start < distill.steps:
         return None
     params = {k: v for k, v in spec.params if k.startswith(("teacher.", "distill.")) and k not in NOT_IN_PREFIX}
-    return _key("dimo-prefix", spec, student_relaxation(spec, False), NONE, params)
+    return _key("dimo-prefix", spec, student_relaxation(spec, False), NONE, params, world_size)
 
 
 # The queue's work key of a dimo cell: its Di[M]O prefix when it continues one (every cell of that
@@ -254,12 +272,12 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
             curves.record(0, distiller)
         run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None,
                          log=ctx.log, stop_after=stop, on_step=on_step, resume=False)
-        save_checkpoint(distiller.state_dict(), tmp / "state.pt")
+        distiller.save(tmp / "state.pt")
         if curves is not None:
             curves.save(tmp / "curves.json")
         return {"step": distiller.step}
 
-    directory, hit = cached_dir(ctx.cache_dir / "prefixes", key, build)
+    directory, hit = shared_cached_dir(ctx.processes, ctx.cache_dir / "prefixes", key, build)
     if hit:
         distiller.load_state_dict(torch.load(directory / "state.pt", map_location=ctx.device, weights_only=True),
                                   with_refinement=False)
@@ -274,7 +292,7 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
 # Training resumes from `checkpoints/distill.pt` of the run that trains it, and otherwise starts
 # from the shared Di[M]O prefix where there is one. Returns the EMA generator (frozen) and the summary.
 def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[torch.nn.Module, dict[str, Any]]:
-    distill = spec.stage("distill", DistillConfig)
+    distill, processes = spec.stage("distill", DistillConfig), ctx.processes
     relaxation = trained_relaxation(spec)
     if relaxation != spec.relaxation:
         ctx.log(f"relaxation {spec.relaxation!r} trains exactly as {relaxation!r} here: its student is "
@@ -284,19 +302,22 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
         relax = registry.relaxations.get(relaxation)
         distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
                               seed=derive_seed(spec.seed, "distill"),
-                              refinement=build_refinement(spec, teacher, ctx), device=ctx.device)
+                              refinement=build_refinement(spec, teacher, ctx), device=ctx.device,
+                              parallel=processes.data_parallel)
         checkpoint = ctx.checkpoint_dir / "distill.pt"
         curves = TrainingCurves(spec, teacher, ctx) if distill.eval_every else None
         start = time.perf_counter()
 
         def save_on_signal(d: Distiller) -> None:
-            save_checkpoint(d.state_dict(), checkpoint)
+            d.save(checkpoint)                 # on every process once rank 0 has written it
             ctx.log(f"preemption signal: checkpoint saved at distill step {d.step}; requeueing")
 
-        with preemption.safe_points() as safe_point:   # a SLURM signal saves at the next step boundary
+        # A SLURM signal saves at the next step boundary, the same one on every process.
+        follower = None if processes.is_main else preemption.await_requeue
+        with preemption.safe_points(agree=processes.any, after_hand_over=follower) as safe_point:
             on_step = lambda d: safe_point(lambda: save_on_signal(d))  # noqa: E731
             resume_from(distiller, checkpoint, ctx.log)
-            key, prefix = prefix_key(spec), None
+            key, prefix = prefix_key(spec, processes.world_size), None
             if key is not None and distiller.step < distill.refine_start:
                 prefix = continue_prefix(key, distiller, curves, ctx, checkpoint, on_step)
             elif curves is not None and distiller.step == 0:
@@ -313,8 +334,8 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
         (tmp / "summary.json").write_text(json.dumps(summary))
         return {"steps": distiller.step}
 
-    key = student_key(spec)
-    directory, hit = cached_dir(ctx.cache_dir / "students", key, train)
+    key = student_key(spec, processes.world_size)
+    directory, hit = shared_cached_dir(processes, ctx.cache_dir / "students", key, train)
     ema = copy.deepcopy(teacher.network)
     ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
     summary = json.loads((directory / "summary.json").read_text())
@@ -350,7 +371,34 @@ def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: to
     out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: sample_test_time(
         generator, teacher, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, settings,
         tteo_reward, select, cost, log))
-    return (*out, cost, log)
+    costs = ctx.processes.gather_to_main(cost)
+    if costs is not None:                  # rank 0: the cost of every process
+        cost = TTSCost(**{f.name: sum(getattr(c, f.name) for c in costs) for f in dataclasses.fields(TTSCost)})
+    logs = ctx.processes.gather_to_main(log) if log is not None else None
+    return (*out, cost, merged_selection(logs, n) if logs is not None else log)
+
+
+# Rank 0's best-of-N log of every image in sampling order, from each process's log of its own
+# batches (`batched_samples`: batch k of SAMPLE_BATCH images is process k mod world size's).
+def merged_selection(logs: list[SelectionLog], n: int) -> SelectionLog:
+    if len(logs) == 1:
+        return logs[0]
+    starts = list(range(0, n, SAMPLE_BATCH))
+    parts: dict[int, dict[str, Tensor]] = {}
+    for rank, log in enumerate(logs):
+        own, offset = log.tensors() if log.index else {}, 0
+        for start in starts[rank::len(logs)]:
+            size = min(n, start + SAMPLE_BATCH) - start
+            parts[start] = {name: values[offset:offset + size] for name, values in own.items()}
+            offset += size
+    merged = SelectionLog()
+    for start in starts:
+        part = parts[start]
+        merged.index.append(part["index"])
+        merged.combined.append(part["combined"])
+        for name in logs[0].rewards:
+            merged.rewards.setdefault(name, []).append(part[name])
+    return merged
 
 
 # The cost metrics of test-time scaling: generator evaluations and seconds per image.

@@ -10,6 +10,9 @@ draws unchanged (paired runs); evaluation and sampling use their own per-image s
 the run (`Distiller.dropout_rng`, swapped in for the global generator during a step), so the loop
 is deterministic on CPU and a resumed run ends bit-identical to an uninterrupted one. phi and the
 EMA always run in eval mode.
+
+Over several processes (`parallel`, softdimo/parallel.py) every process makes the Di[M]O draws for
+the global batch and computes its own rows; dropout and the refinement draw from per-process streams.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, jeffreys_divergence,
                            jeffreys_gradient, perturb_embeddings, token_init)
+from softdimo.parallel import DataParallel
 from softdimo.relax import Relaxed
 from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
                                     guided_logits, random_slot_masks)
@@ -59,6 +63,9 @@ class Refinement(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    # Optional: `optimizers()`, the optimisers of its trainable parts (GAN heads); with several
+    # processes their gradients are averaged before each step.
 
 
 #----------------------------------------------------------------------------
@@ -188,10 +195,11 @@ def sharpness(logits: Tensor, temperature: float) -> dict[str, float]:
 class Distiller:
     def __init__(self, teacher: Teacher, relax: RelaxFn, relax_config: RelaxConfig,
                  config: DistillConfig, seed: int, refinement: Refinement | None = None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", parallel: DataParallel = DataParallel()):
         self.teacher, self.relax, self.relax_config = teacher, relax, relax_config
-        self.config, self.refinement = config, refinement
+        self.config, self.refinement, self.parallel = config, refinement, parallel
         self.device = torch.device(device)
+        parallel.local_batch(config.batch_size)
         self.generator = copy.deepcopy(teacher.network)            # theta <- phi
         self.aux = copy.deepcopy(teacher.network)                  # psi <- phi
         for network in (self.generator, self.aux):
@@ -200,12 +208,20 @@ class Distiller:
         self.ema = copy.deepcopy(teacher.network).eval().requires_grad_(False)
         self.opt_g = make_optimizer(_trainable(self.generator, config.freeze_embeddings), config.lr_generator, config)
         self.opt_a = make_optimizer(_trainable(self.aux, config.freeze_embeddings), config.lr_aux, config)
+        # The Di[M]O draws, made for the whole global batch by every process (each keeps its rows).
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         # The refinement's own stream (GAN masks, real batches): the Di[M]O draws are the same with
-        # and without a refinement, so runs that differ only in the refinement are paired.
-        self.refine_rng = torch.Generator(device=self.device).manual_seed(derive_seed(seed, "refinement"))
-        # Dropout draws from the global generator; a step swaps in this stream (`_own_global_rng`).
-        self.dropout_rng = torch.Generator(device=self.device).manual_seed(derive_seed(seed, "dropout"))
+        # and without a refinement, so runs that differ only in the refinement are paired. One
+        # stream per process (rank 0's is the one-process stream), drawn for its own rows.
+        self.refine_rng = torch.Generator(device=self.device).manual_seed(
+            parallel.process_seed(derive_seed(seed, "refinement")))
+        # Dropout draws from the global generator; a step swaps in this stream (`_own_global_rng`),
+        # one per process like the refinement's.
+        self.dropout_rng = torch.Generator(device=self.device).manual_seed(
+            parallel.process_seed(derive_seed(seed, "dropout")))
+        if refinement is not None and parallel.world_size > 1:
+            for opt in getattr(refinement, "optimizers", lambda: [])():
+                opt.register_step_pre_hook(lambda o, args, kwargs: parallel.average_gradients(_params(o)))
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -218,16 +234,18 @@ class Distiller:
             r_init = lo + (hi - lo) * torch.rand(1, generator=self.rng, device=self.device).item()
         return r_init, sigma_at(cfg, self.step)
 
-    # Draw conditions, x_init and one generator forward pass (with gradient), relaxed.
+    # Draw conditions, x_init and one generator forward pass (with gradient), relaxed: every draw
+    # is made for the global batch of `batch` rows, the pass runs on this process's rows.
     def _generator_pass(self, batch: int, r_init: float, sigma_init: float) -> GeneratorBatch:
-        cfg, layout = self.config, self.teacher.layout
-        cond = self.teacher.encode_condition(self.teacher.sample_conditions(batch, self.rng)).to(self.device)
-        x_init = token_init(layout, batch, r_init, self.rng, self.device)
+        cfg, layout, rows = self.config, self.teacher.layout, self.parallel.rows
+        conditions = rows(self.teacher.sample_conditions(batch, self.rng))
+        cond = self.teacher.encode_condition(conditions).to(self.device)
+        x_init = rows(token_init(layout, batch, r_init, self.rng, self.device))
         e = self.generator.embed(x_init)
-        noise = torch.randn(e.shape, generator=self.rng, device=self.device)
+        noise = rows(torch.randn((batch, *e.shape[1:]), generator=self.rng, device=self.device))
         e = perturb_embeddings(e, sigma_init, noise)
         logits = self.generator(e, cond).logits
-        u = torch.rand(logits.shape, generator=self.rng, device=self.device)
+        u = rows(torch.rand((batch, *logits.shape[1:]), generator=self.rng, device=self.device))
         relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
         return GeneratorBatch(cond, logits, relaxed, self.step, cfg.gen_temperature)
 
@@ -251,7 +269,8 @@ class Distiller:
                 group["lr"] = lr * lr_scale
         r_init, sigma_init = self._init_noise()
         batch = self._generator_pass(cfg.batch_size, r_init, sigma_init)
-        mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
+        mask = self.parallel.rows(random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng,
+                                                    self.device))
         with torch.no_grad(), dropout_active(net_phi, cfg.teacher_dropout):
             e_t = net_phi.embed_soft(self._teacher_view(batch.relaxed).detach(), mask)
             z_phi = guided_logits(net_phi, e_t, batch.cond, cfg.teacher_cfg).logits
@@ -274,6 +293,7 @@ class Distiller:
         loss.backward()
         if refining:
             log.update(gradient_norms(batch.logits.grad, w_dimo * dimo_logit_gradient(g, mask)))
+        self.parallel.average_gradients(_params(self.opt_g))
         log["grad_norm"] = _clip(self.opt_g, cfg.grad_clip)
         self.opt_g.step()
         self._update_ema()
@@ -282,6 +302,7 @@ class Distiller:
         for _ in range(cfg.aux_updates):
             log["aux_loss"] = self._aux_step(r_init, sigma_init)
         self.step += 1
+        log = self.parallel.mean_scalars(log)
         self.history.append(log)
         return log
 
@@ -292,15 +313,20 @@ class Distiller:
         norm = torch.linalg.vector_norm(refine_grad).item()
         return self.config.refine_grad_ratio * torch.linalg.vector_norm(dimo_grad).item() / norm if norm > 0 else 0.0
 
+    # One psi update. Its loss is a mean over the masked slots of the global batch: this process's
+    # mean weighs by its share of them (exactly 1 alone), so averaging over processes gives that mean.
     def _aux_step(self, r_init: float, sigma_init: float) -> float:
         cfg, layout = self.config, self.teacher.layout
         with torch.no_grad():
             fresh = self._generator_pass(cfg.batch_size, r_init, sigma_init)
-            mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
+            global_mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
+            mask = self.parallel.rows(global_mask)
             e_t = self.teacher.network.embed_soft(self._teacher_view(fresh.relaxed), mask)
-        loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing)
+        share = int(mask.sum()) * self.parallel.world_size / int(global_mask.sum())
+        loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing) * share
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
+        self.parallel.average_gradients(_params(self.opt_a))
         _clip(self.opt_a, cfg.aux_grad_clip)
         self.opt_a.step()
         return loss.item()
@@ -311,18 +337,38 @@ class Distiller:
         for p_ema, p in zip(self.ema.parameters(), self.generator.parameters()):
             p_ema.lerp_(p.detach(), 1.0 - rate)
 
-    # Everything needed to continue bit-identically.
+    # Everything needed to continue bit-identically. With several processes (every one calls it at
+    # the same step) it adds each process's own streams and the world size.
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
-                "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
-                "refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state(),
-                "history": self.history,
-                "refinement": self.refinement.state_dict() if self.refinement is not None else None}
+        state = {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
+                 "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
+                 "refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state(),
+                 "history": self.history,
+                 "refinement": self.refinement.state_dict() if self.refinement is not None else None}
+        if self.parallel.world_size > 1:
+            state["world_size"] = self.parallel.world_size
+            state["process_rngs"] = self.parallel.gather_objects(
+                {"refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state()})
+        return state
+
+    # Write a checkpoint of the state: every process calls it at the same step, rank 0 writes, and
+    # all return once the file is in place.
+    def save(self, path: Path) -> None:
+        state = self.state_dict()
+        if self.parallel.rank == 0:
+            save_checkpoint(state, path)
+        self.parallel.barrier()
 
     # Restore a state; `with_refinement=False` keeps the refinement as built (a shared Di[M]O prefix
     # saved before any refinement step, which the refinement never touched).
     def load_state_dict(self, state: dict[str, Any], with_refinement: bool = True) -> None:
+        saved_by = state.get("world_size", 1)
+        if saved_by != self.parallel.world_size:
+            raise ValueError(f"the distillation state at step {state['step']} was saved by {saved_by} "
+                             f"process(es) and this run has {self.parallel.world_size}: resume it with "
+                             f"{saved_by}, or delete the run's checkpoints to start again")
+        own = state["process_rngs"][self.parallel.rank] if saved_by > 1 else state
         self.step = state["step"]
         self.generator.load_state_dict(state["generator"])
         self.aux.load_state_dict(state["aux"])
@@ -330,10 +376,10 @@ class Distiller:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_a.load_state_dict(state["opt_a"])
         self.rng.set_state(state["rng"])
-        self.dropout_rng.set_state(state["dropout_rng"])
+        self.dropout_rng.set_state(own["dropout_rng"])
         self.history = state["history"]
         if with_refinement:
-            self.refine_rng.set_state(state["refine_rng"])
+            self.refine_rng.set_state(own["refine_rng"])
             if self.refinement is not None:
                 self.refinement.load_state_dict(state["refinement"])
 
@@ -361,8 +407,12 @@ def _own_global_rng(generator: torch.Generator, device: torch.device) -> Iterato
         generator.set_state(torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state())
 
 
+def _params(opt: torch.optim.Optimizer) -> list[nn.Parameter]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
 def _clip(opt: torch.optim.Optimizer, max_norm: float) -> float:
-    params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    params = [p for p in _params(opt) if p.grad is not None]
     if max_norm > 0:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
@@ -410,7 +460,7 @@ def run_distillation(distiller: Distiller, checkpoint: Path | None = None,
         if on_eval is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             on_eval(step, distiller)
         if checkpoint is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            save_checkpoint(distiller.state_dict(), checkpoint)
+            distiller.save(checkpoint)
         if on_step is not None:
             on_step(distiller)
     return distiller

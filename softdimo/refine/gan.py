@@ -220,6 +220,10 @@ class GANRefinement:
             out.update({f"gan_{k}": v for k, v in self.teacher.soft_diagnostics(fake_q).items()})
         return out
 
+    # The optimiser of the heads (data-parallel runs average their gradients).
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
+
     def state_dict(self) -> dict[str, Any]:
         return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict()}
 

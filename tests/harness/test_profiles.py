@@ -18,6 +18,7 @@ VALID = """\
 partition: gpu
 timeout_min: 60
 gpus_per_node: 2
+tasks_per_node: 2
 cpus_per_task: 4
 mem_gb: 32
 additional_parameters:
@@ -49,7 +50,8 @@ def test_mapping_onto_submitit_keys(tmp_path: Path) -> None:
     profile = load_profile(write(tmp_path, VALID))
     assert profile.name == "site"
     assert to_submitit_parameters(profile) == {
-        "timeout_min": 60, "cpus_per_task": 4, "gpus_per_node": 2, "mem_gb": 32.0,
+        "timeout_min": 60, "cpus_per_task": 4, "nodes": 1, "slurm_ntasks_per_node": 2, "gpus_per_node": 2,
+        "mem_gb": 32.0,
         "slurm_partition": "gpu", "slurm_array_parallelism": 256, "slurm_signal_delay_s": 90,
         "slurm_additional_parameters": {"requeue": True, "mail-type": "END"},
         "slurm_setup": ["module load cuda"]}
@@ -90,6 +92,15 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
      ["additional_parameters.nice: expected a string, number or true"]),
     ("timeout_min: 1\nsignal_delay_s: 90\n", 2,
      ["signal_delay_s: 90 s is not shorter than the time limit (1 min)"]),
+    ("timeout_min: 10\ngpus_per_node: 8\ntasks_per_node: 1\n", 3,
+     ["gpus_per_node, tasks_per_node: gpus_per_node: 8 with tasks_per_node: 1",
+      "7 GPU(s) per node would sit idle and still be billed", "set tasks_per_node: 8"]),
+    ("timeout_min: 10\ngpus_per_node: 2\n", 2,
+     ["gpus_per_node: 2 with tasks_per_node: 1", "1 GPU(s) per node would sit idle"]),
+    ("timeout_min: 10\ngpus_per_node: 1\ntasks_per_node: 2\n", 3, ["2 processes would share 1 GPU(s)"]),
+    ("timeout_min: 10\ntasks_per_node: 0\n", 2, ["tasks_per_node: expected an integer >= 1"]),
+    ("timeout_min: 10\nadditional_parameters:\n  ntasks-per-node: 2\n", 3,
+     ["set by the profile key 'tasks_per_node'"]),
     ("timeout_min: 10\npartition: [debug\n", 3, ["YAML syntax error"]),
     ("- timeout_min: 10\n", 1, ["expected a mapping of profile keys"]),
     ("", None, ["empty file"]),

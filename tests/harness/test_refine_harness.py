@@ -12,8 +12,9 @@ import torch
 from harness import cell, registry, store
 from harness.entries import RelaxationEntry, RunContext
 from harness.methods import run_dimo
-from harness.students import student_key
+from harness.students import SAMPLE_BATCH, merged_selection, student_key
 from harness.spec import CellError, resolve_cell
+from softdimo.refine.selection import SelectionLog
 from tests.conftest import TINY_TEACHER
 
 TINY = {f"teacher.{k}": v for k, v in TINY_TEACHER.__dict__.items()}
@@ -205,3 +206,27 @@ def test_a_best_of_n_run_records_its_selection(tmp_path: Path, teacher_cache: Pa
         assert (selection["combined"] >= 0).all()
         assert selection["digits_reward"].mean() == pytest.approx(record["metrics"]["digits_reward"]["value"],
                                                                   rel=1e-5)
+
+
+def test_selection_logs_of_two_processes_merge_into_the_one_process_log() -> None:
+    # 3 sampling batches (the last one short): batches 0 and 2 are process 0's, batch 1 process 1's.
+    n = 2 * SAMPLE_BATCH + 7
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.randn(4, n, generator=g), "b": torch.randn(4, n, generator=g)}
+    combined = scores["a"] + scores["b"]
+    index = combined.argmax(0)
+    batches = [range(s, min(n, s + SAMPLE_BATCH)) for s in range(0, n, SAMPLE_BATCH)]
+
+    def log_of(ranges: list[range]) -> SelectionLog:
+        log = SelectionLog()
+        for r in ranges:
+            sl = slice(r.start, r.stop)
+            log.add(index[sl], {k: v[:, sl] for k, v in scores.items()}, combined[:, sl])
+        return log
+
+    one = log_of(batches).tensors()
+    merged = merged_selection([log_of(batches[0::2]), log_of(batches[1::2])], n).tensors()
+    assert merged.keys() == one.keys() == {"index", "combined", "a", "b"}
+    for key in one:
+        assert torch.equal(merged[key], one[key]), key
+    assert merged_selection([log_of(batches)], n).tensors()["index"].shape == (n,)

@@ -155,6 +155,23 @@ def test_a_signal_after_the_last_step_is_served_at_the_end(submitit_like_handler
     assert len(submitit_like_handler) == 1
 
 
+def test_processes_stop_at_the_step_another_process_was_signalled(submitit_like_handler) -> None:
+    # A process that got no signal stops where the group agrees (another was signalled), saves,
+    # hands over and then runs `after_hand_over` (a follower waits for rank 0's requeue there).
+    asked: list[bool] = []
+    order: list[str] = []
+
+    def agree(signalled: bool) -> bool:
+        asked.append(signalled)
+        return len(asked) == 2                                   # the group says stop at step 2
+
+    with preemption.safe_points(agree=agree, after_hand_over=lambda: order.append("after")) as safe_point:
+        safe_point(lambda: order.append("save 1"))
+        safe_point(lambda: order.append("save 2"))
+    assert asked == [False, False] and order == ["save 2", "after"]
+    assert [s for s, _ in submitit_like_handler] == [signal.SIGUSR2]
+
+
 def test_outside_a_submitit_job_nothing_is_deferred() -> None:
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
     with preemption.safe_points() as safe_point:

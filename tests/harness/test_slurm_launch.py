@@ -227,7 +227,7 @@ def test_arrays_chunked_to_the_profile_limit_status_and_cancel(
     assert len(sbatch_scripts(results, "slurm_cancel")) == 2
 
     rc, out, _ = main(*common, "--cancel")
-    assert rc == 0 and out.startswith(f"cancelled 3 job(s) of grid 'slurm_cancel': ")
+    assert rc == 0 and out.startswith("cancelled 3 job(s) of grid 'slurm_cancel': ")
     assert sorted(out.split(": ", 1)[1].split(";")[0].split(", ")) == sorted(job_ids)
     for jid in job_ids:
         poll(f"sacct CANCELLED for {jid}",

@@ -1,0 +1,72 @@
+"""A cell over 2 SLURM tasks (profile `tasks_per_node: 2`) on the localhost cluster: interrupted by
+USR2 mid-distillation, every process stops at the same step, rank 0 saves one checkpoint and
+requeues, the requeued job resumes over 2 processes again and ends with the metrics of an
+uninterrupted 2-process run (the same cell over 2 local processes).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import launch, store
+from harness.grid import load_grid
+from tests.harness.test_slurm_launch import (LONG_STEPS, digits_block, env, main, profile_variant,  # noqa: F401
+                                             records, run_log, sbatch_scripts, write_grid)
+from tests.slurm_cluster import LocalCluster, poll
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]      # about 70 s with the cluster's start
+
+
+def test_two_task_cell_requeued_after_usr2_ends_as_an_uninterrupted_two_process_run(
+        env: LocalCluster, teacher_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles = tmp_path / "profiles"
+    profile_variant(profiles, "two_tasks", tasks_per_node=2)
+    monkeypatch.setenv("SOFTDIMO_SLURM_PROFILES", str(profiles))
+    # seed 43: a student (and Di[M]O prefix) of its own, so no cache entry starts it past step 25
+    grid_path = write_grid(tmp_path / "grid.yaml", "slurm_two_tasks", [
+        digits_block("soft", LONG_STEPS, seed=[43], **{"distill.checkpoint_every": 0})])
+    [spec] = load_grid(grid_path).specs
+    results = tmp_path / "slurm"
+    outcome: dict[str, Any] = {}
+    launcher = threading.Thread(target=lambda: outcome.update(zip(("rc", "out", "err"), main(
+        "--grid", str(grid_path), "--results", str(results), "--executor", "slurm",
+        "--slurm-profile", "two_tasks"))))
+    launcher.start()
+    poll("the 2-process distillation", lambda: f"distill step 25/{LONG_STEPS}"
+         in run_log(results, "slurm_two_tasks", spec.run_id), 240)
+    job_id = launch.read_marker(results, "slurm_two_tasks", spec.run_id)["job_id"]
+    env.client("scancel", "--signal=USR2", job_id)
+    launcher.join(timeout=300)
+    assert not launcher.is_alive(), "the launch did not finish"
+    assert outcome["rc"] == 0, outcome
+
+    [script] = sbatch_scripts(results, "slurm_two_tasks")
+    assert "#SBATCH --ntasks-per-node=2\n" in script.read_text()
+    record = records(results, "slurm_two_tasks")[spec.run_id]
+    assert record["status"] == "ok"
+    assert record["provenance"]["world_size"] == record["cost"]["world_size"] == 2
+    assert record["provenance"]["devices"] == ["cpu", "cpu"]
+    assert record["provenance"]["slurm"]["restart_count"] == 1
+    assert [(r["restart"], r["end"]) for r in record["cost"]["runs"]] == [(0, "requeued"), (1, "ok")]
+    log = run_log(results, "slurm_two_tasks", spec.run_id)
+    [saved] = re.findall(r"checkpoint saved at distill step (\d+); requeueing", log)
+    assert 25 <= int(saved) < LONG_STEPS
+    assert f"resumed distillation at step {saved} from" in log
+
+    # The same cell over 2 local processes, its student trained again without interruption.
+    shutil.rmtree(teacher_cache / "students" / record["info"]["student"]["cache_key"])
+    local = tmp_path / "local"
+    rc, out, err = main("--grid", str(grid_path), "--results", str(local), "--executor", "local",
+                        "--procs-per-cell", "2")
+    assert rc == 0, out + err
+    straight = records(local, "slurm_two_tasks")[spec.run_id]
+    assert straight["provenance"]["world_size"] == 2 and not straight["info"]["student"]["cache_hit"]
+    assert record["metrics"] == straight["metrics"]
+    assert {**record["info"], "student": None} == {**straight["info"], "student": None}
+    png = (store.run_dir(results, "slurm_two_tasks", spec.run_id) / "samples.png").read_bytes()
+    assert png == (store.run_dir(local, "slurm_two_tasks", spec.run_id) / "samples.png").read_bytes()
