@@ -385,12 +385,13 @@ class Distiller:
 
 
 # Norms of the Di[M]O and the refinement parts of the generator's logit gradient, and their ratio
-# (the refinement part is the total minus the closed-form Di[M]O part).
+# (the refinement part is the total minus the closed-form Di[M]O part); no ratio without a Di[M]O
+# part (refinement only, `distill.dimo_weight` 0), where it would be infinite.
 def gradient_norms(total: Tensor, dimo: Tensor) -> dict[str, float]:
     n_dimo = torch.linalg.vector_norm(dimo).item()
     n_refine = torch.linalg.vector_norm(total - dimo).item()
-    return {"grad_dimo": n_dimo, "grad_refine": n_refine,
-            "grad_ratio": n_refine / n_dimo if n_dimo > 0 else math.inf}
+    ratio = {"grad_ratio": n_refine / n_dimo} if n_dimo > 0 else {}
+    return {"grad_dimo": n_dimo, "grad_refine": n_refine, **ratio}
 
 
 @contextmanager

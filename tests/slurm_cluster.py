@@ -76,7 +76,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     if start.returncode != 0:
         pytest.fail(f"could not start the localhost SLURM cluster:\n{start.stdout}{start.stderr}",
                     pytrace=False)
-    pythonpath = [str(TESTS_DIR), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    # the repository first: tests/ holds packages named like the project's (tests/harness), which
+    # must not shadow them in any process started after this fixture (console scripts included)
+    pythonpath = [str(REPO), str(TESTS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     env = {"SLURM_CONF": str(root / "slurm.conf"), "PYTHONPATH": os.pathsep.join(pythonpath)}
     try:
         with pytest.MonkeyPatch.context() as mp:

@@ -1,6 +1,7 @@
 """The distillation loop: exact resume, determinism, what each relaxation updates."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -168,6 +169,10 @@ def test_refinement_logs_the_gradient_ratio(tiny_teacher: DigitsTeacher) -> None
     assert torch.equal(dimo[~mask], torch.zeros_like(dimo[~mask]))
     norms = gradient_norms(dimo + 2 * dimo, dimo)
     assert norms["grad_ratio"] == pytest.approx(2.0)
+    # Refinement only (Di[M]O weight 0): no ratio, and the log stays JSON (records refuse inf).
+    gan_only = gradient_norms(2 * dimo, torch.zeros_like(dimo))
+    assert "grad_ratio" not in gan_only and gan_only["grad_dimo"] == 0.0
+    json.dumps(gan_only, allow_nan=False)
 
 
 def test_teacher_dropout_is_active_only_in_the_di_m_o_term(tiny_teacher: DigitsTeacher) -> None:
