@@ -91,6 +91,7 @@ def test_debug_executor_end_to_end(write_grid, tmp_path, monkeypatch):
     assert out.count(" done ") == 7 and out.splitlines()[-1] == "7 done"
 
 
+@pytest.mark.slow                 # real local-executor workers running cells
 def test_local_executor_workers_crash_and_no_wait(write_grid, tmp_path, monkeypatch):
     grid_path = write_grid(GRID.replace("seed: [0, 1]", "seed: [0]"))  # 5 cells, the flaky one last
     results = tmp_path / "results"
@@ -145,6 +146,7 @@ def test_marker_of_a_live_job_means_running(write_grid, tmp_path):
     assert {c.run_id: c.state for c in launch.plan(grid, tmp_path)}[spec.run_id] == "pending"
 
 
+@pytest.mark.slow                 # real local-executor workers running cells
 def test_local_workers_share_one_queue(write_grid, tmp_path, monkeypatch):
     # A long cell first: the worker that takes it runs nothing else, the other worker takes every
     # short cell (fixed lanes would leave half of them queued behind the long one).
@@ -163,6 +165,7 @@ def test_local_workers_share_one_queue(write_grid, tmp_path, monkeypatch):
     assert {workqueue.claimant(queue, rid) for rid in job_of} == set(job_of.values())
 
 
+@pytest.mark.slow                 # real local-executor workers running cells
 def test_status_and_cancel_of_a_local_queue(write_grid, tmp_path, monkeypatch):
     grid_path = write_grid("name: qs\nplugins: [toy_lab]\nmatrix:\n"
                            "  - {teacher: [toy], method: [toy_slow], seed: [0]}\n"
