@@ -76,7 +76,8 @@ def evaluate_claims(df: pd.DataFrame, claims: Sequence[Claim]) -> list[ClaimOutc
     runs = final_runs(df)
     out = []
     for c in claims:
-        mine = runs[(runs["source"] == c.grid) & (runs["teacher"] == c.teacher) & (runs["metric"] == c.metric)]
+        in_grid = runs["grids"].map(lambda names: c.grid in str(names).split(","))
+        mine = runs[in_grid & (runs["teacher"] == c.teacher) & (runs["metric"] == c.metric)]
         ref, treat = _per_seed(mine, c.reference), _per_seed(mine, c.treatment)
         if not ref or not treat:
             out.append(ClaimOutcome(c, "not run", detail=f"no {'reference' if not ref else 'treatment'} runs "

@@ -29,7 +29,7 @@ from harness.baselines import load_all
 from harness.protocol import protocol_id
 from harness.spec import NONE, RunSpec
 
-IDENTITY = ("kind", "source", "run_id", "grid", "teacher", "scale", "method", "relaxation", "refinement",
+IDENTITY = ("kind", "source", "run_id", "grid", "grids", "teacher", "scale", "method", "relaxation", "refinement",
             "seed", "label", "group", "steps", "status", "reused_from")
 NUMBER = ("metric", "value", "higher_is_better", "protocol_id", "protocol", "optimised", "train_step")
 COST = ("wall_s", "accelerator_hours", "peak_mem_mb", "teacher_s", "distill_s", "sample_s", "eval_s", "curve_s",
@@ -91,18 +91,24 @@ def _cost_columns(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # The rows of ok / diverged records: every metric value and, with `curves`, every curve point. A
-# run that sits in several grids (reused) counts once.
+# run that sits in several grids (reused) counts once, as its original record, and `grids` names
+# every grid that holds it.
 def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True) -> list[dict[str, Any]]:
     unique: dict[str, Mapping[str, Any]] = {}
+    grids: dict[str, set[str]] = {}
     for r in records:
         if r["status"] in ("ok", "diverged"):
-            unique.setdefault(r["run_id"], r)
+            rid = r["run_id"]
+            grids.setdefault(rid, set()).add(r["grid"])
+            if rid not in unique or (unique[rid].get("reused_from") and not r.get("reused_from")):
+                unique[rid] = r
     groups = {rid: _group_key(r["spec"]) for rid, r in unique.items()}
     labels = _unique_labels(unique.values(), groups)
     rows = []
     for rid, r in unique.items():
         spec = r["spec"]
-        base = {"kind": "run", "source": r["grid"], "run_id": rid, "grid": r["grid"], "teacher": spec["teacher"],
+        base = {"kind": "run", "source": r["grid"], "run_id": rid, "grid": r["grid"],
+                "grids": ",".join(sorted(grids[rid])), "teacher": spec["teacher"],
                 "scale": spec.get("scale"), "method": spec.get("method", ""),
                 "relaxation": spec.get("relaxation", NONE), "refinement": spec.get("refinement", NONE),
                 "seed": spec.get("seed"), "label": labels[groups[rid]], "group": groups[rid],

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _row(grid: str, relaxation: str, refinement: str, seed: int, value: float, **params: float) -> dict:
     spec = {"scale": "mini", "teacher": "digits", "method": "dimo", "relaxation": relaxation,
             "refinement": refinement, "params": params, "plugins": []}
-    return {"kind": "run", "source": grid, "teacher": "digits", "method": "dimo", "relaxation": relaxation,
+    return {"kind": "run", "source": grid, "grids": grid, "teacher": "digits", "method": "dimo", "relaxation": relaxation,
             "refinement": refinement, "label": "x", "group": json.dumps(spec, sort_keys=True), "metric": "digits_fd",
             "value": value, "higher_is_better": False, "protocol": {}, "protocol_id": "p", "steps": 1, "seed": seed,
             **params}
@@ -49,6 +49,25 @@ def test_missing_and_ambiguous_selections_say_so() -> None:
     assert claims.evaluate_claims(frame(rows), [CLAIM])[0].verdict == "ambiguous"
     narrowed = claims.Claim(**{**CLAIM.__dict__, "treatment": {**CLAIM.treatment, "gan.weight": 2.0}})
     assert claims.evaluate_claims(frame(rows), [narrowed])[0].verdict == "inconclusive"
+
+
+def test_a_run_reused_by_the_claims_grid_counts_there() -> None:
+    # Cells that the claim's grid reused from another grid (same run ids) are one row each, from
+    # the original record, and belong to both grids.
+    def record(grid: str, relaxation: str, refinement: str, seed: int, value: float, reused: bool) -> dict:
+        spec = {"scale": "mini", "teacher": "digits", "method": "dimo", "relaxation": relaxation,
+                "refinement": refinement, "seed": seed, "params": {}, "plugins": []}
+        rid = f"{relaxation}-{refinement}-{seed}"
+        return {"run_id": rid, "grid": grid, "status": "ok", "spec": spec,
+                "metrics": {"digits_fd": {"value": value, "higher_is_better": False}},
+                **({"reused_from": f"other/{rid}"} if reused else {})}
+    records = [record("g", "hard", "none", s, 12.0, False) for s in range(3)]
+    records += [record(g, "soft", "gan", s, 10.0, g == "g") for g in ("g", "other") for s in range(3)]
+    df = frame(record_rows(records))
+    assert len(df) == 6 and set(df["grids"]) == {"g", "g,other"}
+    assert (df[df["relaxation"] == "soft"]["grid"] == "other").all()      # the original records
+    (outcome,) = claims.evaluate_claims(df, [CLAIM])
+    assert outcome.verdict == "reproduced" and outcome.n == 3
 
 
 def test_every_shipped_claim_names_cells_of_its_grid() -> None:
