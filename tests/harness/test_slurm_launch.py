@@ -54,6 +54,24 @@ def main(*args: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+
+# Launch a one-cell grid on SLURM in a thread, send USR2 to its job once its distillation logged
+# step 25; return what the launch returned (rc, out, err) when it ends within `join_s`, and the job.
+def launch_and_interrupt(env: LocalCluster, grid_path: Path, run_id: str, results: Path, profile: str,
+                         start_s: float = 180, join_s: float = 120) -> tuple[dict[str, Any], str]:
+    grid = load_grid(grid_path).name
+    outcome: dict[str, Any] = {}
+    launcher = threading.Thread(target=lambda: outcome.update(zip(("rc", "out", "err"), main(
+        "--grid", str(grid_path), "--results", str(results), "--executor", "slurm",
+        "--slurm-profile", profile))))
+    launcher.start()
+    poll("the distillation", lambda: f"distill step 25/{LONG_STEPS}" in run_log(results, grid, run_id), start_s)
+    job_id = launch.read_marker(results, grid, run_id)["job_id"]
+    env.client("scancel", "--signal=USR2", job_id)
+    launcher.join(timeout=join_s)
+    assert not launcher.is_alive(), "the launch did not finish"
+    return outcome, job_id
+
 def sbatch_scripts(results: Path, grid: str) -> list[Path]:
     return sorted((results / grid / launch.SUBMITIT_DIR).rglob("*_submission.sh"))
 
@@ -250,17 +268,8 @@ def test_requeue_cap_ends_the_cell_with_a_failed_record_keeping_its_checkpoint(
         digits_block("soft", LONG_STEPS, seed=[1], **{"distill.checkpoint_every": 0})])
     [spec] = load_grid(grid_path).specs
     results = tmp_path / "results"
-    outcome: dict[str, Any] = {}
-    launcher = threading.Thread(target=lambda: outcome.update(zip(("rc", "out", "err"), main(
-        "--grid", str(grid_path), "--results", str(results), "--executor", "slurm",
-        "--slurm-profile", "no_requeue"))))
-    launcher.start()
-    poll("the distillation", lambda: f"distill step 25/{LONG_STEPS}"
-         in run_log(results, "slurm_cap", spec.run_id), 180)
-    job_id = launch.read_marker(results, "slurm_cap", spec.run_id)["job_id"]
-    env.client("scancel", "--signal=USR2", job_id)
-    launcher.join(timeout=120)
-    assert not launcher.is_alive() and outcome["rc"] == 1, outcome
+    outcome, job_id = launch_and_interrupt(env, grid_path, spec.run_id, results, "no_requeue")
+    assert outcome["rc"] == 1, outcome
     assert "summary: 0 ok, 1 failed" in outcome["out"]
     record = store.read_record(store.record_path(results, "slurm_cap", spec.run_id))
     assert record["error"]["type"] == "UncompletedJobError"

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import launch, store
+from harness import store
 from harness.grid import load_grid
-from tests.harness.test_slurm_launch import (LONG_STEPS, digits_block, env, main, profile_variant,  # noqa: F401
-                                             records, run_log, sbatch_scripts, write_grid)
-from tests.slurm_cluster import LocalCluster, poll
+from tests.harness.test_slurm_launch import (LONG_STEPS, digits_block, env, launch_and_interrupt,  # noqa: F401
+                                             main, profile_variant, records, run_log, sbatch_scripts,
+                                             write_grid)
+from tests.slurm_cluster import LocalCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]      # about 70 s with the cluster's start
 
@@ -32,17 +31,7 @@ def test_two_task_cell_requeued_after_usr2_ends_as_an_uninterrupted_two_process_
         digits_block("soft", LONG_STEPS, seed=[43], **{"distill.checkpoint_every": 0})])
     [spec] = load_grid(grid_path).specs
     results = tmp_path / "slurm"
-    outcome: dict[str, Any] = {}
-    launcher = threading.Thread(target=lambda: outcome.update(zip(("rc", "out", "err"), main(
-        "--grid", str(grid_path), "--results", str(results), "--executor", "slurm",
-        "--slurm-profile", "two_tasks"))))
-    launcher.start()
-    poll("the 2-process distillation", lambda: f"distill step 25/{LONG_STEPS}"
-         in run_log(results, "slurm_two_tasks", spec.run_id), 240)
-    job_id = launch.read_marker(results, "slurm_two_tasks", spec.run_id)["job_id"]
-    env.client("scancel", "--signal=USR2", job_id)
-    launcher.join(timeout=300)
-    assert not launcher.is_alive(), "the launch did not finish"
+    outcome, _ = launch_and_interrupt(env, grid_path, spec.run_id, results, "two_tasks", start_s=240, join_s=300)
     assert outcome["rc"] == 0, outcome
 
     [script] = sbatch_scripts(results, "slurm_two_tasks")
