@@ -1,9 +1,10 @@
 """The refinement ablations at mini scale over 3 seeds (benchmarks/README.md, "Refinements").
 
-Runs the five grids of `ablations/` through the harness (cached cells and shared students are not
-re-run), then prints, per grid, the final metrics (mean ± std over seeds), the metric curves over
-training steps, the paired differences the paper's claims are about (seed-paired, 95% t-interval)
-and the test-time scaling table (best-of-N x TTEO iterations, with its cost per image).
+Runs the six digits grids of `ablations/` through the harness (cached cells and shared students
+are not re-run), then prints, per grid, the final metrics (mean ± std over seeds), the metric
+curves over training steps, the GAN diagnostics at the last step, the paired differences the
+paper's claims are about (seed-paired, 95% t-interval) and the test-time scaling table (best-of-N
+x TTEO iterations, with its cost per image).
 
     python benchmarks/refinements.py [--results results] [--max-parallel 2]
 """
@@ -21,10 +22,13 @@ from scipy import stats
 from harness import run, store
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
-GRIDS = ("dimo_gan_only", "soft_vs_gumbel_gan", "gan_mask_range", "reward_finetune", "tteo_best_of_n")
-FINAL = ("digits_fd", "digits_acc", "digits_cov_err", "digits_reward")
+GRIDS = ("dimo_gan_only", "soft_vs_gumbel_gan", "gan_mask_range", "reward_finetune", "teacher_input",
+         "tteo_best_of_n")
+FINAL = ("digits_fd", "digits_acc", "digits_cov_err", "digits_reward", "digits_reward_heldout")
+DIAGNOSTICS = ("gan_softness_probe", "grad_ratio", "p_max", "p_entropy")
 CURVE_STEPS = (0, 100, 150, 200, 250)
 COST = ("generator_evals_per_image", "sample_seconds_per_image")
+PLAIN = {"generator_evals_per_image": "1 (plain sample)"}     # a plain one-step cell records no cost
 
 
 # A cell's name from what varies across the refinement grids.
@@ -37,12 +41,20 @@ def cell_name(spec: Mapping[str, Any]) -> str:
             name += " only (no Di[M]O term)"
         if spec["refinement"] == "gan":
             name += f" w{p['gan.weight']:g} r_GAN~U[{p['gan.mask_min']:g},{p['gan.mask_max']:g}]"
+            if p.get("gan.real_input", "one_hot") != "one_hot":
+                name += f" real {p['gan.real_input']}"
+        if p.get("distill.refine_grad_ratio", 0.0) > 0:
+            name += f" ratio {p['distill.refine_grad_ratio']:g}"
     else:
         name += " Di[M]O only"
+    if p.get("distill.teacher_input", "sampled") != "sampled":
+        name += f" ({p['distill.teacher_input']} teacher input)"
     return name
 
 
 def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.4g}"
     return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
@@ -69,9 +81,25 @@ def finals(records: list[Mapping[str, Any]]) -> dict[str, dict[str, dict[int, fl
 
 
 def print_finals(table: dict[str, dict[str, dict[int, float]]]) -> None:
-    print(f"{'cell':44}" + "".join(f"{m:>20}" for m in FINAL))
+    print(f"{'cell':44}" + "".join(f"{m:>22}" for m in FINAL))
     for name, metrics in sorted(table.items()):
-        print(f"{name:44}" + "".join(f"{_fmt(list(metrics[m].values())):>20}" for m in FINAL))
+        print(f"{name:44}" + "".join(f"{_fmt(list(metrics[m].values())):>22}" for m in FINAL))
+
+
+# The GAN diagnostics of each GAN cell's last training step (softness probe, GAN / Di[M]O
+# logit-gradient ratio, sharpness of p), mean ± std over seeds.
+def print_diagnostics(records: list[Mapping[str, Any]]) -> None:
+    cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r["spec"]["refinement"] == "gan":
+            for key in DIAGNOSTICS:
+                if key in r["info"].get("final_log", {}):
+                    cells[cell_name(r["spec"])][key].append(r["info"]["final_log"][key])
+    if cells:
+        print("GAN diagnostics at the last step, mean ± std over seeds")
+        print(f"{'cell':44}" + "".join(f"{k:>20}" for k in DIAGNOSTICS))
+        for name, values in sorted(cells.items()):
+            print(f"{name:44}" + "".join(f"{_fmt(values[k]):>20}" for k in DIAGNOSTICS))
 
 
 def print_curves(records: list[Mapping[str, Any]], metric: str) -> None:
@@ -102,7 +130,7 @@ def print_test_time(records: list[Mapping[str, Any]]) -> None:
     cols = FINAL + COST
     print(f"{'TTEO k':>7}{'N':>4}" + "".join(f"{m:>27}" for m in cols))
     for (k, n), metrics in sorted(cells.items()):
-        print(f"{k:>7}{n:>4}" + "".join(f"{_fmt(metrics[m]) if metrics.get(m) else '1 (no TTS)':>27}"
+        print(f"{k:>7}{n:>4}" + "".join(f"{_fmt(metrics[m]) if metrics.get(m) else PLAIN.get(m, '-'):>27}"
                                         for m in cols))
 
 
@@ -128,6 +156,7 @@ def main() -> int:
         table = finals(by_grid[grid])
         print_finals(table)
         print_curves(by_grid[grid], "digits_fd")
+        print_diagnostics(by_grid[grid])
         names = sorted(table)
         base = [n for n in names if n.endswith("Di[M]O only")]
         print_pairs(table, [(a, b) for b in base for a in names if a != b]
