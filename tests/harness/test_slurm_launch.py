@@ -54,7 +54,6 @@ def main(*args: str) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
-
 # Launch a one-cell grid on SLURM in a thread, send USR2 to its job once its distillation logged
 # step 25; return what the launch returned (rc, out, err) when it ends within `join_s`, and the job.
 def launch_and_interrupt(env: LocalCluster, grid_path: Path, run_id: str, results: Path, profile: str,
@@ -71,6 +70,7 @@ def launch_and_interrupt(env: LocalCluster, grid_path: Path, run_id: str, result
     launcher.join(timeout=join_s)
     assert not launcher.is_alive(), "the launch did not finish"
     return outcome, job_id
+
 
 def sbatch_scripts(results: Path, grid: str) -> list[Path]:
     return sorted((results / grid / launch.SUBMITIT_DIR).rglob("*_submission.sh"))
