@@ -1,7 +1,7 @@
 """A small Python API for notebooks and scripts, without the harness's internals:
 
     from harness import api
-    api.run("ablations/soft_vs_hard.yaml", set={"distill.steps": 100})      # run a grid (mini, local)
+    api.run("ablations/soft_vs_hard.yaml", set={"eval.samples": 500})      # run a grid (mini, local)
     frame = api.load_frame("results", grids=["soft_vs_hard"])              # the results table
     api.report("results", reference={"method": "dimo", "relaxation": "hard"})  # tables and plots
 

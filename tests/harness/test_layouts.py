@@ -145,6 +145,19 @@ def test_softdimo_imagenet256_at_paper_scale_without_runs():
     assert md.count("| ↳ ours [") == 5 and "no run matches teacher=maskbit, method=teacher_sampler, steps=64" in md
 
 
+
+# A re-export of baselines/mini_reference.csv must not orphan a row of the mini layouts: every row
+# that the main job (ablations/soft_vs_hard.yaml) fills finds its 3 stored seeds for every column.
+def test_the_main_jobs_rows_of_the_mini_layouts_find_the_stored_mini_reference():
+    stored = load_all(["mini_reference"])[0]
+    for name in ("mini_c2i", "mini_t2i"):
+        layout = layouts.load_layout(name)
+        for row in (r for r in layout.rows if r.runs is not None and r.runs.get("method") == "dimo"):
+            found = layouts.select_baselines(stored, {**layout.baselines, **row.paper})
+            for col in layout.columns:
+                assert len([b for b in found if b.metric == col.paper_metric]) == 3, (name, row.label, col.header)
+
+
 #----------------------------------------------------------------------------
 # LaTeX compiled by pdflatex: every layout (with runs for some of its rows) and the default tables.
 
