@@ -1,7 +1,6 @@
 """Baselines: the paper numbers as cited data with protocols, and the mini reference export."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
