@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from softdimo.teachers.cache import cached_dir
 # How long a process waits in a collective for the others (e.g. while rank 0 waits for another
 # job's lock on a shared cache entry) before the group fails.
 GROUP_TIMEOUT = dt.timedelta(hours=2)
+
+# Rank 0's rendezvous port lies in [LOWEST_PORT, the kernel's first ephemeral port); Linux's default
+# ephemeral range where it cannot be read.
+LOWEST_PORT = 20000
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
 
 #----------------------------------------------------------------------------
 
@@ -94,15 +100,37 @@ def job_processes() -> Processes:
 
 @functools.lru_cache(maxsize=1)
 def _start_group() -> Processes:
+    import submitit
     from accelerate import PartialState
     from submitit.helpers import TorchDistributedEnvironment
 
+    if "MASTER_PORT" not in os.environ:                  # a launcher's or user's port wins
+        os.environ["MASTER_PORT"] = str(rendezvous_port(str(submitit.JobEnvironment().job_id)))
     env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     cpu = not torch.cuda.is_available() or os.environ.get("SOFTDIMO_DEVICE", "").startswith("cpu")  # forced CPU
     # On GPUs NCCL carries the CUDA tensors and gloo the small CPU ones (flags, logs, objects).
     PartialState(cpu=cpu, backend="gloo" if cpu else "cpu:gloo,cuda:nccl", timeout=GROUP_TIMEOUT)
     return Processes(env.rank, env.world_size, env.local_rank)
+
+
+# Rank 0's port for the job `job_id`, the same on every process (a hash of the id), below the
+# kernel's ephemeral range: submitit's own choice (20000-60000) can fall on a port that an outgoing
+# connection holds at that moment (even another rank's connect to it), and rank 0 cannot listen.
+def rendezvous_port(job_id: str, ephemeral: tuple[int, int] | None = None) -> int:
+    first_ephemeral = (ephemeral or ephemeral_port_range())[0]
+    top = first_ephemeral - 1 if first_ephemeral - 1 > LOWEST_PORT else 60000  # no room below: submitit's range
+    digest = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    return LOWEST_PORT + digest % (top - LOWEST_PORT + 1)
+
+
+# The kernel's ephemeral (outgoing) port range; Linux's default where it cannot be read.
+def ephemeral_port_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_PORTS
+    return low, high
 
 
 # The device of this process in a group: its local GPU (accelerate's choice), or the CPU

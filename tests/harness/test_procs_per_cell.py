@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import costs, run, store
+from harness import costs, distributed, run, store
 from harness.grid import load_grid
 from harness.results import load_frame
 from harness.students import student_key
@@ -78,3 +78,18 @@ def test_the_option_is_taken_where_it_applies_and_refused_where_it_cannot(tmp_pa
     assert err.startswith(f"error: {idle}:3: gpus_per_node, tasks_per_node: gpus_per_node: 8 with "
                           f"tasks_per_node: 1: a cell runs one process per task and one GPU per process, "
                           f"so 7 GPU(s) per node would sit idle and still be billed; set tasks_per_node: 8")
+
+
+# Rank 0's rendezvous port: the same for every process of a job, below the kernel's ephemeral
+# range (where an outgoing connection can hold a port at the moment rank 0 binds it; submitit's
+# own choice for local job 13187 was 50158, which a CI run found taken), else submitit's range.
+def test_rendezvous_port_is_one_per_job_and_below_the_ephemeral_range(tmp_path: Path) -> None:
+    ports = [distributed.rendezvous_port(str(job), (32768, 60999)) for job in range(13000, 13400)]
+    assert all(distributed.LOWEST_PORT <= p < 32768 for p in ports) and len(set(ports)) > 350
+    assert distributed.rendezvous_port("13187", (32768, 60999)) == ports[187] < 32768
+    assert all(20000 <= distributed.rendezvous_port(str(j), (40000, 60999)) < 40000 for j in range(50))
+    assert all(20000 <= distributed.rendezvous_port(str(j), (1024, 65535)) <= 60000 for j in range(50))
+    proc = tmp_path / "ip_local_port_range"
+    proc.write_text("28000\t60999\n")
+    assert distributed.ephemeral_port_range(proc) == (28000, 60999)
+    assert distributed.ephemeral_port_range(tmp_path / "absent") == distributed.DEFAULT_EPHEMERAL_PORTS
