@@ -29,9 +29,11 @@ from softdimo.teachers.cache import cached_dir
 # job's lock on a shared cache entry) before the group fails.
 GROUP_TIMEOUT = dt.timedelta(hours=2)
 
-# Rank 0's rendezvous port lies in [LOWEST_PORT, the kernel's first ephemeral port); Linux's default
+# Rank 0's rendezvous port lies in [LOWEST_PORT, the kernel's first ephemeral port), or in submitit's
+# range [LOWEST_PORT, SUBMITIT_HIGHEST_PORT] where the kernel leaves no room; Linux's default
 # ephemeral range where it cannot be read.
 LOWEST_PORT = 20000
+SUBMITIT_HIGHEST_PORT = 60000
 DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
 
 #----------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def _start_group() -> Processes:
 # connection holds at that moment (even another rank's connect to it), and rank 0 cannot listen.
 def rendezvous_port(job_id: str, ephemeral: tuple[int, int] | None = None) -> int:
     first_ephemeral = (ephemeral or ephemeral_port_range())[0]
-    top = first_ephemeral - 1 if first_ephemeral - 1 > LOWEST_PORT else 60000  # no room below: submitit's range
+    top = first_ephemeral - 1 if first_ephemeral - 1 > LOWEST_PORT else SUBMITIT_HIGHEST_PORT
     digest = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
     return LOWEST_PORT + digest % (top - LOWEST_PORT + 1)
 
