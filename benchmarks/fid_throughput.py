@@ -35,6 +35,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import assets  # noqa: E402
 from harness.metrics import features, fid  # noqa: E402
 from harness.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception  # noqa: E402
 from harness.samples import open_samples  # noqa: E402
@@ -85,6 +86,7 @@ def main() -> None:
     if args.weights_dir is None:
         write_cleanfid_inception(wdir / TS_NAME)
         write_tfidelity_inception(wdir / TF_NAME)
+        assets.accept_stand_in("inception-2015-12-05-tfidelity", wdir / TF_NAME)   # not the released file
     os.environ["SOFTDIMO_INCEPTION_TORCHSCRIPT"] = str(wdir / TS_NAME)
     os.environ["SOFTDIMO_INCEPTION_TFIDELITY"] = str(wdir / TF_NAME)
     samples = write_images(tmp / "samples", args.images, args.size, seed=1)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import submitit
 import torch
 
-from harness import distributed, plugins, preemption, registry, slurm, store, workqueue
+from harness import assets, distributed, plugins, preemption, registry, slurm, store, workqueue
 from harness.distributed import Processes
 from harness.entries import MethodResult, RunContext
 from harness.environment import run_context
@@ -82,6 +82,7 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
     log_path = run_dir / LOG_FILE
     job = slurm.current_job()
     started, t0 = now(), time.perf_counter()
+    assets.forget_used_assets()             # provenance lists the assets this cell resolves
     reraise: BaseException | None = None
     code_check: str | None = None
     with open(log_path, "a", encoding="utf-8") as log_file:
@@ -109,7 +110,7 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
                 _note_interrupted_run(run_dir, job, time.perf_counter() - t0)
                 log("run interrupted by SLURM; the job was requeued and resumes from its checkpoint")
             raise
-        record["provenance"] = provenance(started)
+        record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
         devices = record.pop("_devices", None)
         record["provenance"]["world_size"] = processes.world_size
         if devices is not None:

@@ -3,7 +3,7 @@ they make: the shared cache, torch threads per job, the device.
 
 | variable | meaning |
 |---|---|
-| `SOFTDIMO_CACHE` | shared cache of trained mini teachers and students (default `<results>/.cache`) |
+| `SOFTDIMO_CACHE` | shared cache of trained mini teachers and students (default `<results>/.cache`; made with mode 0700) |
 | `SOFTDIMO_THREADS` | torch threads per job; the launcher sets it to cores / jobs at once |
 | `SOFTDIMO_DEVICE` | force a device (`cpu`, `cuda:0`); default: CUDA when available |
 """
@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from harness.assets.trust import private_dir
 from harness.distributed import SINGLE, Processes, process_device
 from harness.entries import RunContext
 
@@ -47,12 +48,12 @@ def device() -> torch.device:
 
 
 # The context of one run under `results_root`, with this process's torch threads set and the cache
-# made; a process of a group runs on the device accelerate gave it.
+# made private to the user (`private_dir`); a process of a group runs on the device accelerate gave it.
 def run_context(run_dir: Path, results_root: str | Path, log: Callable[[str], None],
                 processes: Processes = SINGLE) -> RunContext:
     own_device = device() if processes.world_size == 1 else process_device()
     ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=own_device, threads=threads(),
                      log=log, processes=processes)
     torch.set_num_threads(ctx.threads)
-    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(ctx.cache_dir)
     return ctx

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from harness import assets, mini_protocols, plugins, store
+from harness.assets.trust import private_dir
 from harness.entries import MetricValue
 from harness.environment import cache_dir, run_context
 from harness.spec import CellError
@@ -79,7 +80,7 @@ def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
         ident["captions_sha256"] = assets.sha256_file(Path(args.captions))
     if family == "clip" and args.weights:
         ident["weights_sha256"] = assets.sha256_file(Path(args.weights))
-    ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name, verify_hash=False))
+    ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name))
                               for name in protocol_assets(args)}
     return ident
 
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         for family, names in protocol_names().items():
             print(f"{family}: {', '.join(names)}")
         return 0
+    assets.forget_used_assets()
     problems = check_arguments(args)
     if problems:
         for p in problems:
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(args.samples)},
         "info": {"identity": ident}}
     try:
-        values, count = compute(args, run_dir, cache_dir(args.results))
+        values, count = compute(args, run_dir, private_dir(cache_dir(args.results)))
         record["metrics"] = {k: v.to_json() for k, v in values.items()}
         if any(m["value"] is None for m in record["metrics"].values()):
             record["status"] = "diverged"
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         record["status"] = "failed"
         record["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
     wall = time.time() - t0
-    record["provenance"] = provenance(started)
+    record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
     record["cost"] = {"wall_s": wall, "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "accelerator_hours": wall / 3600 if args.device.startswith("cuda") else 0.0,
                       "stages": {"eval_s": wall}}

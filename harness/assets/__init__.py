@@ -1,14 +1,23 @@
 """The asset manifest: every weight file and reference statistic a protocol or teacher needs.
 
-Nothing is downloaded at run time. An asset is a file at the path given by its own environment
-variable, or under the asset root (`$SOFTDIMO_ASSETS`, default `~/.cache/softdimo/assets`), or in
-the place the upstream library itself would have cached it (`search`: templates over
-`$TORCH_HOME`, the Hugging Face hub cache `$HF_HUB_CACHE` / `$HF_HOME/hub`, `$HPS_ROOT`, `/tmp`),
-with a known sha256 where the released file's hash is known. A grid that needs a missing or
-corrupt asset stops before anything is launched (`check_before_launch`), naming the asset and
-where to get it.
+Nothing is downloaded at run time. An asset is read from exactly one place: the path in its own
+environment variable when that is set, else `<asset root>/<filename>` (the asset root is
+`$SOFTDIMO_ASSETS`, default `~/.cache/softdimo/assets`). A file in a place another local user could
+have written or swapped (a world-writable folder such as `/tmp`, `trust.py`) is refused. Where the
+publisher gives a file's sha256 (or, in a torch.hub file name, its first hex digits) the manifest
+holds it; `python -m harness.assets pin` records the sha256 of every file the user placed into
+`<asset root>/assets.lock.json` (`pins.py`), and every later resolve hashes the file and refuses a
+mismatch with both digests. A grid that needs a missing, corrupt, changed or untrusted asset stops
+before anything is launched (`check_before_launch`), naming the asset and where to get it. Each
+resolved asset's path and sha256 are remembered (`used_assets`) for the record's provenance.
+
+Where the upstream libraries cache a file (torch.hub, the Hugging Face hub cache, HPS's root) is
+listed per asset (`search`) but never read by a resolve: `python -m harness.assets link` links such
+copies into the asset root, where they are then pinned like any other file.
 
     python -m harness.assets check [--names NAME ...] [--no-hash]
+    python -m harness.assets link [--names NAME ...]
+    python -m harness.assets pin [--names NAME ...] [--files PATH ...] [--update KEY ...]
 
 Assets are declared next to the code that reads them (a metric module, a teacher's registration)
 and registered into `manifest` when that module is imported; `field_asset` registers a file a
@@ -16,12 +25,16 @@ configuration names by path.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from harness.assets.pins import LockFileError, pin_key, read_pins
+from harness.assets.trust import untrusted_reason
 from harness.registry import Registry, UnknownNameError
 
 #----------------------------------------------------------------------------
@@ -31,12 +44,14 @@ from harness.registry import Registry, UnknownNameError
 @dataclass(frozen=True)
 class Asset:
     name: str
-    filename: str                   # path relative to the asset root
+    filename: str                   # path relative to the asset root (absolute: a file named by a config)
     source: str                     # URL or instructions to obtain it
-    sha256: str | None = None       # None: hash not published; presence checked only
+    sha256: str | None = None       # the publisher's sha256; None: not published (pin it)
     env_var: str | None = None      # an environment variable that may point at the file directly
     description: str = ""
-    search: tuple[str, ...] = ()    # other places to look: templates over CACHE_VARIABLES, globs allowed
+    search: tuple[str, ...] = ()    # where upstream libraries cache it (templates over cache_variables(),
+                                    # globs allowed): read only by `python -m harness.assets link`
+    sha256_prefix: str | None = None  # leading hex digits of the sha256 the publisher's file name carries
 
 
 # Status of one asset on this machine.
@@ -44,8 +59,15 @@ class Asset:
 class AssetStatus:
     asset: Asset
     path: Path
-    state: str                      # "present", "missing" or "corrupt"
+    state: str                      # one of STATES
     detail: str = ""
+    sha256: str | None = None       # of the file, when it was hashed
+    pinned: bool = False            # the lock file holds this file's sha256 (and it matched)
+
+
+# present: usable; missing: no file; corrupt: differs from the publisher's sha256; changed: differs
+# from the pinned sha256; untrusted: another local user could have put or swapped it there.
+STATES = ("present", "missing", "corrupt", "changed", "untrusted")
 
 
 class AssetError(RuntimeError):
@@ -54,6 +76,7 @@ class AssetError(RuntimeError):
 
 manifest: Registry[Asset] = Registry("asset")
 HF_HUB = "{HF_HUB_CACHE}"           # the Hugging Face hub cache, as a `search` template
+_USED: dict[str, dict[str, Any]] = {}
 
 
 # Register assets declared by a module (a metric, a teacher) into the manifest.
@@ -76,27 +99,26 @@ def cache_variables() -> dict[str, str]:
     hf_home = Path(os.environ.get("HF_HOME", xdg / "huggingface"))
     hf_hub = Path(os.environ.get("HF_HUB_CACHE", os.environ.get("HUGGINGFACE_HUB_CACHE", hf_home / "hub")))
     hps_root = Path(os.environ.get("HPS_ROOT", home / ".cache" / "hpsv2"))
-    return {"TORCH_HOME": str(torch_home), "HF_HUB_CACHE": str(hf_hub), "HPS_ROOT": str(hps_root),
-            "TMPDIR": "./" if os.name == "nt" else "/tmp"}
+    return {"TORCH_HOME": str(torch_home), "HF_HUB_CACHE": str(hf_hub), "HPS_ROOT": str(hps_root)}
 
 
-# Every location an asset may be found at, in lookup order (the first existing one wins).
-def candidate_paths(asset: Asset) -> list[Path]:
+# The one place an asset is read from: its variable's path when set (never second-guessed), else
+# its file under the asset root.
+def asset_path(asset: Asset) -> Path:
     if asset.env_var and os.environ.get(asset.env_var):
-        return [Path(os.environ[asset.env_var])]      # an explicit path is never second-guessed
-    out = [asset_root() / asset.filename]
+        return Path(os.path.expanduser(os.environ[asset.env_var]))
+    return asset_root() / os.path.expanduser(asset.filename)
+
+
+# Copies of an asset in the upstream libraries' caches (`search`), in order; never read by a resolve.
+def library_copies(asset: Asset) -> list[Path]:
+    out: list[Path] = []
     variables = cache_variables()
     for template in asset.search:
         pattern = template.format(**variables)
-        out += [Path(p) for p in sorted(glob.glob(pattern))] if any(c in pattern for c in "*?[") \
-            else [Path(pattern)]
+        found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        out += [Path(p) for p in found if Path(p).is_file()]
     return out
-
-
-# Where an asset is on this machine (or, if nowhere, where it is expected).
-def asset_path(asset: Asset) -> Path:
-    candidates = candidate_paths(asset)
-    return next((p for p in candidates if p.is_file()), candidates[0])
 
 
 # sha256 of a file, read in 1 MiB blocks. Files of 64 MiB and more are remembered in this process
@@ -121,35 +143,79 @@ _DIGESTS: dict[tuple, str] = {}
 _REMEMBER_FROM = 64 << 20
 
 
-# Check one asset: present, missing, or corrupt (hash mismatch).
+# The publisher's digest check of a file's sha256: None when it agrees (or none is published), else
+# the problem with both digests.
+def published_mismatch(asset: Asset, digest: str) -> str | None:
+    if asset.sha256 and digest != asset.sha256:
+        return f"sha256 {digest} differs from the published {asset.sha256}"
+    if asset.sha256_prefix and not digest.startswith(asset.sha256_prefix):
+        return (f"sha256 {digest} does not start with the published prefix {asset.sha256_prefix} (the "
+                f"digits in the released file's name)")
+    return None
+
+
+# Check one asset: present, missing, corrupt, changed since pinned, or untrusted (see STATES).
+# `verify_hash=False` only looks (no hashing: neither published nor pinned digests are checked).
 def check_asset(asset: Asset, verify_hash: bool = True) -> AssetStatus:
     path = asset_path(asset)
     if not path.is_file():
-        others = [str(p) for p in candidate_paths(asset)[1:]] + [t.format(**cache_variables()) for t in asset.search
-                                                                if any(c in t for c in "*?[")]
-        also = f" (also looked in {', '.join(dict.fromkeys(others))})" if others else ""
-        return AssetStatus(asset, path, "missing", f"not found at {path}{also}")
-    if verify_hash and asset.sha256:
-        digest = sha256_file(path)
-        if digest != asset.sha256:
-            return AssetStatus(asset, path, "corrupt", f"sha256 {digest[:12]}... != {asset.sha256[:12]}...")
-    return AssetStatus(asset, path, "present")
+        return AssetStatus(asset, path, "missing", f"not found at {path}")
+    reason = untrusted_reason(path)
+    if reason is not None:
+        return AssetStatus(asset, path, "untrusted", f"{path} is not used because {reason}")
+    if not verify_hash:
+        return AssetStatus(asset, path, "present")
+    try:
+        pin = read_pins(asset_root()).get(pin_key(path, asset_root()))
+    except LockFileError as e:
+        return AssetStatus(asset, path, "untrusted", str(e))
+    digest = sha256_file(path)
+    problem = published_mismatch(asset, digest)
+    if problem is not None:
+        return AssetStatus(asset, path, "corrupt", f"{path}: {problem}", digest)
+    if pin is not None and pin.sha256 != digest:
+        return AssetStatus(asset, path, "changed", f"{path}: sha256 {digest} differs from the pinned {pin.sha256} "
+                           f"(pinned {pin.pinned}); if the new file is intended, pin it again with "
+                           f"`python -m harness.assets pin --update {pin_key(path, asset_root())}`", digest)
+    return AssetStatus(asset, path, "present", "", digest, pinned=pin is not None)
 
 
-# The local path of an asset, or AssetError saying what is wrong and how to obtain it.
-def resolve(name: str, verify_hash: bool = True) -> Path:
-    status = check_asset(manifest.get(name), verify_hash)
+# The local path of an asset (its file checked against the published and pinned digests), or
+# AssetError saying what is wrong and how to fix it. The path and sha256 are remembered for the
+# provenance of the run (`used_assets`).
+def resolve(name: str) -> Path:
+    status = check_asset(manifest.get(name))
     if status.state != "present":
         raise AssetError(describe_problem(status))
+    _USED[name] = {"path": str(status.path), "sha256": status.sha256, "verified_by": verified_by(status)}
     return status.path
 
 
-# A one-paragraph message for a missing or corrupt asset.
+# Which digests a present asset was checked against: "published", "pinned"; empty when neither.
+def verified_by(status: AssetStatus) -> list[str]:
+    a = status.asset
+    return [*(["published"] if a.sha256 or a.sha256_prefix else []), *(["pinned"] if status.pinned else [])]
+
+
+# The assets resolved in this process since `forget_used_assets` ({name: path, sha256, verified_by}).
+def used_assets() -> dict[str, dict[str, Any]]:
+    return {name: dict(entry) for name, entry in sorted(_USED.items())}
+
+
+# Start a new record of the assets used (a cell calls this before it runs).
+def forget_used_assets() -> None:
+    _USED.clear()
+
+
+# A one-paragraph message for an asset that cannot be used.
 def describe_problem(status: AssetStatus) -> str:
     a = status.asset
     where = f"${a.env_var} or " if a.env_var else ""
-    return (f"asset {a.name!r} is {status.state}: {status.detail}. Obtain it from {a.source} and "
-            f"place it at {where}{asset_root() / a.filename} (asset root: $SOFTDIMO_ASSETS)")
+    fix = (f"Obtain it from {a.source} and place it at {where}{asset_root() / os.path.expanduser(a.filename)} "
+           f"(asset root: $SOFTDIMO_ASSETS)")
+    if status.state == "missing" and a.search:
+        fix += "; a copy an upstream library already downloaded is linked in by `python -m harness.assets link`"
+    return f"asset {a.name!r} is {status.state}: {status.detail}. {fix}"
 
 
 # Problems (one line each) with the named assets; empty when all are present and intact. The run
@@ -166,6 +232,16 @@ def check_before_launch(asset_names: list[str] | tuple[str, ...], verify_hash: b
         if status.state != "present":
             problems.append(describe_problem(status))
     return problems
+
+
+# Let a stand-in file (seeded random weights in a released file's format: benchmarks at small size)
+# serve as the asset `name` in this process: the entry takes the stand-in's sha256 in place of the
+# publisher's digests, so the check still runs. Returns the entry it replaced.
+def accept_stand_in(name: str, path: Path) -> Asset:
+    old = manifest.get(name)
+    with manifest._lock:
+        manifest._entries[name] = dataclasses.replace(old, sha256=sha256_file(path), sha256_prefix=None)
+    return old
 
 
 # Environment for code that could reach the Hugging Face hub: offline unless the user said otherwise.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,14 +56,18 @@ T2IBENCHMARK_PREPROCESS = "rgb>center_crop(short,floor)>pil_bicubic(299,uint8)>x
 INCEPTION_ASSETS = assets.declare(
     assets.Asset("inception-2015-12-05-torchscript", "cleanfid/inception-2015-12-05.pt",
                  "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-                 env_var="SOFTDIMO_INCEPTION_TORCHSCRIPT", search=("{TMPDIR}/inception-2015-12-05.pt",),
-                 description="TF-2015 Inception-v3 as TorchScript (StyleGAN2-ADA); clean-fid's feature extractor"),
+                 env_var="SOFTDIMO_INCEPTION_TORCHSCRIPT",
+                 description="TF-2015 Inception-v3 as TorchScript (StyleGAN2-ADA); clean-fid's feature extractor "
+                             "(clean-fid itself downloads it to /tmp, which is never read); sha256 not published"),
     assets.Asset("inception-2015-12-05-tfidelity", "torch-fidelity/weights-inception-2015-12-05-6726825d.pth",
                  "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth",
                  env_var="SOFTDIMO_INCEPTION_TFIDELITY",
                  search=("{TORCH_HOME}/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth",),
-                 description="TF-2015 Inception-v3 state dict for torch-fidelity's inception-v3-compat"),
+                 sha256_prefix="6726825d",
+                 description="TF-2015 Inception-v3 state dict for torch-fidelity's inception-v3-compat; the "
+                             "release names the file by the first 8 hex digits of its sha256 (torch.hub's "
+                             "convention), the full digest is not published"),
 )
 
 #----------------------------------------------------------------------------
@@ -118,7 +121,7 @@ class InceptionExtractor:
         self.weights_sha256 = sha256_file(self.weights)
         self.version = _version(spec.library)
         if spec.library == "clean-fid":
-            self.model = _load_cleanfid_model(self.weights, self.weights_sha256, spec.mode, self.device)
+            self.model = _load_cleanfid_model(self.weights, spec.mode, self.device)
         else:
             self.model = load_tfidelity_inception(self.weights, self.device)
 
@@ -167,19 +170,16 @@ def _load_extractor(key: str, weights: str, device: str, mtime_ns: int, size: in
     return InceptionExtractor(EXTRACTORS[key], Path(weights), torch.device(device))
 
 
-def _load_cleanfid_model(weights: Path, digest: str, mode: str, device: torch.device) -> Callable:
+def _load_cleanfid_model(weights: Path, mode: str, device: torch.device) -> Callable:
     from cleanfid.inception_torchscript import InceptionV3W
-    folder = weights.parent
-    if weights.name != CLEANFID_WEIGHTS_NAME:
-        # InceptionV3W opens <folder>/inception-2015-12-05.pt; link a differently named file there.
-        folder = Path(tempfile.gettempdir()) / f"softdimo-cleanfid-{digest[:16]}"
-        folder.mkdir(exist_ok=True)
-        link = folder / CLEANFID_WEIGHTS_NAME
-        if not link.exists():
-            tmp = folder / f".{os.getpid()}.lnk"
-            tmp.symlink_to(weights.resolve())
-            os.replace(tmp, link)
-    model = InceptionV3W(str(folder), download=False, resize_inside=(mode == "legacy_tensorflow"))
+    resize_inside = mode == "legacy_tensorflow"
+    if weights.name == CLEANFID_WEIGHTS_NAME:
+        return InceptionV3W(str(weights.parent), download=False, resize_inside=resize_inside).to(device).eval()
+    # InceptionV3W opens <folder>/inception-2015-12-05.pt: link a differently named file into a fresh
+    # private folder (mkdtemp: mode 0700, unpredictable name), which goes once the file is loaded.
+    with tempfile.TemporaryDirectory(prefix="softdimo-cleanfid-") as folder:
+        (Path(folder) / CLEANFID_WEIGHTS_NAME).symlink_to(weights.resolve())
+        model = InceptionV3W(folder, download=False, resize_inside=resize_inside)
     return model.to(device).eval()
 
 

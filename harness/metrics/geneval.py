@@ -100,7 +100,7 @@ class GenEvalConfig:
 
 # The folder holding GenEval's detector checkpoint under the name evaluate_images.py expects.
 def detector_dir() -> Path:
-    path = assets.resolve("geneval-mask2former", verify_hash=False)
+    path = assets.resolve("geneval-mask2former")
     if path.name != DETECTOR_FILE:
         raise ValueError(f"{path}: GenEval loads <model-path>/{DETECTOR_FILE}; name the file so")
     return path.parent

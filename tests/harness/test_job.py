@@ -2,11 +2,13 @@
 failure becomes a failed record (not an exception), a non-finite metric a diverged one."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import pickle
 import platform
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -133,6 +135,36 @@ def test_cache_dir_and_threads(monkeypatch, tmp_path):
     assert environment.threads() == 3
     monkeypatch.setenv("SOFTDIMO_THREADS", "x")
     assert environment.threads() == 1
+
+
+# The record lists every asset the run resolved, with its sha256; the cache folder is private.
+def test_record_provenance_lists_the_assets_the_run_used(tmp_path, monkeypatch):
+    from harness import assets, registry
+    from harness.assets import pinning
+    from harness.entries import MetricEntry
+    root = tmp_path / "assets"
+    (root / "toy").mkdir(parents=True)
+    (root / "toy" / "weights.bin").write_bytes(b"toy weights")
+    monkeypatch.setenv("SOFTDIMO_ASSETS", str(root))
+    monkeypatch.setitem(assets.manifest._entries, "toy-weights",
+                        assets.Asset("toy-weights", "toy/weights.bin", "the toy lab's page"))
+    assert pinning.pin([assets.manifest.get("toy-weights")]).pinned == ["toy/weights.bin"]
+
+    def weighed(inp, ctx):
+        weights = assets.resolve("toy-weights").read_bytes()
+        return {"toy_weighed": registry.metrics.get("toy_mean").compute(inp, ctx)["toy_mean"]} if weights else {}
+    monkeypatch.setitem(registry.metrics._entries, "toy_weighed", MetricEntry("toy_weighed", weighed))
+    assets.resolve("toy-weights")                                  # before the cell: not part of its record
+    monkeypatch.setitem(assets.manifest._entries, "toy-other", assets.Asset("toy-other", "toy/weights.bin", "x"))
+    assets.resolve("toy-other")
+    spec = resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": 0, "eval.samples": 10,
+                         "eval.metrics": ["toy_weighed"]}, "mini", ("toy_lab",))
+    assert cell.execute(spec.to_json(), "g", str(tmp_path / "r")) == "ok"
+    rec = store.read_record(store.record_path(tmp_path / "r", "g", spec.run_id))
+    digest = hashlib.sha256(b"toy weights").hexdigest()
+    assert rec["provenance"]["assets"] == {"toy-weights": {"path": str(root / "toy" / "weights.bin"),
+                                                           "sha256": digest, "verified_by": ["pinned"]}}
+    assert stat.S_IMODE((tmp_path / "r" / ".cache").stat().st_mode) == 0o700
 
 
 def test_image_grid_rgb_large_downscaled(tmp_path):

@@ -35,33 +35,35 @@ def inception_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
             "torchscript": write_cleanfid_inception(root / "inception-2015-12-05.pt", seed=0)}
 
 
-# A temporary asset root holding the seeded Inception files under their manifest names; every
-# library cache variable points into the temporary folder, so no real file on this machine is used.
+# Let a test's stand-in file pass for a released asset whose sha256 (or its prefix) is published: the
+# manifest entry takes the stand-in's hash for this test (the check itself still runs).
 @pytest.fixture()
-def asset_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inception_files: dict[str, Path]) -> Path:
+def stand_in(monkeypatch: pytest.MonkeyPatch):
+    def accept(name: str, path: Path) -> Path:
+        asset = assets.manifest.get(name)
+        monkeypatch.setitem(assets.manifest._entries, name,
+                            dataclasses.replace(asset, sha256=assets.sha256_file(path), sha256_prefix=None))
+        return path
+    return accept
+
+
+# A temporary asset root holding the seeded Inception files under their manifest names (accepted as
+# stand-ins); every library cache variable points into the temporary folder, so no real file on this
+# machine is used.
+@pytest.fixture()
+def asset_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inception_files: dict[str, Path], stand_in) -> Path:
     root = tmp_path / "assets"
     (root / "cleanfid").mkdir(parents=True)
     (root / "torch-fidelity").mkdir()
     (root / "cleanfid" / "inception-2015-12-05.pt").symlink_to(inception_files["torchscript"])
     (root / "torch-fidelity" / "weights-inception-2015-12-05-6726825d.pth").symlink_to(inception_files["tfidelity"])
+    stand_in("inception-2015-12-05-tfidelity", inception_files["tfidelity"])
     monkeypatch.setenv("SOFTDIMO_ASSETS", str(root))
     for var in CACHE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     for var, sub in (("TORCH_HOME", "torch"), ("HF_HOME", "hf"), ("HF_HUB_CACHE", "hf/hub"), ("HPS_ROOT", "hps")):
         monkeypatch.setenv(var, str(tmp_path / "caches" / sub))
     return root
-
-
-# Let a test's stand-in file pass for a released asset whose sha256 is published: the manifest entry
-# takes the stand-in's hash for this test (the check itself still runs).
-@pytest.fixture()
-def stand_in(monkeypatch: pytest.MonkeyPatch):
-    def accept(name: str, path: Path) -> Path:
-        asset = assets.manifest.get(name)
-        monkeypatch.setitem(assets.manifest._entries, name,
-                            dataclasses.replace(asset, sha256=assets.sha256_file(path)))
-        return path
-    return accept
 
 
 def _write_images(folder: Path, n: int, seed: int, lo: int, hi: int) -> Path:

@@ -1,5 +1,5 @@
-"""The asset manifest: present / missing / corrupt, library cache locations, the `check` command and
-the pre-launch check a grid runs."""
+"""The asset manifest: present / missing / corrupt, library caches linked (never searched), the
+`check` command and the pre-launch check a grid runs."""
 from __future__ import annotations
 
 import hashlib
@@ -33,21 +33,28 @@ def test_present_missing_corrupt(asset_root):
     assert check_asset(hashed).state == "present"
     path.write_bytes(b"truncated")
     status = check_asset(hashed)
-    assert status.state == "corrupt" and "sha256" in status.detail
+    assert status.state == "corrupt"
+    assert hashlib.sha256(b"truncated").hexdigest() in status.detail and hashed.sha256 in status.detail  # both digests
     assert check_asset(hashed, verify_hash=False).state == "present"
     with pytest.raises(assets.AssetError, match="'test-hashed' is corrupt.*https://example.org/hashed.bin"):
         assets.resolve("test-hashed")
 
 
-def test_library_caches_and_env_override(asset_root, tmp_path, monkeypatch):
+# Copies in the upstream libraries' caches are not read; `link` puts them into the asset root.
+def test_library_caches_are_linked_not_searched(asset_root, tmp_path, monkeypatch):
     hub = tmp_path / "caches" / "torch" / "hub" / "checkpoints" / "hub.pth"
     hub.parent.mkdir(parents=True)
     hub.write_bytes(b"x")
-    assert assets.resolve("test-torch-hub") == hub                       # found where torch.hub caches it
     snap = tmp_path / "caches" / "hf" / "hub" / "models--org--repo" / "snapshots" / "abc123" / "model.pt"
     snap.parent.mkdir(parents=True)
     snap.write_bytes(b"y")
-    assert assets.resolve("test-hf") == snap                             # found in the HF hub cache
+    assert check_asset(manifest.get("test-torch-hub")).state == "missing"
+    with pytest.raises(assets.AssetError, match="python -m harness.assets link"):
+        assets.resolve("test-hf")
+    assert _assets_main(["link", "--names", "test-torch-hub", "test-hf"]) == 0
+    assert assets.resolve("test-torch-hub") == asset_root / "test" / "hub.pth"
+    assert (asset_root / "test" / "hub.pth").resolve() == hub
+    assert assets.resolve("test-hf") == asset_root / "test" / "model.pt"
     own = tmp_path / "elsewhere.bin"
     own.write_bytes(b"z")
     monkeypatch.setenv("SOFTDIMO_TEST_UNHASHED", str(own))
