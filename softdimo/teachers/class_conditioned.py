@@ -63,10 +63,15 @@ def tokenize_images(teacher: Any, images: Tensor, batch_size: int = 64) -> Tenso
                       for i in range(0, images.shape[0], batch_size)])
 
 
-# Write real tokens [N, L, G] and labels [N] to a safetensors file `teacher.real_tokens` can name.
-def save_real_tokens(path: str | Path, tokens: Tensor, labels: Sequence[int]) -> None:
-    labels_tensor = torch.as_tensor(list(labels), dtype=torch.long)
-    save_file({"tokens": tokens.long().contiguous(), "labels": labels_tensor}, str(path))
+# Write real tokens [N, L, G] and labels [N] to a safetensors file `teacher.real_tokens` can name:
+# tokens as int16 when every value fits (a quarter of int64's size: ImageNet's 1.28M images of 512
+# MaskBit slots take 1.3 GB), labels as int64; `metadata` (text) goes into the file's header.
+def save_real_tokens(path: str | Path, tokens: Tensor, labels: Sequence[int] | Tensor,
+                     metadata: dict[str, str] | None = None) -> None:
+    labels_tensor = torch.as_tensor(labels, dtype=torch.long)
+    small = tokens.numel() == 0 or (int(tokens.min()) >= 0 and int(tokens.max()) <= torch.iinfo(torch.int16).max)
+    stored = tokens.to(torch.int16 if small else torch.long).contiguous()
+    save_file({"tokens": stored, "labels": labels_tensor}, str(path), metadata=metadata)
 
 
 # Read and check a real-tokens file against the layout: tokens [N, L, G] in [0, C), labels [N].
@@ -74,6 +79,9 @@ def load_real_tokens(path: str | Path, layout: TokenLayout, num_classes: int) ->
     data = load_file(str(path))
     if set(data) != {"tokens", "labels"}:
         raise ValueError(f"{path}: expected the tensors 'tokens' and 'labels', found {sorted(data)}")
+    if data["tokens"].is_floating_point() or data["labels"].is_floating_point():
+        raise ValueError(f"{path}: tokens and labels must be integer tensors, got {data['tokens'].dtype} and "
+                         f"{data['labels'].dtype}")
     tokens, labels = data["tokens"].long(), data["labels"].long()
     expected = (layout.positions, layout.groups)
     if tokens.dim() != 3 or tuple(tokens.shape[1:]) != expected or labels.shape != tokens.shape[:1]:
