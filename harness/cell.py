@@ -42,6 +42,7 @@ from harness.provenance import CodeVersion, code_version, device_name, job_envir
 from harness.scoring import score
 from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
+from harness.stages import tensor_digest
 
 LOG_FILE = "log.txt"
 JOB_RUNS_FILE = "job_runs.jsonl"      # one line per interrupted (requeued) run of a job on a cell
@@ -240,6 +241,8 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
                          for k, v in metrics.items()}
     record["curves"] = {k: [[float(s), float(v)] for s, v in c] for k, c in result.curves.items()}
     record["info"] = _jsonable(result.info)
+    samples = result.tokens if result.tokens is not None else result.images
+    record["stage_hashes"] = {**result.stage_hashes, **({"samples": tensor_digest(samples)} if len(samples) else {})}
     n_grid = dict(spec.params).get("eval.grid_images", 0)
     if n_grid and len(result.images):
         save_image_grid(result.images[:n_grid], run_dir / store.SAMPLES_FILE)

@@ -145,6 +145,7 @@ class MethodResult:
     info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
     teacher: Any = None                        # the teacher object, for metrics (not recorded)
     selection: "SelectionLog | None" = None    # best-of-N: what was chosen per image (selection.npz)
+    stage_hashes: dict[str, str] = field(default_factory=dict)  # harness.stages: teacher, student weights
 
 
 # The input every metric receives. Paper-scale runs write their samples to disk (harness.samples)

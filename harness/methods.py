@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.entries import MethodResult, MetricValue, RunContext
 from harness.spec import NONE, EvalConfig, RunSpec
+from harness.stages import weights_digest
 from harness.students import (batched_samples, build_teacher, cost_metrics, dimo_samples, distil_student,
                               test_time_info)
 from softdimo.config import SampleConfig
@@ -50,7 +51,8 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     if student["curves"] and not student["cache_hit"]:
         stages["curve_s"] = student["curve_s"]
     return MethodResult(images, conditions, tokens, extra_metrics=extra, curves=student["curves"],
-                        teacher=teacher, info=info, stage_seconds=stages, selection=selection)
+                        teacher=teacher, info=info, stage_seconds=stages, selection=selection,
+                        stage_hashes=_hashes(teacher=teacher_weights(teacher), student=weights_digest(ema)))
 
 
 # teacher_sampler: the teacher's own K-step sampler.
@@ -64,7 +66,17 @@ def run_teacher_sampler(spec: RunSpec, ctx: RunContext) -> MethodResult:
         lambda cond, noise: teacher.sample(cond, sample.steps, sample.cfg, noise, sample.temperature,
                                            sample.choice_temperature))
     return MethodResult(images, conditions, tokens, teacher=teacher, info={"teacher": teacher.info},
-                        stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start})
+                        stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start},
+                        stage_hashes=_hashes(teacher=teacher_weights(teacher)))
+
+
+# The digest of a teacher's network weights (harness.stages), None for a teacher without one.
+def teacher_weights(teacher: Any) -> str | None:
+    return weights_digest(getattr(teacher, "network", None))
+
+
+def _hashes(**digests: str | None) -> dict[str, str]:
+    return {k: v for k, v in digests.items() if v is not None}
 
 
 #----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Where a record came from: the code version (git commit, dirty flag, hash of the uncommitted
-changes), the installed packages, the machine and accelerator, and the submitit job running the
-code. Written into every record by a cell (`harness.cell`) and by an evaluation of outside samples
+changes), the installed packages, the machine and accelerator (`harness.machine`: CPU, numeric
+libraries, threads), and the submitit job running the code. Written into every record by a cell (`harness.cell`) and by an evaluation of outside samples
 (`harness.evaluate`); the launcher pins the code version of SLURM jobs with it.
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from harness.machine import machine
 
 PACKAGES = ("softdimo-harness", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas",
             "submitit", "accelerate", "pyyaml", "pillow", "matplotlib", "safetensors", "torch-fidelity",
@@ -114,4 +116,5 @@ def provenance(started: str) -> dict[str, Any]:
     executor, job_id, log = job_environment()
     return {"git_commit": version.git_commit, "git_dirty": version.git_dirty, "packages": packages(),
             "host": socket.gethostname(), "python": platform.python_version(), "accelerator": accelerator(),
+            "machine": machine(),
             "executor": executor, "job_id": job_id, "submitit_log": log, "started": started, "finished": now()}

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from harness import (baselines, claims, compare, costs, figures, latex, layouts, plots, plugins, results,
-                     side_by_side, store, tables)
+                     side_by_side, store, tables, verify)
 from harness.yaml_lines import YamlFileError
 
 FORMATS = ("md", "tex", "csv", "parquet")
@@ -125,7 +125,10 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     tested = [c for c in shipped if c.grid in grids_here]
     claims_markdown = claims.render_markdown(claims.evaluate_claims(df, tested))
     cost_markdown = costs.render_markdown(df)
-    for name, text in (("compare.md", compare_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown)):
+    checks = verify.verify(records, base)
+    verify_markdown = verify.render(checks) if checks else ""
+    for name, text in (("compare.md", compare_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown),
+                       ("verify.md", verify_markdown)):
         if text.strip():
             files.append(tdir / name)
             files[-1].write_text(text, encoding="utf-8")
@@ -143,7 +146,7 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     index = out_dir / "report.md"
     index.write_text(render_index(records, problems, base_summary, base_problems, markdown, compare_markdown,
                                   claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir,
-                                  results_root, filled, layout_files),
+                                  results_root, filled, layout_files, verify_markdown),
                      encoding="utf-8")
     all_problems = [f"{_from_root(p.path, results_root)}: {p.message}" for p in problems] + base_problems
     return Report(index, df, built, files + layout_files + plot_files + sample_files + [index], all_problems, filled)
@@ -208,7 +211,8 @@ def render_index(records: Sequence[Mapping[str, Any]],
                  table_files: Sequence[Path],
                  plot_files: Sequence[Path],
                  sample_files: Sequence[Path], out_dir: Path, results_root: Path,
-                 filled: Sequence[layouts.LayoutTable] = (), layout_files: Sequence[Path] = ()) -> str:
+                 filled: Sequence[layouts.LayoutTable] = (), layout_files: Sequence[Path] = (),
+                 verify_markdown: str = "") -> str:
     out = ["# Results report", "",
            "Every link below is relative to this folder; paths of records and logs are relative to the "
            "results root the report was built from.", ""]
@@ -247,6 +251,11 @@ def render_index(records: Sequence[Mapping[str, Any]],
         out += ["## Paper claims", "", claims_markdown, ""]
     if cost_markdown:
         out += ["## Cost", "", cost_markdown, ""]
+    if verify_markdown:
+        out += ["## Reproduction of the stored per-seed numbers", "",
+                "Each run with stored numbers of the same run id (`python -m harness.verify`): identical, float "
+                "(the metric's arithmetic), seed noise or different, and the first stage whose hash differs.", "",
+                verify_markdown, ""]
     if plot_files:
         out += ["## Figures", ""]
         for p in plot_files:

@@ -38,7 +38,7 @@ from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
 from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation
 
 SAMPLE_BATCH = 500
-STUDENT_CODE_VERSION = "dimo-student-3"   # bump when training code changes what a student key produces
+STUDENT_CODE_VERSION = "dimo-student-4"   # bump when training code changes what a student key produces
 # Per-step training quantities drawn as curves beside the metrics (mean over each curve interval):
 # the generator's sharpness, the refinement-vs-Di[M]O gradient ratio and the GAN's diagnostics.
 TRAINING_DIAGNOSTICS = ("p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake",

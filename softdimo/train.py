@@ -7,9 +7,10 @@ One random generator (`Distiller.rng`) drives every draw of Di[M]O training and 
 draws unchanged (paired runs); evaluation and sampling use their own per-image streams
 (`ImageNoise`), so they never disturb training. theta and psi run in train mode with
 `distill.dropout` (the released code's setting); their dropout draws come from a third stream of
-the run (`Distiller.dropout_rng`, swapped in for the global generator during a step), so the loop
-is deterministic on CPU and a resumed run ends bit-identical to an uninterrupted one. phi and the
-EMA always run in eval mode.
+the run (`Distiller.dropout_stream`, softdimo/dropout.py: the same masks on every CPU; it also
+seeds torch's global generator at every step, for torch's own dropout layers and CUDA tensors), so
+the loop is deterministic and a resumed run ends bit-identical to an uninterrupted one. phi
+computes the Di[M]O term in train mode at `distill.teacher_dropout`; the EMA runs in eval mode.
 
 Over several processes (`parallel`, softdimo/parallel.py) every process makes the Di[M]O draws for
 the global batch and computes its own rows; dropout and the refinement draw from per-process streams.
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, jeffreys_divergence,
                            jeffreys_gradient, perturb_embeddings, token_init)
+from softdimo.dropout import DropoutStream, drawing_from
 from softdimo.parallel import DataParallel
 from softdimo.relax import Relaxed
 from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
@@ -215,10 +217,9 @@ class Distiller:
         # stream per process (rank 0's is the one-process stream), drawn for its own rows.
         self.refine_rng = torch.Generator(device=self.device).manual_seed(
             parallel.process_seed(derive_seed(seed, "refinement")))
-        # Dropout draws from the global generator; a step swaps in this stream (`_own_global_rng`),
-        # one per process like the refinement's.
-        self.dropout_rng = torch.Generator(device=self.device).manual_seed(
-            parallel.process_seed(derive_seed(seed, "dropout")))
+        # Dropout's masks (softdimo/dropout.py), one stream per process like the refinement's; it
+        # also seeds the global generator at every step (`_seeded_global_rng`).
+        self.dropout_stream = DropoutStream(parallel.process_seed(derive_seed(seed, "dropout")))
         if refinement is not None and parallel.world_size > 1:
             for opt in getattr(refinement, "optimizers", lambda: [])():
                 opt.register_step_pre_hook(lambda o, args, kwargs: parallel.average_gradients(_params(o)))
@@ -258,7 +259,7 @@ class Distiller:
     # One training step: generator update with the Jeffreys gradient (+ refinement terms from step
     # `refine_start` on), EMA, refinement update, then `aux_updates` psi updates on fresh re-masked samples.
     def train_step(self) -> dict[str, float]:
-        with _own_global_rng(self.dropout_rng, self.device):
+        with drawing_from(self.dropout_stream), _seeded_global_rng(self.dropout_stream.next_seed(), self.device):
             return self._train_step()
 
     def _train_step(self) -> dict[str, float]:
@@ -343,13 +344,13 @@ class Distiller:
         state = {"step": self.step, "generator": self.generator.state_dict(), "aux": self.aux.state_dict(),
                  "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(),
                  "opt_a": self.opt_a.state_dict(), "rng": self.rng.get_state(),
-                 "refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state(),
+                 "refine_rng": self.refine_rng.get_state(), "dropout_stream": self.dropout_stream.state_dict(),
                  "history": self.history,
                  "refinement": self.refinement.state_dict() if self.refinement is not None else None}
         if self.parallel.world_size > 1:
             state["world_size"] = self.parallel.world_size
             state["process_rngs"] = self.parallel.gather_objects(
-                {"refine_rng": self.refine_rng.get_state(), "dropout_rng": self.dropout_rng.get_state()})
+                {"refine_rng": self.refine_rng.get_state(), "dropout_stream": self.dropout_stream.state_dict()})
         return state
 
     # Write a checkpoint of the state: every process calls it at the same step, rank 0 writes, and
@@ -376,7 +377,7 @@ class Distiller:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_a.load_state_dict(state["opt_a"])
         self.rng.set_state(state["rng"])
-        self.dropout_rng.set_state(own["dropout_rng"])
+        self.dropout_stream.load_state_dict(own["dropout_stream"])
         self.history = state["history"]
         if with_refinement:
             self.refine_rng.set_state(own["refine_rng"])
@@ -395,17 +396,17 @@ def gradient_norms(total: Tensor, dimo: Tensor) -> dict[str, float]:
 
 
 @contextmanager
-def _own_global_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
-    # Run a block with `generator`'s state as the global random state of `device` (dropout draws
-    # from the global generator), then store the advanced state back and restore the global one.
+def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    # Run a block with the global generator of `device` seeded with `seed` (torch's own dropout
+    # draws from it), then restore the global state.
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):
         if cuda:
-            torch.cuda.set_rng_state(generator.get_state(), device)
+            torch.cuda.default_generators[device.index if device.index is not None
+                                          else torch.cuda.current_device()].manual_seed(seed)
         else:
-            torch.set_rng_state(generator.get_state())
+            torch.random.default_generator.manual_seed(seed)
         yield
-        generator.set_state(torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state())
 
 
 def _params(opt: torch.optim.Optimizer) -> list[nn.Parameter]:

@@ -11,8 +11,9 @@ Two sources are registered (`python -m harness.run --list baselines`):
 
 Both files have the columns of `COLUMNS`; `protocol_json` holds the evaluation protocol as far as
 it is known (see `harness.protocol`). A file of the project's own runs keeps one row per run and
-metric (`seed`, `run_id`), so that new runs can be tested against the per-seed values; a paper's
-number has neither.
+metric (`seed`, `run_id`, and the run's stage hashes in `stage_hashes_json`, harness.stages), so
+that new runs can be tested against the per-seed values and compared stage by stage
+(`python -m harness.verify`); a paper's number has none of them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -31,8 +32,9 @@ from harness.protocol import protocol_id
 BASELINES_ENV = "SOFTDIMO_BASELINES"
 COLUMNS = ("source", "paper", "arxiv", "citation", "source_quality", "table", "teacher",
            "teacher_key", "task", "task_original", "method", "steps", "metric", "metric_original",
-           "value", "std", "n", "higher_is_better", "protocol_json", "notes", "seed", "run_id")
-OPTIONAL = ("seed", "run_id")       # absent in files written before per-seed rows: read as empty
+           "value", "std", "n", "higher_is_better", "protocol_json", "notes", "seed", "run_id",
+           "stage_hashes_json")
+OPTIONAL = ("seed", "run_id", "stage_hashes_json")   # absent in older files: read as empty
 QUALITIES = ("primary", "secondary")
 
 #----------------------------------------------------------------------------
@@ -63,6 +65,7 @@ class Baseline:
     notes: str
     seed: int | None = None         # per-seed rows of the project's own runs
     run_id: str = ""
+    stage_hashes: Mapping[str, str] = field(default_factory=dict)   # the run's (harness.stages)
 
     # This baseline as a row of the results table (`harness.results`).
     def row(self) -> dict[str, Any]:
@@ -128,7 +131,8 @@ def _parse(r: Mapping[str, str], source: str) -> Baseline:
                     int(r["steps"]) if r["steps"] else None, r["metric"], r["metric_original"],
                     value, float(r["std"]) if r["std"] else None, int(r["n"]) if r["n"] else None,
                     r["higher_is_better"] == "true", protocol, r["notes"],
-                    int(r["seed"]) if r.get("seed") else None, r.get("run_id") or "")
+                    int(r["seed"]) if r.get("seed") else None, r.get("run_id") or "",
+                    json.loads(r["stage_hashes_json"]) if r.get("stage_hashes_json") else {})
 
 
 # Write baselines as CSV (the columns of COLUMNS).
@@ -146,7 +150,8 @@ def write_csv(baselines: Iterable[Baseline], path: str | Path) -> None:
                     "std": "" if b.std is None else repr(b.std), "n": "" if b.n is None else b.n,
                     "higher_is_better": "true" if b.higher_is_better else "false",
                     "protocol_json": json.dumps(dict(b.protocol), sort_keys=True),
-                    "notes": b.notes, "seed": "" if b.seed is None else b.seed, "run_id": b.run_id})
+                    "notes": b.notes, "seed": "" if b.seed is None else b.seed, "run_id": b.run_id,
+                    "stage_hashes_json": json.dumps(dict(b.stage_hashes), sort_keys=True) if b.stage_hashes else ""})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(buf.getvalue(), encoding="utf-8")
 

@@ -13,14 +13,16 @@ from harness.results import record_rows
 #----------------------------------------------------------------------------
 
 
-# Baselines from ok records: one row per run and metric (its seed, run id and protocol), so that a
-# new run can be paired with them or tested against their per-seed values.
+# Baselines from ok records: one row per run and metric (its seed, run id, protocol and stage
+# hashes), so that a new run can be paired with them, tested against their per-seed values and
+# compared stage by stage.
 def from_records(records: Iterable[Mapping[str, Any]], source: str, citation: str) -> list[Baseline]:
-    rows = [r for r in record_rows((r for r in records if r["status"] == "ok"), curves=False)
-            if r["value"] is not None]
+    ok = [r for r in records if r["status"] == "ok"]
+    hashes = {r["run_id"]: r.get("stage_hashes", {}) for r in ok}
+    rows = [r for r in record_rows(ok, curves=False) if r["value"] is not None]
     return [Baseline(source, "softdimo-harness mini reference", "", citation, "primary", r["grid"], r["teacher"],
                      r["teacher"], "mini", "", r["label"], r["steps"], r["metric"], r["metric"], float(r["value"]),
-                     None, 1, r["higher_is_better"], r["protocol"], "", r["seed"], r["run_id"])
+                     None, 1, r["higher_is_better"], r["protocol"], "", r["seed"], r["run_id"], hashes[r["run_id"]])
             for r in sorted(rows, key=lambda r: (r["teacher"], r["label"], r["metric"], r["seed"], r["run_id"]))]
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from softdimo.dropout import StreamDropout, attention
 from softdimo.teachers.base import (Condition, ImageNoise, NetworkOutput, TokenLayout, guided_logits,
                                     random_slot_masks)
 
@@ -61,6 +62,7 @@ class TextPrefix(nn.Module):
 # One pre-LN transformer block with full (bidirectional) attention. Dropout (attention weights,
 # attention output, MLP hidden and output) is 0 as built; Di[M]O's theta and psi set it
 # (`softdimo.train.set_dropout`) and train in train mode, as the released code trains MaskGIT's.
+# Its masks come from the run's dropout stream (`softdimo.dropout`).
 class Block(nn.Module):
     def __init__(self, d: int, heads: int, mlp_ratio: int):
         super().__init__()
@@ -70,15 +72,14 @@ class Block(nn.Module):
         self.proj = nn.Linear(d, d)
         self.norm2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
-        self.attn_drop, self.attn_out_drop = nn.Dropout(0.0), nn.Dropout(0.0)
-        self.mlp_drop, self.mlp_out_drop = nn.Dropout(0.0), nn.Dropout(0.0)
+        self.attn_drop, self.attn_out_drop = StreamDropout(0.0), StreamDropout(0.0)
+        self.mlp_drop, self.mlp_out_drop = StreamDropout(0.0), StreamDropout(0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
         p_attn = self.attn_drop.p if self.training else 0.0
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           dropout_p=p_attn)
+        a = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p_attn)
         x = x + self.attn_out_drop(self.proj(a.transpose(1, 2).reshape(b, n, d)))
         hidden = self.mlp_drop(self.mlp[1](self.mlp[0](self.norm2(x))))
         return x + self.mlp_out_drop(self.mlp[2](hidden))
