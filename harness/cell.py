@@ -38,6 +38,7 @@ from harness.distributed import Processes
 from harness.entries import MethodResult, RunContext
 from harness.environment import run_context
 from harness.images import save_condition_samples, save_image_grid
+from harness.numerics import pin_state
 from harness.provenance import CodeVersion, code_version, device_name, job_environment, now, provenance
 from harness.scoring import score
 from harness.selection import save_selection
@@ -114,6 +115,7 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
         record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
         devices = record.pop("_devices", None)
         record["provenance"]["world_size"] = processes.world_size
+        record["provenance"]["numerics"] = pin_state(spec.scale)
         if devices is not None:
             record["provenance"]["devices"] = devices
         if terms is not None:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from harness import registry, slurm, workqueue
 from harness.environment import THREADS_ENV
+from harness.numerics import MINI_THREADS, pinned_environment
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.provenance import CodeVersion
 from harness.spec import RunSpec
@@ -148,6 +149,11 @@ def _threads(req: SubmitRequest, share: int) -> int:
     return min(req.profile.cpus_per_task, share) if req.profile else share
 
 
+# The scale of a submission's cells (a grid has one).
+def _scale(req: SubmitRequest) -> str:
+    return req.specs[0].scale if req.specs else "mini"
+
+
 def _timeout_min(req: SubmitRequest) -> int:
     return req.profile.timeout_min if req.profile else DEFAULT_TIMEOUT_MIN
 
@@ -198,12 +204,13 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
     order = workqueue.queue_order(req.specs, work_key)
     workers = max(1, min(req.max_parallel or max(1, _cores() // procs), len(order)))
-    threads = _threads(req, max(1, _cores() // (workers * procs)))
+    pins = pinned_environment(_scale(req))
+    threads = MINI_THREADS if pins else _threads(req, max(1, _cores() // (workers * procs)))
     queue_dir = Path(req.folder).parent / QUEUES_DIR / uuid.uuid4().hex[:12]
     queue_dir.mkdir(parents=True)
     executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus, tasks_per_node=procs,
                                timeout_min=_timeout_min(req) * len(order))
-    with _env(**{THREADS_ENV: str(threads)}):
+    with _env(**{THREADS_ENV: str(threads)}, **pins):
         jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,
                                 str(req.results_root), str(queue_dir)) for _ in range(workers)]
     marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
@@ -224,8 +231,10 @@ def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     except RuntimeError as e:               # no srun / sbatch on this machine
         raise LaunchError(f"cannot submit to SLURM from this machine: {e}") from None
     params = to_submitit_parameters(p)
-    params["slurm_setup"] = [*params.get("slurm_setup", []),
-                             f"export {THREADS_ENV}={p.cpus_per_task}"]
+    pins = pinned_environment(_scale(req))
+    threads = MINI_THREADS if pins else p.cpus_per_task
+    params["slurm_setup"] = [*params.get("slurm_setup", []), f"export {THREADS_ENV}={threads}",
+                             *(f"export {k}={v}" for k, v in pins.items())]
     if req.max_parallel:
         params["slurm_array_parallelism"] = req.max_parallel
     executor.update_parameters(name=f"softdimo-{req.grid}", **params)

@@ -12,6 +12,7 @@ import pytest
 
 from harness import executors, launch, run, store, workqueue
 from harness.grid import load_grid
+from harness.numerics import pinned_environment
 from harness.spec import RunSpec, resolve_cell
 
 GRID = """
@@ -65,6 +66,8 @@ def test_debug_executor_end_to_end(write_grid, tmp_path, monkeypatch):
     records, problems = store.scan(results)
     assert len(records) == 7 and problems == []
     assert {r["provenance"]["executor"] for r in records} == {"debug"}
+    # In-process jobs inherit this process's loaded libraries: never pinned, and their records say so.
+    assert not any(r["provenance"]["numerics"]["pinned"] for r in records if r["status"] != "failed")
     assert all(r["provenance"]["job_id"].startswith("DEBUG_") for r in records)
     before = snapshot(results)
 
@@ -111,10 +114,15 @@ def test_local_executor_workers_crash_and_no_wait(write_grid, tmp_path, monkeypa
     ok = [r for r in records if r["status"] == "ok"]
     assert {r["provenance"]["executor"] for r in ok} == {"local"}
     assert {r["provenance"]["job_id"] for r in ok} <= set(jobs)
-    threads = max(1, executors._cores() // 2)
+    # Mini cells run pinned (harness.numerics): one thread and the fixed kernel levels, whatever
+    # the machine's cores; the record says so and carries the machine and the stage hashes.
+    pinned = bool(pinned_environment("mini"))
     for r in ok:
         log = (store.run_dir(results, "e2e", r["run_id"]) / "log.txt").read_text()
-        assert f"{threads} thread(s)" in log
+        assert f"{1 if pinned else max(1, executors._cores() // 2)} thread(s)" in log
+        assert r["provenance"]["numerics"]["pinned"] is pinned, r["provenance"]["numerics"]
+        assert r["provenance"]["machine"]["threads"]["torch"] == 1 if pinned else True
+        assert set(r["stage_hashes"]) == {"samples"}                  # the toy teacher has no weights
     crashed = store.read_record(store.record_path(results, "e2e", grid.specs[-1].run_id))
     assert crashed["error"]["type"] == "JobEnded"
     assert "ended without a record for this cell" in crashed["error"]["message"]
