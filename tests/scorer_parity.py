@@ -14,7 +14,13 @@ from safetensors.torch import load_file
 
 PARITY = Path(__file__).resolve().parent / "fixtures" / "parity"
 INPUTS = PARITY / "scorer_inputs"
-TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
+# Float32 tolerances (tests/float_tolerance.py) of the tiny scorers of the fixtures (READMEs), as
+# (sequential reductions, longest reduction). A score: the vision tower's patch embedding (14 x 14 x 3
+# = 588 terms), 2 blocks of 9 reductions over at most 257 tokens, norms and projection, the text
+# tower likewise, the cosine, and ImageReward's MLP head over up to 1024 units: 30 reductions.
+SCORE = (30, 1024)
+PIXELS = (3, 224 * 224)      # resampling, normalisation, then a sum over a 224 x 224 image
+GRADIENT = (60, 224 * 224)   # a score's gradient (back through both towers), summed over an image
 
 
 # The fixed images (PIL RGB, loaded) and their prompts; image i goes with prompt i.

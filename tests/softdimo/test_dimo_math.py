@@ -9,6 +9,7 @@ from softdimo.dimo import (aux_loss, dimo_surrogate_loss, jeffreys_divergence, j
                            perturb_embeddings, token_init)
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 from softdimo.teachers.base import TokenLayout, gumbel_from_uniform, random_slot_masks
+from tests.float_tolerance import U64, rounding_atol
 
 LAYOUT = TokenLayout(positions=12, groups=2, classes=5, mask_id=5, image_shape=(1, 3, 4))
 
@@ -20,7 +21,8 @@ def test_jeffreys_gradient_equals_autograd(beta: float) -> None:
     z_psi = (torch.randn(3, 7, 11, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
     jeffreys_divergence(z_phi, z_psi, beta).sum().backward()
     closed = jeffreys_gradient(z_phi, z_psi.detach(), beta)
-    torch.testing.assert_close(closed, z_psi.grad, atol=1e-6, rtol=0)
+    # float64: softmaxes, the KL sums over 11 classes and products, by two routes
+    torch.testing.assert_close(closed, z_psi.grad, atol=rounding_atol(z_psi.grad, 4, 11, unit=U64), rtol=0)
 
 
 def test_jeffreys_endpoints_are_forward_and_reverse_kl() -> None:

@@ -16,6 +16,7 @@ from softdimo.teachers.class_conditioned import tokenize_images
 from softdimo.teachers.maskbit import MaskBitConfig, MaskBitTeacher, build_maskbit_teacher
 from softdimo.teachers.small_mdm import MDMTrainSettings, train_mdm
 from softdimo.train import Distiller, generate, run_distillation
+from tests.float_tolerance import rounding_close
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "maskbit"
 
@@ -62,4 +63,5 @@ def test_dimo_runs_on_a_tiny_maskbit_teacher(digits_maskbit: MaskBitTeacher, rel
     assert hard.shape == soft.shape == (3, 3, *teacher.layout.image_shape[1:])
     assert 0.0 <= float(hard.min()) and float(hard.max()) <= 1.0
     one_hot = F.one_hot(tokens, teacher.layout.classes).float()
-    torch.testing.assert_close(teacher.decode_soft(one_hot, cond), hard, atol=1e-5, rtol=0)
+    # the same decoder on one-hot probabilities: the tiny tokenizer's model (tests/softdimo/test_maskbit.py)
+    torch.testing.assert_close(teacher.decode_soft(one_hot, cond), hard, **rounding_close(hard, 38, 576))

@@ -27,10 +27,23 @@ from softdimo.teachers.meissonic import (MeissonicConfig, draw_categorical, load
 from softdimo.teachers.meissonic_transformer import MEISSONIC_ARCHS, MeissonicArch, MeissonicNetwork
 from softdimo.teachers.vq_decoder import VQ_DECODER_ARCHS, VQDecoder, VQDecoderArch, load_vq_decoder
 from softdimo.teachers.weights import CheckpointError
+from tests.float_tolerance import assert_parity
 from tests.meissonic_tiny import (CLIP_FILE, FIXTURES, PROMPTS, TRANSFORMER_FILE, VQVAE_FILE, clip_config,
                                   tiny_meissonic_config)
 
-TOL = dict(atol=1e-5, rtol=1e-5)
+# Float32 tolerances (tests/float_tolerance.py) of the tiny networks of the fixtures (README), as
+# (sequential reductions, longest reduction). Transformer: 4 blocks (2 double-stream, 2 single)
+# of 9 reductions (norm, q / k / v, scores over 16 head dimensions, softmax and attention over 7 + 16
+# tokens, output projection, norm, MLP over 32 and 128 units) plus the embedding, context, time and
+# pooled projections, the down- and up-sampling and the head: 42 reductions of at most 128 terms.
+TRANSFORMER = (42, 128)
+# VQ decoder: input convolution, 3 levels of 2 ResNet blocks (group norm and 3x3 convolution twice,
+# at most 16 channels: 144 terms), 2 up-sampling convolutions, the output norm and convolution.
+DECODER = (30, 144)
+# CLIP text encoder: 2 layers of 9 reductions over at most 96 terms (MLP 4 x 24), final norm, projection.
+TEXT = (21, 96)
+SOFT_EMBEDDING = (1, 32)            # p @ E over the 32 codes
+
 B, C, MASK = 3, 32, 39
 TINY = MEISSONIC_ARCHS["tiny"]
 
@@ -158,49 +171,49 @@ def test_parity_conditional_negative_and_cfg_logits(net, io):
     ids = io["input_ids"].reshape(B, -1, 1)
     assert (ids[1, 1::2] == MASK).all() and (ids[2] == MASK).all() and (ids[0] < C).all()
     e = net.embed(ids)
-    assert_close(e, tokens_last(io["inter_embed_out"]), **TOL)
+    assert_parity(e, tokens_last(io["inter_embed_out"]), TRANSFORMER)
     ctx, c = net.condition(cond)
-    assert_close(ctx, io["inter_context"], **TOL)
-    assert_close(c, io["inter_temb"], **TOL)
+    assert_parity(ctx, io["inter_context"], TRANSFORMER)
+    assert_parity(c, io["inter_temb"], TRANSFORMER)
     out = net(e, cond, hidden_layers=[0, 1, 2, 3])
     assert out.logits.shape == (B, 64, 1, C)
-    assert_close(logits(out), tokens_last(io["logits_cond"]), **TOL)
-    assert_close(out.hidden[0], io["inter_double0_image"], **TOL)
-    assert_close(out.hidden[1], io["inter_double1_image"], **TOL)
-    assert_close(out.hidden[2], io["inter_single0_joint"][:, 7:], **TOL)
-    assert_close(out.hidden[3], io["inter_single1_joint"][:, 7:], **TOL)
+    assert_parity(logits(out), tokens_last(io["logits_cond"]), TRANSFORMER)
+    assert_parity(out.hidden[0], io["inter_double0_image"], TRANSFORMER)
+    assert_parity(out.hidden[1], io["inter_double1_image"], TRANSFORMER)
+    assert_parity(out.hidden[2], io["inter_single0_joint"][:, 7:], TRANSFORMER)
+    assert_parity(out.hidden[3], io["inter_single1_joint"][:, 7:], TRANSFORMER)
     drop = torch.ones(B, dtype=torch.bool)
-    assert_close(logits(net(e, cond, drop=drop)), tokens_last(io["logits_neg"]), **TOL)
+    assert_parity(logits(net(e, cond, drop=drop)), tokens_last(io["logits_neg"]), TRANSFORMER)
     # Di[M]O's teacher CFG z_neg + w (z_c - z_neg), w = 4: guided_logits (one doubled batch).
-    assert_close(logits(guided_logits(net, e, cond, io["cfg_scale"].item())), tokens_last(io["logits_cfg"]), **TOL)
+    assert_parity(logits(guided_logits(net, e, cond, io["cfg_scale"].item())), tokens_last(io["logits_cfg"]), TRANSFORMER)
     mixed = logits(net(e, cond, drop=torch.tensor([True, False, True])))
-    assert_close(mixed[1], tokens_last(io["logits_cond"])[1], **TOL)
-    assert_close(mixed[[0, 2]], tokens_last(io["logits_neg"])[[0, 2]], **TOL)
+    assert_parity(mixed[1], tokens_last(io["logits_cond"])[1], TRANSFORMER)
+    assert_parity(mixed[[0, 2]], tokens_last(io["logits_neg"])[[0, 2]], TRANSFORMER)
 
 
 def test_parity_sampler_timestep(net, io):
     e = net.embed(io["input_ids"].reshape(B, -1, 1))
     cond = fixture_cond(io, timestep=2.0)
-    assert_close(logits(net(e, cond)), tokens_last(io["logits_cond_t2"]), **TOL)
-    assert_close(logits(net(e, cond, drop=torch.ones(B, dtype=torch.bool))), tokens_last(io["logits_neg_t2"]), **TOL)
+    assert_parity(logits(net(e, cond)), tokens_last(io["logits_cond_t2"]), TRANSFORMER)
+    assert_parity(logits(net(e, cond, drop=torch.ones(B, dtype=torch.bool))), tokens_last(io["logits_neg_t2"]), TRANSFORMER)
     assert not torch.allclose(io["logits_cond_t2"], io["logits_cond"], atol=1e-3)
 
 
 def test_parity_soft_input(net, io):
     probs = io["soft_probs"][:, :, None, :]
     table = net.token_embedding.embeddings.weight
-    assert_close(io["soft_probs"] @ table[:C], io["soft_emb"], **TOL)
+    assert_parity(io["soft_probs"] @ table[:C], io["soft_emb"], SOFT_EMBEDDING)
     soft = net.embed_soft(probs)
     cond = fixture_cond(io)
-    assert_close(logits(net(soft, cond)), tokens_last(io["logits_soft_cond"]), **TOL)
+    assert_parity(logits(net(soft, cond)), tokens_last(io["logits_soft_cond"]), TRANSFORMER)
     drop = torch.ones(B, dtype=torch.bool)
-    assert_close(logits(net(soft, cond, drop=drop)), tokens_last(io["logits_soft_neg"]), **TOL)
+    assert_parity(logits(net(soft, cond, drop=drop)), tokens_last(io["logits_soft_neg"]), TRANSFORMER)
 
 
 def test_parity_embedding_noise_as_dimo_applies_it(net, io):
     e = net.embed(io["input_ids"].reshape(B, -1, 1))
     noised = perturb_embeddings(e, io["noise_sigma"].item(), tokens_last(io["noise_emb"]))
-    assert_close(logits(net(noised, fixture_cond(io))), tokens_last(io["logits_noise_cond"]), **TOL)
+    assert_parity(logits(net(noised, fixture_cond(io))), tokens_last(io["logits_noise_cond"]), TRANSFORMER)
 
 
 def test_embed_soft_of_one_hot_equals_embed(net):
@@ -208,9 +221,9 @@ def test_embed_soft_of_one_hot_equals_embed(net):
     mask = torch.zeros(2, 64, 1, dtype=torch.bool)
     mask[:, ::3] = True
     one_hot = torch.nn.functional.one_hot(tokens, C).float()
-    assert_close(net.embed_soft(one_hot), net.embed(tokens), atol=1e-6, rtol=0)
+    assert_parity(net.embed_soft(one_hot), net.embed(tokens), SOFT_EMBEDDING)
     masked = torch.where(mask, torch.full_like(tokens, MASK), tokens)
-    assert_close(net.embed_soft(one_hot, mask), net.embed(masked), atol=1e-6, rtol=0)
+    assert_parity(net.embed_soft(one_hot, mask), net.embed(masked), SOFT_EMBEDDING)
     for bad in (C, MASK + 1, -1):  # unused table rows and out-of-range ids are refused
         with pytest.raises(ValueError, match="mask id 39"):
             net.embed(torch.full((1, 64, 1), bad))
@@ -265,10 +278,10 @@ def test_vq_decoder_parity_hard_and_soft():
     released = set(load_file(str(VQVAE_FILE)))
     assert set(decoder.state_dict()) == {k for k in released if not k.startswith(("encoder.", "quant_conv."))}
     with torch.no_grad():
-        assert_close(decoder.decode_tokens(vio["dec_tokens"].flatten(1)), vio["images_from_tokens"], **TOL)
-        assert_close(decoder.decode_probs(vio["soft_probs"]), vio["images_from_soft"], **TOL)
+        assert_parity(decoder.decode_tokens(vio["dec_tokens"].flatten(1)), vio["images_from_tokens"], DECODER)
+        assert_parity(decoder.decode_probs(vio["soft_probs"]), vio["images_from_soft"], DECODER)
         one_hot = torch.nn.functional.one_hot(vio["dec_tokens"].flatten(1), C).float()
-        assert_close(decoder.decode_probs(one_hot), vio["images_from_tokens"], **TOL)
+        assert_parity(decoder.decode_probs(one_hot), vio["images_from_tokens"], DECODER)
 
 
 def test_clip_text_parity_transformers_layout(tmp_path):
@@ -278,9 +291,9 @@ def test_clip_text_parity_transformers_layout(tmp_path):
     encoder = build_clip_text_encoder(str(config), CLIP_FILE, quick_gelu=False)
     with torch.no_grad():
         f = encoder(cio["token_ids"])
-    assert_close(f.seq, cio["hidden_penultimate"], **TOL)            # hidden_states[-2]
-    assert_close(f.pooled, cio["text_embeds"], **TOL)                # projected first-EOT feature
-    assert_close(f.final, cio["last_hidden_state"], **TOL)
+    assert_parity(f.seq, cio["hidden_penultimate"], TEXT)            # hidden_states[-2]
+    assert_parity(f.pooled, cio["text_embeds"], TEXT)                # projected first-EOT feature
+    assert_parity(f.final, cio["last_hidden_state"], TEXT)
     state = load_file(str(CLIP_FILE))                                # older files keep position_ids
     save_file(dict(state, **{"text_model.embeddings.position_ids": torch.arange(7)[None]}),
               str(tmp_path / "old.safetensors"))
@@ -311,7 +324,7 @@ def test_tiny_teacher_conditions_samples_and_decodes(tiny_teacher):
     assert torch.equal(cond.tensors["micro"], torch.tensor([[32.0, 32.0, 0.0, 0.0, 6.0]] * 2))
     assert torch.equal(cond.tensors["timestep"], torch.zeros(2))
     null = teacher.text_encoder.encode([teacher.config.negative_prompt])
-    assert torch.equal(teacher.network.null_text_seq[0], null.seq[0])   # the negative prompt
+    assert_parity(teacher.network.null_text_seq[0], null.seq[0], TEXT)   # the negative prompt, encoded again
     tokens = teacher.sample(cond, steps=4, noise=ImageNoise(7, [0, 1]))
     assert tokens.shape == (2, 64, 1) and ((tokens >= 0) & (tokens < C)).all()
     alone = teacher.sample(cond.index(slice(1, 2)), steps=4, noise=ImageNoise(7, [1]))
@@ -322,7 +335,7 @@ def test_tiny_teacher_conditions_samples_and_decodes(tiny_teacher):
     assert images.shape == (2, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
     one_hot = torch.nn.functional.one_hot(tokens, C).float().requires_grad_(True)
     soft_images = teacher.decode_soft(one_hot)
-    assert_close(soft_images, images, **TOL)
+    assert_parity(soft_images, images, DECODER)
     soft_images.sum().backward()
     assert one_hot.grad is not None and one_hot.grad.abs().sum() > 0
     with pytest.raises(TypeError, match="prompts"):
@@ -468,7 +481,7 @@ def test_parity_and_sampling_on_gpu(io, tmp_path, monkeypatch):
     cuda = torch.device("cuda")
     network = load_meissonic_network(TRANSFORMER_FILE, TINY, (3, 32, 32)).to(cuda)
     out = network(network.embed(io["input_ids"].reshape(B, -1, 1).to(cuda)), fixture_cond(io).to(cuda))
-    assert_close(logits(out).cpu(), tokens_last(io["logits_cond"]), atol=1e-4, rtol=1e-4)
+    assert_parity(logits(out).cpu(), tokens_last(io["logits_cond"]), TRANSFORMER)   # float32 (TF32 off)
     ctx = RunContext(tmp_path / "run", tmp_path / "cache", device=cuda)
     teacher = teachers.get("meissonic").build(tiny_meissonic_config(tmp_path), ctx)
     cond = teacher.encode_condition(list(PROMPTS))

@@ -18,6 +18,7 @@ from softdimo.refine.tteo import optimise_embeddings
 from softdimo.teachers.base import ImageNoise
 from softdimo.teachers.digits import DigitsTeacher
 from softdimo.train import generate, input_embeddings
+from tests.float_tolerance import assert_parity
 
 LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 7]
 R_INIT, SIGMA = 0.3, 0.1
@@ -67,7 +68,9 @@ def test_tteo_is_per_image(setup) -> None:
     full = optimise_embeddings(generator, teacher, cond, e0, reward, steps=2, lr=0.2, proximity=0.1)
     part = optimise_embeddings(generator, teacher, cond.index(slice(3, 6)), e0[3:6], reward, steps=2, lr=0.2,
                                proximity=0.1)
-    torch.testing.assert_close(full[3:6], part, atol=1e-5, rtol=1e-5)
+    # Another batch, other kernel paths: 2 steps, each a forward through the tiny generator (12
+    # reductions, MLP over 64 units) and the digits reward (5, convolutions over 144 terms) and back.
+    assert_parity(part, full[3:6], (2 * 3 * 17, 144))
 
 
 def test_plain_settings_reproduce_one_step_sampling(setup) -> None:

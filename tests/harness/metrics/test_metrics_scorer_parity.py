@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.metrics import clip_score, hps, image_reward, pickscore
-from tests.scorer_parity import PARITY, TOLERANCE, float_images, load_state, parity_inputs, write_clip_tokenizer_json
+from tests.float_tolerance import rounding_close
+from tests.scorer_parity import (GRADIENT, PARITY, PIXELS, SCORE, float_images, load_state, parity_inputs,
+                                 write_clip_tokenizer_json)
 
 HPS_ARCH, CLIP_ARCH = "hps-tiny-vit-h-14", "clipscore-tiny-vit-g-14"
 
@@ -31,14 +33,15 @@ def _tiny_open_clip_configs() -> None:
     open_clip.add_model_config(PARITY / "clip_score" / f"{CLIP_ARCH}.json")
 
 
-def _close(ours, stored) -> None:
-    torch.testing.assert_close(torch.as_tensor(np.asarray(ours), dtype=torch.float64), stored.double(), **TOLERANCE)
+def _close(ours, stored, shape: tuple[int, int] = SCORE) -> None:
+    torch.testing.assert_close(torch.as_tensor(np.asarray(ours), dtype=torch.float64), stored.double(),
+                               **rounding_close(stored.double(), *shape))
 
 
 def _pixel_checks(pixels: torch.Tensor, io: dict[str, torch.Tensor]) -> None:
     # the preprocessed input the model sees: per-image channel sums and the top-left 8x8 corner
-    _close(pixels.double().sum(dim=(2, 3)), io["pixels_sum"])
-    _close(pixels[:, :, :8, :8], io["pixels_corner"])
+    _close(pixels.double().sum(dim=(2, 3)), io["pixels_sum"], PIXELS)
+    _close(pixels[:, :, :8, :8], io["pixels_corner"], PIXELS)
 
 
 #----------------------------------------------------------------------------
@@ -135,7 +138,7 @@ def test_image_reward_tensor_path_matches_upstream_score_gard(ir_scorer, inputs)
     values = torch.stack([reward.score(x[None], [p])[0] for x, p in zip(floats, prompts)])
     _close(values.detach(), io["score_gard"])
     values.sum().backward()
-    _close(floats[0].grad.double().sum(dim=(1, 2)), io["grad_sum_0"])   # gradients agree with upstream's too
+    _close(floats[0].grad.double().sum(dim=(1, 2)), io["grad_sum_0"], GRADIENT)   # gradients agree with upstream's too
 
 
 def test_image_reward_reads_the_released_pickle_format(ir_scorer, inputs, tmp_path):
