@@ -5,8 +5,11 @@ a machine's CPU would otherwise select (docs/reproducibility.md, `benchmarks/num
 - torch's ATen kernels at their AVX2 build (`ATEN_CPU_CAPABILITY`), which every x86-64 CPU of the
   kind runs alike (AVX-512 machines would otherwise run other vectorised kernels, with other
   rounding in reductions and transcendental functions, and another `torch.randn`);
-- MKL's conditional numerical reproducibility (`MKL_CBWR`) and oneDNN's JIT kernels capped at AVX2
-  (`ONEDNN_MAX_CPU_ISA`), the libraries behind torch's matrix products and attention;
+- MKL's conditional numerical reproducibility at its AVX2 branch (`MKL_CBWR`: the same results on
+  every Intel CPU with AVX2; other vendors' CPUs run MKL's AUTO branch in that mode instead, so an
+  Intel and an AMD machine can still differ there: MKL's COMPATIBLE branch, the one every vendor
+  runs alike, costs 1.6-1.9x the mini steps, `docs/reproducibility.md`) and oneDNN's JIT kernels
+  capped at AVX2 (`ONEDNN_MAX_CPU_ISA`), the libraries behind torch's matrix products and attention;
 - numpy's OpenBLAS at its Haswell (AVX2) kernels (`OPENBLAS_CORETYPE`), used by the metrics;
 - one thread per process for torch, OpenMP, MKL and OpenBLAS (a reduction split over threads
   rounds differently), so a mini cell's numbers do not depend on how many cells run at once.
@@ -24,7 +27,7 @@ from typing import Any, Mapping
 # The pinned environment of a mini cell's process on x86-64 (read when the libraries load).
 MINI_PINS_X86: Mapping[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "COMPATIBLE",
+    "MKL_CBWR": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
     "OMP_NUM_THREADS": "1",
