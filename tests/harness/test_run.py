@@ -313,7 +313,11 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     assert ex.params["timeout_min"] == 240 and ex.params["cpus_per_task"] == 8
     assert ex.params["gpus_per_node"] == 1 and ex.params["slurm_partition"] == "gpu"
     assert ex.params["slurm_array_parallelism"] == 32                  # the profile's
-    assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", "export SOFTDIMO_THREADS=8"]
+    # mini cells run pinned (harness.numerics): one thread and the fixed kernel levels, exported
+    # after the profile's own settings, so they win in the job's shell
+    pins = pinned_environment("mini")
+    assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", f"export SOFTDIMO_THREADS={1 if pins else 8}",
+                                        *(f"export {k}={v}" for k, v in pins.items())]
     fn, args = ex.arrays[0][0]
     assert isinstance(fn, SlurmCell) and args == ()
     assert (fn.spec_json, fn.grid, fn.results_root) == (specs[0].to_json(), "g", str(tmp_path))
