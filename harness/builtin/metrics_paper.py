@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from harness import registry
-from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext
+from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
 
@@ -25,6 +27,8 @@ CLIP_COCO30K, CLIP_ANY = "coco30k-clipscore-gigagan", "clipscore-gigagan"
 
 # The run's samples as a SampleSource, and what is known about how they were made.
 def samples_of(inp: EvalInput) -> tuple[SampleSource, dict[str, Any]]:
+    if isinstance(inp.samples, SampleSource):
+        return inp.samples, {"uint8_conversion": UINT8_CONVERSION}
     if inp.samples is not None:
         path = Path(inp.samples)
         manifest = (path if path.is_dir() else path.parent) / "manifest.json"
@@ -41,13 +45,19 @@ def _prompts(inp: EvalInput) -> list[str]:
 # ImageNet-256: FID, IS, KID, PRDC (the 50k protocol when there are exactly 50,000 samples).
 
 
-def _imagenet(metric: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
-    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-        source, meta = samples_of(inp)
-        protocol = IMAGENET_FID50K if len(source) == 50_000 else IMAGENET_FID_ANY
-        return fid.evaluate(source, protocol, [metric], device=ctx.device, cache_dir=ctx.cache_dir,
-                             sample_meta=meta)
-    return compute
+# ImageNet-256 `metric` as a per-image metric: each batch's Inception features (or logits) where
+# it was made, the statistic from all of them on rank 0.
+def _imagenet(metric: str, **fields: Any) -> MetricEntry:
+    def protocol(inp: EvalInput) -> str:
+        return IMAGENET_FID50K if inp.total == 50_000 else IMAGENET_FID_ANY
+
+    def extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+        return fid.extract(samples_of(inp)[0], protocol(inp), [metric], device=ctx.device)
+
+    def reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+        return fid.evaluate_features(arrays, protocol(inp), [metric], device=ctx.device, cache_dir=ctx.cache_dir,
+                                     sample_meta={"uint8_conversion": UINT8_CONVERSION})
+    return per_image_metric(metric, extract, reduce, **fields)
 
 
 #----------------------------------------------------------------------------
@@ -105,8 +115,8 @@ for _name, _desc in (
         ("inception_score", "Inception Score, torch-fidelity (10 splits, seed 2020)"),
         ("kid", "KID vs the ADM 10k reference images, legacy_tensorflow features"),
         ("prdc", "precision / recall / density / coverage (Naeem et al., k=3) vs the ADM 10k images")):
-    registry.metrics.register(_name, MetricEntry(_name, _imagenet(_name), applies_to=CLASS_TO_IMAGE,
-                                                 description=_desc, assets=tuple(_ADM.assets([_name]))))
+    registry.metrics.register(_name, _imagenet(_name, applies_to=CLASS_TO_IMAGE, description=_desc,
+                                               assets=tuple(_ADM.assets([_name]))))
 
 _HPS_ASSETS = tuple(f"hps-benchmark-{s}" for s in hps.HPS_STYLES)
 registry.metrics.register("hps", MetricEntry(
