@@ -13,8 +13,9 @@ cell's `checkpoints/`), recording its job id, requeues and the requeue cap, and 
 other code than was submitted unless the launch allowed it.
 
 In a job of several tasks every task runs these callables and the cell runs over all of them
-(`harness.distributed`): rank 0 decides what to run, logs to the run's log, scores the gathered
-samples and writes the record; the other processes do their share of the method's work. A failure
+(`harness.distributed`): rank 0 decides what to run, logs to the run's log and to the trackers of
+`--log-with`, and writes the record; every process does its share of the method's work and of the
+evaluation (`harness.scoring`: it extracts the features of the samples it made). A failure
 of a cell over several processes ends the job (the others would wait on it).
 """
 from __future__ import annotations
@@ -240,6 +241,7 @@ def _evaluate(spec: RunSpec, ctx: RunContext, result: MethodResult
     return values, optimised, torch.cat([images for _, images in parts]) if parts else None
 
 
+# Rank 0: the cell's record, with the trackers of $SOFTDIMO_LOG_WITH running while it is made.
 def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
          log: Callable[[str], None], processes: Processes) -> dict[str, Any]:
     names = tracking.requested()
@@ -254,6 +256,7 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
     return record
 
 
+# Rank 0: run the method, score its samples, log the values to the trackers, build the record.
 def _run_tracked(spec: RunSpec, grid: str, results_root: str, run_dir: Path, log: Callable[[str], None],
                  processes: Processes, trackers: RunTrackers) -> dict[str, Any]:
     ctx, result, devices = _method_run(spec, results_root, run_dir, log, processes, trackers)

@@ -55,18 +55,29 @@ def score(spec: RunSpec, teacher: Teacher | None, ctx: RunContext, samples: Held
     gathered = processes.gather_to_main(parts)
     if writer is not None:
         processes.barrier()                 # every process's shards are on disk
+    values, optimised = _reduce(spec, teacher, ctx, samples, gathered, kept, writer) if gathered is not None \
+        else ({}, set())
+    if writer is not None:
+        processes.barrier()                 # rank 0 has read them (a next evaluation may rewrite them)
+    return values, optimised
+
+
+# Rank 0: every metric's values from the gathered per-image arrays, or from the whole set.
+def _reduce(spec: RunSpec, teacher: Teacher | None, ctx: RunContext, samples: HeldSamples,
+            gathered: list[dict[str, list[tuple[int, dict[str, np.ndarray]]]]], kept: list[torch.Tensor],
+            writer: SampleWriter | None) -> tuple[dict[str, MetricValue], set[str]]:
     values: dict[str, MetricValue] = {}
     optimised: set[str] = set()
-    if gathered is None:
-        return values, optimised
     rewards = optimised_rewards(spec)
     reduce_input = EvalInput(spec, teacher, None, samples.conditions, None)
-    for name in names:
-        entry = entries[name]
+    whole_input: EvalInput | None = None
+    for name in spec.param("eval.metrics"):
+        entry = registry.metrics.get(name)
         if entry.extract is not None:
             produced = entry.reduce(reduce_input, merge_parts([p[name] for p in gathered]), ctx)
         else:
-            produced = entry.compute(_whole_input(spec, teacher, samples, kept, writer), ctx)
+            whole_input = whole_input or _whole_input(spec, teacher, samples, kept, writer)
+            produced = entry.compute(whole_input, ctx)
         for key, value in produced.items():
             if key in values:
                 raise ValueError(f"metric value {key!r} produced twice (by {name!r} and earlier)")

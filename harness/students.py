@@ -9,7 +9,7 @@ each once. Every image i draws from its own random stream (`ImageNoise(seed, i)`
 
 A cell over several processes (`ctx.processes`) trains data-parallel (softdimo.parallel), with its
 own cache entries (the number of processes is part of the keys when above one), and samples in
-batches dealt out by batch index, gathered on rank 0.
+batches dealt out by batch index, each process keeping its own (harness.held_samples).
 """
 from __future__ import annotations
 
