@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import registry
+from harness import assets, registry
 from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
@@ -100,10 +100,25 @@ def _geneval(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
     return geneval.evaluate(layout, config, ctx.run_dir / "geneval")
 
 
-def _clip_score(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+# CLIP score, per image where the image was made (its cosine), the mean on rank 0.
+def _clip_protocol(inp: EvalInput) -> clip_score.CLIPScoreProtocol:
+    return clip_score.CLIP_PROTOCOLS.get(CLIP_COCO30K if inp.total == 30_000 else CLIP_ANY)
+
+
+def _clip_model(protocol: clip_score.CLIPScoreProtocol, ctx: RunContext) -> clip_score.CLIPModel:
+    return clip_score.load_clip(protocol.arch, assets.resolve(protocol.weights_asset), ctx.device)
+
+
+def _clip_extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    protocol = _clip_protocol(inp)
     source, _ = samples_of(inp)
-    protocol = CLIP_COCO30K if len(source) == 30_000 else CLIP_ANY
-    return {"clip_score": clip_score.clip_score(source, _prompts(inp), protocol, device=ctx.device)}
+    return {"cosine": clip_score.clip_cosines(_clip_model(protocol, ctx), source, _prompts(inp), protocol.prefix,
+                                              protocol.resize)}
+
+
+def _clip_reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+    protocol = _clip_protocol(inp)
+    return {"clip_score": clip_score.clip_score_value(arrays["cosine"], protocol, _clip_model(protocol, ctx))}
 
 
 #----------------------------------------------------------------------------
@@ -128,8 +143,8 @@ registry.metrics.register("hps_v2.0", MetricEntry(
 registry.metrics.register("geneval", MetricEntry(
     "geneval", _geneval, applies_to=TEXT_TO_IMAGE, assets=("geneval-mask2former",),
     description="GenEval overall and per task (553 prompts x 4), run in GenEval's own environment"))
-registry.metrics.register("clip_score", MetricEntry(
-    "clip_score", _clip_score, applies_to=TEXT_TO_IMAGE, reward="clip_score",
+registry.metrics.register("clip_score", per_image_metric(
+    "clip_score", _clip_extract, _clip_reduce, applies_to=TEXT_TO_IMAGE, reward="clip_score",
     assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
     description="CLIP score (GigaGAN's: ViT-g-14, 'A photo depicts ' prefix, raw cosine)"))
 
