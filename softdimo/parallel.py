@@ -169,12 +169,8 @@ class GradientSync:
                     f"process must compute the same losses over the same parameters (a parameter unused on "
                     f"some processes, or a branch taken on some only)")
             offset = 0
-            for p, count in zip(bucket, counts.tolist()):
+            for p in bucket:                # present here exactly where present everywhere
                 n = p.numel()
-                if count:
-                    average = flat[offset:offset + n].view_as(p).div_(self.world_size)
-                    if p.grad is None:
-                        p.grad = average.clone()
-                    else:
-                        p.grad.copy_(average)
+                if p.grad is not None:
+                    p.grad.copy_(flat[offset:offset + n].view_as(p).div_(self.world_size))
                 offset += n
