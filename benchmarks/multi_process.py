@@ -1,12 +1,15 @@
-"""One cell over 1 vs 2 CPU processes (gloo) at the same global batch (mini scale, digits).
+"""One cell over 1 vs 2 CPU processes (gloo) at the same global batch (mini scale, digits), and 2
+processes with and without overlapping the gradient all-reduces with the backward pass.
 
 Each configuration trains the default digits network (random weights: cost does not depend on
 them) for --steps Di[M]O steps at distill.batch_size --batch (the global batch: 2 processes do
 half the rows each and average gradients), then samples --samples images with its EMA generator
-(batches of SAMPLE_BATCH dealt out by index, gathered on rank 0). Prints the median seconds per
-training step and the sampling throughput; every process runs --threads torch threads.
+(batches of SAMPLE_BATCH dealt out by index, each process keeping its own). Over 2 processes the
+gradients go in buckets of --bucket-kb (softdimo.parallel.GradientSync), all-reduced while backward
+runs ("overlap") or all after it ("after backward"). Prints the median seconds per training step and
+the sampling throughput; every process runs --threads torch threads.
 
-    python benchmarks/multi_process.py [--steps 30] [--batch 64] [--samples 2000] [--threads 1]
+    python benchmarks/multi_process.py [--steps 30] [--batch 64] [--samples 2000] [--threads 1] [--bucket-kb 256]
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from harness.distributed import Processes
 from harness.entries import RunContext
 from harness.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
+from softdimo.parallel import DataParallel
 from softdimo.relax import relax_soft
 from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, new_network
 from softdimo.train import Distiller, generate
@@ -32,7 +36,7 @@ WARMUP_STEPS = 3
 
 
 # One process: time the training steps and the sampling; rank 0 writes the figures.
-def _measure(rank: int, world: int, args: argparse.Namespace, folder: str) -> None:
+def _measure(rank: int, world: int, overlap: bool, args: argparse.Namespace, folder: str) -> None:
     torch.set_num_threads(args.threads)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
@@ -40,8 +44,9 @@ def _measure(rank: int, world: int, args: argparse.Namespace, folder: str) -> No
     torch.manual_seed(0)
     config = DigitsConfig()
     teacher = DigitsTeacher(config, new_network(config), {})
+    parallel = DataParallel(rank, world, overlap=overlap, bucket_bytes=args.bucket_kb * 1024)
     distiller = Distiller(teacher, relax_soft, RelaxConfig(), DistillConfig(batch_size=args.batch), seed=0,
-                          parallel=processes.data_parallel)
+                          parallel=parallel)
     times = []
     for step in range(args.steps + WARMUP_STEPS):
         processes.barrier()
@@ -55,7 +60,8 @@ def _measure(rank: int, world: int, args: argparse.Namespace, folder: str) -> No
     batched_samples(teacher, args.samples, 0, ctx, lambda cond, noise: generate(distiller.ema, cond, noise, 0.7, 0.1)[0])
     sample_s = time.perf_counter() - start
     if rank == 0:
-        (Path(folder) / "figures.txt").write_text(f"{statistics.median(times)} {sample_s}")
+        buckets = len(distiller.sync_g.buckets) if distiller.sync_g is not None else 0
+        (Path(folder) / "figures.txt").write_text(f"{statistics.median(times)} {sample_s} {buckets}")
     if world > 1:
         dist.destroy_process_group()
 
@@ -66,18 +72,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bucket-kb", type=int, default=256)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {args.threads} thread(s) per process, global batch {args.batch}, "
           f"{args.steps} steps (after {WARMUP_STEPS}), {args.samples} samples in batches of {SAMPLE_BATCH}")
     base = None
-    for world in (1, 2):
+    for world, overlap, label in ((1, True, "1 process"), (2, True, "2 processes, overlap"),
+                                  (2, False, "2 processes, after backward")):
         with tempfile.TemporaryDirectory() as folder:
-            mp.start_processes(_measure, args=(world, args, folder), nprocs=world, start_method="spawn")
-            step_s, sample_s = map(float, (Path(folder) / "figures.txt").read_text().split())
+            mp.start_processes(_measure, args=(world, overlap, args, folder), nprocs=world, start_method="spawn")
+            step_s, sample_s, buckets = map(float, (Path(folder) / "figures.txt").read_text().split())
         base = base or step_s
-        print(f"{world} process(es): {step_s * 1000:8.1f} ms/step ({base / step_s:4.2f}x)   "
-              f"sampling {args.samples / sample_s:8.1f} images/s")
-
+        print(f"{label:28} {step_s * 1000:8.1f} ms/step ({base / step_s:4.2f}x)   "
+              f"sampling {args.samples / sample_s:8.1f} images/s   theta's gradient buckets {int(buckets)}")
 
 if __name__ == "__main__":
     main()

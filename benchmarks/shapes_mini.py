@@ -45,7 +45,8 @@ def run_cell(cell: dict[str, Any], seed: int, cache: Path, root: Path) -> dict[s
     start = time.perf_counter()
     result = registry.methods.get(spec.method).run(spec, ctx)
     wall = time.perf_counter() - start
-    inp = EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens)
+    held = result.samples
+    inp = EvalInput(spec, result.teacher, held.all_images(), result.conditions, held.all_tokens())
     values: dict[str, float] = {}
     for metric in spec.param("eval.metrics"):
         values.update({k: v.value for k, v in registry.metrics.get(metric).compute(inp, ctx).items()})

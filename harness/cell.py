@@ -13,8 +13,9 @@ cell's `checkpoints/`), recording its job id, requeues and the requeue cap, and 
 other code than was submitted unless the launch allowed it.
 
 In a job of several tasks every task runs these callables and the cell runs over all of them
-(`harness.distributed`): rank 0 decides what to run, logs to the run's log, scores the gathered
-samples and writes the record; the other processes do their share of the method's work. A failure
+(`harness.distributed`): rank 0 decides what to run, logs to the run's log and to the trackers of
+`--log-with`, and writes the record; every process does its share of the method's work and of the
+evaluation (`harness.scoring`: it extracts the features of the samples it made). A failure
 of a cell over several processes ends the job (the others would wait on it).
 """
 from __future__ import annotations
@@ -33,9 +34,9 @@ from typing import Any, Callable
 import submitit
 import torch
 
-from harness import assets, distributed, plugins, preemption, registry, slurm, store, workqueue
+from harness import assets, distributed, plugins, preemption, registry, slurm, store, tracking, workqueue
 from harness.distributed import Processes
-from harness.entries import MethodResult, RunContext
+from harness.entries import MethodResult, MetricValue, RunContext
 from harness.environment import run_context
 from harness.images import save_condition_samples, save_image_grid
 from harness.numerics import pin_state
@@ -43,7 +44,8 @@ from harness.provenance import CodeVersion, code_version, device_name, job_envir
 from harness.scoring import score
 from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
-from harness.stages import tensor_digest
+from harness.stages import batch_digests, samples_digest
+from harness.tracking import NO_TRACKERS, RunTrackers
 
 LOG_FILE = "log.txt"
 JOB_RUNS_FILE = "job_runs.jsonl"      # one line per interrupted (requeued) run of a job on a cell
@@ -113,6 +115,9 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
                 log("run interrupted by SLURM; the job was requeued and resumes from its checkpoint")
             raise
         record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
+        trackers = record.pop("_trackers", None)
+        if trackers is not None:
+            record["provenance"]["trackers"] = trackers
         devices = record.pop("_devices", None)
         record["provenance"]["world_size"] = processes.world_size
         record["provenance"]["numerics"] = pin_state(spec.scale)
@@ -209,33 +214,68 @@ def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str
 
 # The cell's method on this process, and (on rank 0) the device of every process.
 def _method_run(spec: RunSpec, results_root: str, run_dir: Path, log: Callable[[str], None],
-                processes: Processes) -> tuple[RunContext, MethodResult, list[str] | None]:
+                processes: Processes, trackers: RunTrackers = NO_TRACKERS
+                ) -> tuple[RunContext, MethodResult, list[str] | None]:
     plugins.load_all(spec.plugins)
-    ctx = run_context(run_dir, results_root, log, processes)
+    ctx = run_context(run_dir, results_root, log, processes, trackers)
     share = f", process {processes.rank} of {processes.world_size}" if processes.world_size > 1 else ""
     log(f"device {ctx.device}, {ctx.threads} thread(s), cache {ctx.cache_dir}{share}")
     result = registry.methods.get(spec.method).run(spec, ctx)
     return ctx, result, processes.gather_to_main(device_name(ctx.device))
 
 
-# A process other than rank 0: its share of the method's work; rank 0 writes the record.
+# A process other than rank 0: its share of the method's work and of the evaluation; rank 0
+# writes the record.
 def _follow(spec: RunSpec, results_root: str, run_dir: Path, processes: Processes) -> str:
     log = _logger(None, prefix=f"[rank {processes.rank}] ")
-    _method_run(spec, results_root, run_dir, log, processes)
+    ctx, result, _ = _method_run(spec, results_root, run_dir, log, processes)
+    _evaluate(spec, ctx, result)
     return "ok"
 
 
+# Every process: score the samples it holds (harness.scoring), send its images among the first
+# `eval.grid_images` and its batches' digests to rank 0. On rank 0: the values, the optimised ones,
+# those first images and the samples' stage hash (harness.stages).
+def _evaluate(spec: RunSpec, ctx: RunContext, result: MethodResult
+              ) -> tuple[dict[str, MetricValue], set[str], torch.Tensor | None, str | None]:
+    held = result.held(ctx.processes)
+    values, optimised = score(spec, result.teacher, ctx, held)
+    n_grid = dict(spec.params).get("eval.grid_images", 0)
+    firsts = ctx.processes.gather_to_main(held.first_images(n_grid) if n_grid else [])
+    parts = sorted((part for own in firsts or [] for part in own), key=lambda part: part[0])
+    digests = ctx.processes.gather_to_main(batch_digests(held))
+    return (values, optimised, torch.cat([images for _, images in parts]) if parts else None,
+            samples_digest([d for own in digests for d in own]) if digests is not None else None)
+
+
+# Rank 0: the cell's record, with the trackers of $SOFTDIMO_LOG_WITH running while it is made.
 def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
          log: Callable[[str], None], processes: Processes) -> dict[str, Any]:
-    ctx, result, devices = _method_run(spec, results_root, run_dir, log, processes)
+    names = tracking.requested()
+    trackers = RunTrackers.start(names, run_dir, grid, {"run_id": spec.run_id, "description": spec.description(),
+                                                        **dict(spec.params)}) if names else NO_TRACKERS
+    try:
+        record = _run_tracked(spec, grid, results_root, run_dir, log, processes, trackers)
+    finally:
+        trackers.finish()
+    if names:
+        record["_trackers"] = {"log_with": trackers.names, "folder": str(trackers.folder)}
+    return record
+
+
+# Rank 0: run the method, score its samples, log the values to the trackers, build the record.
+def _run_tracked(spec: RunSpec, grid: str, results_root: str, run_dir: Path, log: Callable[[str], None],
+                 processes: Processes, trackers: RunTrackers) -> dict[str, Any]:
+    ctx, result, devices = _method_run(spec, results_root, run_dir, log, processes, trackers)
     t_eval = time.perf_counter()
     metrics = dict(result.extra_metrics)
-    values, optimised = score(spec, result.teacher, ctx, result.images, result.conditions, result.tokens)
+    values, optimised, first_images, samples_hash = _evaluate(spec, ctx, result)
     for key, value in values.items():
         if key in metrics:
             raise ValueError(f"metric value {key!r} produced twice (by the method and a metric)")
         metrics[key] = value
     stages = {**result.stage_seconds, "eval_s": time.perf_counter() - t_eval}
+    trackers.log("eval", {k: v.value for k, v in metrics.items()}, int(result.info.get("steps", 0)))
 
     finite = all(math.isfinite(v.value) for v in metrics.values())
     record = _base_record(spec, grid, "ok" if finite else "diverged")
@@ -243,14 +283,12 @@ def _run(spec: RunSpec, grid: str, results_root: str, run_dir: Path,
                          for k, v in metrics.items()}
     record["curves"] = {k: [[float(s), float(v)] for s, v in c] for k, c in result.curves.items()}
     record["info"] = _jsonable(result.info)
-    samples = result.tokens if result.tokens is not None else result.images
-    record["stage_hashes"] = {**result.stage_hashes, **({"samples": tensor_digest(samples)} if len(samples) else {})}
-    n_grid = dict(spec.params).get("eval.grid_images", 0)
-    if n_grid and len(result.images):
-        save_image_grid(result.images[:n_grid], run_dir / store.SAMPLES_FILE)
-        kept = save_condition_samples(result.images[:n_grid], result.conditions[:n_grid],
+    record["stage_hashes"] = {**result.stage_hashes, **({"samples": samples_hash} if samples_hash else {})}
+    if first_images is not None and len(first_images):
+        save_image_grid(first_images, run_dir / store.SAMPLES_FILE)
+        kept = save_condition_samples(first_images, result.conditions[:len(first_images)],
                                       run_dir / store.CONDITION_SAMPLES_FILE)
-        record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": min(n_grid, len(result.images)),
+        record["samples"] = {"grid_png": store.SAMPLES_FILE, "count": len(first_images),
                              "per_condition": store.CONDITION_SAMPLES_FILE, "per_condition_count": kept}
     if result.selection is not None:
         save_selection(result.selection, run_dir / store.SELECTION_FILE)

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from harness.distributed import SINGLE, Processes
+from harness.held_samples import HeldSamples
+from harness.tracking import NO_TRACKERS, RunTrackers
 
 if TYPE_CHECKING:
     from harness.spec import RunSpec
@@ -89,6 +92,11 @@ class RefinementEntry:
 # `assets` names the asset files it reads (checked before a grid launches); `reward` names the
 # reward model whose score it reports, if any: in a run that optimises that reward (fine-tuning,
 # TTEO, best-of-N selection) its values are marked optimised, not independent.
+# A metric of per-image quantities (features, scores, verdicts) also gives its two halves, so that a
+# cell over several processes never gathers images (harness.scoring): `extract(inp, ctx)` -> arrays
+# whose first axis is the images of `inp` (one batch of one process), and `reduce(inp, arrays, ctx)`
+# -> values, on rank 0, from every image's arrays in index order (`inp` then holds no images, all
+# conditions). `per_image_metric` builds such an entry; `compute` is then reduce(extract(...)).
 @dataclass(frozen=True)
 class MetricEntry:
     name: str
@@ -97,6 +105,17 @@ class MetricEntry:
     description: str = ""
     assets: tuple[str, ...] = ()
     reward: str | None = None
+    extract: Callable[["EvalInput", "RunContext"], dict[str, np.ndarray]] | None = None
+    reduce: Callable[["EvalInput", dict[str, np.ndarray], "RunContext"], dict[str, "MetricValue"]] | None = None
+
+
+# A metric entry from its per-image halves (see MetricEntry).
+def per_image_metric(name: str, extract: Callable[["EvalInput", "RunContext"], dict[str, np.ndarray]],
+                     reduce: Callable[["EvalInput", dict[str, np.ndarray], "RunContext"], dict[str, "MetricValue"]],
+                     **fields: Any) -> MetricEntry:
+    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+        return reduce(inp, extract(inp, ctx), ctx)
+    return MetricEntry(name, compute, extract=extract, reduce=reduce, **fields)
 
 
 # A differentiable reward model R(image, condition) (HPS / CLIP-score analogues at mini scale):
@@ -127,16 +146,19 @@ class RunContext:
     threads: int = 1                   # torch intra-op threads for this job
     log: Callable[[str], None] = print
     processes: Processes = SINGLE      # the processes running this cell together (harness.distributed)
+    trackers: RunTrackers = NO_TRACKERS  # live monitoring (rank 0 with --log-with; harness.tracking)
 
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
 
-# What a method returns: images with their conditions, plus anything measured on the way.
+# What a method returns: its samples with their conditions, plus anything measured on the way.
+# Methods that sample through `harness.students.batched_samples` return its `HeldSamples` (each
+# process holds its own batches); a method may instead return the whole set as `images`.
 @dataclass
 class MethodResult:
-    images: torch.Tensor                       # [N, C, H, W] float in [0, 1]
+    images: torch.Tensor | None                # [N, C, H, W] float in [0, 1] (the whole set), or None
     conditions: list[Any]                      # raw conditions (labels / prompts), length N
     tokens: torch.Tensor | None = None         # [N, L, G] hard tokens when the method has them
     extra_metrics: dict[str, "MetricValue"] = field(default_factory=dict)
@@ -146,18 +168,42 @@ class MethodResult:
     teacher: Any = None                        # the teacher object, for metrics (not recorded)
     selection: "SelectionLog | None" = None    # best-of-N: what was chosen per image (selection.npz)
     stage_hashes: dict[str, str] = field(default_factory=dict)  # harness.stages: teacher, student weights
+    samples: HeldSamples | None = None         # this process's share of the samples (instead of images)
+
+    # The samples as this process holds them: `samples`, or the whole `images` on rank 0 alone.
+    def held(self, processes: Processes) -> HeldSamples:
+        if self.samples is not None:
+            return self.samples
+        if self.images is None:
+            raise ValueError("a method result needs `samples` or `images`")
+        if processes.is_main:
+            return HeldSamples.whole(self.images, self.conditions, self.tokens)
+        return HeldSamples.none_here(self.conditions)
 
 
-# The input every metric receives. Paper-scale runs write their samples to disk (harness.samples)
-# and pass the folder or npz as `samples`; metrics then read images from it, not from `images`.
-@dataclass
+# The input every metric receives: images with their conditions (a batch of one process for
+# `MetricEntry.extract`, the whole set for `compute`), or, for `reduce`, no images and every
+# condition. `samples` is the set as uint8 images where one is on disk or in memory (a folder,
+# an npz or a `harness.samples.SampleSource`); paper-scale metrics read images from it, not from
+# `images`, which is then made from it on first use. `total`: images in the whole set.
 class EvalInput:
-    spec: "RunSpec"
-    teacher: "Teacher | None"
-    images: torch.Tensor
-    conditions: list[Any]
-    tokens: torch.Tensor | None
-    samples: Path | None = None
+    def __init__(self, spec: "RunSpec", teacher: "Teacher | None", images: torch.Tensor | None,
+                 conditions: list[Any], tokens: torch.Tensor | None, samples: Any = None,
+                 total: int | None = None) -> None:
+        self.spec, self.teacher, self.conditions, self.tokens = spec, teacher, conditions, tokens
+        self.samples = samples
+        self._images = images
+        self.total = len(conditions) if total is None else total
+
+    # The images [n, C, H, W] float in [0, 1]: as given, else read from `samples` (uint8 / 255).
+    @property
+    def images(self) -> torch.Tensor:
+        if self._images is None and self.samples is not None and not isinstance(self.samples, (str, Path)):
+            pixels = np.stack([self.samples[i] for i in range(len(self.samples))])
+            self._images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255.0)
+        if self._images is None:
+            raise ValueError("this evaluation input holds no images (the reduce step of a per-image metric)")
+        return self._images
 
 
 # One metric value with the protocol that produced it; two values compare only if protocols match.

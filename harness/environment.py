@@ -6,6 +6,7 @@ they make: the shared cache, torch threads per job, the device.
 | `SOFTDIMO_CACHE` | shared cache of trained mini teachers and students (default `<results>/.cache`; made with mode 0700) |
 | `SOFTDIMO_THREADS` | torch threads per job; the launcher sets it to cores / jobs at once |
 | `SOFTDIMO_DEVICE` | force a device (`cpu`, `cuda:0`); default: CUDA when available |
+| `SOFTDIMO_LOG_WITH` | accelerate trackers logging the run live (`--log-with`; `harness.tracking`) |
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from harness.assets.trust import private_dir
 from harness.distributed import SINGLE, Processes, process_device
 from harness.entries import RunContext
+from harness.tracking import NO_TRACKERS, RunTrackers
 
 THREADS_ENV = "SOFTDIMO_THREADS"
 CACHE_ENV = "SOFTDIMO_CACHE"
@@ -50,10 +52,10 @@ def device() -> torch.device:
 # The context of one run under `results_root`, with this process's torch threads set and the cache
 # made private to the user (`private_dir`); a process of a group runs on the device accelerate gave it.
 def run_context(run_dir: Path, results_root: str | Path, log: Callable[[str], None],
-                processes: Processes = SINGLE) -> RunContext:
+                processes: Processes = SINGLE, trackers: RunTrackers = NO_TRACKERS) -> RunContext:
     own_device = device() if processes.world_size == 1 else process_device()
     ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=own_device, threads=threads(),
-                     log=log, processes=processes)
+                     log=log, processes=processes, trackers=trackers)
     torch.set_num_threads(ctx.threads)
     private_dir(ctx.cache_dir)
     return ctx

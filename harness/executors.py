@@ -2,7 +2,8 @@
 
 Every executor is submitit's: the submitted callables are the launcher's (`JobCallables`:
 `harness.cell.execute`, `execute_queue`, `SlurmCell`) with specs as JSON and paths, never a model. Each job gets
-SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once).
+SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once), and
+SOFTDIMO_LOG_WITH = the trackers of `--log-with` when given (`harness.tracking`).
 A resource profile (`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and
 resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
 
@@ -36,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from harness import registry, slurm, workqueue
 from harness.environment import THREADS_ENV
 from harness.numerics import MINI_THREADS, pinned_environment
+from harness.tracking import LOG_WITH_ENV
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.provenance import CodeVersion
 from harness.spec import RunSpec
@@ -94,6 +96,7 @@ class SubmitRequest:
     code: CodeVersion = CodeVersion(None, None)  # code at submission
     allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
     procs_per_cell: int = 1                # local: processes running each cell together
+    log_with: tuple[str, ...] = ()         # accelerate trackers logging each run live (harness.tracking)
 
 
 # What the scheduler says about a job submitted earlier: may it still run, and its state.
@@ -144,6 +147,11 @@ def _args(spec: RunSpec, req: SubmitRequest) -> tuple[dict[str, Any], str, str]:
     return spec.to_json(), req.grid, str(req.results_root)
 
 
+# The environment a debug or local job starts with: its threads and, when asked, its trackers.
+def _job_env(req: SubmitRequest, threads: int) -> dict[str, str]:
+    return {THREADS_ENV: str(threads), **({LOG_WITH_ENV: ",".join(req.log_with)} if req.log_with else {})}
+
+
 # Torch threads of a job on this machine: its share of the cores, at most the profile's CPUs.
 def _threads(req: SubmitRequest, share: int) -> int:
     return min(req.profile.cpus_per_task, share) if req.profile else share
@@ -167,7 +175,7 @@ def submit_debug(req: SubmitRequest) -> list[SubmittedJob]:
     executor = submitit.AutoExecutor(folder=req.folder, cluster="debug")
     executor.update_parameters(timeout_min=_timeout_min(req))
     threads = _threads(req, _cores())
-    with _env(**{THREADS_ENV: str(threads)}):
+    with _env(**_job_env(req, threads)):
         return [SubmittedJob(executor.submit(req.jobs.run_cell, *_args(s, req)), [s])
                 for s in req.specs]
 
@@ -210,7 +218,7 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     queue_dir.mkdir(parents=True)
     executor.update_parameters(name=f"softdimo-{req.grid}", gpus_per_node=gpus, tasks_per_node=procs,
                                timeout_min=_timeout_min(req) * len(order))
-    with _env(**{THREADS_ENV: str(threads)}, **pins):
+    with _env(**_job_env(req, threads), **pins):
         jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,
                                 str(req.results_root), str(queue_dir)) for _ in range(workers)]
     marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
@@ -234,7 +242,8 @@ def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     pins = pinned_environment(_scale(req))
     threads = MINI_THREADS if pins else p.cpus_per_task
     params["slurm_setup"] = [*params.get("slurm_setup", []), f"export {THREADS_ENV}={threads}",
-                             *(f"export {k}={v}" for k, v in pins.items())]
+                             *(f"export {k}={v}" for k, v in pins.items()),
+                             *([f"export {LOG_WITH_ENV}={','.join(req.log_with)}"] if req.log_with else [])]
     if req.max_parallel:
         params["slurm_array_parallelism"] = req.max_parallel
     executor.update_parameters(name=f"softdimo-{req.grid}", **params)

@@ -141,10 +141,11 @@ def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | Non
 
 # Submit cells through a registered executor, one group (and for SLURM one executor, its arrays
 # chunked to the array limit) per resource profile. The code version is recorded for the jobs.
-# `procs_per_cell`: processes running each local cell together (SLURM: the profile's tasks).
+# `procs_per_cell`: processes running each local cell together (SLURM: the profile's tasks);
+# `log_with`: accelerate trackers each run logs to live (harness.tracking).
 def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
            max_parallel: int | None = None, profile: str | None = None,
-           allow_code_change: bool = False, procs_per_cell: int = 1) -> Launch:
+           allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = ()) -> Launch:
     entry = registry.executors.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
@@ -158,7 +159,7 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
                                                       max_parallel, JOBS, code, allow_code_change,
-                                                      procs_per_cell))
+                                                      procs_per_cell, tuple(log_with)))
     except LaunchError as e:
         submissions += e.submitted
         raise

@@ -36,7 +36,7 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     distill_s = time.perf_counter() - start - (0.0 if student["cache_hit"] else student["curve_s"])
 
     start = time.perf_counter()
-    tokens, images, conditions, cost, selection = dimo_samples(spec, teacher, ctx, ema)
+    samples, cost, selection = dimo_samples(spec, teacher, ctx, ema)
     sample_s = time.perf_counter() - start
     last = student["final_log"]
     info: dict[str, Any] = {"teacher": teacher.info, "final_divergence": last["divergence"],
@@ -50,7 +50,7 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     stages = {"teacher_s": teacher_s, "distill_s": distill_s, "sample_s": sample_s}
     if student["curves"] and not student["cache_hit"]:
         stages["curve_s"] = student["curve_s"]
-    return MethodResult(images, conditions, tokens, extra_metrics=extra, curves=student["curves"],
+    return MethodResult(None, samples.conditions, samples=samples, extra_metrics=extra, curves=student["curves"],
                         teacher=teacher, info=info, stage_seconds=stages, selection=selection,
                         stage_hashes=_hashes(teacher=teacher_weights(teacher), student=weights_digest(ema)))
 
@@ -61,11 +61,11 @@ def run_teacher_sampler(spec: RunSpec, ctx: RunContext) -> MethodResult:
     sample = spec.stage("sample", SampleConfig)
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
-    tokens, images, conditions = batched_samples(
+    samples = batched_samples(
         teacher, n, derive_seed(spec.seed, "sample"), ctx,
         lambda cond, noise: teacher.sample(cond, sample.steps, sample.cfg, noise, sample.temperature,
                                            sample.choice_temperature))
-    return MethodResult(images, conditions, tokens, teacher=teacher, info={"teacher": teacher.info},
+    return MethodResult(None, samples.conditions, samples=samples, teacher=teacher, info={"teacher": teacher.info},
                         stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start},
                         stage_hashes=_hashes(teacher=teacher_weights(teacher)))
 

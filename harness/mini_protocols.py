@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from harness.entries import MetricValue, RunContext
-from harness.scoring import score
+from harness.scoring import score_images
 from harness.spec import RunSpec, resolve_cell
 from softdimo.data import digits as digits_data
 from softdimo.data import shapes as shapes_world
@@ -131,5 +131,5 @@ def evaluate(protocol: str, samples: str | Path, levels: int, metrics: Sequence[
              ) -> tuple[dict[str, MetricValue], int]:
     images, conditions = (read_digits if protocol == "mini-digits" else read_shapes)(samples)
     spec = protocol_spec(protocol, len(images), levels, metrics)
-    values, _ = score(spec, None, ctx, images, conditions, None)
+    values, _ = score_images(spec, None, ctx, images, conditions)
     return values, len(images)

@@ -47,8 +47,8 @@ def _sampled(spec: RunSpec, ctx: RunContext, teacher: Teacher, teacher_s: float,
     # `eval.samples` images of the rung, each from its own stream, decoded with their conditions.
     n = spec.stage("eval", EvalConfig).samples
     start = time.perf_counter()
-    tokens, images, conditions = batched_samples(teacher, n, derive_seed(spec.seed, "sample"), ctx, draw)
-    return MethodResult(images, conditions, tokens, teacher=teacher,
+    samples = batched_samples(teacher, n, derive_seed(spec.seed, "sample"), ctx, draw)
+    return MethodResult(None, samples.conditions, samples=samples, teacher=teacher,
                         stage_seconds={"teacher_s": teacher_s, "sample_s": time.perf_counter() - start})
 
 

@@ -7,6 +7,7 @@
     python -m harness.run --grid G.yaml --cancel                            # cancel the grid's jobs
     python -m harness.run --grid G.yaml --set distill.steps=100 --set gan.weight=10   # override params
     python -m harness.run --list relaxations                                # what is registered
+    python -m harness.run --grid G.yaml --log-with tensorboard              # watch: tensorboard --logdir results/G
 
 Running the same command again skips cells with an `ok` record (and says when nothing is left);
 failed cells are retried only with --rerun-failed. Exit codes: 0 all cells ok, 1 some cell
@@ -24,7 +25,7 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import launch, plugins, registry, store
+from harness import launch, plugins, registry, store, tracking
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="processes running each cell together, data-parallel (docs/distributed.md): "
                         "local: N CPU processes (gloo) without a GPU, else one per GPU (default 1); "
                         "slurm: the profile's nodes x tasks_per_node")
+    g.add_argument("--log-with", metavar="TRACKERS",
+                   help="log every run live through accelerate's trackers, under <run dir>/tracking/: "
+                        "tensorboard (open with: tensorboard --logdir RESULTS/GRID), any other installed "
+                        "tracker accelerate knows, a comma-separated list, or all; not part of any run id")
     g.add_argument("--allow-code-change", action="store_true",
                    help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
@@ -162,6 +167,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         print(f"error: {problem}", file=err)
         return 2
 
+    try:
+        log_with = tracking.parse_log_with(args.log_with) if args.log_with is not None else []
+    except ValueError as e:
+        print(f"error: {e}", file=err)
+        return 2
+
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
     if not args.dry_run and not args.no_reuse:
@@ -196,7 +207,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
           f"executor {args.executor}", file=out)
     try:
         launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
-                          args.allow_code_change, args.procs_per_cell or 1)
+                          args.allow_code_change, args.procs_per_cell or 1, log_with)
     except LaunchError as e:
         print(f"error: {e}", file=err)
         if e.submitted:

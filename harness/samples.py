@@ -113,12 +113,23 @@ class SampleWriter:
             atomic_write(self.shard_path(start, stop),
                          lambda tmp: np.savez(tmp, arr_0=images, labels=np.asarray(_json_labels(labels))))
 
-    # Check that every shard is written, merge npz shards into samples.npz, write manifest.json.
-    def finalize(self) -> Path:
+    def _check_complete(self) -> None:
         missing = [s for s in self.shards() if not self.is_complete(*s)]
         if missing:
             raise RuntimeError(f"{self.out_dir}: {len(missing)} of {len(self.shards())} shards are not "
                                f"written yet, first [{missing[0][0]}, {missing[0][1]})")
+
+    # The written npz shards as one sample set, read one shard at a time (never loaded whole).
+    def read(self) -> "ShardedSamples":
+        if "npz" not in self.formats:
+            raise ValueError(f"{self.out_dir}: reading shards needs the npz format")
+        self._check_complete()
+        return ShardedSamples(str(self.out_dir), [self.shard_path(*s) for s in self.shards()], self.shard_size,
+                              self.total)
+
+    # Check that every shard is written, merge npz shards into samples.npz, write manifest.json.
+    def finalize(self) -> Path:
+        self._check_complete()
         if "npz" in self.formats:
             merge_npz_shards([self.shard_path(*s) for s in self.shards()], self.out_dir / "samples.npz")
         first = open_samples(self.shard_path(*self.shards()[0]) if "npz" in self.formats else self.out_dir)
@@ -232,6 +243,31 @@ class SampleSource(Sequence[np.ndarray]):
                 h.update(f"{self.array.dtype}{self.array.shape}".encode())
                 h.update(np.ascontiguousarray(self.array).data)
             self._digest = h.hexdigest()
+        return self._digest
+
+
+# The uint8 images of consecutive npz shards (`SampleWriter`) as one sequence; one shard is in
+# memory at a time. The content hash is that of the shard files, in order.
+class ShardedSamples(SampleSource):
+    def __init__(self, name: str, shards: list[Path], shard_size: int, count: int):
+        super().__init__(name)
+        self.shards, self.shard_size, self.count = shards, shard_size, count
+        self._loaded: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if not 0 <= i < self.count:
+            raise IndexError(f"{self.name}: image {i} of {self.count}")
+        k = i // self.shard_size
+        if self._loaded is None or self._loaded[0] != k:
+            self._loaded = (k, _load_npz_images(self.shards[k]))
+        return self._loaded[1][i - k * self.shard_size]
+
+    def content_sha256(self) -> str:
+        if self._digest is None:
+            self._digest = hashlib.sha256("".join(sha256_file(p) for p in self.shards).encode()).hexdigest()
         return self._digest
 
 

@@ -6,9 +6,12 @@ hash differs is where the runs parted (`python -m harness.verify`, docs/reproduc
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
+
+if TYPE_CHECKING:
+    from harness.held_samples import HeldSamples
 
 STAGES = ("teacher", "student", "samples")        # in the order a run produces them
 
@@ -24,6 +27,20 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor] | torch.Tensor) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+# (start index, digest) of each batch a process holds: its tokens, or its images when it has none.
+def batch_digests(held: "HeldSamples") -> list[tuple[int, str]]:
+    return [(b.start, tensor_digest(b.tokens if b.tokens is not None else b.images)) for b in held.batches]
+
+
+# The samples' stage hash: the batch digests of every process, in index order, hashed together (the
+# same whichever process made which batch).
+def samples_digest(batches: list[tuple[int, str]]) -> str | None:
+    if not batches:
+        return None
+    body = "|".join(f"{start}:{digest}" for start, digest in sorted(batches))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 # The first stage (in STAGES order) whose hash both records carry and that differs, else None.

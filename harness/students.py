@@ -9,7 +9,7 @@ each once. Every image i draws from its own random stream (`ImageNoise(seed, i)`
 
 A cell over several processes (`ctx.processes`) trains data-parallel (softdimo.parallel), with its
 own cache entries (the number of processes is part of the keys when above one), and samples in
-batches dealt out by batch index, gathered on rank 0.
+batches dealt out by batch index, each process keeping its own (harness.held_samples).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from torch import Tensor
 from harness import preemption, registry
 from harness.distributed import shared_cached_dir
 from harness.entries import MetricValue, RunContext
+from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
 from harness.scoring import score
 from harness.spec import NONE, EvalConfig, RunSpec
 from harness.store import atomic_write
@@ -37,7 +38,6 @@ from softdimo.refine.selection import SelectionLog, Selector
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
 from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation
 
-SAMPLE_BATCH = 500
 STUDENT_CODE_VERSION = "dimo-student-4"   # bump when training code changes what a student key produces
 # Per-step training quantities drawn as curves beside the metrics (mean over each curve interval):
 # the generator's sharpness, the refinement-vs-Di[M]O gradient ratio and the GAN's diagnostics.
@@ -58,13 +58,13 @@ def build_teacher(spec: RunSpec, ctx: RunContext) -> tuple[Teacher, float]:
     return teacher, time.perf_counter() - start
 
 
-# Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise,
-# decoded with their conditions. Returns tokens, images and the raw conditions. Over several
-# processes batch k is drawn by rank k mod world size and all are gathered on rank 0, so every
-# image is made in the same batch whatever the number of processes; the others get no images.
+# Produce `n` samples in batches: `draw(cond, noise) -> tokens [b, L, G]` with per-image noise.
+# Over several processes batch k of SAMPLE_BATCH images is drawn by rank k mod world size, so every
+# image is made in the same batch whatever the number of processes; each process keeps the tokens
+# of its own batches (harness.held_samples), decoded batch by batch when they are read.
 @torch.no_grad()
 def batched_samples(teacher: Teacher, n: int, seed: int, ctx: RunContext,
-                    draw: Callable[[Any, ImageNoise], Tensor]) -> tuple[Tensor, Tensor, list[Any]]:
+                    draw: Callable[[Any, ImageNoise], Tensor]) -> HeldSamples:
     conditions = teacher.eval_conditions(n)
     processes = ctx.processes
     own = []
@@ -73,13 +73,13 @@ def batched_samples(teacher: Teacher, n: int, seed: int, ctx: RunContext,
             continue
         idx = range(start, min(n, start + SAMPLE_BATCH))
         cond = teacher.encode_condition(conditions[idx.start:idx.stop]).to(ctx.device)
-        batch = draw(cond, ImageNoise(seed, idx, ctx.device))
-        own.append((k, batch.cpu(), teacher.decode(batch, cond).cpu()))
-    gathered = processes.gather_to_main(own)
-    if gathered is None:
-        return torch.empty(0), torch.empty(0), conditions
-    batches = sorted((b for shard in gathered for b in shard), key=lambda b: b[0])
-    return torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches]), conditions
+        own.append(HeldBatch(start, draw(cond, ImageNoise(seed, idx, ctx.device)).cpu()))
+
+    @torch.no_grad()
+    def decode(tokens: Tensor, batch_conditions: list[Any]) -> Tensor:
+        cond = teacher.encode_condition(batch_conditions).to(ctx.device)
+        return teacher.decode(tokens.to(ctx.device), cond).cpu()
+    return HeldSamples(conditions, own, decode, dealt=processes.world_size > 1)
 
 
 # The reward callables `(images, cond) -> [B]` named in a configuration, built for this teacher.
@@ -134,14 +134,15 @@ class TrainingCurves:
     def record(self, step: int, distiller: Distiller) -> None:
         start = time.perf_counter()
         d = self.distill
-        tokens, images, conditions = batched_samples(
+        samples = batched_samples(
             self.teacher, self.samples, derive_seed(self.spec.seed, "curve"), self.ctx,
             lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init)[0])
+        scored = score(self.spec, self.teacher, self.ctx, samples)[0]      # every process extracts
         if not self.ctx.processes.is_main:
             return
-        values = {k: v.value for k, v in score(self.spec, self.teacher, self.ctx, images, conditions,
-                                                tokens)[0].items()}
+        values = {k: v.value for k, v in scored.items()}
         values.update(interval_means(distiller.history, self.last_step(step), step))
+        self.ctx.trackers.log("curve", values, step)
         for name, value in values.items():
             kept = [p for p in self.points.get(name, []) if p[0] < step]
             self.points[name] = kept + [(step, value)]
@@ -156,6 +157,20 @@ class TrainingCurves:
     def save(self, path: Path) -> None:
         if self.ctx.processes.is_main:
             atomic_write(path, json.dumps(self.points))
+
+
+# Send training-log entries (losses and diagnostics of a step) to the run's trackers, at step + 1
+# (the step count after that step, as curves and checkpoints count).
+def log_training(ctx: RunContext, entries: list[dict[str, float]]) -> None:
+    for entry in entries:
+        ctx.trackers.log("train", {k: v for k, v in entry.items() if k != "step"}, int(entry["step"]) + 1)
+
+
+# Send curve points {metric: [(step, value), ...]} to the run's trackers.
+def log_curves(ctx: RunContext, points: dict[str, list[tuple[int, float]]]) -> None:
+    for name, series in points.items():
+        for step, value in series:
+            ctx.trackers.log("curve", {name: value}, int(step))
 
 
 # The mean of each training diagnostic over the steps s with lo <= s < hi of a training history.
@@ -281,8 +296,10 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
     if hit:
         distiller.load_state_dict(torch.load(directory / "state.pt", map_location=ctx.device, weights_only=True),
                                   with_refinement=False)
+        log_training(ctx, distiller.history)
         if curves is not None:
             curves.load(directory / "curves.json")
+            log_curves(ctx, curves.points)
         ctx.log(f"continuing the shared Di[M]O student {key} from step {distiller.step}")
     return {"cache_key": key, "cache_hit": hit, "step": stop}
 
@@ -312,10 +329,14 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
             d.save(checkpoint)                 # on every process once rank 0 has written it
             ctx.log(f"preemption signal: checkpoint saved at distill step {d.step}; requeueing")
 
-        # A SLURM signal saves at the next step boundary, the same one on every process.
+        # A SLURM signal saves at the next step boundary, the same one on every process; every
+        # step's log goes to the run's trackers.
         follower = None if processes.is_main else preemption.await_requeue
         with preemption.safe_points(agree=processes.any, after_hand_over=follower) as safe_point:
-            on_step = lambda d: safe_point(lambda: save_on_signal(d))  # noqa: E731
+            def on_step(d: Distiller) -> None:
+                log_training(ctx, d.history[-1:])
+                safe_point(lambda: save_on_signal(d))
+
             resume_from(distiller, checkpoint, ctx.log)
             key, prefix = prefix_key(spec, processes.world_size), None
             if key is not None and distiller.step < distill.refine_start:
@@ -340,6 +361,9 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
     ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
     summary = json.loads((directory / "summary.json").read_text())
     summary["curves"] = {k: [tuple(p) for p in v] for k, v in summary["curves"].items()}
+    if hit:                                   # trained by another run: its curves and last step
+        log_curves(ctx, summary["curves"])
+        log_training(ctx, [summary["final_log"]])
     return ema.eval().requires_grad_(False), {**summary, "cache_key": key, "cache_hit": hit,
                                               "trained_as": relaxation}
 
@@ -354,17 +378,17 @@ def test_time_settings(sample: SampleConfig) -> TTSSettings:
                        best_of_n=sample.best_of_n, chunk=sample.tteo_batch)
 
 
-# One-step samples of a generator: plain, or with TTEO / best-of-N (`sample.*`); returns the tokens,
-# images, conditions and, with test-time scaling, its cost and, with best-of-N, what it chose.
+# One-step samples of a generator: plain, or with TTEO / best-of-N (`sample.*`); returns this
+# process's samples and, with test-time scaling, its cost and, with best-of-N, what it chose.
 def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: torch.nn.Module
-                 ) -> tuple[Tensor, Tensor, list[Any], TTSCost | None, SelectionLog | None]:
+                 ) -> tuple[HeldSamples, TTSCost | None, SelectionLog | None]:
     distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
     n, seed = spec.stage("eval", EvalConfig).samples, derive_seed(spec.seed, "sample")
     settings = test_time_settings(sample)
     if settings.steps == 0 and settings.best_of_n == 1:
         out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: generate(
             generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
-        return (*out, None, None)
+        return out, None, None
     tteo_reward = summed_reward(build_rewards(sample.tteo_reward, teacher, ctx)) if settings.steps else None
     select, log = (selector(sample, teacher, ctx), SelectionLog()) if settings.best_of_n > 1 else (None, None)
     cost = TTSCost()
@@ -375,7 +399,7 @@ def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: to
     if costs is not None:                  # rank 0: the cost of every process
         cost = TTSCost(**{f.name: sum(getattr(c, f.name) for c in costs) for f in dataclasses.fields(TTSCost)})
     logs = ctx.processes.gather_to_main(log) if log is not None else None
-    return (*out, cost, merged_selection(logs, n) if logs is not None else log)
+    return out, cost, merged_selection(logs, n) if logs is not None else log
 
 
 # Rank 0's best-of-N log of every image in sampling order, from each process's log of its own

@@ -33,7 +33,7 @@ from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, jeffreys_divergence,
                            jeffreys_gradient, perturb_embeddings, token_init)
 from softdimo.dropout import DropoutStream, drawing_from
-from softdimo.parallel import DataParallel
+from softdimo.parallel import DataParallel, GradientSync
 from softdimo.relax import Relaxed
 from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
                                     guided_logits, random_slot_masks)
@@ -220,9 +220,16 @@ class Distiller:
         # Dropout's masks (softdimo/dropout.py), one stream per process like the refinement's; it
         # also seeds the global generator at every step (`_seeded_global_rng`).
         self.dropout_stream = DropoutStream(parallel.process_seed(derive_seed(seed, "dropout")))
-        if refinement is not None and parallel.world_size > 1:
-            for opt in getattr(refinement, "optimizers", lambda: [])():
-                opt.register_step_pre_hook(lambda o, args, kwargs: parallel.average_gradients(_params(o)))
+        # Over several processes the gradients of theta, psi and the refinement's trainable parts
+        # are averaged by bucketed all-reduces overlapping each backward pass (softdimo/parallel.py),
+        # finished before clipping; the refinement's just before its optimisers step.
+        self.sync_g = parallel.gradient_sync(_named_trainable(self.generator), "theta")
+        self.sync_a = parallel.gradient_sync(_named_trainable(self.aux), "psi")
+        for k, opt in enumerate(getattr(refinement, "optimizers", lambda: [])() if refinement is not None else []):
+            sync = parallel.gradient_sync([(f"parameter {i} {tuple(p.shape)}", p) for i, p in enumerate(_params(opt))],
+                                          f"refinement optimiser {k}")
+            if sync is not None:
+                opt.register_step_pre_hook(lambda o, args, kwargs, sync=sync: sync.finish())
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -294,7 +301,7 @@ class Distiller:
         loss.backward()
         if refining:
             log.update(gradient_norms(batch.logits.grad, w_dimo * dimo_logit_gradient(g, mask)))
-        self.parallel.average_gradients(_params(self.opt_g))
+        _finish(self.sync_g)
         log["grad_norm"] = _clip(self.opt_g, cfg.grad_clip)
         self.opt_g.step()
         self._update_ema()
@@ -327,7 +334,7 @@ class Distiller:
         loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing) * share
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
-        self.parallel.average_gradients(_params(self.opt_a))
+        _finish(self.sync_a)
         _clip(self.opt_a, cfg.aux_grad_clip)
         self.opt_a.step()
         return loss.item()
@@ -407,6 +414,17 @@ def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
         else:
             torch.random.default_generator.manual_seed(seed)
         yield
+
+
+# The (name, parameter) pairs of a network that its optimiser trains.
+def _named_trainable(network: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in network.named_parameters() if p.requires_grad]
+
+
+# Wait for a gradient synchronisation to end (over several processes); nothing alone.
+def _finish(sync: GradientSync | None) -> None:
+    if sync is not None:
+        sync.finish()
 
 
 def _params(opt: torch.optim.Optimizer) -> list[nn.Parameter]:

@@ -46,11 +46,11 @@ def run_two_step(spec: RunSpec, ctx: RunContext) -> MethodResult:
     distill_s = time.perf_counter() - start
     distill, sample = spec.stage("distill", DistillConfig), spec.stage("sample", SampleConfig)
     start = time.perf_counter()
-    tokens, images, conditions = batched_samples(
+    samples = batched_samples(
         teacher, spec.stage("eval", EvalConfig).samples, derive_seed(spec.seed, "sample"), ctx,
         lambda cond, noise: two_step_tokens(student, cond, noise, distill.r_init, distill.sigma_init,
                                             sample.temperature))
-    return MethodResult(images, conditions, tokens, teacher=teacher,
+    return MethodResult(None, samples.conditions, samples=samples, teacher=teacher,
                         info={"sampling_steps": 2, "student": {k: summary[k] for k in ("cache_key", "cache_hit")}},
                         stage_seconds={"teacher_s": teacher_s, "distill_s": distill_s,
                                        "sample_s": time.perf_counter() - start})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness import registry
 from harness.conditions import DIGIT_NAMES
-from harness.entries import MetricEntry, RunContext, TeacherEntry
+from harness.entries import RunContext, TeacherEntry, per_image_metric
 from harness.metrics import digits as digits_metrics
 from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, DigitsWorld, build_digits_teacher
 
@@ -22,10 +22,12 @@ registry.teachers.register("digits", TeacherEntry(
     build_world=lambda config, ctx: DigitsWorld(config), class_names=lambda: DIGIT_NAMES,
     description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))
 
-for _name, _fn, _desc in (
-        ("digits_fd", digits_metrics.compute_fd, "Frechet distance on digits-cnn-v1 features (FID analogue)"),
-        ("digits_acc", digits_metrics.compute_accuracy, "independent-classifier accuracy (GenEval analogue)"),
-        ("digits_pr", digits_metrics.compute_precision_recall, "k-NN precision / recall (k=3)"),
-        ("digits_struct", digits_metrics.compute_structure,
+_M = digits_metrics
+for _name, _extract, _reduce, _desc in (
+        ("digits_fd", _M.extract_features, _M.reduce_fd, "Frechet distance on digits-cnn-v1 features (FID analogue)"),
+        ("digits_acc", _M.extract_correct, _M.reduce_accuracy, "independent-classifier accuracy (GenEval analogue)"),
+        ("digits_pr", _M.extract_features, _M.reduce_precision_recall, "k-NN precision / recall (k=3)"),
+        ("digits_struct", _M.extract_pixels, _M.reduce_structure,
          "within-class covariance error and neighbour mutual information (context use)")):
-    registry.metrics.register(_name, MetricEntry(_name, _fn, applies_to=("digits",), description=_desc))
+    registry.metrics.register(_name, per_image_metric(_name, _extract, _reduce, applies_to=("digits",),
+                                                      description=_desc))

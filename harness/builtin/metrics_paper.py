@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import registry
-from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext
+import numpy as np
+
+from harness import assets, registry
+from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
 from harness.metrics import clip_score, fid, geneval, hps
 from harness.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
 
@@ -25,6 +27,8 @@ CLIP_COCO30K, CLIP_ANY = "coco30k-clipscore-gigagan", "clipscore-gigagan"
 
 # The run's samples as a SampleSource, and what is known about how they were made.
 def samples_of(inp: EvalInput) -> tuple[SampleSource, dict[str, Any]]:
+    if isinstance(inp.samples, SampleSource):
+        return inp.samples, {"uint8_conversion": UINT8_CONVERSION}
     if inp.samples is not None:
         path = Path(inp.samples)
         manifest = (path if path.is_dir() else path.parent) / "manifest.json"
@@ -41,13 +45,19 @@ def _prompts(inp: EvalInput) -> list[str]:
 # ImageNet-256: FID, IS, KID, PRDC (the 50k protocol when there are exactly 50,000 samples).
 
 
-def _imagenet(metric: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
-    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-        source, meta = samples_of(inp)
-        protocol = IMAGENET_FID50K if len(source) == 50_000 else IMAGENET_FID_ANY
-        return fid.evaluate(source, protocol, [metric], device=ctx.device, cache_dir=ctx.cache_dir,
-                             sample_meta=meta)
-    return compute
+# ImageNet-256 `metric` as a per-image metric: each batch's Inception features (or logits) where
+# it was made, the statistic from all of them on rank 0.
+def _imagenet(metric: str, **fields: Any) -> MetricEntry:
+    def protocol(inp: EvalInput) -> str:
+        return IMAGENET_FID50K if inp.total == 50_000 else IMAGENET_FID_ANY
+
+    def extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+        return fid.extract(samples_of(inp)[0], protocol(inp), [metric], device=ctx.device)
+
+    def reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+        return fid.evaluate_features(arrays, protocol(inp), [metric], device=ctx.device, cache_dir=ctx.cache_dir,
+                                     sample_meta={"uint8_conversion": UINT8_CONVERSION})
+    return per_image_metric(metric, extract, reduce, **fields)
 
 
 #----------------------------------------------------------------------------
@@ -90,10 +100,25 @@ def _geneval(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
     return geneval.evaluate(layout, config, ctx.run_dir / "geneval")
 
 
-def _clip_score(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+# CLIP score, per image where the image was made (its cosine), the mean on rank 0.
+def _clip_protocol(inp: EvalInput) -> clip_score.CLIPScoreProtocol:
+    return clip_score.CLIP_PROTOCOLS.get(CLIP_COCO30K if inp.total == 30_000 else CLIP_ANY)
+
+
+def _clip_model(protocol: clip_score.CLIPScoreProtocol, ctx: RunContext) -> clip_score.CLIPModel:
+    return clip_score.load_clip(protocol.arch, assets.resolve(protocol.weights_asset), ctx.device)
+
+
+def _clip_extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    protocol = _clip_protocol(inp)
     source, _ = samples_of(inp)
-    protocol = CLIP_COCO30K if len(source) == 30_000 else CLIP_ANY
-    return {"clip_score": clip_score.clip_score(source, _prompts(inp), protocol, device=ctx.device)}
+    return {"cosine": clip_score.clip_cosines(_clip_model(protocol, ctx), source, _prompts(inp), protocol.prefix,
+                                              protocol.resize)}
+
+
+def _clip_reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+    protocol = _clip_protocol(inp)
+    return {"clip_score": clip_score.clip_score_value(arrays["cosine"], protocol, _clip_model(protocol, ctx))}
 
 
 #----------------------------------------------------------------------------
@@ -105,8 +130,8 @@ for _name, _desc in (
         ("inception_score", "Inception Score, torch-fidelity (10 splits, seed 2020)"),
         ("kid", "KID vs the ADM 10k reference images, legacy_tensorflow features"),
         ("prdc", "precision / recall / density / coverage (Naeem et al., k=3) vs the ADM 10k images")):
-    registry.metrics.register(_name, MetricEntry(_name, _imagenet(_name), applies_to=CLASS_TO_IMAGE,
-                                                 description=_desc, assets=tuple(_ADM.assets([_name]))))
+    registry.metrics.register(_name, _imagenet(_name, applies_to=CLASS_TO_IMAGE, description=_desc,
+                                               assets=tuple(_ADM.assets([_name]))))
 
 _HPS_ASSETS = tuple(f"hps-benchmark-{s}" for s in hps.HPS_STYLES)
 registry.metrics.register("hps", MetricEntry(
@@ -118,8 +143,8 @@ registry.metrics.register("hps_v2.0", MetricEntry(
 registry.metrics.register("geneval", MetricEntry(
     "geneval", _geneval, applies_to=TEXT_TO_IMAGE, assets=("geneval-mask2former",),
     description="GenEval overall and per task (553 prompts x 4), run in GenEval's own environment"))
-registry.metrics.register("clip_score", MetricEntry(
-    "clip_score", _clip_score, applies_to=TEXT_TO_IMAGE, reward="clip_score",
+registry.metrics.register("clip_score", per_image_metric(
+    "clip_score", _clip_extract, _clip_reduce, applies_to=TEXT_TO_IMAGE, reward="clip_score",
     assets=(clip_score.CLIP_PROTOCOLS.get(CLIP_ANY).weights_asset,),
     description="CLIP score (GigaGAN's: ViT-g-14, 'A photo depicts ' prefix, raw cosine)"))
 

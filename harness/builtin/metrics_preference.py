@@ -4,29 +4,35 @@ metric of a run's (image, prompt) pairs and as a differentiable reward (docs/met
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import numpy as np
+
 from harness import registry
 from harness.builtin.metrics_paper import TEXT_TO_IMAGE, samples_of
-from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext
+from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
 from harness.metrics import image_reward, pickscore
 
 
-def _image_reward(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    source, _ = samples_of(inp)
-    scorer = image_reward.load_image_reward(ctx.device)
-    return {"image_reward": image_reward.score_pairs(source, [str(c) for c in inp.conditions], scorer)}
+# `metric`: the mean score of a run's (image, prompt) pairs under `module`'s scorer (`load(device)`),
+# scored where each image was made (per image: its score).
+def _pair_metric(metric: str, module: Any, load: Callable[[Any], Any], **fields: Any) -> MetricEntry:
+    def extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+        source, _ = samples_of(inp)
+        return {"score": load(ctx.device).score(source, [str(c) for c in inp.conditions])}
+
+    def reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+        return {metric: module.pairs_value(arrays["score"], load(ctx.device))}
+    return per_image_metric(metric, extract, reduce, **fields)
 
 
-def _pickscore(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    source, _ = samples_of(inp)
-    scorer = pickscore.load_pickscore(ctx.device)
-    return {"pickscore": pickscore.score_pairs(source, [str(c) for c in inp.conditions], scorer)}
-
-
-registry.metrics.register("image_reward", MetricEntry(
-    "image_reward", _image_reward, applies_to=TEXT_TO_IMAGE, assets=image_reward.ASSET_NAMES,
+registry.metrics.register("image_reward", _pair_metric(
+    "image_reward", image_reward, lambda device: image_reward.load_image_reward(device), applies_to=TEXT_TO_IMAGE,
+    assets=image_reward.ASSET_NAMES,
     description="mean ImageReward v1.0 of (image, prompt) pairs (THUDM/ImageReward, normalised reward)"))
-registry.metrics.register("pickscore", MetricEntry(
-    "pickscore", _pickscore, applies_to=TEXT_TO_IMAGE, assets=pickscore.ASSET_NAMES,
+registry.metrics.register("pickscore", _pair_metric(
+    "pickscore", pickscore, lambda device: pickscore.load_pickscore(device), applies_to=TEXT_TO_IMAGE,
+    assets=pickscore.ASSET_NAMES,
     description="mean PickScore v1 of (image, prompt) pairs (exp(logit_scale) x cosine, CLIP-H/14)"))
 
 registry.rewards.register("image_reward", RewardEntry(

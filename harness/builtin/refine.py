@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import registry
-from harness.entries import MetricEntry, RefinementEntry, RewardEntry
+from harness.entries import RefinementEntry, RewardEntry
 from harness.students import build_rewards
 from harness.metrics import digits_reward
 from harness.spec import CellError, check_reward_names
@@ -64,12 +64,10 @@ registry.refinements.register("reinforce", RefinementEntry(
 registry.rewards.register("digits_reward", RewardEntry(
     "digits_reward", digits_reward.build_reward, applies_to=("digits",),
     description="log p(label | image) under digits-reward-v1 (independent of every evaluation network)"))
-registry.metrics.register("digits_reward", MetricEntry(
-    "digits_reward", digits_reward.reward_metric("digits_reward", "reward"), applies_to=("digits",),
-    reward="digits_reward",
+registry.metrics.register("digits_reward", digits_reward.reward_metric(
+    "digits_reward", "reward", applies_to=("digits",), reward="digits_reward",
     description="mean digits-reward-v1 log p(label | image) of the samples (the reward being optimised)"))
-registry.metrics.register("digits_reward_heldout", MetricEntry(
-    "digits_reward_heldout", digits_reward.reward_metric("digits_reward_heldout", "reward_heldout"),
-    applies_to=("digits",),
+registry.metrics.register("digits_reward_heldout", digits_reward.reward_metric(
+    "digits_reward_heldout", "reward_heldout", applies_to=("digits",),
     description="mean log p(label | image) under digits-reward-heldout-v1 (another seed; independent of the "
                 "digits_reward reward)"))

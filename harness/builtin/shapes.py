@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness import registry
-from harness.entries import MethodEntry, MetricEntry, RewardEntry, RunContext, TeacherEntry
+from harness.entries import MethodEntry, RewardEntry, RunContext, TeacherEntry, per_image_metric
 from harness.metrics import shapes_clip, shapes_eval
 from harness.references import SHAPES_RUNGS
 from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher
@@ -47,14 +47,14 @@ registry.teachers.register("shapes", TeacherEntry(
     default_metrics=("shapes_geneval", "shapes_clip"),
     description="text-conditioned MaskGIT over 4x4 layout tokens of the procedural shapes world (mini scale)"))
 
-registry.metrics.register("shapes_geneval", MetricEntry(
-    "shapes_geneval", shapes_eval.compute_geneval, applies_to=("shapes",),
+registry.metrics.register("shapes_geneval", per_image_metric(
+    "shapes_geneval", shapes_eval.extract_verdicts, shapes_eval.reduce_geneval, applies_to=("shapes",),
     description="exact GenEval-style checker: strict overall and per task, lenient overall"))
-registry.metrics.register("shapes_clip", MetricEntry(
-    "shapes_clip", shapes_clip.clip_score_metric("shapes_clip", "v1"), applies_to=("shapes",), reward="shapes_clip",
+registry.metrics.register("shapes_clip", shapes_clip.clip_score_metric(
+    "shapes_clip", "v1", applies_to=("shapes",), reward="shapes_clip",
     description="mean 100 x cosine under the contrastive model shapes-clip-v1 (CLIP-score analogue)"))
-registry.metrics.register("shapes_clip_heldout", MetricEntry(
-    "shapes_clip_heldout", shapes_clip.clip_score_metric("shapes_clip_heldout", "heldout"), applies_to=("shapes",),
+registry.metrics.register("shapes_clip_heldout", shapes_clip.clip_score_metric(
+    "shapes_clip_heldout", "heldout", applies_to=("shapes",),
     description="mean 100 x cosine under shapes-clip-heldout-v1 (other seeds; independent of the shapes_clip "
                 "reward)"))
 registry.rewards.register("shapes_clip", RewardEntry(

@@ -132,11 +132,16 @@ def clip_score(images: Sequence[np.ndarray | Image.Image], captions: Sequence[st
             raise ValueError(f"protocol {protocol.name!r} names no weights asset: pass a weights file")
         weights = assets.resolve(protocol.weights_asset)
     clip = load_clip(protocol.arch, weights, device)
-    cos = clip_cosines(clip, images, captions, protocol.prefix, protocol.resize, batch_size)
-    return MetricValue(float(cos.mean()), True, {
+    return clip_score_value(clip_cosines(clip, images, captions, protocol.prefix, protocol.resize, batch_size),
+                            protocol, clip)
+
+
+# The CLIP score (the mean) of every pair's cosine under a protocol, with its protocol fields.
+def clip_score_value(cosines: np.ndarray, protocol: CLIPScoreProtocol, clip: CLIPModel) -> MetricValue:
+    return MetricValue(float(cosines.mean()), True, {
         "name": protocol.name, "metric": "clip_score", "arch": protocol.arch, "weights": clip.weights.name,
         "weights_sha256": clip.weights_sha256, "prefix": protocol.prefix, "resize": protocol.resize,
-        "scale": 1.0, "num_samples": len(images), "implementation": f"harness on open_clip {_open_clip_version()}"})
+        "scale": 1.0, "num_samples": len(cosines), "implementation": f"harness on open_clip {_open_clip_version()}"})
 
 
 # GigaGAN's image preparation: centre-crop to the short edge, Lanczos resize to `size`.

@@ -146,7 +146,7 @@ def _protocol(name: str, inp: EvalInput, **extra: object) -> dict[str, object]:
     levels = _levels(inp)
     return {"name": name, "implementation": "softdimo-harness digits metrics v1",
             "reference": f"digits-test-split-L{levels}", "reference_n": len(_reference(levels)["labels"]),
-            "levels": levels, "samples": len(inp.images), **extra}
+            "levels": levels, "samples": inp.total, **extra}
 
 
 def _images_as_levels(images: Tensor, levels: int) -> Tensor:
@@ -154,45 +154,60 @@ def _images_as_levels(images: Tensor, levels: int) -> Tensor:
     return (images.flatten(1) * (levels - 1)).round().clamp(0, levels - 1).long()
 
 
+# Per image: its digits-cnn-v1 features (digits_fd, digits_pr).
+def extract_features(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    return {"features": _features(inp.images).astype(np.float32)}
+
+
 # digits_fd: Frechet distance of digits-cnn-v1 features against the quantised test split.
-def compute_fd(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+def reduce_fd(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
     ref = _reference(_levels(inp))
-    mu, sigma = feature_statistics(_features(inp.images))
+    mu, sigma = feature_statistics(arrays["features"].astype(np.float64))
     _, sha = load_net("features")
     value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
     proto = _protocol("digits-fd", inp, features=NETS["features"].name, features_sha256=sha)
     return {"digits_fd": MetricValue(value, False, proto)}
 
 
-# digits_acc: accuracy of the independent classifier digits-mlp-v1 against the conditioning labels.
+# Per image: whether the independent classifier digits-mlp-v1 predicts its conditioning label.
 @torch.no_grad()
-def compute_accuracy(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    net, sha = load_net("classifier")
+def extract_correct(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    net, _ = load_net("classifier")
     pred = torch.cat([net(inp.images[i:i + FEATURE_BATCH].float()).argmax(1)
                       for i in range(0, len(inp.images), FEATURE_BATCH)])
-    value = (pred == labels_of(inp.conditions)).float().mean().item()
+    return {"correct": (pred == labels_of(inp.conditions)).numpy()}
+
+
+# digits_acc: accuracy of the independent classifier digits-mlp-v1 against the conditioning labels.
+def reduce_accuracy(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+    _, sha = load_net("classifier")
+    value = torch.from_numpy(arrays["correct"]).float().mean().item()
     proto = _protocol("digits-class-accuracy", inp, classifier=NETS["classifier"].name, classifier_sha256=sha)
     return {"digits_acc": MetricValue(value, True, proto)}
 
 
 # digits_pr: k-NN precision and recall on digits-cnn-v1 features against the test split.
-def compute_precision_recall(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+def reduce_precision_recall(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
     ref = _reference(_levels(inp))
     _, sha = load_net("features")
-    p, r = precision_recall(ref["features"], _features(inp.images))
+    p, r = precision_recall(ref["features"], arrays["features"].astype(np.float64))
     proto = _protocol("digits-precision-recall", inp, features=NETS["features"].name, features_sha256=sha,
                       k=K_NEIGHBOURS)
     return {"digits_precision": MetricValue(p, True, proto), "digits_recall": MetricValue(r, True, proto)}
 
 
+# Per image: its pixels [64] and their level indices (digits_struct).
+def extract_pixels(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    return {"pixels": inp.images.flatten(1).numpy(), "levels": _images_as_levels(inp.images, _levels(inp)).numpy()}
+
+
 # digits_struct: within-class covariance error (lower is better) and neighbour MI (context use).
-def compute_structure(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+def reduce_structure(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
     levels = _levels(inp)
     ref = _reference(levels)
     labels = labels_of(inp.conditions).numpy()
-    pixels = inp.images.flatten(1).double().numpy()
-    err = covariance_error(pixels, labels, ref["pixels"], ref["labels"])
-    mi = neighbour_mutual_information(_images_as_levels(inp.images, levels).numpy(), labels, levels)
+    err = covariance_error(arrays["pixels"].astype(np.float64), labels, ref["pixels"], ref["labels"])
+    mi = neighbour_mutual_information(arrays["levels"], labels, levels)
     proto_err = _protocol("digits-covariance-error", inp)
     proto_mi = _protocol("digits-neighbour-mi", inp, estimator="plug-in + Miller-Madow")
     return {"digits_cov_err": MetricValue(err, False, proto_err),

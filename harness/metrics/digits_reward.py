@@ -9,13 +9,14 @@ an independent learned score for runs that optimise digits-reward-v1.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.entries import EvalInput, MetricValue, RunContext, labels_of
+from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext, labels_of, per_image_metric
 from harness.metrics.digits_nets import NETS, load_net
 from softdimo.teachers.base import Condition
 
@@ -37,16 +38,20 @@ def build_reward(teacher: object, ctx: RunContext) -> Callable[[Tensor, Conditio
     return log_prob_reward
 
 
-# The metric `name`: mean log p(label | image) of the samples under the reward network `key`.
-def reward_metric(name: str, key: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
+# The metric `name`: mean log p(label | image) of the samples under the reward network `key`
+# (per image: its log-probability; `fields`: the rest of the MetricEntry).
+def reward_metric(name: str, key: str, **fields: Any) -> MetricEntry:
     @torch.no_grad()
-    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+    def extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
         labels = labels_of(inp.conditions)
         values = [log_prob_reward(inp.images[i:i + BATCH], Condition("class", {"labels": labels[i:i + BATCH]}), key)
                   for i in range(0, len(inp.images), BATCH)]
+        return {"log_prob": torch.cat(values).numpy()}
+
+    def reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
         _, sha = load_net(key)
         proto = {"name": "digits-reward-logp", "implementation": "softdimo-harness digits metrics v1",
                  "reward_model": NETS[key].name, "reward_model_sha256": sha,
-                 "levels": int(inp.spec.param("teacher.levels")), "samples": len(inp.images)}
-        return {name: MetricValue(torch.cat(values).mean().item(), True, proto)}
-    return compute
+                 "levels": int(inp.spec.param("teacher.levels")), "samples": inp.total}
+        return {name: MetricValue(torch.from_numpy(arrays["log_prob"]).mean().item(), True, proto)}
+    return per_image_metric(name, extract, reduce, **fields)

@@ -33,7 +33,7 @@ import torch
 from harness import assets
 from harness.entries import MetricValue
 from harness.metrics import prdc as prdc_mod
-from harness.metrics.features import (EXTRACTORS, FeatureSet, InceptionExtractor, Reference,
+from harness.metrics.features import (EXTRACTORS, FeatureSet, GaussianStats, InceptionExtractor, Reference,
                                       check_tfidelity_kwargs, features_of, load_extractor,
                                       load_reference)
 from harness.registry import Registry
@@ -198,19 +198,48 @@ def kernel_inception_distance(samples: np.ndarray, reference: np.ndarray, subset
 # Evaluation of a sample set under a protocol.
 
 
-# Raise unless a sample set has the protocol's exact count and resolution (the tools skip silently).
-def check_samples(source: SampleSource, protocol: FIDProtocol) -> None:
-    n = len(source)
+# Raise unless a sample set (`name`: n images of resolution (h, w)) has the protocol's exact count
+# and resolution (the tools skip silently).
+def check_samples(name: str, n: int, resolution: tuple[int, int], protocol: FIDProtocol) -> None:
     if protocol.num_samples is not None and n != protocol.num_samples:
         loose = [p.name for _, p in FID_PROTOCOLS.items() if p.num_samples is None
                  and p.features == protocol.features and p.reference == protocol.reference]
         hint = f"; protocol {loose[0]!r} accepts any count and records it" if loose else ""
-        raise ValueError(f"{source.name}: {n} images, but protocol {protocol.name!r} needs exactly "
+        raise ValueError(f"{name}: {n} images, but protocol {protocol.name!r} needs exactly "
                          f"{protocol.num_samples}{hint}")
-    h, w = source.resolution
+    h, w = resolution
     if protocol.resolution is not None and (h, w) != (protocol.resolution, protocol.resolution):
-        raise ValueError(f"{source.name}: images are {h}x{w}, protocol {protocol.name!r} needs "
+        raise ValueError(f"{name}: images are {h}x{w}, protocol {protocol.name!r} needs "
                          f"{protocol.resolution}x{protocol.resolution}")
+
+
+def _protocol(protocol: FIDProtocol | str) -> FIDProtocol:
+    return FID_PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    unknown = [m for m in metrics if m not in FID_METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"unknown FID-protocol metrics {unknown}; allowed: {', '.join(FID_METRICS)}")
+
+
+# Per image of `samples` (e.g. one process's batch): what `metrics` need under `protocol`: `pool`
+# [n, 2048] (pool3 of the FID / KID / PRDC extractor), `logits` [n, 1008] (the IS extractor's) and
+# `hw` [n, 2] (the image's height and width).
+def extract(samples: SampleSource, protocol: FIDProtocol | str, metrics: Sequence[str] = FID_METRICS,
+            device: torch.device | str = "cpu", batch_size: int = 50, num_workers: int = 0) -> dict[str, np.ndarray]:
+    protocol = _protocol(protocol)
+    _check_metrics(metrics)
+    out = {"hw": np.tile(np.array(samples.resolution, dtype=np.int64), (len(samples), 1))}
+    if set(metrics) - {"inception_score"}:
+        extractor = load_extractor(protocol.features, assets.resolve(EXTRACTORS[protocol.features].weights_asset),
+                                   device)
+        out["pool"] = features_of(samples, extractor, batch_size, num_workers).pool
+    if "inception_score" in metrics:
+        is_extractor = load_extractor(protocol.is_features,
+                                      assets.resolve(EXTRACTORS[protocol.is_features].weights_asset), device)
+        out["logits"] = features_of(samples, is_extractor, batch_size, num_workers).logits
+    return out
 
 
 # Compute `metrics` (subset of FID_METRICS) of `samples` under `protocol`; keys of the result:
@@ -219,38 +248,58 @@ def evaluate(samples: SampleSource, protocol: FIDProtocol | str, metrics: Sequen
              reference: Path | str | None = None, reference_name: str | None = None,
              device: torch.device | str = "cpu", batch_size: int = 50, num_workers: int = 0,
              cache_dir: Path | None = None, sample_meta: dict[str, Any] | None = None) -> dict[str, MetricValue]:
-    protocol = FID_PROTOCOLS.get(protocol) if isinstance(protocol, str) else protocol
-    unknown = [m for m in metrics if m not in FID_METRICS]
-    if unknown or not metrics:
-        raise ValueError(f"unknown FID-protocol metrics {unknown}; allowed: {', '.join(FID_METRICS)}")
-    check_samples(samples, protocol)
+    protocol = _protocol(protocol)
+    _check_metrics(metrics)
+    check_samples(samples.name, len(samples), samples.resolution, protocol)
+    _reference_path(protocol, reference, reference_name, bool(set(metrics) - {"inception_score"}))  # before extracting
+    arrays = extract(samples, protocol, metrics, device, batch_size, num_workers)
+    return evaluate_features(arrays, protocol, metrics, samples.name, reference, reference_name, device,
+                             batch_size, num_workers, cache_dir, sample_meta)
+
+
+# `evaluate` from every image's arrays (`extract`, in index order; e.g. gathered from the processes
+# of a cell): the statistics are accumulated in chunks of `batch_size` in index order, as
+# `extract_features` does over a whole set, so the values equal `evaluate` on the same images.
+def evaluate_features(arrays: dict[str, np.ndarray], protocol: FIDProtocol | str, metrics: Sequence[str],
+                      name: str = "samples", reference: Path | str | None = None, reference_name: str | None = None,
+                      device: torch.device | str = "cpu", batch_size: int = 50, num_workers: int = 0,
+                      cache_dir: Path | None = None, sample_meta: dict[str, Any] | None = None
+                      ) -> dict[str, MetricValue]:
+    protocol = _protocol(protocol)
+    _check_metrics(metrics)
+    hw = arrays["hw"]
+    resolution = (int(hw[0, 0]), int(hw[0, 1]))
+    check_samples(name, len(hw), resolution, protocol)
     needs_reference = bool(set(metrics) - {"inception_score"})
     ref_path, ref_name = _reference_path(protocol, reference, reference_name, needs_reference)
-    base = _base_protocol(protocol, samples, sample_meta)
+    base = _base_protocol(protocol, len(hw), resolution, sample_meta)
     out: dict[str, MetricValue] = {}
 
     if needs_reference:
         extractor = load_extractor(protocol.features, assets.resolve(EXTRACTORS[protocol.features].weights_asset),
                                    device)
         ref = load_reference(ref_path, extractor, ref_name, batch_size, num_workers, cache_dir)
-        feats = features_of(samples, extractor, batch_size, num_workers)
+        pool = arrays["pool"]
         shared = {**base, **extractor.describe(), **ref.describe()}
         if "fid" in metrics:
-            out["fid"] = MetricValue(frechet_distance(feats.mu, feats.sigma, ref.mu, ref.sigma), False,
+            stats = GaussianStats(pool.shape[1])
+            for i in range(0, len(pool), batch_size):
+                stats.update(torch.from_numpy(pool[i:i + batch_size]))
+            out["fid"] = MetricValue(frechet_distance(stats.mu, stats.sigma, ref.mu, ref.sigma), False,
                                      {**shared, "metric": "fid", "feature_layer": "pool3",
                                       "frechet": FRECHET_METHOD, "reference_num_images": ref.num_images
                                       if ref.num_images is not None else "precomputed"})
         if "kid" in metrics or "prdc" in metrics:
             ref_feats = _reference_features(ref, extractor, batch_size, num_workers, cache_dir)
             if "kid" in metrics:
-                kid, _ = kernel_inception_distance(feats.pool, ref_feats.pool, protocol.kid_subsets,
+                kid, _ = kernel_inception_distance(pool, ref_feats.pool, protocol.kid_subsets,
                                                    protocol.kid_subset_size, protocol.rng_seed)
                 out["kid"] = MetricValue(kid, False, {
                     **shared, "metric": "kid", "kid_estimator": f"torch-fidelity {_tf_version()} poly3",
                     "kid_subsets": protocol.kid_subsets, "kid_subset_size": protocol.kid_subset_size,
                     "rng_seed": protocol.rng_seed, "reference_num_images": ref_feats.n})
             if "prdc" in metrics:
-                values = prdc_mod.prdc(ref_feats.pool, feats.pool, protocol.prdc_k, device)
+                values = prdc_mod.prdc(ref_feats.pool, pool, protocol.prdc_k, device)
                 for key, value in values.items():
                     out[key] = MetricValue(value, True, {**shared, "metric": key, "prdc_k": protocol.prdc_k,
                                                          "prdc": "naeem2020", "reference_num_images": ref_feats.n})
@@ -258,8 +307,7 @@ def evaluate(samples: SampleSource, protocol: FIDProtocol | str, metrics: Sequen
     if "inception_score" in metrics:
         is_extractor = load_extractor(protocol.is_features,
                                       assets.resolve(EXTRACTORS[protocol.is_features].weights_asset), device)
-        is_feats = features_of(samples, is_extractor, batch_size, num_workers)
-        mean, _ = inception_score(is_feats.logits, protocol.is_splits, protocol.is_shuffle, protocol.rng_seed)
+        mean, _ = inception_score(arrays["logits"], protocol.is_splits, protocol.is_shuffle, protocol.rng_seed)
         out["inception_score"] = MetricValue(mean, True, {
             **base, **is_extractor.describe(), "metric": "inception_score", "feature_layer": "logits_unbiased",
             "is_estimator": f"torch-fidelity {_tf_version()}", "is_splits": protocol.is_splits,
@@ -289,9 +337,10 @@ def _reference_features(ref: Reference, extractor: InceptionExtractor, batch_siz
     return features_of(ref.images, extractor, batch_size, num_workers, cache_dir)
 
 
-def _base_protocol(protocol: FIDProtocol, samples: SampleSource, meta: dict[str, Any] | None) -> dict[str, Any]:
-    h, w = samples.resolution
-    base: dict[str, Any] = {"name": protocol.name, "num_samples": len(samples),
+def _base_protocol(protocol: FIDProtocol, n: int, resolution: tuple[int, int], meta: dict[str, Any] | None
+                   ) -> dict[str, Any]:
+    h, w = resolution
+    base: dict[str, Any] = {"name": protocol.name, "num_samples": n,
                             "resolution": h if h == w else f"{h}x{w}"}
     if meta and meta.get("uint8_conversion"):
         base["uint8_conversion"] = meta["uint8_conversion"]

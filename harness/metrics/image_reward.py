@@ -214,9 +214,13 @@ def _checkpoint_state(path: Path) -> dict[str, Tensor]:
 # Mean ImageReward of (image, prompt) pairs; protocol "imagereward-pairs-v1.0".
 def score_pairs(images: Sequence[Any], prompts: Sequence[str], scorer: ImageRewardScorer,
                 batch_size: int = 16) -> MetricValue:
-    values = scorer.score(images, prompts, batch_size)
+    return pairs_value(scorer.score(images, prompts, batch_size), scorer)
+
+
+# The metric (the mean) of every pair's score, with its protocol fields.
+def pairs_value(values: np.ndarray, scorer: ImageRewardScorer) -> MetricValue:
     return MetricValue(float(values.mean()), True, {
-        "name": "imagereward-pairs-v1.0", "metric": "image_reward", **scorer.describe(), "num_samples": len(images)})
+        "name": "imagereward-pairs-v1.0", "metric": "image_reward", **scorer.describe(), "num_samples": len(values)})
 
 
 # The ImageReward reward: images [B, 3, H, W] in [0, 1] (straight from `decode_soft`) with their

@@ -203,9 +203,13 @@ def _position_ids_as_model_has_them(state: dict[str, Tensor], model_keys: set[st
 # Mean PickScore of (image, prompt) pairs; protocol "pickscore-pairs-v1".
 def score_pairs(images: Sequence[Any], prompts: Sequence[str], scorer: PickScoreScorer,
                 batch_size: int = 32) -> MetricValue:
-    values = scorer.score(images, prompts, batch_size)
+    return pairs_value(scorer.score(images, prompts, batch_size), scorer)
+
+
+# The metric (the mean) of every pair's score, with its protocol fields.
+def pairs_value(values: np.ndarray, scorer: PickScoreScorer) -> MetricValue:
     return MetricValue(float(values.mean()), True, {
-        "name": "pickscore-pairs-v1", "metric": "pickscore", **scorer.describe(), "num_samples": len(images)})
+        "name": "pickscore-pairs-v1", "metric": "pickscore", **scorer.describe(), "num_samples": len(values)})
 
 
 # The PickScore reward: images [B, 3, H, W] in [0, 1] (straight from `decode_soft`) with their

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
+import torch
 from torch import Tensor
 
-from harness.entries import EvalInput, MetricValue, RunContext
+from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
 from harness.metrics.shapes_clip_net import MODELS, load_clip
 from softdimo.data import shapes as world
 from softdimo.teachers.base import Condition
@@ -51,16 +53,22 @@ def build_reward(teacher: Any, ctx: RunContext) -> Callable[[Tensor, Condition],
     return ShapesClipReward()
 
 
-# The metric `name`: mean CLIP-score of the samples against their prompts under model `key`.
-def clip_score_metric(name: str, key: str) -> Callable[[EvalInput, RunContext], dict[str, MetricValue]]:
-    def compute(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+# The metric `name`: mean CLIP-score of the samples against their prompts under model `key` (per
+# image: its score; the mean sums chunks of BATCH in index order; `fields`: the rest of the entry).
+def clip_score_metric(name: str, key: str, **fields: Any) -> MetricEntry:
+    def extract(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
         reward = ShapesClipReward(key)
         prompts = [str(c) for c in inp.conditions]
-        total = 0.0
-        for i in range(0, len(prompts), BATCH):
-            total += reward.score(inp.images[i:i + BATCH].float(), prompts[i:i + BATCH]).detach().sum().item()
+        scores = [reward.score(inp.images[i:i + BATCH].float(), prompts[i:i + BATCH]).detach()
+                  for i in range(0, len(prompts), BATCH)]
+        return {"score": torch.cat(scores).numpy()}
+
+    def reduce(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+        reward = ShapesClipReward(key)
+        scores = torch.from_numpy(arrays["score"])
+        total = sum(scores[i:i + BATCH].sum().item() for i in range(0, len(scores), BATCH))
         proto = {"name": "shapes-clip-score", "implementation": "softdimo-harness shapes CLIP-score",
                  "model": reward.name, "model_sha256": reward.sha256, "scale": SCALE,
-                 "world": world.WORLD_VERSION, "samples": len(prompts)}
-        return {name: MetricValue(total / len(prompts), True, proto)}
-    return compute
+                 "world": world.WORLD_VERSION, "samples": inp.total}
+        return {name: MetricValue(total / inp.total, True, proto)}
+    return per_image_metric(name, extract, reduce, **fields)

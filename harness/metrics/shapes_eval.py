@@ -114,38 +114,54 @@ class GenEvalScores:
         return float(np.mean(list(self.lenient.values())))
 
 
-# Score images [N, 3, H, W] in [0, 1] against their prompts; tasks without prompts are left out
-# of the overall mean.
-def evaluate(images: Tensor, prompts: Sequence[str]) -> GenEvalScores:
+# Per image: its prompt's task (index into world.TASKS) and the strict and lenient verdicts.
+def verdicts(images: Tensor, prompts: Sequence[str]) -> dict[str, np.ndarray]:
     if len(images) != len(prompts):
         raise ValueError(f"shapes_geneval got {len(images)} images but {len(prompts)} prompts")
-    if len(prompts) == 0:
-        raise ValueError("shapes_geneval needs at least one image")
     pixels = images.detach().double().cpu().numpy()
-    strict: dict[str, list[bool]] = {}
-    lenient: dict[str, list[bool]] = {}
+    tasks, strict, lenient = [], [], []
     for image, prompt in zip(pixels, prompts):
         spec = world.parse_prompt(prompt)
         scene = parse_image(image)
-        strict.setdefault(spec.task, []).append(strict_correct(spec, scene))
-        lenient.setdefault(spec.task, []).append(lenient_correct(spec, scene))
-    tasks = [t for t in world.TASKS if t in strict]
-    return GenEvalScores({t: float(np.mean(strict[t])) for t in tasks},
-                         {t: float(np.mean(lenient[t])) for t in tasks},
-                         {t: len(strict[t]) for t in tasks})
+        tasks.append(world.TASKS.index(spec.task))
+        strict.append(strict_correct(spec, scene))
+        lenient.append(lenient_correct(spec, scene))
+    return {"task": np.array(tasks, dtype=np.int64), "strict": np.array(strict, dtype=bool),
+            "lenient": np.array(lenient, dtype=bool)}
+
+
+# Per-task accuracies of the verdicts of a whole evaluation; tasks without prompts are left out of
+# the overall mean.
+def scores_of(verdict: dict[str, np.ndarray]) -> GenEvalScores:
+    if len(verdict.get("task", ())) == 0:
+        raise ValueError("shapes_geneval needs at least one image")
+    present = [t for t in range(len(world.TASKS)) if (verdict["task"] == t).any()]
+    strict = {world.TASKS[t]: float(np.mean(verdict["strict"][verdict["task"] == t].tolist())) for t in present}
+    lenient = {world.TASKS[t]: float(np.mean(verdict["lenient"][verdict["task"] == t].tolist())) for t in present}
+    counts = {world.TASKS[t]: int((verdict["task"] == t).sum()) for t in present}
+    return GenEvalScores(strict, lenient, counts)
+
+
+# Score images [N, 3, H, W] in [0, 1] against their prompts.
+def evaluate(images: Tensor, prompts: Sequence[str]) -> GenEvalScores:
+    return scores_of(verdicts(images, prompts))
 
 
 #----------------------------------------------------------------------------
-# Metric entry.
+# Metric entry (per image: the verdicts; reduced to the accuracies).
+
+
+def extract_verdicts(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
+    return verdicts(inp.images, [str(c) for c in inp.conditions])
 
 
 # shapes_geneval: strict overall (`shapes_geneval`), strict per task (`shapes_geneval_<task>`) and
 # lenient overall (`shapes_geneval_lenient`).
-def compute_geneval(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
-    scores = evaluate(inp.images, [str(c) for c in inp.conditions])
+def reduce_geneval(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
+    scores = scores_of(arrays)
     base = {"implementation": "softdimo-harness exact shapes checker", "version": CHECKER_VERSION,
             "world": world.WORLD_VERSION, "position_threshold": world.POSITION_THRESHOLD,
-            "samples": len(inp.images), "prompts_per_task": scores.counts}
+            "samples": inp.total, "prompts_per_task": scores.counts}
     out = {"shapes_geneval": MetricValue(scores.strict_overall, True,
                                          {"name": "shapes-geneval-strict", **base}),
            "shapes_geneval_lenient": MetricValue(scores.lenient_overall, True,

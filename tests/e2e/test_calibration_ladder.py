@@ -31,7 +31,8 @@ def _metrics(cell: dict, cache: Path, tmp: Path) -> dict[str, float]:
     result = registry.methods.get(spec.method).run(spec, ctx)
     values: dict[str, float] = {}
     for name in spec.param("eval.metrics"):
-        inp = EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens)
+        inp = EvalInput(spec, result.teacher, result.samples.all_images(), result.conditions,
+                        result.samples.all_tokens())
         values.update({k: v.value for k, v in registry.metrics.get(name).compute(inp, ctx).items()})
     return values
 

@@ -25,7 +25,7 @@ def _real_digits(tmp_path: Path) -> tuple[dict, Path]:
     record = store.read_record(store.record_path(results, "ladder", spec.run_id))
     out = registry.methods.get("real").run(spec, RunContext(tmp_path / "run", tmp_path / "cache", log=lambda s: None))
     path = tmp_path / "digits.npz"
-    np.savez(path, images=out.images.numpy()[:, 0], labels=np.array(out.conditions))
+    np.savez(path, images=out.samples.all_images().numpy()[:, 0], labels=np.array(out.conditions))
     return record, path
 
 

@@ -103,7 +103,7 @@ def test_curves_over_training_steps_and_resume(tmp_path: Path, teacher_cache: Pa
     # curve and the samples.
     shutil.rmtree(teacher_cache / "students" / result.info["student"]["cache_key"])
     _, _, again = _run(tmp_path, teacher_cache, "curves", **fast)
-    assert again.curves == result.curves and torch.equal(again.tokens, result.tokens)
+    assert again.curves == result.curves and torch.equal(again.samples.all_tokens(), result.samples.all_tokens())
 
 
 def test_cells_differing_only_in_sampling_share_the_student(tmp_path: Path, teacher_cache: Path,
@@ -160,7 +160,8 @@ def test_refinements_continue_one_shared_di_m_o_prefix(tmp_path: Path, teacher_c
     shutil.rmtree(teacher_cache / "students" / soft.info["student"]["cache_key"])
     _, _, scratch = _run(tmp_path, teacher_cache, "scratch", **common)
     assert scratch.info["student"]["prefix"]["cache_hit"] is False
-    assert torch.equal(scratch.tokens, soft.tokens) and scratch.info["final_log"] == soft.info["final_log"]
+    assert torch.equal(scratch.samples.all_tokens(), soft.samples.all_tokens())
+    assert scratch.info["final_log"] == soft.info["final_log"]
 
 
 def test_gumbel_without_refinement_reuses_the_hard_student(tmp_path: Path, teacher_cache: Path,
@@ -170,7 +171,8 @@ def test_gumbel_without_refinement_reuses_the_hard_student(tmp_path: Path, teach
                           distill__steps=3)
     assert hard.info["student"]["trained_as"] == gumbel.info["student"]["trained_as"] == "hard"
     assert gumbel.info["student"]["cache_hit"] and gumbel.info["student"]["cache_key"] == hard.info["student"]["cache_key"]
-    assert torch.equal(hard.tokens, gumbel.tokens) and hard.info["final_log"] == gumbel.info["final_log"]
+    assert torch.equal(hard.samples.all_tokens(), gumbel.samples.all_tokens())
+    assert hard.info["final_log"] == gumbel.info["final_log"]
 
 
 def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: Path, tiny_teacher) -> None:
@@ -182,7 +184,7 @@ def test_tteo_and_best_of_n_as_sampling_options(tmp_path: Path, teacher_cache: P
     assert bon.extra_metrics["sample_seconds_per_image"].value > 0
     cost = bon.info["test_time"]["per_image"]
     assert cost["generator_backwards"] == 3 * 2 and cost["reward_calls"] == 3 * 2 + 3
-    assert not torch.equal(plain.tokens, bon.tokens)
+    assert not torch.equal(plain.samples.all_tokens(), bon.samples.all_tokens())
 
 
 # A best-of-N cell writes selection.npz beside its record, listed in it: per image the candidate

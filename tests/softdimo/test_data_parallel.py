@@ -8,9 +8,9 @@
   gradients that cancel to rounding level. 1e-5 after 3 steps leaves room for those (measured:
   1.1e-6, 14 of 19 tensors bit-equal) and is 20 times below one step's update, so a wrong average
   (a missing 1/world_size, a process training on the other's rows) fails it.
-- A student's sample set gathered from 2 processes, and the digits features computed once from
-  it, are bit-identical to one process's: every batch of SAMPLE_BATCH images is drawn whole by one
-  process.
+- A student's sample set made by 2 processes, and the digits features each process extracts from
+  its own batches, gathered, are bit-identical to one process's: every batch of SAMPLE_BATCH images
+  is drawn, decoded and extracted whole by one process.
 - A 2-process run (with dropout: per-process streams) resumed from its checkpoint ends
   bit-identical to the uninterrupted one; GAN heads stay identical on both processes.
 """
@@ -21,14 +21,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness.distributed import SINGLE, Processes
-from harness.entries import RunContext
-from harness.metrics.digits import _features
+from harness.entries import EvalInput, RunContext
+from harness.metrics.digits import extract_features
 from harness.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.parallel import DataParallel
@@ -50,8 +51,19 @@ def _draw(student: torch.nn.Module):
     return lambda cond, noise: generate(student, cond, noise, 0.7, 0.1)[0]
 
 
-def _samples(teacher: DigitsTeacher, student: torch.nn.Module, ctx: RunContext) -> tuple[Any, ...]:
-    return batched_samples(teacher, SAMPLES, 11, ctx, _draw(student))
+# This process's batches of the student's samples: (start, tokens, images, digits features) each.
+def _samples(teacher: DigitsTeacher, student: torch.nn.Module, ctx: RunContext) -> list[tuple[Any, ...]]:
+    held = batched_samples(teacher, SAMPLES, 11, ctx, _draw(student))
+    return [(batch.start, batch.tokens, images, extract_features(
+        EvalInput(None, teacher, images, held.conditions_of(batch), batch.tokens), ctx)["features"])
+        for batch, images in held]
+
+
+# Every batch of a set, in index order: tokens, images, features.
+def _whole(batches: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    batches = sorted(batches, key=lambda b: b[0])
+    return (torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches]),
+            np.concatenate([b[3] for b in batches]))
 
 
 # One process of the group: the equivalence run, sampling its student, the resumed run, GAN heads.
@@ -63,7 +75,7 @@ def _process(rank: int, world: int, init_file: str, cache: str, out: str) -> Non
     exact = run_distillation(Distiller(teacher, relax_soft, RelaxConfig(), EXACT, seed=7, parallel=parallel))
 
     ctx = RunContext(Path(out), Path(out), processes=processes)
-    tokens, images, _ = _samples(teacher, exact.ema, ctx)
+    own = processes.gather_to_main(_samples(teacher, exact.ema, ctx))
 
     checkpoint = Path(out) / "distill.pt"
     straight = run_distillation(Distiller(teacher, relax_soft, RelaxConfig(), RESUMED, seed=3, parallel=parallel))
@@ -78,7 +90,7 @@ def _process(rank: int, world: int, init_file: str, cache: str, out: str) -> Non
     heads = processes.gather_to_main(gan.disc.heads.state_dict())
     if rank == 0:
         torch.save({"generator": exact.generator.state_dict(), "ema": exact.ema.state_dict(),
-                    "tokens": tokens, "images": images,
+                    "samples": _whole([b for batches in own for b in batches]),
                     "straight": straight.generator.state_dict(), "resumed": resumed.generator.state_dict(),
                     "histories": (straight.history, resumed.history), "heads": heads},
                    Path(out) / "rank0.pt")
@@ -107,10 +119,11 @@ def test_two_processes_train_as_one_at_the_same_global_batch(tiny_teacher: Digit
 def test_sample_set_and_features_do_not_depend_on_the_number_of_processes(
         tiny_teacher: DigitsTeacher, two_processes: dict[str, Any], tmp_path: Path) -> None:
     ema = _ema(tiny_teacher, two_processes["ema"])          # the same student: the 2-process run's
-    tokens, images, _ = _samples(tiny_teacher, ema, RunContext(tmp_path, tmp_path, processes=SINGLE))
-    assert len(images) == SAMPLES
-    assert torch.equal(tokens, two_processes["tokens"]) and torch.equal(images, two_processes["images"])
-    assert torch.equal(torch.as_tensor(_features(images)), torch.as_tensor(_features(two_processes["images"])))
+    tokens, images, features = _whole(_samples(tiny_teacher, ema, RunContext(tmp_path, tmp_path, processes=SINGLE)))
+    two_tokens, two_images, two_features = two_processes["samples"]
+    assert len(images) == SAMPLES and features.shape == (SAMPLES, features.shape[1])
+    assert torch.equal(tokens, two_tokens) and torch.equal(images, two_images)
+    assert np.array_equal(features, two_features)
 
 
 def test_two_process_run_resumes_bit_identically_and_gan_heads_stay_in_step(

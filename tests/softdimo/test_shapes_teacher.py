@@ -84,9 +84,10 @@ def _run(method: str, cache: Path, tmp: Path, **extra: object) -> dict[str, floa
                          **TINY_PARAMS, **extra}, "mini")
     ctx = RunContext(tmp / spec.run_id, cache, log=lambda s: None)
     result = registry.methods.get(method).run(spec, ctx)
-    assert result.images.shape == (60, 3, world.SIDE, world.SIDE)
+    assert result.samples.all_images().shape == (60, 3, world.SIDE, world.SIDE)
     assert result.conditions == world.eval_prompts(60)
-    inp = EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens)
+    inp = EvalInput(spec, result.teacher, result.samples.all_images(), result.conditions,
+                    result.samples.all_tokens())
     values = {}
     for metric in spec.param("eval.metrics"):
         for name, value in registry.metrics.get(metric).compute(inp, ctx).items():
