@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness import report, run, store
+from harness.numerics import pinned_environment
 from harness.baselines.__main__ import main as baselines_main
 from tests.conftest import TINY_TEACHER
 
@@ -39,6 +42,15 @@ def _main(*args: str) -> tuple[int, str]:
     return rc, out.getvalue() + err.getvalue()
 
 
+# `harness.run` in a fresh process with the mini pins, as the launcher gives its workers: the debug
+# executor runs cells in the launching process, so an unpinned one may take other kernels.
+def _pinned_main(*args: str) -> tuple[int, str]:
+    env = {**os.environ, **pinned_environment("mini")}
+    done = subprocess.run([sys.executable, "-m", "harness.run", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
+
+
 def _write(path: Path, grid: dict) -> Path:
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
@@ -59,13 +71,14 @@ def shared_cache(teacher_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_debug_and_local_runs_agree_and_report(tmp_path: Path, shared_cache: Path, tiny_teacher) -> None:
     grid = _write(tmp_path / "grid.yaml", GRID)
     debug, local = tmp_path / "debug", tmp_path / "local"
-    rc, out = _main("--grid", str(grid), "--results", str(debug), "--executor", "debug")
+    rc, out = _pinned_main("--grid", str(grid), "--results", str(debug), "--executor", "debug")
     assert rc == 0, out
     assert "summary: 7 ok, 0 failed" in out
     rc, out = _main("--grid", str(grid), "--results", str(local), "--executor", "local", "--max-parallel", "2")
     assert rc == 0, out
     a, b = _metrics(debug), _metrics(local)
     assert len(a) == 7 and a == b               # same cells, same metrics, whatever the executor
+    assert all(r["provenance"]["numerics"]["pinned"] for r in store.scan(local)[0])
 
     records, _ = store.scan(debug)
     for r in records:
