@@ -1,12 +1,14 @@
 """A cell over 2 local processes (`--procs-per-cell 2`, gloo) when one of them fails: the failure
 record names the process that failed first, whichever it is and however it failed (a Python
 exception, killed, gone with the group's store, hung past the collective timeout), with its
-traceback's last lines; and a cell whose rank 1 is SIGKILLed mid-distillation is resumed by the
-same command with --rerun-failed, which reports the new job's outcome and ends with the metrics of
-an uninterrupted run.
+traceback's last lines; a cell whose rank 1 is SIGKILLed mid-distillation is resumed by the same
+command with --rerun-failed, which reports the new job's outcome and ends with the metrics of an
+uninterrupted run; and a wait for another job's cache lock longer than the collective timeout
+happens outside collectives, logged, and the cell completes.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -38,19 +40,20 @@ def launch_in_thread(*args: str) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, outcome
 
 
+# The log (stdout) of process `rank` of the job(s) running a submitted cell, "" before there is one.
+def task_log_text(results: Path, grid: str, run_id: str, rank: int) -> str:
+    marker = launch.read_marker(results, grid, run_id) or {}
+    logs = [results / grid / launch.SUBMITIT_DIR / str(job) / f"{job}_{rank}_log.out"
+            for job in marker.get("workers") or [marker.get("job_id")] if job]
+    return "".join(log.read_text() for log in logs if log.exists())
+
+
 # The pid of process `rank` of the job running a submitted cell, from the line its task logs
 # ("process 1 of 2 (pid N on host)"), once it is there.
 def rank_pid(results: Path, grid: str, run_id: str, rank: int, timeout_s: float = 300) -> int:
     def find() -> int | None:
-        marker = launch.read_marker(results, grid, run_id)
-        if marker is None:
-            return None
-        for job in marker.get("workers") or [marker["job_id"]]:
-            log = results / grid / launch.SUBMITIT_DIR / str(job) / f"{job}_{rank}_log.out"
-            found = re.search(rf"process {rank} of \d+ \(pid (\d+) on ", log.read_text() if log.exists() else "")
-            if found:
-                return int(found.group(1))
-        return None
+        found = re.search(rf"process {rank} of \d+ \(pid (\d+) on ", task_log_text(results, grid, run_id, rank))
+        return int(found.group(1)) if found else None
     return int(poll(f"the pid of rank {rank}", find, timeout_s))
 
 
@@ -194,3 +197,34 @@ def assert_same_result(resumed: dict[str, Any], straight: dict[str, Any], resume
     rid = resumed["run_id"]
     png = (store.run_dir(resumed_root, grid, rid) / "samples.png").read_bytes()
     assert png == (store.run_dir(straight_root, grid, rid) / "samples.png").read_bytes()
+
+
+# Another job holds the lock of the cell's student entry for longer than the collective timeout:
+# rank 0 waits for the lock and says who holds it, rank 1 waits for rank 0's word outside
+# collectives and says what it waits for, and the cell then completes: no collective timed out.
+def test_a_long_wait_for_another_jobs_cache_lock_happens_outside_collectives(
+        tiny_teacher, teacher_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timeout_s = 20
+    monkeypatch.setenv("SOFTDIMO_CACHE", str(teacher_cache))
+    grid_path = write_grid(tmp_path / "grid.yaml", "lock_wait", [digits_block("hard", 4, seed=[46])])
+    [spec] = load_grid(grid_path).specs
+    entry = teacher_cache / "students" / student_key(spec, 2)
+    results = tmp_path / "results"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / f".{entry.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("the test's stand-in for another job\n")
+        lock.flush()
+        held = time.monotonic()
+        thread, outcome = launch_in_thread("--grid", str(grid_path), "--results", str(results), "--executor",
+                                           "local", "--procs-per-cell", "2", "--collective-timeout", str(timeout_s))
+        poll("rank 0 waiting for the lock", lambda: f"waiting for cache entry {entry}: another process builds it "
+             f"(the test's stand-in for another job; lock" in run_log(results, "lock_wait", spec.run_id), 300)
+        poll("rank 1 waiting for rank 0", lambda: f"[rank 1] waiting for rank 0 (whether cache entry {entry} exists; "
+             f"it may wait for another job's lock)" in task_log_text(results, "lock_wait", spec.run_id, 1), 120)
+        time.sleep(max(0.0, 2 * timeout_s - (time.monotonic() - held)))
+    thread.join(timeout=300)
+    assert outcome["rc"] == 0, outcome
+    record = store.read_record(store.record_path(results, "lock_wait", spec.run_id))
+    assert record["status"] == "ok" and record["provenance"]["collective_timeout_s"] == timeout_s
+    assert f"cache entry {entry}: lock free after " in run_log(results, "lock_wait", spec.run_id)
