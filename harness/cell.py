@@ -82,8 +82,8 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
     spec = RunSpec.from_json(spec_json)
     run_dir = store.run_dir(results_root, grid, spec.run_id)
     existing, attempt = processes.share(
-        [store.statuses(results_root, grid, [spec.run_id])[spec.run_id], uuid.uuid4().hex[:12]]
-        if processes.is_main else None, "rank 0 to read the cell's record")
+        "record and attempt", [store.statuses(results_root, grid, [spec.run_id])[spec.run_id], uuid.uuid4().hex[:12]]
+        if processes.is_main else None)
     if existing in store.FINAL_STATUSES:
         return existing                     # submitted twice (e.g. two --no-wait launches)
     start = _Start(spec, grid, run_dir, processes, attempt, terms, slurm.current_job(), now(), time.perf_counter())
@@ -267,7 +267,7 @@ def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str
     job_id = job_environment()[1] or str(os.getpid())
     log = _logger(None, prefix=f"[rank {processes.rank}] ")
     return [execute(s, grid, results_root) for s in spec_jsons
-            if processes.share(workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
+            if processes.share("claim", workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
                                if processes.is_main else None, "its claim of the next cell", log)]
 
 

@@ -102,24 +102,22 @@ class Processes:
     def data_parallel(self) -> DataParallel:
         return DataParallel(self.rank, self.world_size)
 
-    # Rank 0's `obj` on every process.
-    def broadcast(self, obj: Any) -> Any:
-        if self.world_size == 1:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     # Rank 0's `value` (JSON) on every process, passed through the store: the others wait for it
-    # outside collectives, however long rank 0 takes, logging `what` they wait for.
-    def share(self, value: Any, what: str, log: Callable[[str], None] = lambda s: None) -> Any:
+    # outside collectives, however long rank 0 takes, logging what they wait for (`waiting_for`).
+    # Every process shares the same `topic`s in the same order; a mismatch is an error, not a wrong value.
+    def share(self, topic: str, value: Any = None, waiting_for: str = "",
+              log: Callable[[str], None] = lambda s: None) -> Any:
         if self.world_size == 1:
             return value
         key = self.channel.next_key()
         if self.is_main:
-            self.channel.store.set(key, json.dumps(value))
+            self.channel.store.set(key, json.dumps([topic, value]))
             return value
-        return json.loads(self.channel.wait(key, what, log))
+        shared, value = json.loads(self.channel.wait(key, waiting_for or topic, log))
+        if shared != topic:
+            raise RuntimeError(f"the processes are out of step: rank 0 shared {shared!r} where rank {self.rank} "
+                               f"expected {topic!r}")
+        return value
 
     # Whether any process says `flag` (the agreed stop at a step boundary).
     def any(self, flag: bool) -> bool:
@@ -244,14 +242,14 @@ def shared_cached_dir(processes: Processes, root: Path, key: str, build: Callabl
     entry = f"cache entry {root / key}"
     if processes.is_main:
         def build_together(tmp: Path) -> dict[str, Any]:
-            processes.share(False, entry)
+            processes.share("cache hit", False)
             return build(tmp)
         directory, hit = cached_dir(root, key, build_together, log)
-        processes.share(True, entry)                     # a hit, or the built entry is in place
+        processes.share("cache hit" if hit else "cache entry built", True)
         return directory, hit
-    if processes.share(None, f"whether {entry} exists; it may wait for another job's lock", log):
+    if processes.share("cache hit", waiting_for=f"whether {entry} exists; it may wait for another job's lock", log=log):
         return root / key, True
     with tempfile.TemporaryDirectory() as scratch:
         build(Path(scratch))
-    processes.share(None, f"{entry} to be put in place", log)
+    processes.share("cache entry built", waiting_for=f"{entry} to be put in place", log=log)
     return root / key, False
