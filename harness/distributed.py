@@ -193,7 +193,7 @@ def _start_group() -> Processes:
     timeout = collective_timeout()
     store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.rank == 0,
                           timeout=RENDEZVOUS_TIMEOUT, wait_for_workers=False)
-    store.barrier("rendezvous", env.world_size, RENDEZVOUS_TIMEOUT)   # every task has arrived
+    _arrive(store, env.world_size)
     store.set_timeout(timeout)
     # On GPUs NCCL carries the CUDA tensors and gloo the small CPU ones (flags, logs, objects).
     backend = "gloo" if cpu else "cpu:gloo,cuda:nccl"
@@ -202,6 +202,14 @@ def _start_group() -> Processes:
     PartialState(cpu=cpu, backend=backend)               # the group exists: accelerate adds the device
     atexit.register(failures.Heartbeat(store, env.rank).stop)
     return Processes(env.rank, env.world_size, env.local_rank, _Channel(store))
+
+
+# The rendezvous barrier: wait in the store until every task of the job has arrived (within
+# RENDEZVOUS_TIMEOUT); the last to arrive says so.
+def _arrive(store: Any, world_size: int) -> None:
+    if store.add("rendezvous/arrived", 1) == world_size:
+        store.set("rendezvous/complete", "1")
+    store.wait(["rendezvous/complete"], RENDEZVOUS_TIMEOUT)
 
 
 # Rank 0's port for the job `job_id`, the same on every process (a hash of the id), below the

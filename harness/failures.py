@@ -37,12 +37,15 @@ def _left_key(rank: int) -> str:
     return f"left/{rank}"
 
 
-# This process's heartbeat in the group's store: a daemon thread on its own store client (a
-# clone: a store object is not shared between threads), stopped when the store is gone, or at
-# exit, saying the process left (`stop`).
+# This process's heartbeat in the group's store (a TCPStore): a daemon thread on its own client of
+# the store (a client is not shared between threads), stopped when the store is gone, or at exit,
+# saying the process left (`stop`).
 class Heartbeat:
     def __init__(self, store: Any, rank: int):
-        self.store, self.key, self.rank = store.clone(), _beat_key(rank), rank
+        import torch.distributed as dist
+        self.store = dist.TCPStore(store.host, store.port, is_master=False, timeout=store.timeout,
+                                   wait_for_workers=False)
+        self.key, self.rank = _beat_key(rank), rank
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{rank}", daemon=True)
         self.thread.start()

@@ -24,7 +24,8 @@ def store() -> Iterator[Any]:
 
 # Process `rank` of 2 on its own client of the store.
 def process(store: Any, rank: int) -> Processes:
-    return Processes(rank, 2, rank, _Channel(store.clone()))
+    return Processes(rank, 2, rank, _Channel(dist.TCPStore(store.host, store.port, is_master=False,
+                                                           wait_for_workers=False)))
 
 
 def test_rank_0_word_reaches_the_others_outside_collectives_logged_and_in_step(store, monkeypatch) -> None:
