@@ -11,8 +11,8 @@ on CPU; one GPU per process otherwise, NCCL for CUDA tensors beside gloo for CPU
 one task starts no group and changes nothing. The group lives as long as the job, so a local
 worker that runs several cells in turn starts it once.
 
-Waits that can legitimately be long (rank 0 waiting for another job's cache lock, scoring samples
-alone, claiming the next cell) never happen inside a collective: the other processes wait for
+Waits that can legitimately be long (rank 0 waiting for another job's cache lock, computing
+whole-set metrics alone, claiming the next cell) never happen inside a collective: the other processes wait for
 rank 0's word in the store (`Processes.share`), logging what they wait for, up to
 MAIN_WAIT_TIMEOUT_S; if rank 0 dies meanwhile, the store goes with it and they fail at once.
 Every process beats in the store (`harness.failures`), so a failing process can tell which
@@ -93,6 +93,11 @@ class Processes:
     local_rank: int = 0
     channel: _Channel | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.world_size > 1 and self.channel is None:
+            raise ValueError(f"process {self.rank} of {self.world_size} needs the group's store to pass rank 0's "
+                             f"word beside collectives: make it with processes_over(store, ...)")
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
@@ -149,6 +154,13 @@ class Processes:
 
 
 SINGLE = Processes()
+
+
+# The processes of a group started by other code (tests, benchmarks: their own
+# `init_process_group`), with `store`, a store every process of the group opens (e.g. one
+# `torch.distributed.FileStore` path), carrying rank 0's word beside collectives (`share`).
+def processes_over(store: Any, rank: int, world_size: int, local_rank: int | None = None) -> Processes:
+    return Processes(rank, world_size, rank if local_rank is None else local_rank, _Channel(store))
 
 #----------------------------------------------------------------------------
 

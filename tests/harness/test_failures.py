@@ -14,7 +14,7 @@ import pytest
 import torch.distributed as dist
 
 from harness import distributed, failures
-from harness.distributed import Processes, _Channel
+from harness.distributed import Processes, processes_over
 
 
 @pytest.fixture
@@ -24,14 +24,15 @@ def store() -> Iterator[Any]:
 
 # Process `rank` of 2 on its own client of the store.
 def process(store: Any, rank: int) -> Processes:
-    return Processes(rank, 2, rank, _Channel(dist.TCPStore(store.host, store.port, is_master=False,
-                                                           wait_for_workers=False)))
+    return processes_over(dist.TCPStore(store.host, store.port, is_master=False, wait_for_workers=False), rank, 2)
 
 
 def test_rank_0_word_reaches_the_others_outside_collectives_logged_and_in_step(store, monkeypatch) -> None:
     monkeypatch.setattr(distributed, "WAIT_QUIET_S", 0.2)
     main, other = process(store, 0), process(store, 1)
     threading.Timer(1.0, lambda: main.share("cache hit", True)).start()
+    with pytest.raises(ValueError, match="process 1 of 2 needs the group's store"):
+        Processes(1, 2)
     lines: list[str] = []
     assert other.share("cache hit", waiting_for="whether cache entry x exists", log=lines.append) is True
     assert len(lines) == 1 and lines[0].startswith("waiting for rank 0 (whether cache entry x exists): ")
