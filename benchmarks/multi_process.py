@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.distributed import Processes
+from harness.distributed import SINGLE, processes_over
 from harness.entries import RunContext
 from harness.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
@@ -40,7 +40,7 @@ def _measure(rank: int, world: int, overlap: bool, args: argparse.Namespace, fol
     torch.set_num_threads(args.threads)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=world)
-    processes = Processes(rank, world)
+    processes = processes_over(dist.FileStore(f"{folder}/store", world), rank, world) if world > 1 else SINGLE
     torch.manual_seed(0)
     config = DigitsConfig()
     teacher = DigitsTeacher(config, new_network(config), {})

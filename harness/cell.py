@@ -20,13 +20,16 @@ of a cell over several processes ends the job (the others would wait on it).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
 import os
 import resource
+import socket
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,10 +40,11 @@ import torch
 from harness import assets, distributed, plugins, preemption, registry, slurm, store, tracking, workqueue
 from harness.distributed import Processes
 from harness.entries import MethodResult, MetricValue, RunContext
-from harness.environment import run_context
+from harness.environment import device, run_context
+from harness.failures import Failure
 from harness.images import save_condition_samples, save_image_grid
 from harness.numerics import pin_state
-from harness.provenance import CodeVersion, code_version, device_name, job_environment, now, provenance
+from harness.provenance import CodeVersion, code_version, device_name, job_environment, now, provenance, task_log
 from harness.scoring import score
 from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
@@ -70,71 +74,56 @@ class CodeChangedError(RuntimeError):
 
 
 # Run one cell and write its record; returns the record's status ("ok", "diverged", "failed").
-# `terms` (SLURM cells) adds the code check, the job's requeue state and sacct's cost.
+# `terms` (SLURM cells) adds the code check, the job's requeue state and sacct's cost. Over several
+# processes, the process that failed first (`Processes.first_failure`) writes the failure record.
 def execute(spec_json: dict[str, Any], grid: str, results_root: str,
             terms: JobTerms | None = None) -> str:
     processes = distributed.job_processes()
     spec = RunSpec.from_json(spec_json)
     run_dir = store.run_dir(results_root, grid, spec.run_id)
-    existing = processes.broadcast(store.statuses(results_root, grid, [spec.run_id])[spec.run_id]
-                                   if processes.is_main else None)
+    existing, attempt = processes.share(
+        "record and attempt", [store.statuses(results_root, grid, [spec.run_id])[spec.run_id], uuid.uuid4().hex[:12]]
+        if processes.is_main else None)
     if existing in store.FINAL_STATUSES:
         return existing                     # submitted twice (e.g. two --no-wait launches)
+    start = _Start(spec, grid, run_dir, processes, attempt, terms, slurm.current_job(), now(), time.perf_counter())
+    assets.forget_used_assets()             # provenance lists the assets this cell resolves
     if not processes.is_main:
-        return _follow(spec, results_root, run_dir, processes)
+        return _follow(start, results_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / LOG_FILE
-    job = slurm.current_job()
-    started, t0 = now(), time.perf_counter()
-    assets.forget_used_assets()             # provenance lists the assets this cell resolves
+    job = start.job
     reraise: BaseException | None = None
     code_check: str | None = None
-    with open(log_path, "a", encoding="utf-8") as log_file:
+    with _LogFile(log_path) as log_file:
         log = _logger(log_file)
         again = f" (SLURM job {job.job_id}, restart {job.restart_count})" if job and job.restart_count else ""
-        log(f"run {spec.run_id} of grid {grid!r} started {started}{again}")
+        log(f"run {spec.run_id} of grid {grid!r} started {start.started}{again}")
         try:
             code_check = _check_code(terms, log)
             record = _run(spec, grid, results_root, run_dir, log, processes)
         except Exception as e:
-            tb = traceback.format_exc()
-            log(tb)
-            record = _base_record(spec, grid, "failed")
-            record["error"] = {"type": type(e).__name__, "message": str(e) or repr(e),
-                               "traceback": tb, "log": str(log_path)}
+            log(traceback.format_exc())
+            failure, records_it = processes.first_failure(e)
+            if processes.world_size > 1:
+                reraise = e                 # the other processes may wait on this one: end the job
             if isinstance(e, CodeChangedError):
                 code_check = "refused"
             if isinstance(e, submitit.core.utils.UncompletedJobError):   # the requeue cap
-                record["error"]["message"] = _cap_message(e, job, terms)
+                failure = dataclasses.replace(failure, message=_cap_message(e, job, terms))
                 reraise = e                 # the job ends in error, as submitit intends
-            if processes.world_size > 1:
-                reraise = e                 # the other processes may wait on this one: end the job
+            if not records_it:
+                log(f"{failure.describe()} (reported by rank {failure.reporter}, which records it); "
+                    f"this process stops too")
+                raise
+            record = _failed_record(start, failure, str(log_path))
         except BaseException:
             if job is not None:             # SystemExit from submitit: the job was requeued
-                _note_interrupted_run(run_dir, job, time.perf_counter() - t0)
+                _note_interrupted_run(run_dir, job, time.perf_counter() - start.t0, _accelerators(processes))
                 log("run interrupted by SLURM; the job was requeued and resumes from its checkpoint")
             raise
-        record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
-        trackers = record.pop("_trackers", None)
-        if trackers is not None:
-            record["provenance"]["trackers"] = trackers
-        devices = record.pop("_devices", None)
-        record["provenance"]["world_size"] = processes.world_size
-        record["provenance"]["numerics"] = pin_state(spec.scale)
-        if devices is not None:
-            record["provenance"]["devices"] = devices
-        if terms is not None:
-            record["provenance"]["submitted_code"] = terms.code
-            record["provenance"]["code_check"] = code_check
-        if job is not None:
-            record["provenance"]["slurm"] = {
-                **job.to_json(), "profile": terms.profile if terms else None,
-                "max_num_timeout": terms.max_num_timeout if terms else None}
-        record["cost"] = _cost(time.perf_counter() - t0, record.pop("_stages", {}),
-                               record.pop("_gpus", 0), _earlier_runs(run_dir, job), job,
-                               record["status"], processes.world_size)
         try:
-            store.write_record(run_dir, record)
+            _write(start, record, code_check)
         except store.RecordExistsError as e:  # another job finished the same cell first
             log(str(e))
             return store.statuses(results_root, grid, [spec.run_id])[spec.run_id] or "failed"
@@ -142,6 +131,74 @@ def execute(spec_json: dict[str, Any], grid: str, results_root: str,
     if reraise is not None:
         raise reraise
     return record["status"]
+
+
+# One start of a cell on one process: what its record's provenance and cost are made of.
+@dataclass(frozen=True)
+class _Start:
+    spec: RunSpec
+    grid: str
+    run_dir: Path
+    processes: Processes
+    attempt: str                         # shared by the cell's processes (provenance.attempt)
+    terms: JobTerms | None
+    job: slurm.JobInfo | None
+    started: str                         # ISO time
+    t0: float                            # perf_counter at the start
+
+
+# Add provenance and cost to a record and write it (RecordWriteError when the file system refuses).
+def _write(start: _Start, record: dict[str, Any], code_check: str | None = None) -> None:
+    processes, terms, job = start.processes, start.terms, start.job
+    record["provenance"] = {**provenance(start.started), "assets": assets.used_assets()}
+    trackers = record.pop("_trackers", None)
+    if trackers is not None:
+        record["provenance"]["trackers"] = trackers
+    devices = record.pop("_devices", None)
+    record["provenance"]["world_size"] = processes.world_size
+    record["provenance"]["numerics"] = pin_state(start.spec.scale)
+    record["provenance"]["attempt"] = start.attempt
+    if processes.world_size > 1:
+        record["provenance"]["collective_timeout_s"] = distributed.collective_timeout().total_seconds()
+    if devices is not None:
+        record["provenance"]["devices"] = devices
+    if terms is not None:
+        record["provenance"]["submitted_code"] = terms.code
+        record["provenance"]["code_check"] = code_check
+    if job is not None:
+        record["provenance"]["slurm"] = {
+            **job.to_json(), "profile": terms.profile if terms else None,
+            "max_num_timeout": terms.max_num_timeout if terms else None}
+    record["cost"] = _cost(time.perf_counter() - start.t0, record.pop("_stages", {}), _accelerators(processes),
+                           _earlier_runs(start.run_dir, job), job, record["status"], processes.world_size)
+    try:
+        store.write_record(start.run_dir, record)
+    except store.RecordExistsError:
+        raise
+    except OSError as e:
+        raise RecordWriteError(f"the {record['status']} record of run {start.spec.run_id} could not be written "
+                               f"to {start.run_dir / store.RECORD_FILE}: {e.strerror or e}; nothing of it was "
+                               f"recorded (a record already there is unchanged)") from e
+
+
+# The record of a failure: the first failure of the cell's processes (`failure`), written by this
+# process (`own_log`: its log); over several processes it names the rank and its traceback tail.
+def _failed_record(start: _Start, failure: Failure, own_log: str) -> dict[str, Any]:
+    record = _base_record(start.spec, start.grid, "failed")
+    record["error"] = {"type": failure.type, "message": failure.message, "traceback": traceback.format_exc(),
+                       "log": own_log}
+    if start.processes.world_size > 1:
+        record["error"].update(message=failure.describe(), rank=failure.rank, world_size=failure.world_size,
+                               traceback_tail=failure.traceback_tail)
+        rank_log = task_log(failure.rank)
+        if rank_log and rank_log != own_log:
+            record["error"]["rank_log"] = rank_log
+    return record
+
+
+# A record could not be written (a full disk, a read-only file system).
+class RecordWriteError(OSError):
+    pass
 
 
 # One cell as a SLURM array task. Checkpointable: on USR2 / the time limit submitit calls the
@@ -184,10 +241,11 @@ def _cap_message(error: BaseException, job: slurm.JobInfo | None, terms: JobTerm
             f"the profile's timeout_min or max_num_timeout.")
 
 
-# Remember the wall time of a run that was interrupted to be requeued (for the final cost).
-def _note_interrupted_run(run_dir: Path, job: slurm.JobInfo, wall_s: float) -> None:
+# Remember the wall time and accelerator hours of a run that was interrupted to be requeued (for
+# the final cost; sacct's view of every start is in the record's cost.sacct.starts).
+def _note_interrupted_run(run_dir: Path, job: slurm.JobInfo, wall_s: float, gpus: int) -> None:
     entry = {"job_id": job.job_id, "restart": job.restart_count, "wall_s": round(wall_s, 3),
-             "end": "requeued", "time": now()}
+             "end": "requeued", "accelerator_hours": round(wall_s * gpus / 3600, 6), "time": now()}
     with open(run_dir / JOB_RUNS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -207,9 +265,10 @@ def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, An
 def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str) -> list[str]:
     processes = distributed.job_processes()
     job_id = job_environment()[1] or str(os.getpid())
+    log = _logger(None, prefix=f"[rank {processes.rank}] ")
     return [execute(s, grid, results_root) for s in spec_jsons
-            if processes.broadcast(workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
-                                   if processes.is_main else None)]
+            if processes.share("claim", workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
+                               if processes.is_main else None, "its claim of the next cell", log)]
 
 
 # The cell's method on this process, and (on rank 0) the device of every process.
@@ -218,18 +277,37 @@ def _method_run(spec: RunSpec, results_root: str, run_dir: Path, log: Callable[[
                 ) -> tuple[RunContext, MethodResult, list[str] | None]:
     plugins.load_all(spec.plugins)
     ctx = run_context(run_dir, results_root, log, processes, trackers)
-    share = f", process {processes.rank} of {processes.world_size}" if processes.world_size > 1 else ""
+    share = (f", process {processes.rank} of {processes.world_size} (pid {os.getpid()} on {socket.gethostname()})"
+             if processes.world_size > 1 else "")
     log(f"device {ctx.device}, {ctx.threads} thread(s), cache {ctx.cache_dir}{share}")
     result = registry.methods.get(spec.method).run(spec, ctx)
     return ctx, result, processes.gather_to_main(device_name(ctx.device))
 
 
 # A process other than rank 0: its share of the method's work and of the evaluation; rank 0
-# writes the record.
-def _follow(spec: RunSpec, results_root: str, run_dir: Path, processes: Processes) -> str:
+# writes the record, unless this process failed first (or rank 0 is gone): then it writes the
+# failure record, names itself in the run's log and ends the job.
+def _follow(start: _Start, results_root: str) -> str:
+    processes = start.processes
     log = _logger(None, prefix=f"[rank {processes.rank}] ")
-    ctx, result, _ = _method_run(spec, results_root, run_dir, log, processes)
-    _evaluate(spec, ctx, result)
+    try:
+        ctx, result, _ = _method_run(start.spec, results_root, start.run_dir, log, processes)
+        _evaluate(start.spec, ctx, result)
+    except Exception as e:
+        log(traceback.format_exc())
+        failure, records_it = processes.first_failure(e)
+        if not records_it:
+            log(f"{failure.describe()} (reported by rank {failure.reporter}); this process stops too")
+            raise
+        own_log = task_log(processes.rank) or ""
+        try:
+            _write(start, _failed_record(start, failure, own_log))
+            with _LogFile(start.run_dir / LOG_FILE) as run_log:
+                _logger(run_log, prefix=f"[rank {processes.rank}] ")(
+                    f"recorded the failure: {failure.describe()}; log: {own_log}")
+        except store.RecordExistsError:
+            pass                            # another process recorded this attempt's failure first
+        raise
     return "ok"
 
 
@@ -298,10 +376,6 @@ def _run_tracked(spec: RunSpec, grid: str, results_root: str, run_dir: Path, log
         log(f"diverged: metric(s) {', '.join(bad)} not finite")
     record["_stages"] = stages
     record["_devices"] = devices
-    if processes.world_size > 1:            # one device per process
-        record["_gpus"] = sum(d.startswith("cuda") for d in devices)
-    else:
-        record["_gpus"] = max(1, torch.cuda.device_count()) if ctx.device.type == "cuda" else 0
     return record
 
 
@@ -332,15 +406,61 @@ def _jsonable(x: Any) -> Any:
 #----------------------------------------------------------------------------
 
 
+# The run's log file, opened for appending; when the file system refuses a write (a full disk), the
+# file is given up with one line on stdout and the run goes on (its record is what matters).
+class _LogFile:
+    def __init__(self, path: Path):
+        self.path, self.file = path, None
+
+    def __enter__(self) -> "_LogFile":
+        try:
+            self.file = open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            self._give_up(e)
+        return self
+
+    def write(self, line: str) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.write(line)
+            self.file.flush()
+        except OSError as e:
+            self._give_up(e)
+
+    def _give_up(self, error: OSError) -> None:
+        print(f"cannot write the run's log {self.path} ({error.strerror or error}); logging to stdout only", flush=True)
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+        self.file = None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
 # Log lines to stdout and, when given, to the run's log file.
-def _logger(log_file: Any | None, prefix: str = "") -> Callable[[str], None]:
+def _logger(log_file: _LogFile | None, prefix: str = "") -> Callable[[str], None]:
     def log(message: str) -> None:
         line = f"[{dt.datetime.now().strftime('%H:%M:%S')}] {prefix}{message}"
         print(line, flush=True)
         if log_file is not None:
             log_file.write(line + "\n")
-            log_file.flush()
     return log
+
+
+# Accelerators the cell's processes use: one GPU per process over several processes, every visible
+# GPU for one process on CUDA, none on the CPU.
+def _accelerators(processes: Processes) -> int:
+    if processes.world_size > 1:
+        return processes.world_size if distributed.process_device().type == "cuda" else 0
+    return max(1, torch.cuda.device_count()) if device().type == "cuda" else 0
 
 
 # Cost of a cell: job-measured wall time and accelerator hours (of all its processes) over every
@@ -349,8 +469,10 @@ def _logger(log_file: Any | None, prefix: str = "") -> Callable[[str], None]:
 def _cost(wall_s: float, stages: dict[str, float], gpus: int, earlier: list[dict[str, Any]],
           job: slurm.JobInfo | None, status: str, world_size: int) -> dict[str, Any]:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    runs = [{k: r[k] for k in ("restart", "wall_s", "end")} for r in earlier]
-    runs.append({"restart": job.restart_count if job else 0, "wall_s": round(wall_s, 3), "end": status})
+    runs = [{"accelerator_hours": 0.0, **{k: r[k] for k in ("restart", "wall_s", "end", "accelerator_hours")
+                                          if k in r}} for r in earlier]
+    runs.append({"restart": job.restart_count if job else 0, "wall_s": round(wall_s, 3), "end": status,
+                 "accelerator_hours": round(wall_s * gpus / 3600, 6)})
     total_s = sum(r["wall_s"] for r in runs)
     cost: dict[str, Any] = {
         "wall_s": round(total_s, 3), "peak_mem_mb": round(peak_kb / 1024, 1),

@@ -7,6 +7,7 @@ they make: the shared cache, torch threads per job, the device.
 | `SOFTDIMO_THREADS` | torch threads per job; the launcher sets it to cores / jobs at once |
 | `SOFTDIMO_DEVICE` | force a device (`cpu`, `cuda:0`); default: CUDA when available |
 | `SOFTDIMO_LOG_WITH` | accelerate trackers logging the run live (`--log-with`; `harness.tracking`) |
+| `SOFTDIMO_COLLECTIVE_TIMEOUT_S` | seconds a collective of a cell's processes waits before failing; the launcher sets it (`harness.distributed`) |
 """
 from __future__ import annotations
 

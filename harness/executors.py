@@ -2,10 +2,12 @@
 
 Every executor is submitit's: the submitted callables are the launcher's (`JobCallables`:
 `harness.cell.execute`, `execute_queue`, `SlurmCell`) with specs as JSON and paths, never a model. Each job gets
-SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once), and
-SOFTDIMO_LOG_WITH = the trackers of `--log-with` when given (`harness.tracking`).
-A resource profile (`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and
-resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
+SOFTDIMO_THREADS = its CPUs (the profile's `cpus_per_task`, else cores / jobs running at once),
+SOFTDIMO_LOG_WITH = the trackers of `--log-with` when given (`harness.tracking`), and
+SOFTDIMO_COLLECTIVE_TIMEOUT_S = the collective timeout of a cell's processes (`--collective-timeout`,
+else the profile's `collective_timeout_s`, else 10 minutes). A resource profile
+(`harness.profiles`, `slurm/profiles/<name>.yaml`) gives the time limit and resources; without
+one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this machine.
 
 - `debug`: submitit's DebugExecutor; one job per cell, run in this process, one after the other,
   when the launcher waits on it (so `--no-wait` does not apply to it).
@@ -16,7 +18,7 @@ resources; without one, `debug` and `local` use DEFAULT_TIMEOUT_MIN and this mac
   `--procs-per-cell N` a worker is a job of N tasks that run each cell together
   (`harness.distributed`): N CPU processes (gloo) without a GPU, else one per GPU.
 - `slurm`: one submitit SLURM executor per profile; one array task per cell (`SlurmCell`:
-  checkpointable, code-version checked), arrays chunked to the profile's `max_array_size`
+  checkpointable, code-version checked; srun ends every task when one exits badly), arrays chunked to the profile's `max_array_size`
   (submitit does not split them), the profile's `timeout_min` always explicit, and
   `--max-parallel` (else the profile's `array_parallelism`) tasks at once. A cell runs over the
   profile's `nodes` x `tasks_per_node` processes. Job states come from
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from harness import registry, slurm, workqueue
+from harness.distributed import COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import THREADS_ENV
 from harness.numerics import MINI_THREADS, pinned_environment
 from harness.tracking import LOG_WITH_ENV
@@ -97,6 +100,14 @@ class SubmitRequest:
     allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
     procs_per_cell: int = 1                # local: processes running each cell together
     log_with: tuple[str, ...] = ()         # accelerate trackers logging each run live (harness.tracking)
+    collective_timeout_s: int | None = None  # --collective-timeout; None: the profile's, else the default
+
+    # Seconds a collective of a cell's processes waits before it fails.
+    @property
+    def collective_timeout(self) -> int:
+        if self.collective_timeout_s is not None:
+            return self.collective_timeout_s
+        return self.profile.collective_timeout_s if self.profile else DEFAULT_COLLECTIVE_TIMEOUT_S
 
 
 # What the scheduler says about a job submitted earlier: may it still run, and its state.
@@ -104,6 +115,15 @@ class SubmitRequest:
 class JobState:
     alive: bool
     state: str                             # e.g. "RUNNING", "PENDING", "CANCELLED by 0", "ended"
+
+
+# What the scheduler tells about a job that ended without writing a cell's record: the task that
+# failed first (when it says) and what accounting charged (`slurm.job_usage`, when it can).
+@dataclass(frozen=True)
+class JobEnd:
+    rank: int | None = None                # the task (= rank) reported failed first
+    detail: str = ""                       # how, e.g. "srun: task 1: Killed"
+    usage: dict[str, Any] | None = None    # sacct's elapsed seconds and GPU hours
 
 
 # A registered executor.
@@ -116,6 +136,7 @@ class ExecutorEntry:
         "ended" if s.job.done() else None for s in subs]   # how each job ended; None: running
     run_in_process: Callable[[Any], BaseException | None] | None = None  # debug: run a job here
     cancel: Callable[[Sequence[Mapping[str, Any]]], str | None] | None = None  # error or None
+    job_end: Callable[[Any], JobEnd] = lambda job: JobEnd()   # of a job that ended without a record
     description: str = ""
     ended_poll_s: float = 0.0              # least seconds between two `ended` calls while waiting
 
@@ -149,7 +170,8 @@ def _args(spec: RunSpec, req: SubmitRequest) -> tuple[dict[str, Any], str, str]:
 
 # The environment a debug or local job starts with: its threads and, when asked, its trackers.
 def _job_env(req: SubmitRequest, threads: int) -> dict[str, str]:
-    return {THREADS_ENV: str(threads), **({LOG_WITH_ENV: ",".join(req.log_with)} if req.log_with else {})}
+    return {THREADS_ENV: str(threads), COLLECTIVE_TIMEOUT_ENV: str(req.collective_timeout),
+            **({LOG_WITH_ENV: ",".join(req.log_with)} if req.log_with else {})}
 
 
 # Torch threads of a job on this machine: its share of the cores, at most the profile's CPUs.
@@ -243,7 +265,8 @@ def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     threads = MINI_THREADS if pins else p.cpus_per_task
     params["slurm_setup"] = [*params.get("slurm_setup", []), f"export {THREADS_ENV}={threads}",
                              *(f"export {k}={v}" for k, v in pins.items()),
-                             *([f"export {LOG_WITH_ENV}={','.join(req.log_with)}"] if req.log_with else [])]
+                             *([f"export {LOG_WITH_ENV}={','.join(req.log_with)}"] if req.log_with else []),
+                             f"export {COLLECTIVE_TIMEOUT_ENV}={req.collective_timeout}"]
     if req.max_parallel:
         params["slurm_array_parallelism"] = req.max_parallel
     executor.update_parameters(name=f"softdimo-{req.grid}", **params)
@@ -311,6 +334,18 @@ def slurm_ended(subs: Sequence[SubmittedJob]) -> list[str | None]:
     return [None if st.alive else st.state for st in slurm_states(markers)]
 
 
+# A SLURM job that ended without a record: the task srun saw fail first (from the job's log, which
+# holds srun's own lines) and sacct's usage, so its failure record counts the GPU hours.
+def slurm_job_end(job: Any) -> JobEnd:
+    try:
+        text = Path(job.paths.stderr).read_text(errors="replace")
+    except OSError:
+        text = ""
+    bad = slurm.first_bad_task(text)
+    return JobEnd(bad[0] if bad else None, f"srun: task {bad[0]}: {bad[1]}" if bad else "",
+                  slurm.job_usage(str(job.job_id)))
+
+
 def slurm_cancel(markers: Sequence[Mapping[str, Any]]) -> str | None:
     return slurm.cancel([str(m["job_id"]) for m in markers])
 
@@ -328,7 +363,7 @@ EXECUTORS = (
                   description="submitit LocalExecutor: subprocesses, at most --max-parallel "
                               "workers sharing one queue of cells"),
     ExecutorEntry("slurm", submit_slurm, states=slurm_states, ended=slurm_ended,
-                  cancel=slurm_cancel, ended_poll_s=SACCT_POLL_S,
+                  cancel=slurm_cancel, job_end=slurm_job_end, ended_poll_s=SACCT_POLL_S,
                   description="submitit on SLURM: job arrays per resource profile, checkpointed "
                               "and requeued on time limits"),
 )

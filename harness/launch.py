@@ -14,12 +14,13 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness import cell, registry, store, workqueue
-from harness.executors import ExecutorEntry, JobCallables, JobState, LaunchError, SubmitRequest, SubmittedJob
+from harness.executors import (ExecutorEntry, JobCallables, JobEnd, JobState, LaunchError, SubmitRequest,
+                               SubmittedJob)
 from harness.grid import Grid
 from harness.profiles import SlurmProfile, load_profile
 from harness.provenance import code_version
@@ -118,7 +119,8 @@ def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job
 #----------------------------------------------------------------------------
 
 
-# Submitted jobs of one launch.
+# Submitted jobs of one launch. `earlier` holds the record files that were there before it
+# (failed cells submitted again): until replaced they are not these jobs' outcome.
 @dataclass
 class Launch:
     grid: str
@@ -126,6 +128,18 @@ class Launch:
     executor: ExecutorEntry
     submissions: list[SubmittedJob]
     folder: Path
+    earlier: dict[str, tuple[int, int]] = field(default_factory=dict)   # run id -> store.record_stamp
+    problems: list[str] = field(default_factory=list)   # what the launcher could not record
+
+    # The status of each cell's record written since the launch (None: none yet).
+    def statuses(self, run_ids: Sequence[str] | None = None) -> dict[str, str | None]:
+        ids = self.run_ids if run_ids is None else list(run_ids)
+        out = store.statuses(self.results_root, self.grid, ids)
+        for rid in ids:
+            if rid in self.earlier and out[rid] is not None and store.record_stamp(
+                    store.record_path(self.results_root, self.grid, rid)) == self.earlier[rid]:
+                out[rid] = None
+        return out
 
     @property
     def run_ids(self) -> list[str]:
@@ -142,10 +156,12 @@ def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | Non
 # Submit cells through a registered executor, one group (and for SLURM one executor, its arrays
 # chunked to the array limit) per resource profile. The code version is recorded for the jobs.
 # `procs_per_cell`: processes running each local cell together (SLURM: the profile's tasks);
-# `log_with`: accelerate trackers each run logs to live (harness.tracking).
+# `log_with`: accelerate trackers each run logs to live (harness.tracking); `collective_timeout_s`: the
+# collective timeout of a cell's processes (None: the profile's, else the default).
 def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
            max_parallel: int | None = None, profile: str | None = None,
-           allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = ()) -> Launch:
+           allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = (),
+           collective_timeout_s: int | None = None) -> Launch:
     entry = registry.executors.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
@@ -154,12 +170,14 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
     for spec in specs:                 # one profile per grid and scale today; grouped all the same
         groups.setdefault(profile or grid.resources, []).append(spec)
     code = code_version()
+    earlier = {s.run_id: stamp for s in specs
+               if (stamp := store.record_stamp(store.record_path(root, grid.name, s.run_id)))}
     submissions: list[SubmittedJob] = []
     try:
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
                                                       max_parallel, JOBS, code, allow_code_change,
-                                                      procs_per_cell, tuple(log_with)))
+                                                      procs_per_cell, tuple(log_with), collective_timeout_s))
     except LaunchError as e:
         submissions += e.submitted
         raise
@@ -172,16 +190,18 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
                         _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
                                       sub.marker)
                         marked.add(rid)
-    return Launch(grid.name, root, entry, submissions, folder.parent)
+    return Launch(grid.name, root, entry, submissions, folder.parent, earlier)
 
 
-# Wait until every submitted cell has a record; calls `progress(statuses)` as records appear.
-# A job that ends without writing a cell's record gets a failed record naming the job's log.
+# Wait until every submitted cell has a record written since the launch (a failed record it
+# replaces does not count); calls `progress(statuses)` as records appear. A job that ends without
+# writing a cell's record gets a failed record naming the job's log (and, on SLURM, the task that
+# failed first and sacct's GPU hours). Returns the statuses of the launch's records.
 def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lambda s: None,
          poll_s: float = 1.0) -> dict[str, str | None]:
     ids = launch.run_ids
     pending = list(launch.submissions)
-    statuses = store.statuses(launch.results_root, launch.grid, ids)
+    statuses = launch.statuses()
     progress(statuses)
     asked = -float("inf")                  # when the executor was last asked about its jobs
     while pending:
@@ -191,7 +211,7 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
             _settle(launch, sub, "ended", _reason(error) if error else None, str(error or ""))
         else:
             time.sleep(poll_s)
-            statuses = store.statuses(launch.results_root, launch.grid, ids)
+            statuses = launch.statuses()
             pending = [s for s in pending if any(statuses[r] is None for r in s.run_ids)]
             if pending and time.monotonic() - asked >= launch.executor.ended_poll_s:
                 asked = time.monotonic()
@@ -200,7 +220,7 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
                         pending.remove(sub)
                         last = sub.queue is None or all(p.queue != sub.queue for p in pending)
                         _settle(launch, sub, how, *_job_error(sub.job), last_of_queue=last)
-        statuses = store.statuses(launch.results_root, launch.grid, ids)
+        statuses = launch.statuses()
         progress(statuses)
     for rid in ids:
         (store.run_dir(launch.results_root, launch.grid, rid) / MARKER).unlink(missing_ok=True)
@@ -221,35 +241,46 @@ def _job_error(job: Any) -> tuple[str | None, str]:
 
 
 # After a job ended: every cell of it without a record gets a failed record. A queue worker
-# answers only for the cells it claimed, unless it was the queue's last worker alive.
+# answers only for the cells it claimed, unless it was the queue's last worker alive. A record
+# that cannot be written (e.g. a full disk) is reported in `launch.problems`.
 def _settle(launch: Launch, sub: SubmittedJob, how: str, reason: str | None, trace: str,
             last_of_queue: bool = True) -> None:
-    statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
+    statuses = launch.statuses(sub.run_ids)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}
     descriptions = {s.run_id: s.description() for s in sub.specs}
+    end: JobEnd | None = None
     for rid in sub.run_ids:
         if statuses[rid] is not None:
             continue
         unclaimed = sub.queue is not None and workqueue.claimant(sub.queue, rid) != str(sub.job.job_id)
         if unclaimed and not last_of_queue:
             continue                       # another worker of the queue runs it, or will
-        why = f"{how}: {reason}" if reason else how
+        end = end or launch.executor.job_end(sub.job)
+        why = "; ".join(filter(None, [f"{how}: {reason}" if reason else how, end.detail]))
         message = (f"every worker of its queue ended before running this cell (the last, job "
                    f"{sub.job.job_id}: {why})" if unclaimed else
                    f"job {sub.job.job_id} ended without a record for this cell ({why})")
+        usage = None if unclaimed else end.usage
         record = {"schema_version": store.SCHEMA_VERSION, "run_id": rid, "grid": launch.grid,
                   "description": descriptions[rid], "spec": spec_json[rid], "status": "failed",
                   "error": {"type": "JobEnded", "message": message, "traceback": trace,
-                            "log": _job_log(sub.job)},
+                            "log": _job_log(sub.job),
+                            **({"rank": end.rank} if end.rank is not None and not unclaimed else {})},
                   "metrics": {}, "curves": {}, "samples": {}, "info": {},
                   "provenance": {"executor": launch.executor.name, "job_id": str(sub.job.job_id),
                                  "host": socket.gethostname()},
-                  "cost": {"wall_s": 0.0, "peak_mem_mb": 0.0, "accelerator_hours": 0.0,
-                           "stages": {}}}
+                  "cost": {"wall_s": float(usage["elapsed_s"]) if usage else 0.0, "peak_mem_mb": 0.0,
+                           "accelerator_hours": usage["accelerator_hours"] if usage else 0.0, "stages": {},
+                           **({"sacct": usage} if usage else {})}}
         try:
             store.write_record(store.run_dir(launch.results_root, launch.grid, rid), record)
         except store.RecordExistsError:
             pass
+        except OSError as e:
+            launch.problems.append(f"cell {rid}: job {sub.job.job_id} ended without a record ({why}), and its "
+                                   f"failure record could not be written either ({e.strerror or e}"
+                                   f"{f': {e.filename}' if e.filename else ''}); the cell has no record and counts "
+                                   f"as pending")
 
 
 # The line of a job's error worth showing: the exception line of its remote traceback.

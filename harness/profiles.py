@@ -2,8 +2,9 @@
 `scales.<scale>.resources` refers to.
 
 A profile says where and how one cell runs (partition, nodes and tasks per node, GPUs, CPUs,
-memory, time limit, account, QoS, constraint, extra sbatch options) and what the cluster allows
-(array size limit, requeue cap). A cell runs one process per task and, with GPUs, one GPU per
+memory, time limit, account, QoS, constraint, extra sbatch and srun options, the collective
+timeout of its processes) and what the cluster allows (array size limit, requeue cap). srun always
+runs with `--kill-on-bad-exit=1`: a task that fails ends the others at once. A cell runs one process per task and, with GPUs, one GPU per
 process (docs/distributed.md), so a profile whose gpus_per_node differs from tasks_per_node is
 refused: GPUs without a process would sit idle and still be billed. `to_submitit_parameters` turns it into `AutoExecutor.update_parameters` keyword arguments,
 checked against submitit's own list, so a mistake fails when the grid is loaded, not in sbatch.
@@ -17,6 +18,7 @@ from typing import Any, Mapping
 
 from submitit import AutoExecutor, SlurmExecutor
 
+from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.registry import did_you_mean
 from harness.yaml_lines import LineMap, YamlFileError, line_of, parse_yaml
 
@@ -32,6 +34,15 @@ PROFILE_OWNED_SBATCH = {
     "array": "array_parallelism", "nodes": "nodes", "ntasks_per_node": "tasks_per_node",
 }
 SUBMITIT_OWNED_SBATCH = {"output", "error", "open_mode", "job_name", "wrap"}
+# srun options the harness and submitit set, and the profile keys that own the step's resources:
+# `srun_args` may not set them.
+HARNESS_SRUN_ARGS = ("--kill-on-bad-exit=1",)
+OWNED_SRUN = {"kill_on_bad_exit": "the harness (a failing task ends the step)", "output": "submitit",
+              "error": "submitit", "unbuffered": "submitit", **{
+                  k: f"the profile key {v!r}" for k, v in PROFILE_OWNED_SBATCH.items()
+                  if k in ("nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "mem", "time",
+                           "partition", "account", "qos", "constraint", "signal")},
+              "ntasks": "the profile keys 'nodes' and 'tasks_per_node'"}
 
 #----------------------------------------------------------------------------
 
@@ -58,6 +69,8 @@ class SlurmProfile:
     signal_delay_s: int = 90              # USR2 this long before the time limit (checkpoint)
     max_num_timeout: int = 3              # requeues after a time limit before giving up
     setup: tuple[str, ...] = ()           # shell lines before srun (module load, env exports)
+    srun_args: tuple[str, ...] = ()       # extra srun options, `--name` or `--name=value` each
+    collective_timeout_s: int = DEFAULT_COLLECTIVE_TIMEOUT_S  # the processes' collective timeout
 
     # The processes a cell runs over: nodes x tasks_per_node.
     @property
@@ -76,7 +89,7 @@ class ProfileError(ValueError):
 # What each YAML key accepts: (kinds, nullable, lower bound, description for messages).
 @dataclass(frozen=True)
 class _Rule:
-    kind: str            # "int", "number", "str", "mapping", "lines"
+    kind: str            # "int", "number", "str", "mapping", "lines", "options"
     nullable: bool = False
     lo: float | None = None
     open_lo: bool = False
@@ -84,7 +97,8 @@ class _Rule:
     def allowed(self) -> str:
         text = {"int": "an integer", "number": "a number", "str": "a string",
                 "mapping": "a mapping of sbatch option -> value",
-                "lines": "a list of shell lines (strings)"}[self.kind]
+                "lines": "a list of shell lines (strings)",
+                "options": "a list of srun options, each '--name' or '--name=value'"}[self.kind]
         if self.lo is not None:
             text += f" {'>' if self.open_lo else '>='} {self.lo:g}"
         return text + (" or null" if self.nullable else "")
@@ -108,6 +122,8 @@ RULES: dict[str, _Rule] = {
     "signal_delay_s": _Rule("int", lo=0),
     "max_num_timeout": _Rule("int", lo=0),
     "setup": _Rule("lines"),
+    "srun_args": _Rule("options"),
+    "collective_timeout_s": _Rule("int", lo=1),
 }
 REQUIRED = ("timeout_min",)
 
@@ -169,6 +185,8 @@ def _parse(path: Path, text: str) -> SlurmProfile:
     checked = {k: _check(path, k, v, lines[k]) for k, v in values.items()}
     if "additional_parameters" in checked:
         _check_additional(path, checked["additional_parameters"], lines)
+    if "srun_args" in checked:
+        _check_srun_args(path, checked["srun_args"], lines["srun_args"])
     profile = SlurmProfile(name=path.stem, path=path, **checked)
     if profile.signal_delay_s >= profile.timeout_min * 60:
         raise ProfileError(path, "signal_delay_s", f"{profile.signal_delay_s} s is not shorter than "
@@ -215,6 +233,19 @@ def _check(path: Path, key: str, value: Any, line: int) -> Any:
     return tuple(value)
 
 
+# `srun_args`: long options, one per item (a value after `=`), none that the harness, submitit or
+# a profile key sets.
+def _check_srun_args(path: Path, options: tuple[str, ...], line: int) -> None:
+    for option in options:
+        name = option.split("=", 1)[0]
+        if not name.startswith("--") or len(name) < 4 or " " in name:
+            raise ProfileError(path, "srun_args", f"{option!r}: write each srun option as one long option, "
+                               f"'--name' or '--name=value' (e.g. '--cpu-bind=cores')", line)
+        owner = OWNED_SRUN.get(name[2:].replace("-", "_"))
+        if owner is not None:
+            raise ProfileError(path, "srun_args", f"{option!r}: srun's {name} is set by {owner}", line)
+
+
 # `additional_parameters`: sbatch option names with scalar values, none that a profile key or
 # submitit already sets.
 def _check_additional(path: Path, extra: Mapping[Any, Any], lines: Mapping[str, int]) -> None:
@@ -259,6 +290,7 @@ def to_submitit_parameters(profile: SlurmProfile) -> dict[str, Any]:
         "slurm_signal_delay_s": profile.signal_delay_s,
         "slurm_additional_parameters": dict(profile.additional_parameters) or None,
         "slurm_setup": list(profile.setup) or None,
+        "slurm_srun_args": [*HARNESS_SRUN_ARGS, *profile.srun_args],
     }
     params = {k: v for k, v in params.items() if v is not None}
     check_submitit_parameters(params, profile.path)

@@ -105,6 +105,17 @@ def job_environment() -> tuple[str, str | None, str | None]:
     return env.cluster, env.job_id, log
 
 
+# The log (stdout) of task `rank` of the submitit job running this code, None outside a job.
+def task_log(rank: int) -> str | None:
+    import submitit
+    from submitit.core.utils import JobPaths
+    try:
+        env = submitit.JobEnvironment()
+        return str(JobPaths(env.paths.folder, job_id=env.job_id, task_id=rank).stdout)
+    except (RuntimeError, KeyError):
+        return None
+
+
 # The current time, ISO 8601 with the local offset.
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")

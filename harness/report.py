@@ -124,7 +124,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     shipped = claims.load_claims(claims_file) if claims_file.is_file() else []
     tested = [c for c in shipped if c.grid in grids_here]
     claims_markdown = claims.render_markdown(claims.evaluate_claims(df, tested))
-    cost_markdown = costs.render_markdown(df)
+    failed = [r for r in records if r["status"] == "failed"] + store.kept_attempts(results_root, grids_here)
+    cost_markdown = "\n".join(filter(None, [costs.render_markdown(df), costs.render_failures(failed)]))
     checks = verify.verify(records, base)
     verify_markdown = verify.render(checks) if checks else ""
     for name, text in (("compare.md", compare_markdown), ("claims.md", claims_markdown), ("cost.md", cost_markdown),

@@ -10,9 +10,10 @@
     python -m harness.run --grid G.yaml --log-with tensorboard              # watch: tensorboard --logdir results/G
 
 Running the same command again skips cells with an `ok` record (and says when nothing is left);
-failed cells are retried only with --rerun-failed. Exit codes: 0 all cells ok, 1 some cell
-failed, 2 the grid, a resource profile, a missing asset or the command line is wrong (nothing
-was launched).
+failed cells are retried only with --rerun-failed (resuming from their last checkpoint), and the
+outcome shown is the new jobs', never a record written before them. Exit codes: 0 all cells ok,
+1 some cell failed, 2 the grid, a resource profile, a missing asset, an unwritable results root or
+the command line is wrong (nothing was launched).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from typing import Any, Sequence, TextIO
 import yaml
 
 from harness import launch, plugins, registry, store, tracking
+from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
+from harness.environment import cache_dir
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
@@ -66,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="log every run live through accelerate's trackers, under <run dir>/tracking/: "
                         "tensorboard (open with: tensorboard --logdir RESULTS/GRID), any other installed "
                         "tracker accelerate knows, a comma-separated list, or all; not part of any run id")
+    g.add_argument("--collective-timeout", type=_positive, default=None, metavar="S", dest="collective_timeout",
+                   help=f"seconds a collective of a cell's processes waits for the others before the cell fails "
+                        f"(default: the profile's collective_timeout_s, else {DEFAULT_COLLECTIVE_TIMEOUT_S}); "
+                        f"recorded in provenance.collective_timeout_s")
     g.add_argument("--allow-code-change", action="store_true",
                    help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
@@ -173,6 +180,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         print(f"error: {e}", file=err)
         return 2
 
+    if not args.dry_run and (problem := store.unwritable([results / grid.name, cache_dir(results)])):
+        print(f"error: {problem}; nothing was submitted", file=err)
+        return 2
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
     if not args.dry_run and not args.no_reuse:
@@ -207,7 +217,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
           f"executor {args.executor}", file=out)
     try:
         launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
-                          args.allow_code_change, args.procs_per_cell or 1, log_with)
+                          args.allow_code_change, args.procs_per_cell or 1, log_with, args.collective_timeout)
     except LaunchError as e:
         print(f"error: {e}", file=err)
         if e.submitted:
@@ -226,14 +236,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     done_before = len(cells) - len(todo) - counts["running"]
     printer = ProgressPrinter(len(cells), done_before, err)
     try:
-        wait(launched, printer)
+        statuses = wait(launched, printer)
     except KeyboardInterrupt:
         printer.close()
         print(f"interrupted: jobs already started keep running and write their records under "
               f"{results / grid.name}; see them with --status, stop them with --cancel", file=err)
         return 130
     printer.close()
-    return summarise(grid, results, {s.run_id for s in todo}, out)
+    for problem in launched.problems:
+        print(f"error: {problem}", file=err)
+    return summarise(grid, results, statuses, out)
 
 
 # Why --procs-per-cell cannot apply to a SLURM launch, or None: there the profile gives the
@@ -291,34 +303,46 @@ def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:
     return line
 
 
-# Print the end-of-run summary; returns the exit code (1 if any cell of the grid failed).
-def summarise(grid: Grid, results: Path, ran: set[str], out: TextIO) -> int:
-    statuses = store.statuses(results, grid.name, [s.run_id for s in grid.specs])
-    now = Counter(statuses[r] for r in ran)
-    skipped = len(grid.specs) - len(ran)
+# Print the end-of-run summary of the cells this launch ran (`statuses`: of the records they wrote,
+# None where none was written); returns the exit code (1 if any of them failed).
+def summarise(grid: Grid, results: Path, statuses: dict[str, str | None], out: TextIO) -> int:
+    now = Counter(statuses.values())
+    skipped = len(grid.specs) - len(statuses)
     print(f"summary: {now['ok']} ok, {now['failed'] + now['corrupt'] + now[None]} failed, "
           f"{now['diverged']} diverged, {skipped} skipped (done before)", file=out)
     failed = [CellState(s, d, "failed") for s, d in zip(grid.specs, grid.descriptions())
-              if statuses[s.run_id] in ("failed", "corrupt", None) and s.run_id in ran]
-    _print_failures(grid, results, failed, out)
+              if s.run_id in statuses and statuses[s.run_id] in ("failed", "corrupt", None)]
+    _print_failures(grid, results, failed, out, {rid for rid, st in statuses.items() if st is None})
     return 1 if failed else 0
 
 
-def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: TextIO) -> None:
+# Print each failed cell: its error line (over several processes the rank that failed first and its
+# traceback's last lines), its log and job log. `unrecorded` cells have no record of this launch.
+def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: TextIO,
+                    unrecorded: set[str] = frozenset()) -> None:
     for c in cells:
         path = store.record_path(results, grid.name, c.run_id)
-        job_log = ""
-        try:
-            record = store.read_record(path)
-            error = record.get("error") or {}
-            line = f"{error.get('type', '?')}: {error.get('message', '')}"
-            log = error.get("log", "")
-            job_log = (record.get("provenance") or {}).get("submitit_log") or ""
-        except (store.CorruptRecordError, OSError) as e:
-            line, log = str(e), str(path)
+        job_log, tail, rank_log = "", "", ""
+        if c.run_id in unrecorded:
+            marker = launch.read_marker(results, grid.name, c.run_id) or {}
+            line = "no record: its job ended without writing one, and none could be written for it"
+            log = str(marker.get("log", "")) or str(path.parent)
+        else:
+            try:
+                record = store.read_record(path)
+                error = record.get("error") or {}
+                line = f"{error.get('type', '?')}: {error.get('message', '')}"
+                log, tail, rank_log = error.get("log", ""), error.get("traceback_tail", ""), error.get("rank_log", "")
+                job_log = (record.get("provenance") or {}).get("submitit_log") or ""
+            except (store.CorruptRecordError, OSError) as e:
+                line, log = str(e), str(path)
         print(f"  failed {c.run_id} {c.description}\n    {line}\n    log: {log}", file=out)
-        if job_log and job_log != log:
+        if rank_log:
+            print(f"    log of the process that failed first: {rank_log}", file=out)
+        if job_log and job_log not in (log, rank_log):
             print(f"    job log: {job_log}", file=out)
+        if tail:
+            print("\n".join(f"      | {t}" for t in tail.splitlines()), file=out)
 
 
 # Asset problems (one line each, saying how to obtain the asset) of the cells about to run:

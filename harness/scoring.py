@@ -57,8 +57,9 @@ def score(spec: RunSpec, teacher: Teacher | None, ctx: RunContext, samples: Held
         processes.barrier()                 # every process's shards are on disk
     values, optimised = _reduce(spec, teacher, ctx, samples, gathered, kept, writer) if gathered is not None \
         else ({}, set())
-    if writer is not None:
-        processes.barrier()                 # rank 0 has read them (a next evaluation may rewrite them)
+    if writer is not None:                  # rank 0 has read them (a next evaluation may rewrite them); the
+        processes.share("sample shards read",  # others wait outside collectives: a whole-set metric may take long
+                        waiting_for="its whole-set metrics over the sample shards", log=ctx.log)
     return values, optimised
 
 

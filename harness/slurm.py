@@ -1,5 +1,6 @@
 """The SLURM commands the harness uses besides submitit: `sacct` for job states (a hint for
-display and for noticing jobs that ended without a record) and cost, `scancel` to cancel.
+display and for noticing jobs that ended without a record) and cost, `scancel` to cancel; and
+srun's report of the task that failed first, from a job's log.
 
 Records stay the truth: a cell is done only when its `ok` record exists. Everything here returns
 None / an empty answer instead of raising when SLURM or its accounting cannot be asked, so a
@@ -12,13 +13,14 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 SACCT_TIMEOUT_S = 30
 # Job states after which a job never runs again (sacct spells CANCELLED as "CANCELLED by <uid>").
 FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
                 "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT")
 _ARRAY_ROW = re.compile(r"^(\d+)_\[([^\]]+)\]$")   # a pending array range, e.g. 12_[3-5,7%2]
+_BAD_TASK = re.compile(r"(?m)^srun: error: (\S+): tasks? (\d+)[-,\d]*: (.+)$")
 
 #----------------------------------------------------------------------------
 
@@ -107,24 +109,32 @@ def current_job() -> JobInfo | None:
 
 
 # What accounting says a job used so far, summed over its runs (a requeued job has one row per
-# run: `sacct --duplicates`): elapsed seconds, allocated GPUs, GPU hours. None without sacct.
-def job_usage(job_id: str) -> dict[str, float | int] | None:
+# run: `sacct --duplicates`): elapsed seconds, allocated GPUs, GPU hours, and each start's state,
+# seconds and GPU hours. None without sacct.
+def job_usage(job_id: str) -> dict[str, Any] | None:
     out = _sacct(["-X", "-n", "-P", "-D", "-o", "JobID,State,ElapsedRaw,AllocTRES", "-j", job_id])
     if not out:
         return None
-    elapsed, gpu_s, runs, gpus = 0, 0.0, 0, 0
+    starts = []
     for line in out.splitlines():
         fields = line.split("|")
         if len(fields) != 4 or not fields[2].isdigit():
             continue
         seconds, gpus = int(fields[2]), _gpus(fields[3])
-        elapsed += seconds
-        gpu_s += seconds * gpus
-        runs += 1
-    if not runs:
+        starts.append({"state": fields[1], "elapsed_s": seconds, "gpus": gpus,
+                       "accelerator_hours": round(seconds * gpus / 3600, 6)})
+    if not starts:
         return None
-    return {"elapsed_s": elapsed, "runs": runs, "gpus": gpus,
-            "accelerator_hours": round(gpu_s / 3600, 6)}
+    return {"elapsed_s": sum(r["elapsed_s"] for r in starts), "runs": len(starts), "gpus": starts[-1]["gpus"],
+            "accelerator_hours": round(sum(r["elapsed_s"] * r["gpus"] for r in starts) / 3600, 6),
+            "starts": starts}
+
+
+# The first task srun reports as failed in a job's log (srun's own lines, e.g. "srun: error: node7:
+# task 1: Killed"): (task, what srun said), None when there is none.
+def first_bad_task(log_text: str) -> tuple[int, str] | None:
+    match = _BAD_TASK.search(log_text)
+    return (int(match.group(2)), match.group(3).strip()) if match else None
 
 
 # GPUs in an AllocTRES string such as "billing=8,cpu=8,gres/gpu=2,mem=64G,node=1".

@@ -3,7 +3,9 @@
 A record is written atomically (temporary file in the same directory, fsync, rename) under a
 per-run lock, so a reader sees either the previous record or the new one, never half of one. An
 `ok` or `diverged` record is final and is never overwritten; a `failed` record that is retried is
-first kept as `attempts/<n>.json`. Corrupt records are reported by name, never dropped silently.
+first kept as `attempts/<n>.json`, and a failed attempt is recorded once (the first of several
+processes that report it wins). Corrupt records are reported by name, never dropped silently. A
+write that fails (a full disk, a read-only file system) leaves the previous record as it was.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +35,18 @@ REQUIRED_KEYS = ("schema_version", "run_id", "grid", "spec", "status")
 #----------------------------------------------------------------------------
 
 
-# The error of a failed run.
-class RecordError(TypedDict):
-    type: str                       # exception class name, e.g. "RuntimeError"
+class _RecordErrorKeys(TypedDict):
+    type: str                       # exception class name, e.g. "RuntimeError"; "ProcessStopped", "JobEnded"
     message: str                    # str(exception): the line shown in summaries
     traceback: str                  # full formatted traceback
-    log: str                        # path of the run's log file
+    log: str                        # path of the run's log file (or the failing process's job log)
+
+
+# The error of a failed run; over several processes, which process failed first.
+class RecordError(_RecordErrorKeys, total=False):
+    rank: int                       # the process that failed first (its rank), when known
+    world_size: int                 # the processes of the cell
+    traceback_tail: str             # the last lines of that process's traceback
 
 
 # One metric value with the protocol that produced it (see `harness.protocol`).
@@ -58,6 +67,8 @@ class RecordProvenance(TypedDict, total=False):
     accelerator: str                # "cpu" or "<n> x <GPU name>"
     world_size: int                 # processes that ran the cell together (docs/distributed.md)
     devices: list[str]              # each process's device, in rank order ("cpu", "cuda:0 <GPU name>")
+    collective_timeout_s: float     # world_size > 1: seconds a collective waited before failing
+    attempt: str                    # one start of the cell by one job (12 hex digits)
     executor: str                   # submitit cluster name ("debug", "local", "slurm") or "none"
     job_id: str | None              # submitit job id (array jobs: "<array>_<index>")
     submitit_log: str | None        # the submitit job's stdout log, when inside a job
@@ -83,6 +94,7 @@ class RecordRun(TypedDict):
     restart: int                    # SLURM_RESTART_COUNT of that start (0 without SLURM)
     wall_s: float                   # seconds that start ran
     end: str                        # "requeued", or the record's status for the last start
+    accelerator_hours: float        # wall_s * accelerators used by all processes / 3600
 
 
 # What SLURM accounting says the job used, over all its starts (`sacct --duplicates`).
@@ -90,7 +102,8 @@ class RecordSacct(TypedDict):
     elapsed_s: int                  # sum of ElapsedRaw, the last start counted until the record
     runs: int                       # starts accounted
     gpus: int                       # GPUs allocated (AllocTRES gres/gpu)
-    accelerator_hours: float        # elapsed_s * gpus / 3600
+    accelerator_hours: float        # sum over starts of ElapsedRaw * GPUs / 3600
+    starts: list[dict[str, Any]]    # per start: state (e.g. REQUEUED), elapsed_s, gpus, accelerator_hours
 
 
 class _RecordCostKeys(TypedDict):
@@ -100,8 +113,9 @@ class _RecordCostKeys(TypedDict):
     stages: dict[str, float]        # seconds per stage of the last start, e.g. distill_s, eval_s
 
 
-# What the run cost, measured by the job itself and, on SLURM with accounting, by sacct.
-# (`runs`, `world_size` and `sacct` are absent from the launcher's JobEnded records.)
+# What the run cost, measured by the job itself and, on SLURM with accounting, by sacct. The
+# launcher's JobEnded records have no `runs` or `world_size`; on SLURM they take wall_s and
+# accelerator_hours from sacct.
 class RecordCost(_RecordCostKeys, total=False):
     runs: list[RecordRun]           # every start of the job on this cell, in order
     world_size: int                 # processes that ran the cell together
@@ -194,6 +208,25 @@ def check_record(record: Any, path: str | Path) -> None:
         raise CorruptRecordError(Path(path), "spec is not an object")
 
 
+# Why the launcher cannot write under these directories, or None: each (or, where it does not
+# exist yet, its nearest existing parent) must take a small file, which is removed again (a
+# read-only file system, missing permissions, a full disk refuse it).
+def unwritable(directories: Iterable[str | Path]) -> str | None:
+    for directory in map(Path, directories):
+        existing = next((d for d in (directory.absolute(), *directory.absolute().parents) if d.is_dir()), None)
+        try:
+            if existing is None:
+                raise NotADirectoryError(f"no existing parent directory of {directory}")
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-") as f:
+                f.write(b"softdimo write check\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            return (f"cannot write under {directory}: {e.strerror or e} ({existing}); results, logs and caches "
+                    f"are written there (--results DIR, $SOFTDIMO_CACHE)")
+    return None
+
+
 # Write a file atomically, the one way the harness writes files that others read: `content` (text,
 # bytes, or a function that writes the path it is given) goes to a temporary file beside `path`,
 # flushed to disk, which then replaces `path`, so readers never see half a file. With `lock`, the
@@ -221,19 +254,24 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]
     return path
 
 
-# Write a record atomically and under the run's lock; never replaces an ok/diverged record; keeps a
-# replaced failed one (attempts/<n>.json). NaN is refused: a record is strict JSON.
+# Write a record atomically and under the run's lock; never replaces an ok/diverged record, nor a
+# failed record of the same attempt (`provenance.attempt`: another process of the cell reported
+# the failure first); keeps a replaced failed one (attempts/<n>.json). NaN is refused: a record is
+# strict JSON.
 def write_record(run_dir: str | Path, record: Record) -> Path:
     run_dir = Path(run_dir)
     target = run_dir / RECORD_FILE
     check_record(record, target)
     data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+    attempt = (record.get("provenance") or {}).get("attempt")
 
     def make_room() -> None:
         previous = _previous_status(target)
         if previous in FINAL_STATUSES:
             raise RecordExistsError(f"{target}: a {previous!r} record exists and is never "
                                     f"overwritten; delete the run directory to redo it")
+        if previous is not None and attempt and _attempt_of(target) == attempt:
+            raise RecordExistsError(f"{target}: attempt {attempt} is recorded already")
         if previous is not None:
             _keep_attempt(run_dir, target)
 
@@ -248,6 +286,24 @@ def _previous_status(path: Path) -> str | None:
         return read_record(path)["status"]
     except CorruptRecordError:
         return "corrupt"
+
+
+# The attempt of the record at `path` (None when unreadable or without one).
+def _attempt_of(path: Path) -> str | None:
+    try:
+        return (read_record(path).get("provenance") or {}).get("attempt")
+    except (CorruptRecordError, OSError):
+        return None
+
+
+# The identity of a record file as written (inode, modification time), None when there is none: a
+# record written later (atomically, so as a new file) has another.
+def record_stamp(path: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 # Keep the current record as attempts/<n>.json (a hard link, so the record never goes missing).
@@ -346,6 +402,20 @@ def scan(results_root: str | Path, grids: Iterable[str] | None = None
                 continue
             records.append(record)
     return records, problems
+
+
+# The failed records kept when their cells were run again (`attempts/<n>.json` of every run of the
+# grids, or of every grid), readable ones only, in path order.
+def kept_attempts(results_root: str | Path, grids: Iterable[str] | None = None) -> list[Record]:
+    root = Path(results_root)
+    out = []
+    for grid in (grid_names(root) if grids is None else list(grids)):
+        for path in sorted((root / grid).glob(f"*/{ATTEMPTS_DIR}/*.json")):
+            try:
+                out.append(read_record(path))
+            except (CorruptRecordError, OSError):
+                continue
+    return out
 
 
 # For each of `run_ids`, the ok record of the same run in another grid under the same results root

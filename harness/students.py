@@ -292,7 +292,7 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
             curves.save(tmp / "curves.json")
         return {"step": distiller.step}
 
-    directory, hit = shared_cached_dir(ctx.processes, ctx.cache_dir / "prefixes", key, build)
+    directory, hit = shared_cached_dir(ctx.processes, ctx.cache_dir / "prefixes", key, build, ctx.log)
     if hit:
         distiller.load_state_dict(torch.load(directory / "state.pt", map_location=ctx.device, weights_only=True),
                                   with_refinement=False)
@@ -356,7 +356,7 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
         return {"steps": distiller.step}
 
     key = student_key(spec, processes.world_size)
-    directory, hit = shared_cached_dir(processes, ctx.cache_dir / "students", key, train)
+    directory, hit = shared_cached_dir(processes, ctx.cache_dir / "students", key, train, ctx.log)
     ema = copy.deepcopy(teacher.network)
     ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
     summary = json.loads((directory / "summary.json").read_text())

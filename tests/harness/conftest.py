@@ -41,6 +41,8 @@ def record_files():
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch):
-    for var in ("TOY_LAB_FAIL", "TOY_LAB_CRASH", "SOFTDIMO_CACHE", "SOFTDIMO_THREADS",
+    for var in ("TOY_LAB_FAIL", "TOY_LAB_CRASH", "TOY_LAB_FILL", "TOY_LAB_FAIL_RANK", "TOY_LAB_CRASH_RANK",
+                "TOY_LAB_FAIL_SCORING",
+                "SOFTDIMO_CACHE", "SOFTDIMO_THREADS",
                 "SOFTDIMO_BASELINES", "SOFTDIMO_SLURM_PROFILES"):
         monkeypatch.delenv(var, raising=False)

@@ -26,6 +26,9 @@ additional_parameters:
   mail-type: END
 setup:
   - module load cuda
+srun_args:
+  - --cpu-bind=cores
+collective_timeout_s: 900
 """
 
 
@@ -54,8 +57,19 @@ def test_mapping_onto_submitit_keys(tmp_path: Path) -> None:
         "mem_gb": 32.0,
         "slurm_partition": "gpu", "slurm_array_parallelism": 256, "slurm_signal_delay_s": 90,
         "slurm_additional_parameters": {"requeue": True, "mail-type": "END"},
-        "slurm_setup": ["module load cuda"]}
+        "slurm_setup": ["module load cuda"], "slurm_srun_args": ["--kill-on-bad-exit=1", "--cpu-bind=cores"]}
     assert to_submitit_executor_kwargs(profile) == {"slurm_max_num_timeout": 3}
+    assert profile.collective_timeout_s == 900
+    assert load_profile(write(tmp_path, "timeout_min: 5\n", "bare")).collective_timeout_s == 600
+
+
+# The sbatch script of a profile: srun ends the step when a task exits badly, then the profile's
+# own srun options.
+def test_srun_kills_the_step_on_a_bad_exit(tmp_path: Path) -> None:
+    from submitit.slurm.slurm import _make_sbatch_string
+    params = to_submitit_parameters(load_profile(write(tmp_path, VALID)))
+    script = _make_sbatch_string(command="python -m x", folder=tmp_path, srun_args=params["slurm_srun_args"])
+    assert " --kill-on-bad-exit=1 --cpu-bind=cores python -m x" in script
 
 
 def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,6 +118,14 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
     ("timeout_min: 10\npartition: [debug\n", 3, ["YAML syntax error"]),
     ("- timeout_min: 10\n", 1, ["expected a mapping of profile keys"]),
     ("", None, ["empty file"]),
+    ("timeout_min: 10\nsrun_args: --cpu-bind=cores\n", 2, ["srun_args: expected a list of srun options"]),
+    ("timeout_min: 10\nsrun_args: [-K]\n", 2, ["srun_args: '-K': write each srun option as one long option"]),
+    ("timeout_min: 10\nsrun_args: [--cpu-bind, cores]\n", 2, ["'cores': write each srun option"]),
+    ("timeout_min: 10\nsrun_args: [--kill-on-bad-exit=0]\n", 2,
+     ["srun's --kill-on-bad-exit is set by the harness (a failing task ends the step)"]),
+    ("timeout_min: 10\nsrun_args: [--output=x.log]\n", 2, ["srun's --output is set by submitit"]),
+    ("timeout_min: 10\nsrun_args: [--ntasks-per-node=4]\n", 2, ["set by the profile key 'tasks_per_node'"]),
+    ("timeout_min: 10\ncollective_timeout_s: 0\n", 2, ["collective_timeout_s: expected an integer >= 1"]),
 ])
 def test_bad_profiles_name_file_line_key_and_allowed(tmp_path: Path, text: str, line: int | None,
                                                       fragments: list[str]) -> None:

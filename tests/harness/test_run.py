@@ -317,7 +317,9 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     # after the profile's own settings, so they win in the job's shell
     pins = pinned_environment("mini")
     assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", f"export SOFTDIMO_THREADS={1 if pins else 8}",
-                                        *(f"export {k}={v}" for k, v in pins.items())]
+                                        *(f"export {k}={v}" for k, v in pins.items()),
+                                        "export SOFTDIMO_COLLECTIVE_TIMEOUT_S=600"]
+    assert ex.params["slurm_srun_args"] == ["--kill-on-bad-exit=1"]
     fn, args = ex.arrays[0][0]
     assert isinstance(fn, SlurmCell) and args == ()
     assert (fn.spec_json, fn.grid, fn.results_root) == (specs[0].to_json(), "g", str(tmp_path))

@@ -21,6 +21,7 @@ from harness.students import continue_prefix, distil_student, student_key
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.relax import relax_soft
 from softdimo.teachers.cache import DONE_MARKER
+from softdimo.teachers.cache_digest import write_digest
 from softdimo.teachers.maskgit import load_transformer, transformer_arch
 from softdimo.teachers.weights import CheckpointError, load_weights_only, read_state_dict
 from softdimo.train import Distiller, resume_from
@@ -109,9 +110,10 @@ def test_distillation_checkpoints_and_student_cache_refuse_code(tmp_path, marker
         resume_from(distiller, _plant(tmp_path / "run" / "checkpoints" / "distill.pt", marker))
 
     ctx = RunContext(tmp_path / "run", tmp_path / "cache", log=lambda s: None)
-    prefix = ctx.cache_dir / "prefixes" / "k"                 # a shared Di[M]O prefix left by another job
-    _plant(prefix / "state.pt", marker)
+    prefix = ctx.cache_dir / "prefixes" / "k"                 # a shared Di[M]O prefix left by another job,
+    _plant(prefix / "state.pt", marker)                       # intact (its digest matches): it is read
     (prefix / DONE_MARKER).write_text("{}")
+    write_digest(prefix)
     with pytest.raises(pickle.UnpicklingError, match="exec"):
         continue_prefix("k", distiller, None, ctx, tmp_path / "run" / "checkpoints" / "distill.pt", lambda d: None)
 
@@ -120,6 +122,7 @@ def test_distillation_checkpoints_and_student_cache_refuse_code(tmp_path, marker
     _plant(student / "ema.pt", marker)
     (student / "summary.json").write_text(json.dumps({"curves": {}}))
     (student / DONE_MARKER).write_text("{}")
+    write_digest(student)
     with pytest.raises(pickle.UnpicklingError, match="exec"):
         distil_student(spec, tiny_teacher, ctx)
     assert not marker.exists()

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from harness import registry
-from harness.distributed import SINGLE, Processes
+from harness.distributed import SINGLE, processes_over
 from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
 from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
 from harness.samples import ShardedSamples, to_uint8
@@ -62,7 +62,7 @@ def _process(rank: int, world: int, init_file: str, out: str) -> None:
     own = [HeldBatch(s, images=images[s:s + SAMPLE_BATCH])
            for k, s in enumerate(range(0, N, SAMPLE_BATCH)) if k % world == rank]
     held = HeldSamples(list(range(N)), own, dealt=True)
-    ctx = RunContext(Path(out), Path(out), processes=Processes(rank, world))
+    ctx = RunContext(Path(out), Path(out), processes=processes_over(dist.FileStore(f"{init_file}.store", world), rank, world))
     values, _ = score(_Spec(), None, ctx, held)
     torch.save({k: v.value for k, v in values.items()}, Path(out) / f"values{rank}.pt")
     dist.destroy_process_group()

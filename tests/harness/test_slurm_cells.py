@@ -74,7 +74,8 @@ def test_a_job_refuses_other_code_than_submitted_unless_allowed(tmp_path: Path) 
     assert same() == "ok"
     record = store.read_record(store.record_path(tmp_path, "g2", run_id))
     assert record["provenance"]["code_check"] == "same"
-    assert record["cost"]["runs"] == [{"restart": 0, "wall_s": record["cost"]["wall_s"], "end": "ok"}]
+    assert record["cost"]["runs"] == [{"restart": 0, "wall_s": record["cost"]["wall_s"], "end": "ok",
+                                       "accelerator_hours": 0.0}]
 
 
 def test_untracked_files_are_not_a_code_change() -> None:

@@ -5,8 +5,10 @@ Everything computes: the `toy` teacher's class c has target brightness (c + 1) /
 `toy_student` fits one brightness per class by `distill.steps` damped updates, then draws
 per-image-seeded noise images around it (relaxation `toy_hard` thresholds them to {0, 1},
 `toy_soft` keeps them); `toy_sampler` averages `sample.steps` noise draws; metrics measure the
-images. `toy_flaky` fails while TOY_LAB_FAIL is set and dies while TOY_LAB_CRASH is set;
-`toy_slow` sleeps TOY_LAB_SLOW_S seconds first.
+images. `toy_flaky` fails while TOY_LAB_FAIL is set, dies while TOY_LAB_CRASH is set (over several
+processes: only on the rank TOY_LAB_FAIL_RANK / TOY_LAB_CRASH_RANK names) and fills the file system
+of the file TOY_LAB_FILL names while that is set; `toy_slow` sleeps TOY_LAB_SLOW_S seconds first;
+the metric `toy_mean` fails while TOY_LAB_FAIL_SCORING is set.
 """
 from __future__ import annotations
 
@@ -101,12 +103,23 @@ def run_sampler(spec: RunSpec, ctx: RunContext) -> MethodResult:
 
 
 # Fails while TOY_LAB_FAIL is set, kills its process while TOY_LAB_CRASH is set (a job that
-# dies without a record), otherwise behaves as the sampler.
+# dies without a record; over several processes TOY_LAB_FAIL_RANK / TOY_LAB_CRASH_RANK pick one), fills the file system of the file TOY_LAB_FILL while that is set
+# (another process taking the disk while the cell runs), otherwise behaves as the sampler.
 def run_flaky(spec: RunSpec, ctx: RunContext) -> MethodResult:
-    if os.environ.get("TOY_LAB_CRASH"):
+    rank = ctx.processes.rank
+    if os.environ.get("TOY_LAB_CRASH") or os.environ.get("TOY_LAB_CRASH_RANK") == str(rank):
         os._exit(3)
     if os.environ.get("TOY_LAB_FAIL"):
         raise RuntimeError("toy_flaky failed because TOY_LAB_FAIL is set")
+    if os.environ.get("TOY_LAB_FAIL_RANK") == str(rank):
+        raise RuntimeError(f"toy_flaky failed on rank {rank} because TOY_LAB_FAIL_RANK is set")
+    if os.environ.get("TOY_LAB_FILL"):
+        with open(os.environ["TOY_LAB_FILL"], "ab", buffering=0) as filler:
+            try:
+                while filler.write(b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
     return run_sampler(spec, ctx)
 
 # Sleeps TOY_LAB_SLOW_S seconds (default 0), then behaves as the sampler: a long cell.
@@ -121,8 +134,10 @@ def _protocol(name: str, inp: EvalInput) -> dict:
     return {"name": name, "implementation": "toy_lab", "version": 1, "samples": len(inp.images)}
 
 
-# Mean pixel intensity.
+# Mean pixel intensity (fails while TOY_LAB_FAIL_SCORING is set).
 def toy_mean(inp: EvalInput, ctx: RunContext) -> dict[str, MetricValue]:
+    if os.environ.get("TOY_LAB_FAIL_SCORING"):
+        raise RuntimeError("toy_mean failed because TOY_LAB_FAIL_SCORING is set")
     return {"toy_mean": MetricValue(float(inp.images.double().mean()), False,
                                     _protocol("toy-mean", inp))}
 

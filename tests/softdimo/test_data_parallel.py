@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.distributed import SINGLE, Processes
+from harness.distributed import SINGLE, processes_over
 from harness.entries import EvalInput, RunContext
 from harness.metrics.digits import extract_features
 from harness.students import SAMPLE_BATCH, batched_samples
@@ -70,7 +70,7 @@ def _whole(batches: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor, 
 def _process(rank: int, world: int, init_file: str, cache: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    parallel, processes = DataParallel(rank, world), Processes(rank, world)
+    parallel, processes = DataParallel(rank, world), processes_over(dist.FileStore(f"{init_file}.store", world), rank, world)
     teacher = build_digits_teacher(TINY_TEACHER, Path(cache))
     exact = run_distillation(Distiller(teacher, relax_soft, RelaxConfig(), EXACT, seed=7, parallel=parallel))
 
