@@ -146,15 +146,15 @@ def process_device() -> torch.device:
 # `cached_dir` for all processes of a cell: rank 0 holds the cache lock and decides; on a miss
 # every process runs `build` (together: it may contain collectives), rank 0's files are kept and
 # the others build into a scratch directory. Returns (directory, was_cache_hit) on every process.
-def shared_cached_dir(processes: Processes, root: Path, key: str,
-                      build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
+def shared_cached_dir(processes: Processes, root: Path, key: str, build: Callable[[Path], dict[str, Any]],
+                      log: Callable[[str], None] = lambda s: None) -> tuple[Path, bool]:
     if processes.world_size == 1:
-        return cached_dir(root, key, build)
+        return cached_dir(root, key, build, log)
     if processes.is_main:
         def build_together(tmp: Path) -> dict[str, Any]:
             processes.broadcast(False)
             return build(tmp)
-        directory, hit = cached_dir(root, key, build_together)
+        directory, hit = cached_dir(root, key, build_together, log)
         if hit:
             processes.broadcast(True)
         else:

@@ -32,6 +32,7 @@ PROFILE_OWNED_SBATCH = {
     "array": "array_parallelism", "nodes": "nodes", "ntasks_per_node": "tasks_per_node",
 }
 SUBMITIT_OWNED_SBATCH = {"output", "error", "open_mode", "job_name", "wrap"}
+LAUNCHER_OWNED_SBATCH = {"dependency"}   # set per array by the launcher (harness.dependencies)
 
 #----------------------------------------------------------------------------
 
@@ -236,6 +237,9 @@ def _check_additional(path: Path, extra: Mapping[Any, Any], lines: Mapping[str, 
                                f"{PROFILE_OWNED_SBATCH[name]!r}; use that instead", line)
         if name in SUBMITIT_OWNED_SBATCH:
             raise ProfileError(path, key, f"sbatch option --{option} is set by submitit", line)
+        if name in LAUNCHER_OWNED_SBATCH:
+            raise ProfileError(path, key, f"sbatch option --{option} is set by harness.run per job array "
+                               f"(cells that start after the cells they need)", line)
 
 
 #----------------------------------------------------------------------------

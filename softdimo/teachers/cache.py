@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 DONE_MARKER = "complete.json"
+NETWORKS_DIR = "teachers"                     # cached_network's entries, under the cache root
+LOCK_WAIT = "waiting for the cache lock of"   # the log line of a process that waits on another's build
 
 #----------------------------------------------------------------------------
 
@@ -26,11 +28,21 @@ def config_hash(name: str, config: Any, version: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+# Where `cached_network` keeps a network under the cache root: "teachers/<name>-<config hash>".
+def network_entry(name: str, config: Any, version: str) -> str:
+    return f"{NETWORKS_DIR}/{name}-{config_hash(name, config, version)}"
+
+
+# Hold an exclusive file lock; `on_wait()` is called first when another process holds it.
 @contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
+def _exclusive(lock_path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -39,12 +51,17 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 # Return the cache directory of `key`, calling `build(tmp_dir)` first if it is not complete yet.
 # `build` writes its files into tmp_dir; the directory is renamed into place when it returns, and
-# a marker with the build time is written last. Returns (directory, was_cache_hit).
-def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
+# a marker with the build time is written last. Returns (directory, was_cache_hit). A process that
+# finds another one building the entry logs that it waits (LOCK_WAIT), then waits for it.
+def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]],
+               log: Callable[[str], None] = lambda s: None) -> tuple[Path, bool]:
     final = root / key
     if (final / DONE_MARKER).is_file():
         return final, True
-    with _exclusive(root / f".{key}.lock"):
+    def waiting() -> None:
+        log(f"{LOCK_WAIT} {root.name}/{key}: another process is building it")
+
+    with _exclusive(root / f".{key}.lock", waiting):
         if (final / DONE_MARKER).is_file():
             return final, True
         tmp = root / f".{key}.tmp-{os.getpid()}"
@@ -67,7 +84,8 @@ def cached_network(name: str, config: Any, version: str, cache_root: Path,
                    new_network: Callable[[Any], Any],
                    log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file, save_file
-    key = f"{name}-{config_hash(name, config, version)}"
+    entry = network_entry(name, config, version)
+    key = entry.split("/", 1)[1]
 
     def build(tmp: Path) -> dict[str, Any]:
         log(f"training {name} teacher {key} (cache miss)")
@@ -77,7 +95,7 @@ def cached_network(name: str, config: Any, version: str, cache_root: Path,
         (tmp / "train_log.json").write_text(json.dumps(history))
         return {"final_loss": history[-1]["loss"], "steps": len(history)}
 
-    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build)
+    directory, hit = cached_dir(Path(cache_root) / NETWORKS_DIR, key, build, log)
     network = new_network(config)
     network.load_state_dict(load_file(str(directory / "weights.safetensors")))
     summary = json.loads((directory / DONE_MARKER).read_text())
