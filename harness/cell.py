@@ -221,14 +221,14 @@ def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, An
 # need that is still running, look again every QUEUE_POLL_S. Returns the statuses of the cells it
 # ran. The processes of a job of several tasks work through the queue together: rank 0 decides.
 def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str,
-                  after: dict[str, list[dict[str, Any]]] | None = None) -> list[str]:
+                  after: dict[str, list[dict[str, Any]]] | None = None, since: float = 0.0) -> list[str]:
     processes = distributed.job_processes()
     job_id = job_environment()[1] or str(os.getpid())
     specs = [RunSpec.from_json(s) for s in spec_jsons]
     needs = {rid: dependencies.needs_of(entries) for rid, entries in (after or {}).items()}
     ran: list[str] = []
     while True:
-        step = processes.broadcast(_next_in_queue(specs, needs, grid, results_root, queue_dir, job_id)
+        step = processes.broadcast(_next_in_queue(specs, needs, grid, results_root, queue_dir, job_id, since)
                                    if processes.is_main else None)
         if step is None:
             return ran
@@ -239,12 +239,13 @@ def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str
 
 
 # The index of the next cell this job runs (claimed), -1 to wait for a need, None when the queue
-# is empty; cells whose need failed get their DependencyFailed record on the way.
+# is empty; cells whose need failed get their DependencyFailed record on the way. Only needs'
+# records written since the launch planned (`since`) count.
 def _next_in_queue(specs: list[RunSpec], needs: dict[str, tuple[dependencies.Need, ...]], grid: str,
-                   results_root: str, queue_dir: str, job_id: str) -> int | None:
+                   results_root: str, queue_dir: str, job_id: str, since: float) -> int | None:
     open_ = [i for i, s in enumerate(specs) if workqueue.claimant(queue_dir, s.run_id) is None]
     wanted = {n.run_id for i in open_ for n in needs.get(specs[i].run_id, ())}
-    statuses = store.statuses(results_root, grid, wanted)
+    statuses = store.statuses_since(results_root, grid, wanted, since)
     lost = {rid for rid in wanted if statuses[rid] is None and workqueue.claimant(queue_dir, rid) is not None
             and not workqueue.claimant_alive(queue_dir, rid)}       # its worker died before its record
     waiting = False
@@ -252,7 +253,7 @@ def _next_in_queue(specs: list[RunSpec], needs: dict[str, tuple[dependencies.Nee
         spec, own = specs[i], needs.get(specs[i].run_id, ())
         if dependencies.blocking_need(own, {**statuses, **{rid: "failed" for rid in lost}}) is not None:
             if workqueue.claim(queue_dir, spec.run_id, job_id):
-                dependencies.record_if_blocked(results_root, grid, spec, own,
+                dependencies.record_if_blocked(results_root, grid, spec, own, since,
                                                {"executor": "local", "job_id": job_id}, lost)
         elif not dependencies.needs_met(own, statuses):
             waiting = True

@@ -57,12 +57,15 @@ class Need:
 
 
 # The cells of a launch in the order they are handed to the executor (each after what it needs),
-# what each starts after, and the cells that cannot run in this launch with the reason.
+# what each starts after, the cells that cannot run in this launch with the reason, and when it
+# was planned: a need's record older than that is an earlier attempt's (a failed cell run again),
+# not the outcome the cell waits for.
 @dataclass(frozen=True)
 class Schedule:
     order: tuple[RunSpec, ...]
     needs: Mapping[str, tuple[Need, ...]]
     blocked: Mapping[str, str]
+    since: float = 0.0
 
     # The needs of one cell (empty when it needs nothing).
     def of(self, run_id: str) -> tuple[Need, ...]:
@@ -104,9 +107,10 @@ def parent_of(spec: RunSpec) -> str | None:
 
 # Plan a launch: `todo` the cells to submit, `active` the grid's cells still running from earlier
 # launches, `parent_status` the record status of every parent run outside `todo` and `active`
-# ("ok" where an ok record exists under the results root), `done` whether a cache entry is complete.
+# ("ok" where an ok record exists under the results root), `done` whether a cache entry is complete,
+# `since` the time the launch read the records (Schedule.since).
 def schedule(todo: Sequence[RunSpec], active: Sequence[RunSpec], parent_status: Mapping[str, str | None],
-             done: Callable[[str], bool], world_size: int) -> Schedule:
+             done: Callable[[str], bool], world_size: int, since: float = 0.0) -> Schedule:
     todo_ids, active_ids = {s.run_id for s in todo}, {s.run_id for s in active}
     order = _parents_first(todo)
     blocked: dict[str, str] = {}
@@ -138,7 +142,7 @@ def schedule(todo: Sequence[RunSpec], active: Sequence[RunSpec], parent_status: 
             reasons.setdefault(parent, []).append(PARENT)
         direct[spec.run_id] = reasons
     needs = {s.run_id: reduced for s in runnable if (reduced := _without_implied(direct, s.run_id))}
-    return Schedule(tuple(runnable), needs, blocked)
+    return Schedule(tuple(runnable), needs, blocked, since)
 
 
 # Cells ordered so that each comes after its parent when both are to run (otherwise in order).
@@ -180,6 +184,12 @@ def _without_implied(direct: Mapping[str, Mapping[str, list[str]]], run_id: str)
 #----------------------------------------------------------------------------
 
 
+# The record status of each need, counting only records written since the launch planned
+# (`since`, epoch seconds): an older record is an earlier attempt's, so the need is still to run.
+def need_statuses(results_root: str | Path, grid: str, needs: Iterable[Need], since: float) -> dict[str, str | None]:
+    return store.statuses_since(results_root, grid, [n.run_id for n in needs], since)
+
+
 # The first need of a cell whose record stops it, None when none does.
 def blocking_need(needs: Sequence[Need], statuses: Mapping[str, str | None]) -> Need | None:
     return next((n for n in needs if n.blocks(statuses.get(n.run_id))), None)
@@ -191,11 +201,12 @@ def needs_met(needs: Sequence[Need], statuses: Mapping[str, str | None]) -> bool
 
 
 # Give a cell whose need failed its `DependencyFailed` record (unless it has a record already);
-# returns the blocking need, None when no need blocks it. `lost`: needs without a record whose job
-# ended (they count as failed); `provenance` says who decided.
-def record_if_blocked(results_root: str | Path, grid: str, spec: RunSpec, needs: Sequence[Need],
+# returns the blocking need, None when no need blocks it. Only records since `since` count
+# (need_statuses); `lost`: needs without a record whose job ended (they count as failed);
+# `provenance` says who decided.
+def record_if_blocked(results_root: str | Path, grid: str, spec: RunSpec, needs: Sequence[Need], since: float,
                       provenance: Mapping[str, Any], lost: Iterable[str] = ()) -> Need | None:
-    statuses = store.statuses(results_root, grid, [n.run_id for n in needs])
+    statuses = need_statuses(results_root, grid, needs, since)
     statuses.update({rid: "failed" for rid in lost if statuses.get(rid) is None})
     need = blocking_need(needs, statuses)
     if need is None:

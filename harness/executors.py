@@ -101,6 +101,7 @@ class SubmitRequest:
     needs: Mapping[str, Sequence[Need]] = field(default_factory=dict)  # run id -> cells it starts after
     running_jobs: Mapping[str, str] = field(default_factory=dict)  # run id -> job of a cell still running
                                                                    # from an earlier launch (a need)
+    since: float = 0.0                     # when the launch planned: older records are earlier attempts'
 
 
 # What the scheduler says about a job submitted earlier: may it still run, and its state.
@@ -229,7 +230,8 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
                                timeout_min=_timeout_min(req) * len(order))
     with _env(**_job_env(req, threads), **pins):
         jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,
-                                str(req.results_root), str(queue_dir), _needs_json(req)) for _ in range(workers)]
+                                str(req.results_root), str(queue_dir), _needs_json(req), req.since)
+                for _ in range(workers)]
     marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
     return [SubmittedJob(j, order, marker, queue=queue_dir) for j in jobs]
 

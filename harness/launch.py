@@ -104,6 +104,7 @@ def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
 # parent run has no ok record and is not run here is blocked. `world_size`: processes per cell.
 def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], results_root: str | Path,
              world_size: int = 1) -> dependencies.Schedule:
+    since = time.time()
     active = [c.spec for c in cells if c.state == "running"]
     known = {c.run_id: c.state for c in cells}
     parents = {p for s in todo if (p := dependencies.parent_of(s)) is not None}
@@ -116,7 +117,7 @@ def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], re
             parent_status[pid] = state if state in ("failed", "corrupt", "diverged") else None
     order = workqueue.queue_order(todo, executors.work_key)
     done = dependencies.entry_done(cache_dir(results_root))
-    return dependencies.schedule(order, active, parent_status, done, world_size)
+    return dependencies.schedule(order, active, parent_status, done, world_size, since)
 
 
 # The submission marker of a run (executor, job id, host, time), None if there is none.
@@ -148,6 +149,7 @@ class Launch:
     submissions: list[SubmittedJob]
     folder: Path
     needs: Mapping[str, tuple[dependencies.Need, ...]] = field(default_factory=dict)  # run id -> its needs
+    since: float = 0.0                     # when it was planned: records older than that are earlier attempts'
 
     @property
     def run_ids(self) -> list[str]:
@@ -186,7 +188,7 @@ def submit(grid: Grid, plan_: dependencies.Schedule, results_root: str | Path, e
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
                                                       max_parallel, JOBS, code, allow_code_change,
-                                                      procs_per_cell, tuple(log_with), needs, running))
+                                                      procs_per_cell, tuple(log_with), needs, running, plan_.since))
     except LaunchError as e:
         submissions += e.submitted
         raise
@@ -198,9 +200,9 @@ def submit(grid: Grid, plan_: dependencies.Schedule, results_root: str | Path, e
                     if rid not in marked:          # a queue's cells: once, naming all its workers
                         after = sub.marker.get("after") or [n.to_json() for n in needs.get(rid, ())]
                         _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
-                                      {**sub.marker, "after": after})
+                                      {**sub.marker, "after": after, "since": plan_.since})
                         marked.add(rid)
-    return Launch(grid.name, root, entry, submissions, folder.parent, needs)
+    return Launch(grid.name, root, entry, submissions, folder.parent, needs, plan_.since)
 
 
 # The jobs (of `executor`) of the given cells still running from earlier launches, by run id.
@@ -211,13 +213,15 @@ def _running_jobs(results_root: Path, grid: str, run_ids: set[str], executor: st
     return {rid: str(m["job_id"]) for rid, m in markers.items() if rid in alive and alive[rid].alive}
 
 
-# Wait until every submitted cell has a record; calls `progress(statuses)` as records appear.
-# A job that ends without writing a cell's record gets a failed record naming the job's log.
+# Wait until every submitted cell has a record of this launch (one written since it planned: a
+# failed cell run again keeps its old record until the new one replaces it); calls
+# `progress(statuses)` as records appear. A job that ends without writing a cell's record gets a
+# failed record naming the job's log; a cell whose need failed, its DependencyFailed record.
 def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lambda s: None,
          poll_s: float = 1.0) -> dict[str, str | None]:
     ids = launch.run_ids
     pending = list(launch.submissions)
-    statuses = store.statuses(launch.results_root, launch.grid, ids)
+    statuses = store.statuses_since(launch.results_root, launch.grid, ids, launch.since)
     progress(statuses)
     asked = -float("inf")                  # when the executor was last asked about its jobs
     while pending:
@@ -232,7 +236,7 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
                 for sub in pending:
                     if _record_if_blocked(launch, sub):
                         launch.executor.cancel([{"job_id": str(sub.job.job_id)}])
-            statuses = store.statuses(launch.results_root, launch.grid, ids)
+            statuses = store.statuses_since(launch.results_root, launch.grid, ids, launch.since)
             pending = [s for s in pending if any(statuses[r] is None for r in s.run_ids)]
             if pending and time.monotonic() - asked >= launch.executor.ended_poll_s:
                 asked = time.monotonic()
@@ -241,7 +245,7 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
                         pending.remove(sub)
                         last = sub.queue is None or all(p.queue != sub.queue for p in pending)
                         _settle(launch, sub, how, *_job_error(sub.job), last_of_queue=last)
-        statuses = store.statuses(launch.results_root, launch.grid, ids)
+        statuses = store.statuses_since(launch.results_root, launch.grid, ids, launch.since)
         progress(statuses)
     for rid in ids:
         (store.run_dir(launch.results_root, launch.grid, rid) / MARKER).unlink(missing_ok=True)
@@ -252,9 +256,10 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
 # failed; returns whether it did (the job must not run, or is cancelled).
 def _record_if_blocked(launch: Launch, sub: SubmittedJob) -> bool:
     needs = launch.needs.get(sub.specs[0].run_id, ()) if len(sub.specs) == 1 else ()
-    if not needs or store.statuses(launch.results_root, launch.grid, sub.run_ids)[sub.run_ids[0]] is not None:
+    if not needs or store.statuses_since(launch.results_root, launch.grid, sub.run_ids,
+                                         launch.since)[sub.run_ids[0]] is not None:
         return False
-    return dependencies.record_if_blocked(launch.results_root, launch.grid, sub.specs[0], needs, {
+    return dependencies.record_if_blocked(launch.results_root, launch.grid, sub.specs[0], needs, launch.since, {
         "executor": launch.executor.name, "job_id": str(sub.job.job_id)}) is not None
 
 
@@ -262,17 +267,18 @@ def _record_if_blocked(launch: Launch, sub: SubmittedJob) -> bool:
 # DependencyNeverSatisfied): each gets its DependencyFailed record and its job is cancelled, so that
 # `--rerun-failed` submits it again after its need. Returns the run ids settled.
 def settle_blocked(grid: Grid, results_root: str | Path) -> list[str]:
-    ids = [s.run_id for s in grid.specs]
-    records = store.statuses(results_root, grid.name, ids)
     settled = []
     for spec in grid.specs:
-        marker = read_marker(results_root, grid.name, spec.run_id) if records[spec.run_id] is None else None
+        marker = read_marker(results_root, grid.name, spec.run_id)
         entry = registry.executors.get(marker["executor"]) if marker and marker.get("executor") in registry.executors \
             else None
         if not marker or not marker.get("after") or entry is None or entry.cancel is None:
             continue
+        since = float(marker.get("since", 0.0))
+        if store.statuses_since(results_root, grid.name, [spec.run_id], since)[spec.run_id] is not None:
+            continue                       # it has this submission's record
         needs = dependencies.needs_of(marker["after"])
-        if dependencies.record_if_blocked(results_root, grid.name, spec, needs,
+        if dependencies.record_if_blocked(results_root, grid.name, spec, needs, since,
                                           {"executor": entry.name, "job_id": str(marker["job_id"])}):
             entry.cancel([marker])
             (store.run_dir(results_root, grid.name, spec.run_id) / MARKER).unlink(missing_ok=True)
@@ -297,7 +303,7 @@ def _job_error(job: Any) -> tuple[str | None, str]:
 # answers only for the cells it claimed, unless it was the queue's last worker alive.
 def _settle(launch: Launch, sub: SubmittedJob, how: str, reason: str | None, trace: str,
             last_of_queue: bool = True) -> None:
-    statuses = store.statuses(launch.results_root, launch.grid, sub.run_ids)
+    statuses = store.statuses_since(launch.results_root, launch.grid, sub.run_ids, launch.since)
     spec_json = {s.run_id: s.to_json() for s in sub.specs}
     descriptions = {s.run_id: s.description() for s in sub.specs}
     for rid in sub.run_ids:
@@ -362,7 +368,8 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
         marker = read_marker(results_root, grid.name, rid) if js else None
         job = f"{_running_job(marker, rid)} {js.state}" if marker and js else ""
         if js is not None and js.alive:
-            after = _after_text(results_root, grid.name, marker.get("after") or []) if marker else ""
+            after = _after_text(results_root, grid.name, marker.get("after") or [],
+                                float(marker.get("since", 0.0))) if marker else ""
             out.append(CellStatus(rid, desc, "running", job, after=after))
         elif st is not None:
             out.append(_recorded_status(results_root, grid.name, rid, desc, st))
@@ -376,11 +383,11 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
 
 # What a submitted cell starts after, with each need's state: "12_0 (run <id>: ok), ...", and a
 # note when one failed (the cell never starts; the next launch records it failed).
-def _after_text(results_root: str | Path, grid: str, after: Sequence[Mapping[str, Any]]) -> str:
+def _after_text(results_root: str | Path, grid: str, after: Sequence[Mapping[str, Any]], since: float) -> str:
     if not after:
         return ""
     needs = dependencies.needs_of(after)
-    statuses = store.statuses(results_root, grid, [n.run_id for n in needs])
+    statuses = dependencies.need_statuses(results_root, grid, needs, since)
     parts = [f"{a.get('job_id') or 'run'} (run {n.run_id}: {statuses[n.run_id] or 'no record yet'})"
              for a, n in zip(after, needs)]
     text = ", ".join(parts)

@@ -311,6 +311,23 @@ def statuses(results_root: str | Path, grid: str, run_ids: Iterable[str]) -> dic
             for rid in run_ids}
 
 
+# `statuses`, counting only records written at or after `since` (epoch seconds): an older record is
+# an earlier attempt's (a failed cell submitted again), not the outcome of the current one.
+def statuses_since(results_root: str | Path, grid: str, run_ids: Iterable[str], since: float) -> dict[str, str | None]:
+    out = statuses(results_root, grid, run_ids)
+    for rid, status in out.items():
+        if status is not None and _mtime(record_path(results_root, grid, rid)) < since:
+            out[rid] = None
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 # The grid directories under a results root (hidden directories and `report` are not grids).
 def grid_names(results_root: str | Path) -> list[str]:
     root = Path(results_root)

@@ -3,6 +3,7 @@
 honouring the plan. The SLURM side: tests/harness/test_slurm_dependencies.py."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -132,6 +133,25 @@ def test_a_cell_whose_need_failed_is_recorded_not_run_and_reruns_after_it(write_
     assert [records[s.run_id]["info"]["shared"] for s in (first, second, third)] == [
         {"built_by": first.run_id, "cache_hit": False}, *[{"built_by": first.run_id, "cache_hit": True}] * 2]
     assert cache.LOCK_WAIT not in logs(results)
+
+
+def test_a_need_recorded_before_the_launch_planned_is_still_to_run(write_grid, tmp_path):
+    # A failed cell run again keeps its old record until its new one replaces it: the cells after it
+    # wait for the new one instead of failing on the old.
+    first, second, *_ = load_grid(write_grid(SHARED)).specs
+    results = tmp_path / "results"
+    record = store.failure_record(first.run_id, "shared", "old", first.to_json(),
+                                  {"type": "RuntimeError", "message": "old", "traceback": "", "log": ""}, {})
+    path = store.write_record(store.run_dir(results, "shared", first.run_id), record)
+    os.utime(path, (1000.0, 1000.0))
+    needs = (dependencies.Need(first.run_id, ("toy-shared/size-8",)),)
+    assert dependencies.need_statuses(results, "shared", needs, since=999.0) == {first.run_id: "failed"}
+    assert dependencies.need_statuses(results, "shared", needs, since=1001.0) == {first.run_id: None}
+    assert dependencies.record_if_blocked(results, "shared", second, needs, 1001.0, {}) is None
+    assert not (store.run_dir(results, "shared", second.run_id) / "record.json").exists()
+    assert dependencies.record_if_blocked(results, "shared", second, needs, 999.0, {}) == needs[0]
+    assert store.read_record(store.record_path(results, "shared", second.run_id))["error"]["type"] == \
+        "DependencyFailed"
 
 
 @pytest.mark.slow                 # real local-executor workers running cells
