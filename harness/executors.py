@@ -263,7 +263,7 @@ def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     terms = req.jobs.terms(code=asdict(req.code), allow_code_change=req.allow_code_change, profile=p.name,
                            max_num_timeout=p.max_num_timeout, signal_delay_s=p.signal_delay_s)
     out: list[SubmittedJob] = []
-    job_of = {rid: job for rid, job in req.running_jobs.items()}
+    job_of = dict(req.running_jobs)
     left = list(req.specs)
     while left:
         wave = [s for s in left if all(n.run_id in job_of for n in req.needs.get(s.run_id, ()))]

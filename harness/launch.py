@@ -267,9 +267,11 @@ def _record_if_blocked(launch: Launch, sub: SubmittedJob) -> bool:
 # DependencyNeverSatisfied): each gets its DependencyFailed record and its job is cancelled, so that
 # `--rerun-failed` submits it again after its need. Returns the run ids settled.
 def settle_blocked(grid: Grid, results_root: str | Path) -> list[str]:
+    gdir = Path(results_root) / grid.name
+    started = set(os.listdir(gdir)) if gdir.is_dir() else set()
     settled = []
     for spec in grid.specs:
-        marker = read_marker(results_root, grid.name, spec.run_id)
+        marker = read_marker(results_root, grid.name, spec.run_id) if spec.run_id in started else None
         entry = registry.executors.get(marker["executor"]) if marker and marker.get("executor") in registry.executors \
             else None
         if not marker or not marker.get("after") or entry is None or entry.cancel is None:

@@ -86,7 +86,9 @@ def test_soft_vs_hard_refined_cells_depend_on_their_dimo_cell_and_nobody_waits_o
         assert LOCK_WAIT not in run_log(results, "soft_vs_hard", spec.run_id), spec.description()
 
     # Accounting agrees: no dependent started before the job it depends on ended.
-    times = sacct_times(env, {j.split("_")[0] for j in job_of.values()})
+    arrays = {j.split("_")[0] for j in job_of.values()}
+    times = poll("every job's start and end in accounting (slurmdbd records them a moment later)",
+                 lambda: (t := sacct_times(env, arrays)) if set(job_of.values()) <= set(t) else None, 60)
     for spec in specs:
         for need in markers[spec.run_id]["after"]:
             assert times[job_of[spec.run_id]][0] >= times[need["job_id"]][1], spec.description()
