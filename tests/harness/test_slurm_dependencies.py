@@ -87,8 +87,13 @@ def test_soft_vs_hard_refined_cells_depend_on_their_dimo_cell_and_nobody_waits_o
 
     # Accounting agrees: no dependent started before the job it depends on ended.
     arrays = {j.split("_")[0] for j in job_of.values()}
+
+    def every_job_timed() -> dict[str, tuple[dt.datetime, dt.datetime]] | None:
+        times = sacct_times(env, arrays)
+        return times if set(job_of.values()) <= set(times) else None
+
     times = poll("every job's start and end in accounting (slurmdbd records them a moment later)",
-                 lambda: (t := sacct_times(env, arrays)) if set(job_of.values()) <= set(t) else None, 60)
+                 every_job_timed, 60)
     for spec in specs:
         for need in markers[spec.run_id]["after"]:
             assert times[job_of[spec.run_id]][0] >= times[need["job_id"]][1], spec.description()
