@@ -125,8 +125,8 @@ def schedule(todo: Sequence[RunSpec], active: Sequence[RunSpec], parent_status: 
         status = parent_status.get(parent)
         if status != "ok":
             has = "no record" if status is None else f"a {status} record"
-            blocked[spec.run_id] = (f"its parent run {parent} (distilled student it continues) has {has} and "
-                                    f"is not run by this launch")
+            blocked[spec.run_id] = (f"its parent run {parent} (whose student it continues) has {has} and "
+                                    f"is not run by this command")
     runnable = [s for s in order if s.run_id not in blocked]
 
     leaders: dict[str, str] = {}

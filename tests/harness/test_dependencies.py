@@ -322,7 +322,7 @@ def test_a_child_whose_parent_is_neither_ok_nor_run_is_not_submitted(write_grid,
     rc, out, err = main("--grid", str(grid_path), "--results", str(tmp_path / "r"), "--executor", "debug",
                         "--only", "distill.optimizer=adamw")
     assert rc == 1 and f"error: cell {child.run_id} (" in err
-    assert f"is not submitted: its parent run {parent.run_id} (distilled student it continues) has no record" in err
+    assert f"is not submitted: its parent run {parent.run_id} (whose student it continues) has no record" in err
     assert not list((tmp_path / "r").rglob("record.json"))
 
 
