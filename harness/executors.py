@@ -315,10 +315,14 @@ def _local_alive(marker: Mapping[str, Any]) -> bool:
     return any(map(workqueue.pid_alive, marker.get("workers") or [marker.get("job_id")]))
 
 
-# SLURM jobs: one sacct call for all markers; a job sacct does not know (yet), or every job when
-# sacct cannot be asked, is alive until submitit's result file appears.
+# SLURM jobs: one sacct call for all markers, then one squeue call for the jobs sacct does not list
+# (a job held by a dependency is not in accounting until it may start); a job neither knows, or
+# every job when they cannot be asked, is alive until submitit's result file appears.
 def slurm_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
-    states = slurm.sacct_states(str(m["job_id"]) for m in markers if m.get("job_id"))
+    ids = [str(m["job_id"]) for m in markers if m.get("job_id")]
+    states = slurm.sacct_states(ids)
+    if states is not None:
+        states.update(slurm.squeue_states(i for i in ids if i not in states) or {})
     out = []
     for m in markers:
         if not m.get("job_id") or not m.get("folder"):
