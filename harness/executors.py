@@ -220,7 +220,7 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     if gpus and procs > gpus:
         raise LaunchError(f"--procs-per-cell {procs}: one process per GPU, and this machine has {gpus} GPU(s)")
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
-    order = list(req.specs)                # the schedule's: each cell after what it needs
+    order = workqueue.queue_order(req.specs, work_key)   # workers take a cell once its needs are met
     workers = max(1, min(req.max_parallel or max(1, _cores() // procs), len(order)))
     pins = pinned_environment(_scale(req))
     threads = MINI_THREADS if pins else _threads(req, max(1, _cores() // (workers * procs)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from harness import cell, dependencies, executors, registry, store, workqueue
+from harness import cell, dependencies, registry, store, workqueue
 from harness.environment import cache_dir
 from harness.executors import ExecutorEntry, JobCallables, JobState, LaunchError, SubmitRequest, SubmittedJob
 from harness.grid import Grid
@@ -99,9 +99,9 @@ def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
     return [c.spec for c in cells if c.state == "pending" or c.state in retry]
 
 
-# Plan the launch of `todo` (harness.dependencies): in the local queue's order (workqueue), each
-# cell after the cells it needs, among them cells still running from earlier launches; a cell whose
-# parent run has no ok record and is not run here is blocked. `world_size`: processes per cell.
+# Plan the launch of `todo` (harness.dependencies): in grid order, each cell after the cells it
+# needs, among them cells still running from earlier launches; a cell whose parent run has no ok
+# record and is not run here is blocked. `world_size`: processes per cell.
 def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], results_root: str | Path,
              world_size: int = 1) -> dependencies.Schedule:
     since = time.time()
@@ -115,9 +115,8 @@ def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], re
             parent_status[pid] = "ok"
         else:
             parent_status[pid] = state if state in ("failed", "corrupt", "diverged") else None
-    order = workqueue.queue_order(todo, executors.work_key)
     done = dependencies.entry_done(cache_dir(results_root))
-    return dependencies.schedule(order, active, parent_status, done, world_size, since)
+    return dependencies.schedule(todo, active, parent_status, done, world_size, since)
 
 
 # The submission marker of a run (executor, job id, host, time), None if there is none.
