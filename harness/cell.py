@@ -37,7 +37,8 @@ from typing import Any, Callable
 import submitit
 import torch
 
-from harness import assets, distributed, plugins, preemption, registry, slurm, store, tracking, workqueue
+from harness import (assets, dependencies, distributed, plugins, preemption, registry, slurm, store, tracking,
+                     workqueue)
 from harness.distributed import Processes
 from harness.entries import MethodResult, MetricValue, RunContext
 from harness.environment import device, run_context
@@ -52,6 +53,7 @@ from harness.stages import batch_digests, samples_digest
 from harness.tracking import NO_TRACKERS, RunTrackers
 
 LOG_FILE = "log.txt"
+QUEUE_POLL_S = 1.0                    # a local worker waiting for the cells it needs looks again this often
 JOB_RUNS_FILE = "job_runs.jsonl"      # one line per interrupted (requeued) run of a job on a cell
 
 #----------------------------------------------------------------------------
@@ -150,7 +152,8 @@ class _Start:
 # Add provenance and cost to a record and write it (RecordWriteError when the file system refuses).
 def _write(start: _Start, record: dict[str, Any], code_check: str | None = None) -> None:
     processes, terms, job = start.processes, start.terms, start.job
-    record["provenance"] = {**provenance(start.started), "assets": assets.used_assets()}
+    record["provenance"] = {**provenance(start.started), "assets": assets.used_assets(),
+                            **record.pop("_provenance", {})}
     trackers = record.pop("_trackers", None)
     if trackers is not None:
         record["provenance"]["trackers"] = trackers
@@ -210,10 +213,21 @@ class SlurmCell(submitit.helpers.Checkpointable):
         self.terms = terms
 
     # Run the cell; a signal during distillation saves at the next step boundary, within half
-    # of the profile's signal delay.
+    # of the profile's signal delay. A failed cell ends its job in error (FAILED), so that cells
+    # submitted with `--dependency=afterok:` on it never start (harness.dependencies).
     def __call__(self) -> str:
         preemption.set_grace(self.terms.signal_delay_s / 2)
-        return execute(self.spec_json, self.grid, self.results_root, self.terms)
+        status = execute(self.spec_json, self.grid, self.results_root, self.terms)
+        if status == "failed":
+            run_id = RunSpec.from_json(self.spec_json).run_id
+            raise CellFailedError(f"cell {run_id} failed; its record: "
+                                  f"{store.record_path(self.results_root, self.grid, run_id)}")
+        return status
+
+
+# A SLURM cell that ended with a failed record (its job ends in error).
+class CellFailedError(RuntimeError):
+    pass
 
 
 # "same" / "changed, allowed"; raises CodeChangedError when the job's code is not the submitted.
@@ -259,16 +273,53 @@ def _earlier_runs(run_dir: Path, job: slurm.JobInfo | None) -> list[dict[str, An
     return [r for r in runs if r.get("job_id") == job.job_id]
 
 
-# Work through a queue shared with other jobs (harness.workqueue): run, in order, every cell this
-# job wins the claim of in `queue_dir`; returns the statuses of the cells it ran.
-# The processes of a job of several tasks work through the queue together: rank 0 claims.
-def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str) -> list[str]:
+# Work through a queue shared with other jobs (harness.workqueue): run, in order, the first cell
+# whose needs (`after`: run id -> needs as JSON, harness.dependencies) all have their final record
+# and whose claim in `queue_dir` this job wins, then look again from the top; a cell whose need
+# failed is claimed and given its DependencyFailed record. While every unclaimed cell waits on a
+# need that is still running, look again every QUEUE_POLL_S. Returns the statuses of the cells it
+# ran. The processes of a job of several tasks work through the queue together: rank 0 decides.
+def execute_queue(spec_jsons: list[dict[str, Any]], grid: str, results_root: str, queue_dir: str,
+                  after: dict[str, list[dict[str, Any]]] | None = None, since: float = 0.0) -> list[str]:
     processes = distributed.job_processes()
     job_id = job_environment()[1] or str(os.getpid())
     log = _logger(None, prefix=f"[rank {processes.rank}] ")
-    return [execute(s, grid, results_root) for s in spec_jsons
-            if processes.share("claim", workqueue.claim(queue_dir, RunSpec.from_json(s).run_id, job_id)
-                               if processes.is_main else None, "its claim of the next cell", log)]
+    specs = [RunSpec.from_json(s) for s in spec_jsons]
+    needs = {rid: dependencies.needs_of(entries) for rid, entries in (after or {}).items()}
+    ran: list[str] = []
+    while True:
+        step = processes.share("next cell", _next_in_queue(specs, needs, grid, results_root, queue_dir, job_id, since)
+                               if processes.is_main else None, "its claim of the next cell", log)
+        if step is None:
+            return ran
+        if step < 0:
+            time.sleep(QUEUE_POLL_S)
+            continue
+        ran.append(execute(spec_jsons[step], grid, results_root))
+
+
+# The index of the next cell this job runs (claimed), -1 to wait for a need, None when the queue
+# is empty; cells whose need failed get their DependencyFailed record on the way. Only needs'
+# records written since the launch planned (`since`) count.
+def _next_in_queue(specs: list[RunSpec], needs: dict[str, tuple[dependencies.Need, ...]], grid: str,
+                   results_root: str, queue_dir: str, job_id: str, since: float) -> int | None:
+    open_ = [i for i, s in enumerate(specs) if workqueue.claimant(queue_dir, s.run_id) is None]
+    wanted = {n.run_id for i in open_ for n in needs.get(specs[i].run_id, ())}
+    statuses = store.statuses_since(results_root, grid, wanted, since)
+    lost = {rid for rid in wanted if statuses[rid] is None and workqueue.claimant(queue_dir, rid) is not None
+            and not workqueue.claimant_alive(queue_dir, rid)}       # its worker died before its record
+    waiting = False
+    for i in open_:
+        spec, own = specs[i], needs.get(specs[i].run_id, ())
+        if dependencies.blocking_need(own, {**statuses, **{rid: "failed" for rid in lost}}) is not None:
+            if workqueue.claim(queue_dir, spec.run_id, job_id):
+                dependencies.record_if_blocked(results_root, grid, spec, own, since,
+                                               {"executor": "local", "job_id": job_id}, lost)
+        elif not dependencies.needs_met(own, statuses):
+            waiting = True
+        elif workqueue.claim(queue_dir, spec.run_id, job_id):
+            return i
+    return -1 if waiting else None
 
 
 # The cell's method on this process, and (on rank 0) the device of every process.
@@ -376,6 +427,7 @@ def _run_tracked(spec: RunSpec, grid: str, results_root: str, run_dir: Path, log
         log(f"diverged: metric(s) {', '.join(bad)} not finite")
     record["_stages"] = stages
     record["_devices"] = devices
+    record["_provenance"] = result.provenance
     return record
 
 

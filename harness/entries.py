@@ -37,6 +37,9 @@ class TeacherEntry:
     build_world: Callable[[Any, "RunContext"], Any] | None = None
     # The names of its class labels in label order, for sample pages (None: labels shown as numbers).
     class_names: Callable[[], Sequence[str] | None] | None = None
+    # The cache entry its build trains once per configuration (`config -> key`, a path under the
+    # cache root such as "teachers/digits-<hash>"); None when it trains nothing (released weights).
+    work_key: Callable[[Any], str] | None = None
 
 
 # A way of producing samples: one-step distillation, the teacher's sampler, a reference baseline.
@@ -50,9 +53,19 @@ class MethodEntry:
     test_time: bool = False                           # honours sample.tteo_* and sample.best_of_n
     label: Callable[["RunSpec"], str] = lambda spec: spec.method  # row label in reports
     description: str = ""
-    # Key of the expensive state a cell shares with other cells (dimo: its trained student); the
-    # local queue runs cells that repeat an earlier cell's key last. None: cells share nothing.
-    work_key: Callable[["RunSpec"], str] | None = None
+    # The expensive work a cell builds or reuses, shared with other cells (`(spec, world_size) ->
+    # chains`): each chain lists cache entries (paths under the cache root), most specific first, so
+    # that a complete entry makes the ones after it unneeded (a cached student needs no Di[M]O
+    # prefix). Of the cells needing one entry the first builds it, the others start after its cell
+    # (harness.dependencies). None: cells share nothing.
+    work: Callable[["RunSpec", int], Sequence[Sequence[str]]] | None = None
+    # The `<stage>.<field>` parameter naming the run a cell continues (its parent: a run id, or a
+    # selector of a cell of the same grid that the grid resolves to that cell's run id); the cell
+    # starts after its parent. None: cells continue nothing.
+    parent_param: str | None = None
+    # Checks, when the grid is read, that a cell can continue a parent cell of the same grid
+    # (`(child, parent) -> None`, raising CellError naming the key).
+    check_parent: Callable[["RunSpec", "RunSpec"], None] | None = None
 
 
 # A generator relaxation (Soft-Di[M]O): `fn(logits, gumbel, config, temperature) -> Relaxed`
@@ -147,6 +160,7 @@ class RunContext:
     log: Callable[[str], None] = print
     processes: Processes = SINGLE      # the processes running this cell together (harness.distributed)
     trackers: RunTrackers = NO_TRACKERS  # live monitoring (rank 0 with --log-with; harness.tracking)
+    results_root: Path | None = None   # the results root the run's record goes under (other runs' records)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -167,6 +181,7 @@ class MethodResult:
     info: dict[str, Any] = field(default_factory=dict)  # e.g. training log summary
     teacher: Any = None                        # the teacher object, for metrics (not recorded)
     selection: "SelectionLog | None" = None    # best-of-N: what was chosen per image (selection.npz)
+    provenance: dict[str, Any] = field(default_factory=dict)  # added to the record's provenance
     stage_hashes: dict[str, str] = field(default_factory=dict)  # harness.stages: teacher, student weights
     samples: HeldSamples | None = None         # this process's share of the samples (instead of images)
 

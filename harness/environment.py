@@ -56,7 +56,7 @@ def run_context(run_dir: Path, results_root: str | Path, log: Callable[[str], No
                 processes: Processes = SINGLE, trackers: RunTrackers = NO_TRACKERS) -> RunContext:
     own_device = device() if processes.world_size == 1 else process_device()
     ctx = RunContext(run_dir=run_dir, cache_dir=cache_dir(results_root), device=own_device, threads=threads(),
-                     log=log, processes=processes, trackers=trackers)
+                     log=log, processes=processes, trackers=trackers, results_root=Path(results_root))
     torch.set_num_threads(ctx.threads)
     private_dir(ctx.cache_dir)
     return ctx

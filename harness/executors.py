@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from harness import registry, slurm, workqueue
+from harness import slurm, workqueue
+from harness.dependencies import Need, shared_work
 from harness.distributed import COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import THREADS_ENV
 from harness.numerics import MINI_THREADS, pinned_environment
@@ -100,6 +101,10 @@ class SubmitRequest:
     allow_code_change: bool = False        # let SLURM jobs run on other code than submitted
     procs_per_cell: int = 1                # local: processes running each cell together
     log_with: tuple[str, ...] = ()         # accelerate trackers logging each run live (harness.tracking)
+    needs: Mapping[str, Sequence[Need]] = field(default_factory=dict)  # run id -> cells it starts after
+    running_jobs: Mapping[str, str] = field(default_factory=dict)  # run id -> job of a cell still running
+                                                                   # from an earlier launch (a need)
+    since: float = 0.0                     # when the launch planned: older records are earlier attempts'
     collective_timeout_s: int | None = None  # --collective-timeout; None: the profile's, else the default
 
     # Seconds a collective of a cell's processes waits before it fails.
@@ -215,11 +220,16 @@ def run_debug_job(job: Any) -> BaseException | None:
         os.environ.update(backup)
 
 
-# The key of the expensive work a cell shares with other cells (its method's `work_key`, e.g. the
-# trained student of a dimo cell), None when it shares none.
+# The key the local queue orders by (harness.workqueue): the most general entry of the last chain
+# of the cell's shared work (dimo: its Di[M]O prefix, else its student), None when it shares none.
 def work_key(spec: RunSpec) -> str | None:
-    key_fn = registry.methods.get(spec.method).work_key
-    return key_fn(spec) if key_fn is not None else None
+    chains = shared_work(spec, 1)
+    return chains[-1][-1] if chains and chains[-1] else None
+
+
+# The needs of the cells as JSON values (for the local queue's jobs): run id -> [need, ...].
+def _needs_json(req: SubmitRequest) -> dict[str, list[dict[str, Any]]]:
+    return {rid: [n.to_json() for n in needs] for rid, needs in req.needs.items() if needs}
 
 
 # local: at most `max_parallel` worker jobs sharing one queue of the cells (harness.workqueue):
@@ -232,7 +242,7 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
     if gpus and procs > gpus:
         raise LaunchError(f"--procs-per-cell {procs}: one process per GPU, and this machine has {gpus} GPU(s)")
     executor = submitit.AutoExecutor(folder=req.folder, cluster="local")
-    order = workqueue.queue_order(req.specs, work_key)
+    order = workqueue.queue_order(req.specs, work_key)   # workers take a cell once its needs are met
     workers = max(1, min(req.max_parallel or max(1, _cores() // procs), len(order)))
     pins = pinned_environment(_scale(req))
     threads = MINI_THREADS if pins else _threads(req, max(1, _cores() // (workers * procs)))
@@ -242,13 +252,16 @@ def submit_local(req: SubmitRequest) -> list[SubmittedJob]:
                                timeout_min=_timeout_min(req) * len(order))
     with _env(**_job_env(req, threads), **pins):
         jobs = [executor.submit(req.jobs.run_queue, [s.to_json() for s in order], req.grid,
-                                str(req.results_root), str(queue_dir)) for _ in range(workers)]
+                                str(req.results_root), str(queue_dir), _needs_json(req), req.since)
+                for _ in range(workers)]
     marker = {"workers": [str(j.job_id) for j in jobs], "queue": str(queue_dir)}
     return [SubmittedJob(j, order, marker, queue=queue_dir) for j in jobs]
 
 
-# slurm: one executor for the profile, one array task per cell, arrays of at most the
-# profile's `max_array_size` tasks (one sbatch call each).
+# slurm: one executor for the profile, one array task per cell, arrays of at most the profile's
+# `max_array_size` tasks (one sbatch call each). A cell that needs others (`req.needs`) goes into an
+# array with `--dependency=afterok:<their jobs>`: cells are submitted in waves, each wave's cells
+# once the jobs of everything they need are known, one array per set of jobs they wait for.
 def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     import submitit
     p = req.profile
@@ -273,19 +286,44 @@ def submit_slurm(req: SubmitRequest) -> list[SubmittedJob]:
     terms = req.jobs.terms(code=asdict(req.code), allow_code_change=req.allow_code_change, profile=p.name,
                            max_num_timeout=p.max_num_timeout, signal_delay_s=p.signal_delay_s)
     out: list[SubmittedJob] = []
-    for start in range(0, len(req.specs), p.max_array_size):
-        chunk = req.specs[start:start + p.max_array_size]
-        try:
-            with executor.batch():
-                jobs = [executor.submit(req.jobs.slurm_cell(s.to_json(), req.grid, str(req.results_root), terms))
-                        for s in chunk]
-        except Exception as e:              # sbatch refused (partition, account, limits, ...)
-            raise LaunchError(f"sbatch refused an array of {len(chunk)} cells (profile "
-                              f"{p.name!r}, {p.path}): {e}", out) from None
-        for j, spec in zip(jobs, chunk):
-            array, _, task = str(j.job_id).partition("_")
-            out.append(SubmittedJob(j, [spec], {"array_id": array, "task": int(task) if task else None,
-                                              "log": str(j.paths.stderr), "profile": p.name}))
+    job_of = dict(req.running_jobs)
+    left = list(req.specs)
+    while left:
+        wave = [s for s in left if all(n.run_id in job_of for n in req.needs.get(s.run_id, ()))]
+        if not wave:                       # cannot happen for a schedule (needs come first)
+            raise LaunchError(f"cells {', '.join(s.run_id for s in left)} need cells that are not submitted", out)
+        groups: dict[tuple[str, ...], list[RunSpec]] = {}
+        for spec in wave:
+            after = tuple(dict.fromkeys(job_of[n.run_id] for n in req.needs.get(spec.run_id, ())))
+            groups.setdefault(after, []).append(spec)
+        for after, group in groups.items():
+            executor.update_parameters(slurm_dependency=f"afterok:{':'.join(after)}" if after else None)
+            for start in range(0, len(group), p.max_array_size):
+                for sub in _submit_array(executor, req, terms, group[start:start + p.max_array_size], out):
+                    job_of[sub.specs[0].run_id] = str(sub.job.job_id)
+                    sub.marker["after"] = [{**n.to_json(), "job_id": job_of[n.run_id]}
+                                           for n in req.needs.get(sub.specs[0].run_id, ())]
+                    out.append(sub)
+        left = [s for s in left if s not in wave]
+    return out
+
+
+# One sbatch call: an array of `chunk`'s cells under the executor's current parameters.
+def _submit_array(executor: Any, req: SubmitRequest, terms: Any, chunk: Sequence[RunSpec],
+                  submitted: list[SubmittedJob]) -> list[SubmittedJob]:
+    p = req.profile
+    try:
+        with executor.batch():
+            jobs = [executor.submit(req.jobs.slurm_cell(s.to_json(), req.grid, str(req.results_root), terms))
+                    for s in chunk]
+    except Exception as e:                  # sbatch refused (partition, account, limits, ...)
+        raise LaunchError(f"sbatch refused an array of {len(chunk)} cells (profile "
+                          f"{p.name!r}, {p.path}): {e}", submitted) from None
+    out = []
+    for j, spec in zip(jobs, chunk):
+        array, _, task = str(j.job_id).partition("_")
+        out.append(SubmittedJob(j, [spec], {"array_id": array, "task": int(task) if task else None,
+                                          "log": str(j.paths.stderr), "profile": p.name}))
     return out
 
 
@@ -297,23 +335,17 @@ def local_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
 def _local_alive(marker: Mapping[str, Any]) -> bool:
     if marker.get("host") != socket.gethostname():
         return True                        # cannot tell from here; assume it still runs
-    return any(map(_pid_alive, marker.get("workers") or [marker.get("job_id")]))
+    return any(map(workqueue.pid_alive, marker.get("workers") or [marker.get("job_id")]))
 
 
-def _pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# SLURM jobs: one sacct call for all markers; a job sacct does not know (yet), or every job when
-# sacct cannot be asked, is alive until submitit's result file appears.
+# SLURM jobs: one sacct call for all markers, then one squeue call for the jobs sacct does not list
+# (a job held by a dependency is not in accounting until it may start); a job neither knows, or
+# every job when they cannot be asked, is alive until submitit's result file appears.
 def slurm_states(markers: Sequence[Mapping[str, Any]]) -> list[JobState]:
-    states = slurm.sacct_states(str(m["job_id"]) for m in markers if m.get("job_id"))
+    ids = [str(m["job_id"]) for m in markers if m.get("job_id")]
+    states = slurm.sacct_states(ids)
+    if states is not None:
+        states.update(slurm.squeue_states(i for i in ids if i not in states) or {})
     out = []
     for m in markers:
         if not m.get("job_id") or not m.get("folder"):

@@ -30,6 +30,7 @@ Everything is validated before anything runs: each problem becomes one line
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -38,15 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from harness import yaml_lines
+from harness import registry, yaml_lines
 from harness.registry import did_you_mean
+from harness.selectors import (AXES as SELECTOR_AXES, SelectorError, check_selector, parse_selector, same, select,
+                               spec_value)
 from harness.spec import (AXIS_KEYS, DEFAULT_METHOD, NONE, SCALES, CellError, CellErrors, RunSpec, resolve_cell,
                           spec_defaults)
 
 GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "scales", "exclude",
              "include", "compare")
 COMPARE_KEYS = ("reference", "within")
-SELECTOR_AXES = ("teacher", "method", "relaxation", "refinement", "scale")
 SCALE_KEYS = ("matrix", "params", "resources", "compare")
 MAX_CELLS = 100_000
 DEFAULT_SCALE = "mini"
@@ -54,6 +56,7 @@ RESERVED_NAMES = ("report",)
 _GRID_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _PARAM_KEY = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*$")
+_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 _AXES_HELP = f"{', '.join(AXIS_KEYS)}, or a parameter <stage>.<field>"
 
 #----------------------------------------------------------------------------
@@ -211,8 +214,11 @@ def load_grid(path: str | Path, scale: str | None = None, allow_large: bool = Fa
 
     grid_params = {**params, **scale_params, **set_params}
     notes: set[str] = set()
-    specs = _expand(products, excludes, includes, grid_params, params, scale_params, active,
-                    plugins, ck, notes, set_params)
+    fixed = [_Source(set_params, "--set"), _Source(scale_params, f"scales.{active}.params"),
+             _Source(params, "params")]
+    specs, origins = _expand(products, excludes, includes, grid_params, active, plugins, ck, notes, fixed)
+    ck.raise_if_any()
+    specs = _resolve_parents(specs, origins, fixed, ck)
     ck.raise_if_any()
     _check_keys_read(products, includes, params, scale_params, active, specs, ck, set_params)
     if not specs:
@@ -247,7 +253,7 @@ def _check_compare(value: Any, line: int, specs: list[RunSpec], ck: _Checker,
             ck.add(_line(value, key), f"{where}.{key}", f"unknown key{did_you_mean(str(key), COMPARE_KEYS)}; "
                    f"allowed: {', '.join(COMPARE_KEYS)}")
     ref, within = value["reference"], value.get("within", [])
-    names = set(SELECTOR_AXES) | {"seed"} | {k for s in specs for k, _ in s.params}
+    names = set(SELECTOR_AXES) | {k for s in specs for k, _ in s.params}
     if not isinstance(ref, LineMap) or not ref:
         ck.add(_line(value, "reference"), f"{where}.reference", "expected a non-empty mapping of axes / "
                "parameters to values, e.g. {relaxation: hard}")
@@ -259,17 +265,10 @@ def _check_compare(value: Any, line: int, specs: list[RunSpec], ck: _Checker,
     if not isinstance(within, list):
         ck.add(_line(value, "within"), f"{where}.within", "expected a list of axes, e.g. [refinement]")
         within = []
-    matched = [s for s in specs if all(_same(_spec_value(s, k), v) for k, v in ref.items())]
+    matched = [s for s in specs if all(same(spec_value(s, k), v) for k, v in ref.items())]
     if not matched and not ck.problems:
         ck.add(_line(value, "reference"), f"{where}.reference", f"matches no cell of the grid: {dict(ref)}")
     return {"reference": dict(ref), "within": list(within)}
-
-
-def _spec_value(spec: RunSpec, key: str) -> Any:
-    if key in SELECTOR_AXES or key == "seed":
-        return getattr(spec, key)
-    value = dict(spec.params).get(key, _MISSING)
-    return list(value) if isinstance(value, tuple) else value
 
 
 # The grid's `plugins:` modules: names, and loaded (the entry point loads them before expanding,
@@ -463,13 +462,7 @@ _MISSING = object()
 
 
 def _matches(cell: Mapping[str, Any], partial: Mapping[str, Any]) -> bool:
-    return all(_same(_cell_value(cell, k), v) for k, v in partial.items())
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b or (
-        isinstance(a, (int, float)) and isinstance(b, (int, float))
-        and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+    return all(same(_cell_value(cell, k), v) for k, v in partial.items())
 
 
 def _raw_cells(products: list[_Product]) -> Iterator[tuple[dict[str, Any], _Product]]:
@@ -479,51 +472,125 @@ def _raw_cells(products: list[_Product]) -> Iterator[tuple[dict[str, Any], _Prod
             yield dict(zip(keys, values)), p
 
 
-# Expand products, drop excludes, add includes, resolve every cell; problems go to `ck`.
+# Where a cell was written: its sources (product or include), line and dotted location.
+@dataclass(frozen=True)
+class _Origin:
+    sources: list[_Source]
+    line: int
+    path: str
+
+
+# Add a cell's problem to `ck` at the line of the key that caused it (the cell's own sources, then
+# --set, the scale's params, the grid's params), else at the cell.
+def _report(ck: _Checker, e: CellError, origin: _Origin, fixed: list[_Source]) -> None:
+    message = str(e)[len(e.key) + 2:]
+    for src in origin.sources + fixed:
+        if e.key in src.mapping:
+            ck.add(_line(src.mapping, e.key), f"{src.path}.{e.key}", message)
+            return
+    ck.add(origin.line, f"{origin.path}.{e.key}", message)
+
+
+# Expand products, drop excludes, add includes, resolve every cell; problems go to `ck`. Returns
+# the cells and where each was written.
 def _expand(products: list[_Product], excludes: list[LineMap], includes: list[LineMap],
-            grid_params: Mapping[str, Any], params: LineMap, scale_params: LineMap, scale: str,
-            plugins: tuple[str, ...], ck: _Checker, notes: set[str], set_params: LineMap) -> list[RunSpec]:
+            grid_params: Mapping[str, Any], scale: str, plugins: tuple[str, ...], ck: _Checker,
+            notes: set[str], fixed: list[_Source]) -> tuple[list[RunSpec], dict[str, _Origin]]:
     used = [False] * len(excludes)
     specs: dict[str, RunSpec] = {}
-    fixed = [_Source(set_params, "--set"), _Source(scale_params, f"scales.{scale}.params"),
-             _Source(params, "params")]
+    origins: dict[str, _Origin] = {}
 
-    def report(e: CellError, sources: list[_Source], line: int, path: str) -> None:
-        message = str(e)[len(e.key) + 2:]
-        for src in sources + fixed:
-            if e.key in src.mapping:
-                ck.add(_line(src.mapping, e.key), f"{src.path}.{e.key}", message)
-                return
-        ck.add(line, f"{path}.{e.key}", message)
-
-    def resolve(cell: dict[str, Any], sources: list[_Source], line: int, path: str) -> None:
+    def resolve(cell: dict[str, Any], origin: _Origin) -> None:
         try:
             spec = resolve_cell(cell, scale, plugins, grid_params)
         except CellErrors as errors:
             for e in errors.errors:
-                report(e, sources, line, path)
+                _report(ck, e, origin, fixed)
             return
         except CellError as e:
-            report(e, sources, line, path)
+            _report(ck, e, origin, fixed)
             return
         if "method" not in cell:
             notes.add(f"cells that name a relaxation or refinement without a method run method "
                       f"{DEFAULT_METHOD!r}")
         specs.setdefault(spec.run_id, spec)
+        origins.setdefault(spec.run_id, origin)
 
     for cell, product in _raw_cells(products):
         hit = [i for i, ex in enumerate(excludes) if _matches(cell, ex)]
         for i in hit:
             used[i] = True
         if not hit:
-            resolve(cell, product.sources, product.line, product.path)
+            resolve(cell, _Origin(product.sources, product.line, product.path))
     for i, cell in enumerate(includes):
-        resolve(dict(cell), [_Source(cell, f"include[{i}]")], cell.line, f"include[{i}]")
+        resolve(dict(cell), _Origin([_Source(cell, f"include[{i}]")], cell.line, f"include[{i}]"))
     for i, ex in enumerate(excludes):
         if not used[i]:
             ck.add(ex.line, f"exclude[{i}]", f"matches no cell of the matrix: "
                    f"{dict(ex)}; check the values")
-    return list(specs.values())
+    return list(specs.values()), origins
+
+
+# Each cell's parent (`MethodEntry.parent_param`, e.g. distill.init_from), resolved: a run id stays
+# (a cell of this grid, or a run under the results root that the launch looks up), a selector
+# becomes the run id of the one cell of this grid it picks (of the child's seed unless it names a
+# seed). Parents are resolved first, since a child's run id hashes its parent's; each pair is
+# checked (`MethodEntry.check_parent`). Returns the cells in order, their parents' ids filled in.
+def _resolve_parents(specs: list[RunSpec], origins: Mapping[str, _Origin], fixed: list[_Source],
+                     ck: _Checker) -> list[RunSpec]:
+    done: dict[str, RunSpec | None] = {}
+
+    def resolve(spec: RunSpec, path: tuple[str, ...]) -> RunSpec | None:
+        if spec.run_id in done:
+            return done[spec.run_id]
+        method = registry.methods.get(spec.method)
+        value = dict(spec.params).get(method.parent_param) if method.parent_param else None
+        if not value:
+            done[spec.run_id] = spec
+            return spec
+        key, out = method.parent_param, None
+        try:
+            if spec.run_id in path:
+                raise CellError(key, f"the cells' parents form a cycle ({' -> '.join(path)} -> {spec.run_id}); "
+                                     f"a chain of continuations must start from a cell that continues none")
+            parent = _parent_cell(spec, key, value, specs)
+            if parent is None:                   # a run id from elsewhere: looked up when launching
+                out = spec
+            elif (resolved := resolve(parent, path + (spec.run_id,))) is not None:
+                if method.check_parent is not None:
+                    method.check_parent(spec, resolved)
+                params = {**dict(spec.params), key: resolved.run_id}
+                out = dataclasses.replace(spec, params=tuple(sorted(params.items())))
+        except CellError as e:
+            _report(ck, e, origins[spec.run_id], fixed)
+        done[spec.run_id] = out
+        return out
+
+    resolved = {s.run_id: s for spec in specs if (s := resolve(spec, ())) is not None}
+    return list(resolved.values())
+
+
+# The cell of the grid a parent value names: the cell of that run id, or the one cell a selector
+# picks; None for a run id of no cell here (a run of another grid). Raises CellError.
+def _parent_cell(child: RunSpec, key: str, value: Any, specs: list[RunSpec]) -> RunSpec | None:
+    if not isinstance(value, str):
+        raise CellError(key, f"expected a run id or a selector KEY=VALUE[,...] of one cell of this grid, got {value!r}")
+    if _RUN_ID.match(value):
+        return next((s for s in specs if s.run_id == value), None)
+    others = [s for s in specs if s is not child]
+    try:
+        selector = parse_selector(value, key)
+        selector.setdefault("seed", [child.seed])
+        check_selector(selector, others, f"{key} {value!r}")
+    except SelectorError as e:
+        raise CellError(key, f"{str(e).partition(': ')[2]}; expected a run id or a selector of one other cell "
+                             f"of this grid (of seed {child.seed} unless it names one)") from None
+    picked = select(others, selector)
+    if len(picked) != 1:
+        listed = "; ".join(f"{s.run_id} ({s.description()})" for s in picked[:5]) or "none"
+        raise CellError(key, f"{value!r} (seed {selector['seed'][0]} unless named) picks {len(picked)} cells, not "
+                             f"one: {listed}; add keys (axes or parameters) until it names one cell")
+    return picked[0]
 
 
 # Every parameter key the grid sets must be read by at least one cell.

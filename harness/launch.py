@@ -16,9 +16,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from harness import cell, registry, store, workqueue
+from harness import cell, dependencies, registry, store, workqueue
+from harness.environment import cache_dir
 from harness.executors import (ExecutorEntry, JobCallables, JobEnd, JobState, LaunchError, SubmitRequest,
                                SubmittedJob)
 from harness.grid import Grid
@@ -99,6 +100,26 @@ def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
     return [c.spec for c in cells if c.state == "pending" or c.state in retry]
 
 
+# Plan the launch of `todo` (harness.dependencies): in grid order, each cell after the cells it
+# needs, among them cells still running from earlier launches; a cell whose parent run has no ok
+# record and is not run here is blocked. `world_size`: processes per cell.
+def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], results_root: str | Path,
+             world_size: int = 1) -> dependencies.Schedule:
+    since = time.time()
+    active = [c.spec for c in cells if c.state == "running"]
+    known = {c.run_id: c.state for c in cells}
+    parents = {p for s in todo if (p := dependencies.parent_of(s)) is not None}
+    parent_status: dict[str, str | None] = {}
+    for pid in parents:
+        state = known.get(pid)
+        if state == "done" or (state is None and store.find_ok_record(results_root, pid, grid.name)):
+            parent_status[pid] = "ok"
+        else:
+            parent_status[pid] = state if state in ("failed", "corrupt", "diverged") else None
+    done = dependencies.entry_done(cache_dir(results_root))
+    return dependencies.schedule(todo, active, parent_status, done, world_size, since)
+
+
 # The submission marker of a run (executor, job id, host, time), None if there is none.
 def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, Any] | None:
     path = store.run_dir(results_root, grid, run_id) / MARKER
@@ -119,8 +140,9 @@ def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job
 #----------------------------------------------------------------------------
 
 
-# Submitted jobs of one launch. `earlier` holds the record files that were there before it
-# (failed cells submitted again): until replaced they are not these jobs' outcome.
+# Submitted jobs of one launch. `earlier` holds the record files that were there before it (failed
+# cells submitted again): until replaced they are not these jobs' outcome. `since` is when it planned
+# (the cells' needs count records written after it).
 @dataclass
 class Launch:
     grid: str
@@ -128,6 +150,8 @@ class Launch:
     executor: ExecutorEntry
     submissions: list[SubmittedJob]
     folder: Path
+    needs: Mapping[str, tuple[dependencies.Need, ...]] = field(default_factory=dict)  # run id -> its needs
+    since: float = 0.0                     # when it was planned: records older than that are earlier attempts'
     earlier: dict[str, tuple[int, int]] = field(default_factory=dict)   # run id -> store.record_stamp
     problems: list[str] = field(default_factory=list)   # what the launcher could not record
 
@@ -153,12 +177,13 @@ def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | Non
     return {name: load_profile(name) if name else None}
 
 
-# Submit cells through a registered executor, one group (and for SLURM one executor, its arrays
-# chunked to the array limit) per resource profile. The code version is recorded for the jobs.
-# `procs_per_cell`: processes running each local cell together (SLURM: the profile's tasks);
-# `log_with`: accelerate trackers each run logs to live (harness.tracking); `collective_timeout_s`: the
-# collective timeout of a cell's processes (None: the profile's, else the default).
-def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
+# Submit the scheduled cells through a registered executor, one group (and for SLURM one executor,
+# its arrays chunked to the array limit) per resource profile, each cell after what it needs. The
+# code version is recorded for the jobs. `procs_per_cell`: processes running each local cell
+# together (SLURM: the profile's tasks); `log_with`: accelerate trackers each run logs to live
+# (harness.tracking); `collective_timeout_s`: the collective timeout of a cell's processes (None:
+# the profile's, else the default).
+def submit(grid: Grid, plan_: dependencies.Schedule, results_root: str | Path, executor: str,
            max_parallel: int | None = None, profile: str | None = None,
            allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = (),
            collective_timeout_s: int | None = None) -> Launch:
@@ -167,17 +192,22 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
     folder = root / grid.name / SUBMITIT_DIR / "%j"
     profiles = resource_profiles(grid, profile)     # all loaded and checked before submitting
     groups: dict[str | None, list[RunSpec]] = {}
-    for spec in specs:                 # one profile per grid and scale today; grouped all the same
+    for spec in plan_.order:           # one profile per grid and scale today; grouped all the same
         groups.setdefault(profile or grid.resources, []).append(spec)
+    running = _running_jobs(root, grid.name, {n.run_id for needs in plan_.needs.values() for n in needs}, entry.name)
+    submitting = {s.run_id for s in plan_.order}
+    needs = {rid: tuple(n for n in own if n.run_id in submitting or n.run_id in running)
+             for rid, own in plan_.needs.items()}  # a need running under another executor: not expressible
     code = code_version()
-    earlier = {s.run_id: stamp for s in specs
+    earlier = {s.run_id: stamp for s in plan_.order
                if (stamp := store.record_stamp(store.record_path(root, grid.name, s.run_id)))}
     submissions: list[SubmittedJob] = []
     try:
         for name, group in groups.items():
             submissions += entry.submit(SubmitRequest(group, grid.name, root, folder, profiles[name],
                                                       max_parallel, JOBS, code, allow_code_change,
-                                                      procs_per_cell, tuple(log_with), collective_timeout_s))
+                                                      procs_per_cell, tuple(log_with), needs, running, plan_.since,
+                                                      collective_timeout_s))
     except LaunchError as e:
         submissions += e.submitted
         raise
@@ -187,16 +217,26 @@ def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, execu
             for sub in submissions:
                 for rid in sub.run_ids:
                     if rid not in marked:          # a queue's cells: once, naming all its workers
+                        after = sub.marker.get("after") or [n.to_json() for n in needs.get(rid, ())]
                         _write_marker(root, grid.name, rid, entry.name, str(sub.job.job_id), folder,
-                                      sub.marker)
+                                      {**sub.marker, "after": after, "since": plan_.since})
                         marked.add(rid)
-    return Launch(grid.name, root, entry, submissions, folder.parent, earlier)
+    return Launch(grid.name, root, entry, submissions, folder.parent, needs, plan_.since, earlier)
 
 
-# Wait until every submitted cell has a record written since the launch (a failed record it
-# replaces does not count); calls `progress(statuses)` as records appear. A job that ends without
-# writing a cell's record gets a failed record naming the job's log (and, on SLURM, the task that
-# failed first and sacct's GPU hours). Returns the statuses of the launch's records.
+# The jobs (of `executor`) of the given cells still running from earlier launches, by run id.
+def _running_jobs(results_root: Path, grid: str, run_ids: set[str], executor: str) -> dict[str, str]:
+    markers = {rid: m for rid in run_ids if (m := read_marker(results_root, grid, rid)) is not None
+               and m.get("executor") == executor}
+    alive = job_states(results_root, grid, list(markers))
+    return {rid: str(m["job_id"]) for rid, m in markers.items() if rid in alive and alive[rid].alive}
+
+
+# Wait until every submitted cell has a record of this launch (one written since it planned: a
+# failed cell run again keeps its old record until the new one replaces it); calls
+# `progress(statuses)` as records appear. A job that ends without writing a cell's record gets a
+# failed record naming the job's log (and, on SLURM, the task that failed first and sacct's GPU
+# hours); a cell whose need failed, its DependencyFailed record.
 def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lambda s: None,
          poll_s: float = 1.0) -> dict[str, str | None]:
     ids = launch.run_ids
@@ -207,10 +247,15 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
     while pending:
         if launch.executor.in_process:
             sub = pending.pop(0)
-            error = launch.executor.run_in_process(sub.job)
-            _settle(launch, sub, "ended", _reason(error) if error else None, str(error or ""))
+            if not _record_if_blocked(launch, sub):
+                error = launch.executor.run_in_process(sub.job)
+                _settle(launch, sub, "ended", _reason(error) if error else None, str(error or ""))
         else:
             time.sleep(poll_s)
+            if launch.executor.cancel is not None:
+                for sub in pending:
+                    if _record_if_blocked(launch, sub):
+                        launch.executor.cancel([{"job_id": str(sub.job.job_id)}])
             statuses = launch.statuses()
             pending = [s for s in pending if any(statuses[r] is None for r in s.run_ids)]
             if pending and time.monotonic() - asked >= launch.executor.ended_poll_s:
@@ -225,6 +270,41 @@ def wait(launch: Launch, progress: Callable[[dict[str, str | None]], None] = lam
     for rid in ids:
         (store.run_dir(launch.results_root, launch.grid, rid) / MARKER).unlink(missing_ok=True)
     return statuses
+
+
+# Give the cell of a one-cell job (debug, SLURM) its DependencyFailed record when a cell it needs
+# failed; returns whether it did (the job must not run, or is cancelled).
+def _record_if_blocked(launch: Launch, sub: SubmittedJob) -> bool:
+    needs = launch.needs.get(sub.specs[0].run_id, ()) if len(sub.specs) == 1 else ()
+    if not needs or launch.statuses(sub.run_ids)[sub.run_ids[0]] is not None:
+        return False
+    return dependencies.record_if_blocked(launch.results_root, launch.grid, sub.specs[0], needs, launch.since, {
+        "executor": launch.executor.name, "job_id": str(sub.job.job_id)}) is not None
+
+
+# Cells of earlier SLURM launches that wait for a cell that failed (their jobs pend forever, SLURM's
+# DependencyNeverSatisfied): each gets its DependencyFailed record and its job is cancelled, so that
+# `--rerun-failed` submits it again after its need. Returns the run ids settled.
+def settle_blocked(grid: Grid, results_root: str | Path) -> list[str]:
+    gdir = Path(results_root) / grid.name
+    started = set(os.listdir(gdir)) if gdir.is_dir() else set()
+    settled = []
+    for spec in grid.specs:
+        marker = read_marker(results_root, grid.name, spec.run_id) if spec.run_id in started else None
+        entry = registry.executors.get(marker["executor"]) if marker and marker.get("executor") in registry.executors \
+            else None
+        if not marker or not marker.get("after") or entry is None or entry.cancel is None:
+            continue
+        since = float(marker.get("since", 0.0))
+        if store.statuses_since(results_root, grid.name, [spec.run_id], since)[spec.run_id] is not None:
+            continue                       # it has this submission's record
+        needs = dependencies.needs_of(marker["after"])
+        if dependencies.record_if_blocked(results_root, grid.name, spec, needs, since,
+                                          {"executor": entry.name, "job_id": str(marker["job_id"])}):
+            entry.cancel([marker])
+            (store.run_dir(results_root, grid.name, spec.run_id) / MARKER).unlink(missing_ok=True)
+            settled.append(spec.run_id)
+    return settled
 
 
 # (last line, traceback) of the error a finished job left in submitit's result file; (None, "")
@@ -261,17 +341,14 @@ def _settle(launch: Launch, sub: SubmittedJob, how: str, reason: str | None, tra
                    f"{sub.job.job_id}: {why})" if unclaimed else
                    f"job {sub.job.job_id} ended without a record for this cell ({why})")
         usage = None if unclaimed else end.usage
-        record = {"schema_version": store.SCHEMA_VERSION, "run_id": rid, "grid": launch.grid,
-                  "description": descriptions[rid], "spec": spec_json[rid], "status": "failed",
-                  "error": {"type": "JobEnded", "message": message, "traceback": trace,
-                            "log": _job_log(sub.job),
-                            **({"rank": end.rank} if end.rank is not None and not unclaimed else {})},
-                  "metrics": {}, "curves": {}, "samples": {}, "info": {},
-                  "provenance": {"executor": launch.executor.name, "job_id": str(sub.job.job_id),
-                                 "host": socket.gethostname()},
-                  "cost": {"wall_s": float(usage["elapsed_s"]) if usage else 0.0, "peak_mem_mb": 0.0,
-                           "accelerator_hours": usage["accelerator_hours"] if usage else 0.0, "stages": {},
-                           **({"sacct": usage} if usage else {})}}
+        record = store.failure_record(
+            rid, launch.grid, descriptions[rid], spec_json[rid],
+            {"type": "JobEnded", "message": message, "traceback": trace, "log": _job_log(sub.job),
+             **({"rank": end.rank} if end.rank is not None and not unclaimed else {})},
+            {"executor": launch.executor.name, "job_id": str(sub.job.job_id), "host": socket.gethostname()})
+        if usage:
+            record["cost"].update(wall_s=float(usage["elapsed_s"]), accelerator_hours=usage["accelerator_hours"],
+                                  sacct=usage)
         try:
             store.write_record(store.run_dir(launch.results_root, launch.grid, rid), record)
         except store.RecordExistsError:
@@ -309,6 +386,7 @@ class CellStatus:
     detail: str = ""                       # error line of a failed cell
     log: str = ""                          # log of a failed cell, or of a job that ended early
     job_log: str = ""                      # the submitit job's own log of a failed cell
+    after: str = ""                        # a submitted cell: the cells (jobs) it starts after, their states
 
 
 # The state of every cell: records first (the truth), then the jobs of submitted cells (one
@@ -324,7 +402,9 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
         marker = read_marker(results_root, grid.name, rid) if js else None
         job = f"{_running_job(marker, rid)} {js.state}" if marker and js else ""
         if js is not None and js.alive:
-            out.append(CellStatus(rid, desc, "running", job))
+            after = _after_text(results_root, grid.name, marker.get("after") or [],
+                                float(marker.get("since", 0.0))) if marker else ""
+            out.append(CellStatus(rid, desc, "running", job, after=after))
         elif st is not None:
             out.append(_recorded_status(results_root, grid.name, rid, desc, st))
         elif js is not None:               # submitted, ended without a record: will be resubmitted
@@ -333,6 +413,22 @@ def status(grid: Grid, results_root: str | Path) -> list[CellStatus]:
         else:
             out.append(CellStatus(rid, desc, "pending", ""))
     return out
+
+
+# What a submitted cell starts after, with each need's state: "12_0 (run <id>: ok), ...", and a
+# note when one failed (the cell never starts; the next launch records it failed).
+def _after_text(results_root: str | Path, grid: str, after: Sequence[Mapping[str, Any]], since: float) -> str:
+    if not after:
+        return ""
+    needs = dependencies.needs_of(after)
+    statuses = dependencies.need_statuses(results_root, grid, needs, since)
+    parts = [f"{a.get('job_id') or 'run'} (run {n.run_id}: {statuses[n.run_id] or 'no record yet'})"
+             for a, n in zip(after, needs)]
+    text = ", ".join(parts)
+    if (need := dependencies.blocking_need(needs, statuses)) is not None:
+        text += (f"; {need.run_id} failed, so this cell never starts: the next `harness.run` records it "
+                 f"failed and cancels its job, `--rerun-failed` runs both again")
+    return text
 
 
 # The job of a submitted cell: for a local queue the worker that claimed it (or all its workers

@@ -50,9 +50,13 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     stages = {"teacher_s": teacher_s, "distill_s": distill_s, "sample_s": sample_s}
     if student["curves"] and not student["cache_hit"]:
         stages["curve_s"] = student["curve_s"]
+    parent = student.get("init_from")
+    if parent:
+        info["student"]["init_from"] = parent
     return MethodResult(None, samples.conditions, samples=samples, extra_metrics=extra, curves=student["curves"],
                         teacher=teacher, info=info, stage_seconds=stages, selection=selection,
-                        stage_hashes=_hashes(teacher=teacher_weights(teacher), student=weights_digest(ema)))
+                        stage_hashes=_hashes(teacher=teacher_weights(teacher), student=weights_digest(ema)),
+                        provenance={"init_from": parent} if parent else {})
 
 
 # teacher_sampler: the teacher's own K-step sampler.

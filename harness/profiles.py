@@ -43,6 +43,7 @@ OWNED_SRUN = {"kill_on_bad_exit": "the harness (a failing task ends the step)", 
                   if k in ("nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "mem", "time",
                            "partition", "account", "qos", "constraint", "signal")},
               "ntasks": "the profile keys 'nodes' and 'tasks_per_node'"}
+LAUNCHER_OWNED_SBATCH = {"dependency"}   # set per array by the launcher (harness.dependencies)
 
 #----------------------------------------------------------------------------
 
@@ -267,6 +268,9 @@ def _check_additional(path: Path, extra: Mapping[Any, Any], lines: Mapping[str, 
                                f"{PROFILE_OWNED_SBATCH[name]!r}; use that instead", line)
         if name in SUBMITIT_OWNED_SBATCH:
             raise ProfileError(path, key, f"sbatch option --{option} is set by submitit", line)
+        if name in LAUNCHER_OWNED_SBATCH:
+            raise ProfileError(path, key, f"sbatch option --{option} is set by harness.run per job array "
+                               f"(cells that start after the cells they need)", line)
 
 
 #----------------------------------------------------------------------------

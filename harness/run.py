@@ -6,6 +6,7 @@
     python -m harness.run --grid G.yaml --status                            # per cell: state, job, log
     python -m harness.run --grid G.yaml --cancel                            # cancel the grid's jobs
     python -m harness.run --grid G.yaml --set distill.steps=100 --set gan.weight=10   # override params
+    python -m harness.run --grid G.yaml --scale paper --only teacher=maskbit --dry-run  # some cells
     python -m harness.run --list relaxations                                # what is registered
     python -m harness.run --grid G.yaml --log-with tensorboard              # watch: tensorboard --logdir results/G
 
@@ -18,6 +19,7 @@ the command line is wrong (nothing was launched).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections import Counter
@@ -26,13 +28,14 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import launch, plugins, registry, store, tracking
+from harness import dependencies, launch, plugins, registry, store, tracking
 from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import cache_dir
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
 from harness.profiles import ProfileError, SlurmProfile, list_profiles
+from harness.selectors import SelectorError, check_selector, parse_selector, select
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
@@ -49,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", choices=SCALES, help="override the grid's scale")
     g.add_argument("--allow-large", action="store_true",
                    help="allow grids of more than 100,000 cells")
+    g.add_argument("--only", action="append", default=[], metavar="KEY=VALUE[,...]",
+                   help="run (or show, with --dry-run / --status / --cancel) only the cells matching every "
+                        "KEY (an axis or a <stage>.<field> parameter); a KEY given twice takes either "
+                        "value; repeatable")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="a <stage>.<field> value over the grid's params (repeatable; part of every cell's spec, "
                         "so run ids change with it); VALUE is read as YAML: 10, 1e-4, true, [a, b]")
@@ -147,12 +154,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
                          overrides=overrides)
         registry.executors.get(args.executor)
         profiles = launch.resource_profiles(grid, args.slurm_profile)
+        grid = only_cells(grid, args.only)
     except GridError as e:
         for line in e.problems:
             print(line, file=err)
         print(f"{len(e.problems)} problem(s) in {args.grid}; nothing was run", file=err)
         return 2
-    except ProfileError as e:
+    except (ProfileError, SelectorError) as e:
         print(f"error: {e}", file=err)
         return 2
     except registry.UnknownNameError as e:
@@ -183,6 +191,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     if not args.dry_run and (problem := store.unwritable([results / grid.name, cache_dir(results)])):
         print(f"error: {problem}; nothing was submitted", file=err)
         return 2
+    if not args.dry_run and (settled := launch.settle_blocked(grid, results)):
+        print(f"recorded {len(settled)} cell(s) of earlier launches as failed: a cell they start after "
+              f"failed, so their jobs could never start (cancelled)", file=out)
     cells = plan(grid, results)
     todo = to_submit(cells, args.rerun_failed)
     if not args.dry_run and not args.no_reuse:
@@ -192,12 +203,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
                   f"(--no-reuse runs them again)", file=out)
             cells = plan(grid, results)
             todo = [s for s in todo if s.run_id not in reused]
+    world_size = _world_size(args.procs_per_cell, args.executor, profiles)
+    scheduled = launch.schedule(grid, cells, todo, results, world_size)
+    todo = list(scheduled.order)
     problems = missing_assets(grid, todo)
     if args.dry_run:
-        print_plan(grid, cells, out)
+        print_plan(grid, cells, out, scheduled)
         for line in problems:
             print(f"note: the launch would stop: {line}", file=err)
         return 0
+    descriptions = dict(zip((s.run_id for s in grid.specs), grid.descriptions()))
+    for rid, why in scheduled.blocked.items():
+        print(f"error: cell {rid} ({descriptions[rid]}) is not submitted: {why}", file=err)
     if problems:
         for line in problems:
             print(f"error: {line}", file=err)
@@ -210,13 +227,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     if not todo:
         print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
         _print_failures(grid, results, [c for c in cells if c.state in ("failed", "corrupt")], out)
-        return 1 if counts["failed"] + counts["corrupt"] else 0
+        return 1 if counts["failed"] + counts["corrupt"] or scheduled.blocked else 0
 
     print(f"grid {grid.name!r} ({grid.scale}): {len(cells)} cells, {len(todo)} to run, "
           f"{counts['done'] + counts['diverged']} done, {counts['running']} already running; "
           f"executor {args.executor}", file=out)
     try:
-        launched = submit(grid, todo, results, args.executor, args.max_parallel, args.slurm_profile,
+        launched = submit(grid, scheduled, results, args.executor, args.max_parallel, args.slurm_profile,
                           args.allow_code_change, args.procs_per_cell or 1, log_with, args.collective_timeout)
     except LaunchError as e:
         print(f"error: {e}", file=err)
@@ -226,10 +243,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         return 2
     if args.no_wait and not launched.executor.in_process:
         jobs = ", ".join(str(s.job.job_id) for s in launched.submissions)
-        print(f"submitted {len(todo)} cells in {len(launched.submissions)} job(s): {jobs}\n"
+        after = sum(1 for s in todo if scheduled.of(s.run_id))
+        print(f"submitted {len(todo)} cells in {len(launched.submissions)} job(s): {jobs}"
+              f"{f' ({after} start after the cells they need)' if after else ''}\n"
               f"records appear under {results / grid.name}; logs under {launched.folder}; see "
               f"them with --status", file=out)
-        return 0
+        return 1 if scheduled.blocked else 0
     if args.no_wait:
         print("note: the debug executor runs in this process; --no-wait does not apply", file=out)
 
@@ -245,7 +264,25 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     printer.close()
     for problem in launched.problems:
         print(f"error: {problem}", file=err)
-    return summarise(grid, results, statuses, out)
+    return max(summarise(grid, results, statuses, out), 1 if scheduled.blocked else 0)
+
+
+# The grid narrowed to the cells every `--only KEY=VALUE[,...]` selects (all of them when none is
+# given); raises SelectorError naming an unknown key, a value no cell has, or an empty selection.
+def only_cells(grid: Grid, items: Sequence[str]) -> Grid:
+    if not items:
+        return grid
+    selector: dict[str, list[Any]] = {}
+    for item in items:
+        for key, values in parse_selector(item, "--only").items():
+            selector.setdefault(key, []).extend(values)
+    where = f"--only {','.join(items)} (grid {grid.name!r}, {grid.scale} scale)"
+    check_selector(selector, grid.specs, where)
+    chosen = select(grid.specs, selector)
+    if not chosen:
+        raise SelectorError(f"{where}: each value is some cell's, but no cell has them all")
+    note = f"--only {','.join(items)}: {len(chosen)} of the grid's {len(grid.specs)} cells"
+    return dataclasses.replace(grid, specs=tuple(chosen), notes=(*grid.notes, note))
 
 
 # Why --procs-per-cell cannot apply to a SLURM launch, or None: there the profile gives the
@@ -277,16 +314,24 @@ def _batch_problem(grid: Grid, world_size: int) -> str | None:
     return None
 
 
-# Print the grid's cells: id, state, description.
-def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO) -> None:
+# Print the grid's cells: id, state, description, and under a cell to run what it would start
+# after (the cells it needs, harness.dependencies) or why it cannot run.
+def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO,
+               scheduled: dependencies.Schedule | None = None) -> None:
     width = max([len("description")] + [len(c.description) for c in cells])
     print(f"grid {grid.name!r} ({grid.scale}) from {grid.path}: {len(cells)} cells", file=out)
     for note in grid.notes:
         print(f"note: {note}", file=out)
     print(f"{'id':16}  {'state':8}  {'description':{width}}", file=out)
     print(f"{'-' * 16}  {'-' * 8}  {'-' * width}", file=out)
+    described = {c.run_id: c.spec.description() for c in cells}
     for c in cells:
         print(f"{c.run_id:16}  {c.state:8}  {c.description}", file=out)
+        for need in scheduled.of(c.run_id) if scheduled else ():
+            print(f"    after {need.run_id} ({described.get(need.run_id, 'another grid')}), {need.describe()}",
+                  file=out)
+        if scheduled and c.run_id in scheduled.blocked:
+            print(f"    not submitted: {scheduled.blocked[c.run_id]}", file=out)
     counts = Counter(c.state for c in cells)
     print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
 
@@ -371,6 +416,8 @@ def print_status(grid: Grid, rows: Sequence[launch.CellStatus], out: TextIO) -> 
     print(f"{'-' * 16}  {'-' * 8}  {'-' * job_width}  {'-' * width}", file=out)
     for r in rows:
         print(f"{r.run_id:16}  {r.state:8}  {r.job:{job_width}}  {r.description}", file=out)
+        if r.after:
+            print(f"    after {r.after}", file=out)
         if r.detail:
             print(f"    {r.detail.splitlines()[0]}", file=out)
         if r.log:

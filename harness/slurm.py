@@ -1,6 +1,7 @@
 """The SLURM commands the harness uses besides submitit: `sacct` for job states (a hint for
-display and for noticing jobs that ended without a record) and cost, `scancel` to cancel; and
-srun's report of the task that failed first, from a job's log.
+display and for noticing jobs that ended without a record) and cost, `squeue` for queued jobs
+sacct does not list yet (held by a dependency), `scancel` to cancel; and srun's report of the task
+that failed first, from a job's log.
 
 Records stay the truth: a cell is done only when its `ok` record exists. Everything here returns
 None / an empty answer instead of raising when SLURM or its accounting cannot be asked, so a
@@ -58,6 +59,32 @@ def sacct_states(job_ids: Iterable[str]) -> dict[str, str] | None:
         for jid in expand_row_id(row_id.strip()):
             if jid in wanted:
                 states[jid] = state.strip()
+    return states
+
+
+# {job id: "STATE (reason)"} from one squeue call, for queued jobs (array tasks one per line):
+# what sacct does not show yet, e.g. a job held by a dependency ("PENDING (Dependency)", or
+# "PENDING (DependencyNeverSatisfied)" when the job it waits for failed). None when squeue
+# cannot be asked.
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(ids)], capture_output=True,
+                              text=True, timeout=SACCT_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    states = {}
+    for line in done.stdout.splitlines():
+        job, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        if job.strip() in ids:
+            states[job.strip()] = f"{state} ({reason})" if reason and reason != "None" else state
     return states
 
 

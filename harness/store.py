@@ -77,6 +77,9 @@ class RecordProvenance(TypedDict, total=False):
     slurm: "RecordSlurm"            # SLURM runs only
     submitted_code: dict[str, Any]  # SLURM: git_commit, git_dirty, diff_sha256 at submission
     code_check: str | None          # SLURM: "same", "changed, allowed" (--allow-code-change), "refused"
+    init_from: dict[str, Any]       # a continuation: the run it continues (run_id, grid, record, cache_key,
+                                    # step, refinement, git_commit)
+    after: list[dict[str, Any]]     # a DependencyFailed record: the cells it was to start after
 
 
 # The SLURM job that wrote the record.
@@ -364,6 +367,23 @@ def statuses(results_root: str | Path, grid: str, run_ids: Iterable[str]) -> dic
             for rid in run_ids}
 
 
+# `statuses`, counting only records written at or after `since` (epoch seconds): an older record is
+# an earlier attempt's (a failed cell submitted again), not the outcome of the current one.
+def statuses_since(results_root: str | Path, grid: str, run_ids: Iterable[str], since: float) -> dict[str, str | None]:
+    out = statuses(results_root, grid, run_ids)
+    for rid, status in out.items():
+        if status is not None and _mtime(record_path(results_root, grid, rid)) < since:
+            out[rid] = None
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 # The grid directories under a results root (hidden directories and `report` are not grids).
 def grid_names(results_root: str | Path) -> list[str]:
     root = Path(results_root)
@@ -416,6 +436,22 @@ def kept_attempts(results_root: str | Path, grids: Iterable[str] | None = None) 
             except (CorruptRecordError, OSError):
                 continue
     return out
+# The ok record of a run: in `grid` first, then in any other grid under the results root; None if
+# there is none.
+def find_ok_record(results_root: str | Path, run_id: str, grid: str) -> Path | None:
+    if statuses(results_root, grid, [run_id])[run_id] == "ok":
+        return record_path(results_root, grid, run_id)
+    return ok_records_elsewhere(results_root, [run_id], grid).get(run_id)
+
+
+# The `failed` record of a cell that did not run to its end (its job ended without a record, or
+# it could not start): its error and where that was decided; no metrics, no cost.
+def failure_record(run_id: str, grid: str, description: str, spec_json: Mapping[str, Any],
+                   error: RecordError, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "grid": grid, "description": description,
+            "spec": dict(spec_json), "status": "failed", "error": dict(error), "metrics": {}, "curves": {},
+            "samples": {}, "info": {}, "provenance": dict(provenance),
+            "cost": {"wall_s": 0.0, "peak_mem_mb": 0.0, "accelerator_hours": 0.0, "stages": {}}}
 
 
 # For each of `run_ids`, the ok record of the same run in another grid under the same results root

@@ -24,12 +24,12 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from harness import preemption, registry
+from harness import preemption, registry, store
 from harness.distributed import shared_cached_dir
 from harness.entries import MetricValue, RunContext
 from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
 from harness.scoring import score
-from harness.spec import NONE, EvalConfig, RunSpec
+from harness.spec import NONE, CellError, EvalConfig, RunSpec
 from harness.store import atomic_write
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
@@ -38,7 +38,10 @@ from softdimo.refine.selection import SelectionLog, Selector
 from softdimo.teachers.base import ImageNoise, Teacher, derive_seed
 from softdimo.train import Distiller, Refinement, generate, resume_from, run_distillation
 
-STUDENT_CODE_VERSION = "dimo-student-4"   # bump when training code changes what a student key produces
+STUDENT_CODE_VERSION = "dimo-student-5"   # bump when training code changes what a student key produces
+STUDENTS_DIR, PREFIXES_DIR = "students", "prefixes"   # the cache entries of students and Di[M]O prefixes
+STATE_FILE = "state.pt"                   # a student entry's final training state (continuations load it)
+INIT_FROM = "distill.init_from"           # the run whose student a cell continues (its parent)
 # Per-step training quantities drawn as curves beside the metrics (mean over each curve interval):
 # the generator's sharpness, the refinement-vs-Di[M]O gradient ratio and the GAN's diagnostics.
 TRAINING_DIAGNOSTICS = ("p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake",
@@ -245,20 +248,50 @@ def student_key(spec: RunSpec, world_size: int = 1) -> str:
 
 
 # The key of the plain Di[M]O state at `distill.refine_start` that a cell continues, or None when it
-# has none (refine_start 0 or not before the last step): everything that determines the first
-# refine_start steps, which no refinement touches.
+# has none (refine_start 0 or not before the last step, or a continuation of another run's
+# student): everything that determines the first refine_start steps, which no refinement touches.
 def prefix_key(spec: RunSpec, world_size: int = 1) -> str | None:
     distill = spec.stage("distill", DistillConfig)
-    if not 0 < distill.refine_start < distill.steps:
+    if not 0 < distill.refine_start < distill.steps or distill.init_from:
         return None
     params = {k: v for k, v in spec.params if k.startswith(("teacher.", "distill.")) and k not in NOT_IN_PREFIX}
     return _key("dimo-prefix", spec, student_relaxation(spec, False), NONE, params, world_size)
 
 
-# The queue's work key of a dimo cell: its Di[M]O prefix when it continues one (every cell of that
-# prefix waits for it), else its student.
-def work_key(spec: RunSpec) -> str:
-    return prefix_key(spec) or student_key(spec)
+# The teacher's cache entry a cell trains once for all cells of that teacher configuration (a chain
+# of one, `MethodEntry.work`); none for a teacher of released weights.
+def teacher_work(spec: RunSpec) -> tuple[tuple[str, ...], ...]:
+    entry = registry.teachers.get(spec.teacher)
+    if entry.work_key is None:
+        return ()
+    return ((entry.work_key(spec.stage("teacher", entry.config_cls)),),)
+
+
+# A dimo cell's shared work (`MethodEntry.work`): its teacher, and its student, which, when not
+# cached, continues the cell's Di[M]O prefix (if it has one).
+def work(spec: RunSpec, world_size: int) -> tuple[tuple[str, ...], ...]:
+    student = (f"{STUDENTS_DIR}/{student_key(spec, world_size)}",)
+    prefix = prefix_key(spec, world_size)
+    return teacher_work(spec) + (student + ((f"{PREFIXES_DIR}/{prefix}",) if prefix else ()),)
+
+
+# Whether `child` can continue the student of `parent`, a cell of the same grid (`MethodEntry.check_parent`):
+# a dimo cell of the same teacher configuration that stops before the child's last step.
+def check_continuation(child: RunSpec, parent: RunSpec) -> None:
+    if parent.method != child.method:
+        raise CellError(INIT_FROM, f"names cell {parent.run_id} ({parent.description()}) of method "
+                        f"{parent.method!r}, which trains no student to continue; allowed: a {child.method!r} cell")
+    mine = {k: v for k, v in child.params if k.startswith("teacher.")}
+    theirs = {k: v for k, v in parent.params if k.startswith("teacher.")}
+    if (parent.scale, parent.teacher, theirs) != (child.scale, child.teacher, mine):
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise CellError(INIT_FROM, f"names cell {parent.run_id} ({parent.description()}), whose teacher differs "
+                        f"({parent.scale} {parent.teacher} vs {child.scale} {child.teacher}"
+                        f"{'; ' + ', '.join(differ) if differ else ''}); a student continues on its own teacher")
+    steps, parent_steps = child.param("distill.steps"), parent.param("distill.steps")
+    if steps <= parent_steps:
+        raise CellError("distill.steps", f"{steps} does not go past the {parent_steps} steps of the cell it "
+                        f"continues ({parent.run_id}); a continuation trains from that step to distill.steps")
 
 
 #----------------------------------------------------------------------------
@@ -292,7 +325,7 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
             curves.save(tmp / "curves.json")
         return {"step": distiller.step}
 
-    directory, hit = shared_cached_dir(ctx.processes, ctx.cache_dir / "prefixes", key, build, ctx.log)
+    directory, hit = shared_cached_dir(ctx.processes, ctx.cache_dir / PREFIXES_DIR, key, build, ctx.log)
     if hit:
         distiller.load_state_dict(torch.load(directory / "state.pt", map_location=ctx.device, weights_only=True),
                                   with_refinement=False)
@@ -302,6 +335,37 @@ def continue_prefix(key: str, distiller: Distiller, curves: "TrainingCurves | No
             log_curves(ctx, curves.points)
         ctx.log(f"continuing the shared Di[M]O student {key} from step {distiller.step}")
     return {"cache_key": key, "cache_hit": hit, "step": stop}
+
+
+# A parent run that cannot be continued (no ok record, no saved student state, too few steps).
+class ParentError(RuntimeError):
+    pass
+
+
+# The final training state of the run a cell continues (`distill.init_from`) and what to record of
+# it: its ok record (this grid first, then any other under the results root) names its student's
+# cache entry, whose STATE_FILE holds theta, psi, the EMA, the optimisers and the step.
+def parent_student(spec: RunSpec, ctx: RunContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    run_id, steps = spec.param(INIT_FROM), spec.param("distill.steps")
+    path = store.find_ok_record(ctx.results_root, run_id, ctx.run_dir.parent.name) if ctx.results_root else None
+    if path is None:
+        raise ParentError(f"{INIT_FROM} = {run_id}: no ok record of that run under {ctx.results_root}; the run "
+                          f"a cell continues must end ok first (harness.run starts it after its parent)")
+    record = store.read_record(path)
+    key = ((record.get("info") or {}).get("student") or {}).get("cache_key")
+    entry = ctx.cache_dir / STUDENTS_DIR / str(key)
+    if not key or not (entry / STATE_FILE).is_file():
+        raise ParentError(f"{INIT_FROM} = {run_id}: its record {path} names no student entry with a saved "
+                          f"training state ({entry / STATE_FILE} is missing: another cache than {ctx.cache_dir}, or "
+                          f"cleared); delete that record and run {run_id} again")
+    state = torch.load(entry / STATE_FILE, map_location=ctx.device, weights_only=True)
+    if state["step"] >= steps:
+        raise ParentError(f"distill.steps = {steps}: run {run_id} stopped at step {state['step']}, and a "
+                          f"continuation trains from there to distill.steps; set distill.steps above it")
+    info = {"run_id": run_id, "grid": record["grid"], "record": str(path), "cache_key": key, "step": state["step"],
+            "refinement": record["spec"]["refinement"],
+            "git_commit": (record.get("provenance") or {}).get("git_commit")}
+    return state, info
 
 
 # Distil the cell's student, or load it from the student cache (`<cache>/students/<student_key>/`:
@@ -317,10 +381,19 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
 
     def train(tmp: Path) -> dict[str, Any]:
         relax = registry.relaxations.get(relaxation)
+        parent_state, parent = parent_student(spec, ctx) if distill.init_from else (None, None)
+        # a continuation draws its own streams, not a replay of its parent's first steps
+        streams = f"distill after {distill.init_from}" if distill.init_from else "distill"
         distiller = Distiller(teacher, relax.fn, spec.stage("relax", RelaxConfig), distill,
-                              seed=derive_seed(spec.seed, "distill"),
+                              seed=derive_seed(spec.seed, streams),
                               refinement=build_refinement(spec, teacher, ctx), device=ctx.device,
                               parallel=processes.data_parallel)
+        if parent_state is not None:
+            distiller.continue_from(parent_state, distill.init_optimizer, parent["refinement"] == spec.refinement)
+            del parent_state
+            ctx.log(f"continuing run {parent['run_id']}'s student from its step {distiller.step} "
+                    f"({'its' if distill.init_optimizer else 'fresh'} optimiser states)")
+        first = distiller.step
         checkpoint = ctx.checkpoint_dir / "distill.pt"
         curves = TrainingCurves(spec, teacher, ctx) if distill.eval_every else None
         start = time.perf_counter()
@@ -341,8 +414,8 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
             key, prefix = prefix_key(spec, processes.world_size), None
             if key is not None and distiller.step < distill.refine_start:
                 prefix = continue_prefix(key, distiller, curves, ctx, checkpoint, on_step)
-            elif curves is not None and distiller.step == 0:
-                curves.record(0, distiller)
+            elif curves is not None and distiller.step == first:
+                curves.record(first, distiller)
             run_distillation(distiller, checkpoint=checkpoint, on_eval=curves.record if curves else None,
                              log=ctx.log, on_step=on_step, resume=False)
         if curves is not None:
@@ -350,13 +423,15 @@ def distil_student(spec: RunSpec, teacher: Teacher, ctx: RunContext) -> tuple[to
         curve_s = curves.seconds if curves is not None else 0.0
         summary = {"steps": distiller.step, "final_log": distiller.history[-1],
                    "curves": curves.points if curves is not None else {},
-                   "distill_s": time.perf_counter() - start - curve_s, "curve_s": curve_s, "prefix": prefix}
+                   "distill_s": time.perf_counter() - start - curve_s, "curve_s": curve_s, "prefix": prefix,
+                   "init_from": parent}
         torch.save(distiller.ema.state_dict(), tmp / "ema.pt")
+        distiller.save(tmp / STATE_FILE)
         (tmp / "summary.json").write_text(json.dumps(summary))
         return {"steps": distiller.step}
 
     key = student_key(spec, processes.world_size)
-    directory, hit = shared_cached_dir(processes, ctx.cache_dir / "students", key, train, ctx.log)
+    directory, hit = shared_cached_dir(processes, ctx.cache_dir / STUDENTS_DIR, key, train, ctx.log)
     ema = copy.deepcopy(teacher.network)
     ema.load_state_dict(torch.load(directory / "ema.pt", map_location=ctx.device, weights_only=True))
     summary = json.loads((directory / "summary.json").read_text())

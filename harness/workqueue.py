@@ -50,3 +50,21 @@ def claimant(queue_dir: str | Path, run_id: str) -> str | None:
         return (Path(queue_dir) / run_id).read_text()
     except FileNotFoundError:
         return None
+
+
+# Whether the job that claimed a cell may still run it (a live process on this host; the local
+# executor's job ids are process ids). False when none claimed it.
+def claimant_alive(queue_dir: str | Path, run_id: str) -> bool:
+    job = claimant(queue_dir, run_id)
+    return job is not None and pid_alive(job)
+
+
+# Whether a process id names a live process (one of another user counts as live).
+def pid_alive(pid: object) -> bool:
+    try:
+        os.kill(int(str(pid)), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -76,6 +76,11 @@ class DistillConfig:
     ema_ramp: bool = param(True, help="EMA rate min(ema_decay, (1 + s) / (10 + s)) at step s (released); "
                                       "False = the constant ema_decay")
     checkpoint_every: int = param(50, lo=0, help="steps between resumable checkpoints; 0 = none")
+    init_from: str = param("", help="continue another run's student: its run id, or a selector KEY=VALUE[,...] "
+                                    "of one cell of the same grid (read by the harness); trains on from "
+                                    "its last step to `steps`; empty = start from the teacher")
+    init_optimizer: bool = param(False, help="with init_from: also continue the parent's optimiser states "
+                                             "(Adam moments); False = fresh optimisers")
     eval_every: int = param(0, lo=0, help="steps between metric evaluations (curves); 0 = end only")
 
 

@@ -392,6 +392,46 @@ class Distiller:
                 self.refinement.load_state_dict(state["refinement"])
 
 
+    # Start from another run's final state (a continuation): its theta, psi, EMA, step and training
+    # history, and its refinement's state with `with_refinement` (the same refinement). Optimiser
+    # states (Adam moments, also the refinement's) continue only with `with_optimizers`; either way
+    # the optimisers keep this run's settings (lr, betas, weight decay). The random streams stay
+    # this run's own: a continuation does not replay its parent's draws.
+    def continue_from(self, state: dict[str, Any], with_optimizers: bool, with_refinement: bool) -> None:
+        self.step = state["step"]
+        self.generator.load_state_dict(state["generator"])
+        self.aux.load_state_dict(state["aux"])
+        self.ema.load_state_dict(state["ema"])
+        self.history = list(state["history"])
+        if with_optimizers:
+            _load_keeping_settings(self.opt_g, state["opt_g"])
+            _load_keeping_settings(self.opt_a, state["opt_a"])
+        if with_refinement and self.refinement is not None and state["refinement"] is not None:
+            own = getattr(self.refinement, "optimizers", lambda: [])()
+            settings = [_settings(opt) for opt in own]
+            self.refinement.load_state_dict(state["refinement"])
+            for opt, kept in zip(own, settings):
+                _restore_settings(opt, kept)
+                if not with_optimizers:
+                    opt.state.clear()
+
+
+# Load an optimiser's saved state (its moments) but keep its own hyper-parameters.
+def _load_keeping_settings(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    kept = _settings(opt)
+    opt.load_state_dict(saved)
+    _restore_settings(opt, kept)
+
+
+def _settings(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    return [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+
+
+def _restore_settings(opt: torch.optim.Optimizer, settings: list[dict[str, Any]]) -> None:
+    for group, kept in zip(opt.param_groups, settings):
+        group.update(kept)
+
+
 # Norms of the Di[M]O and the refinement parts of the generator's logit gradient, and their ratio
 # (the refinement part is the total minus the closed-form Di[M]O part); no ratio without a Di[M]O
 # part (refinement only, `distill.dimo_weight` 0), where it would be infinite.

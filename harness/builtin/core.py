@@ -4,6 +4,7 @@ from __future__ import annotations
 from harness import methods, registry, students
 from harness.references import CLASS_RUNGS
 from harness.entries import MethodEntry, RelaxationEntry
+from harness.spec import RunSpec
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 
 registry.relaxations.register("hard", RelaxationEntry(
@@ -23,12 +24,21 @@ registry.relaxations.register("soft", RelaxationEntry(
 _REFERENCE_STAGES = ("teacher", "eval")
 registry.methods.register("dimo", MethodEntry(
     "dimo", ("teacher", "distill", "relax", "sample", "eval"), methods.run_dimo, uses_relaxation=True,
-    uses_refinement=True, test_time=True, label=methods.dimo_label, work_key=students.work_key,
+    uses_refinement=True, test_time=True, label=methods.dimo_label, work=students.work,
+    parent_param=students.INIT_FROM, check_parent=students.check_continuation,
     description="one-step Di[M]O distillation with a relaxation (and a refinement)"))
 registry.methods.register("teacher_sampler", MethodEntry(
     "teacher_sampler", ("teacher", "sample", "eval"), methods.run_teacher_sampler,
-    label=methods.teacher_label, description="the teacher's own K-step sampler"))
+    label=methods.teacher_label, work=lambda spec, world_size: students.teacher_work(spec),
+    description="the teacher's own K-step sampler"))
+
+
+# A class rung builds the teacher (and trains it, once) only where the teacher has no world of its own.
+def _rung_work(spec: RunSpec, world_size: int) -> tuple[tuple[str, ...], ...]:
+    return () if registry.teachers.get(spec.teacher).build_world else students.teacher_work(spec)
+
+
 for _name, _rung in CLASS_RUNGS.items():
     registry.methods.register(_name, MethodEntry(
         _name, _REFERENCE_STAGES, _rung.run, label=lambda spec: CLASS_RUNGS[spec.method].label,
-        description=f"calibration reference: {_rung.label}"))
+        work=_rung_work, description=f"calibration reference: {_rung.label}"))

@@ -5,7 +5,7 @@ from harness import registry
 from harness.conditions import DIGIT_NAMES
 from harness.entries import RunContext, TeacherEntry, per_image_metric
 from harness.metrics import digits as digits_metrics
-from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, DigitsWorld, build_digits_teacher
+from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, DigitsWorld, build_digits_teacher, cache_entry
 
 
 def _build(config: DigitsConfig, ctx: RunContext) -> DigitsTeacher:
@@ -19,7 +19,7 @@ DEFAULT_PARAMS = {"distill.refine_start": 100}
 registry.teachers.register("digits", TeacherEntry(
     "digits", DigitsConfig, _build, scales=("mini",), default_params=DEFAULT_PARAMS,
     default_metrics=("digits_fd", "digits_acc", "digits_pr", "digits_struct"),
-    build_world=lambda config, ctx: DigitsWorld(config), class_names=lambda: DIGIT_NAMES,
+    build_world=lambda config, ctx: DigitsWorld(config), class_names=lambda: DIGIT_NAMES, work_key=cache_entry,
     description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))
 
 _M = digits_metrics

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import registry
+from harness import registry, students
 from harness.entries import MethodEntry, RewardEntry, RunContext, TeacherEntry, per_image_metric
 from harness.metrics import shapes_clip, shapes_eval
 from harness.references import SHAPES_RUNGS
-from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher
+from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher, cache_entry
 
 #----------------------------------------------------------------------------
 # Registration.
@@ -44,7 +44,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 registry.teachers.register("shapes", TeacherEntry(
     "shapes", ShapesConfig, _build, scales=("mini",), default_params=DEFAULT_PARAMS,
-    default_metrics=("shapes_geneval", "shapes_clip"),
+    default_metrics=("shapes_geneval", "shapes_clip"), work_key=cache_entry,
     description="text-conditioned MaskGIT over 4x4 layout tokens of the procedural shapes world (mini scale)"))
 
 registry.metrics.register("shapes_geneval", per_image_metric(
@@ -64,4 +64,4 @@ registry.rewards.register("shapes_clip", RewardEntry(
 for _name, _rung in SHAPES_RUNGS.items():
     registry.methods.register(_name, MethodEntry(
         _name, ("teacher", "eval"), _rung.run, label=lambda spec: SHAPES_RUNGS[spec.method].label,
-        description=f"calibration reference (shapes): {_rung.label}"))
+        work=lambda spec, world_size: students.teacher_work(spec), description=f"calibration reference (shapes): {_rung.label}"))

@@ -28,6 +28,8 @@ CORRUPT_DIR = ".corrupt"                 # <root>/.corrupt/<key>-<time>-<pid>: e
 LOCK_TIMEOUT_S = 12 * 3600.0             # how long to wait for another process building an entry
 LOCK_POLL_S = 1.0
 LOCK_LOG_EVERY_S = 300.0                 # a waiting process says so again this often
+NETWORKS_DIR = "teachers"                 # cached_network's entries, under the cache root
+LOCK_WAIT = "another process builds it"  # in the log line of a process that waits on another's build
 
 #----------------------------------------------------------------------------
 
@@ -42,6 +44,11 @@ def config_hash(name: str, config: Any, version: str) -> str:
     body = json.dumps({"name": name, "version": version, "config": dataclasses.asdict(config)},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+# Where `cached_network` keeps a network under the cache root: "teachers/<name>-<config hash>".
+def network_entry(name: str, config: Any, version: str) -> str:
+    return f"{NETWORKS_DIR}/{name}-{config_hash(name, config, version)}"
 
 
 # Hold the exclusive lock of `what` (a flock on `lock_path`), waiting at most `timeout_s` for the
@@ -64,7 +71,7 @@ def entry_lock(lock_path: Path, what: str, log: Callable[[str], None] = lambda s
                         f"gave up after {waited / 60:.1f} min waiting for {what}: its lock {lock_path} is "
                         f"held by {_holder(f)}") from None
                 if logged is None or time.monotonic() - logged >= LOCK_LOG_EVERY_S:
-                    log(f"waiting for {what}: another process builds it ({_holder(f)}; lock "
+                    log(f"waiting for {what}: {LOCK_WAIT} ({_holder(f)}; lock "
                         f"{lock_path}); waited {waited / 60:.1f} min of at most {timeout_s / 60:.0f}")
                     logged = time.monotonic()
                 time.sleep(LOCK_POLL_S)
@@ -159,7 +166,8 @@ def cached_network(name: str, config: Any, version: str, cache_root: Path,
                    new_network: Callable[[Any], Any],
                    log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file, save_file
-    key = f"{name}-{config_hash(name, config, version)}"
+    entry = network_entry(name, config, version)
+    key = entry.split("/", 1)[1]
 
     def build(tmp: Path) -> dict[str, Any]:
         log(f"training {name} teacher {key} (cache miss)")
@@ -169,7 +177,7 @@ def cached_network(name: str, config: Any, version: str, cache_root: Path,
         (tmp / "train_log.json").write_text(json.dumps(history))
         return {"final_loss": history[-1]["loss"], "steps": len(history)}
 
-    directory, hit = cached_dir(Path(cache_root) / "teachers", key, build, log)
+    directory, hit = cached_dir(Path(cache_root) / NETWORKS_DIR, key, build, log)
     network = new_network(config)
     network.load_state_dict(load_file(str(directory / "weights.safetensors")))
     summary = json.loads((directory / DONE_MARKER).read_text())

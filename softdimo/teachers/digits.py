@@ -17,7 +17,7 @@ from torch import Tensor
 from softdimo.data import digits as data
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
-from softdimo.teachers.cache import cached_network
+from softdimo.teachers.cache import cached_network, network_entry
 from softdimo.teachers.small_mdm import (ClassPrefix, MDMTrainSettings, SmallMDM, SmallMDMArch,
                                          maskgit_sample, train_mdm)
 
@@ -118,6 +118,11 @@ def train_teacher(config: DigitsConfig, log: Callable[[str], None] = lambda s: N
                                 label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine")
     history = train_mdm(network, batches, encode_labels, settings, seed=config.seed, log=log)
     return network, history
+
+
+# The cache entry (under the cache root) that holds the trained teacher of a configuration.
+def cache_entry(config: DigitsConfig) -> str:
+    return network_entry("digits", config, CODE_VERSION)
 
 
 # The cached teacher of a configuration, trained on first use (under a file lock).

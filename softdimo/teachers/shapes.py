@@ -21,7 +21,7 @@ from torch import Tensor
 from softdimo.data import shapes as world
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
-from softdimo.teachers.cache import cached_network
+from softdimo.teachers.cache import cached_network, network_entry
 from softdimo.teachers.small_mdm import (MDMTrainSettings, SmallMDM, SmallMDMArch, TextPrefix,
                                          maskgit_sample, train_mdm)
 
@@ -139,6 +139,11 @@ def train_teacher(config: ShapesConfig, log: Callable[[str], None] = lambda s: N
                                 loss_positions=config.loss_positions)
     history = train_mdm(network, batches, encode_prompts, settings, seed=config.seed, log=log)
     return network, history
+
+
+# The cache entry (under the cache root) that holds the trained teacher of a configuration.
+def cache_entry(config: ShapesConfig) -> str:
+    return network_entry("shapes", config, CODE_VERSION)
 
 
 # The cached teacher of a configuration, trained on first use (under a file lock).

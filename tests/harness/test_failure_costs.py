@@ -48,7 +48,7 @@ def test_a_job_ended_without_a_record_is_recorded_with_its_task_and_accounted_co
                "cost": {"wall_s": 60.0, "peak_mem_mb": 1.0, "accelerator_hours": 0.5, "stages": {}}}
     store.write_record(run_dir, earlier)
     started = launch.Launch("g", tmp_path, executor, [SubmittedJob(job, [spec])], tmp_path / "jobs",
-                            {spec.run_id: store.record_stamp(store.record_path(tmp_path, "g", spec.run_id))})
+                            earlier={spec.run_id: store.record_stamp(store.record_path(tmp_path, "g", spec.run_id))})
     assert started.statuses() == {spec.run_id: None}       # the earlier record is not this launch's outcome
     launch._settle(started, started.submissions[0], "FAILED", None, "")
     record = store.read_record(store.record_path(tmp_path, "g", spec.run_id))

@@ -100,6 +100,8 @@ def test_localhost_profile_matches_the_cluster_script(monkeypatch: pytest.Monkey
      ["additional_parameters.partition", "set by the profile key 'partition'"]),
     ("timeout_min: 10\nadditional_parameters:\n  output: x.log\n", 3,
      ["additional_parameters.output", "set by submitit"]),
+    ("timeout_min: 10\nadditional_parameters:\n  dependency: afterok:12\n", 3,
+     ["additional_parameters.dependency", "set by harness.run per job array"]),
     ("timeout_min: 10\nadditional_parameters:\n  --requeue: true\n", 3,
      ["without dashes"]),
     ("timeout_min: 10\nadditional_parameters:\n  nice: [1, 2]\n", 3,

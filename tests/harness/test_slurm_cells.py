@@ -15,7 +15,7 @@ import pytest
 
 from harness import assets, preemption, registry, run, slurm, store
 from harness.entries import MetricEntry
-from harness.cell import JobTerms, SlurmCell
+from harness.cell import CellFailedError, JobTerms, SlurmCell
 from harness.provenance import CodeVersion, code_version
 from harness.spec import RunSpec, resolve_cell
 
@@ -52,7 +52,8 @@ def test_a_job_refuses_other_code_than_submitted_unless_allowed(tmp_path: Path) 
     spec = toy_spec()
     cell = SlurmCell(spec, "g", str(tmp_path), JobTerms(asdict(other), profile="localhost",
                                                           max_num_timeout=3))
-    assert cell() == "failed"
+    with pytest.raises(CellFailedError, match="failed; its record: "):   # the job ends FAILED (afterok)
+        cell()
     run_id = RunSpec.from_json(spec).run_id
     record = store.read_record(store.record_path(tmp_path, "g", run_id))
     error = record["error"]

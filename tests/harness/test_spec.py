@@ -48,7 +48,8 @@ TEST_TIME_PREFIXES = ("sample.tteo_", "sample.best_of_n", "sample.select_reward"
 # Parameters whose other values need another parameter set with them: (new value, the other values).
 TOGETHER = {"distill.r_init_range": ((0.2, 0.4), {}),
             "distill.weight_decay": (0.01, {"distill.optimizer": "adamw"}),
-            "distill.sigma_init_schedule": ("warmup_linear", {"distill.sigma_init_warmup": 10})}
+            "distill.sigma_init_schedule": ("warmup_linear", {"distill.sigma_init_warmup": 10}),
+            "distill.init_from": ("0123456789abcdef", {})}   # a parent's run id
 
 
 def test_run_id_changes_with_every_parameter():

@@ -8,13 +8,17 @@ per-image-seeded noise images around it (relaxation `toy_hard` thresholds them t
 images. `toy_flaky` fails while TOY_LAB_FAIL is set, dies while TOY_LAB_CRASH is set (over several
 processes: only on the rank TOY_LAB_FAIL_RANK / TOY_LAB_CRASH_RANK names) and fills the file system
 of the file TOY_LAB_FILL names while that is set; `toy_slow` sleeps TOY_LAB_SLOW_S seconds first;
-the metric `toy_mean` fails while TOY_LAB_FAIL_SCORING is set.
+`toy_shared` first builds a cache entry shared by the cells of one teacher size (taking
+TOY_LAB_SLOW_S seconds, failing while TOY_LAB_FAIL is set), declared as its shared work, so that the
+launcher schedules the cells that share it; the metric `toy_mean` fails while TOY_LAB_FAIL_SCORING
+is set.
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -23,6 +27,7 @@ from harness.entries import (EvalInput, MethodEntry, MethodResult, MetricEntry, 
                              RefinementEntry, RelaxationEntry, RunContext, TeacherEntry, labels_of)
 from harness.spec import RunSpec
 from softdimo.params import param
+from softdimo.teachers.cache import cached_dir
 
 #----------------------------------------------------------------------------
 
@@ -127,6 +132,27 @@ def run_slow(spec: RunSpec, ctx: RunContext) -> MethodResult:
     time.sleep(float(os.environ.get("TOY_LAB_SLOW_S", "0")))
     return run_sampler(spec, ctx)
 
+
+# The cache entry a `toy_shared` cell builds, shared by the cells of one teacher size.
+def shared_entry(spec: RunSpec) -> str:
+    return f"toy-shared/size-{spec.param('teacher.size')}"
+
+
+# Builds (or finds) its shared cache entry under the cache's lock, then behaves as the sampler.
+def run_shared(spec: RunSpec, ctx: RunContext) -> MethodResult:
+    def build(tmp: Path) -> dict:
+        time.sleep(float(os.environ.get("TOY_LAB_SLOW_S", "0")))
+        if os.environ.get("TOY_LAB_FAIL"):
+            raise RuntimeError("toy_shared failed because TOY_LAB_FAIL is set")
+        (tmp / "built_by").write_text(spec.run_id)
+        return {}
+
+    kind, key = shared_entry(spec).split("/")
+    directory, hit = cached_dir(ctx.cache_dir / kind, key, build, ctx.log)
+    result = run_sampler(spec, ctx)
+    result.info["shared"] = {"built_by": (directory / "built_by").read_text(), "cache_hit": hit}
+    return result
+
 #----------------------------------------------------------------------------
 
 
@@ -172,6 +198,9 @@ registry.methods.register("toy_sampler", MethodEntry(
     description="toy K-step teacher sampler"))
 registry.methods.register("toy_flaky", MethodEntry(
     "toy_flaky", ("teacher", "sample", "eval"), run_flaky, description="fails while TOY_LAB_FAIL is set"))
+registry.methods.register("toy_shared", MethodEntry(
+    "toy_shared", ("teacher", "sample", "eval"), run_shared, work=lambda spec, world_size: ((shared_entry(spec),),),
+    description="builds a cache entry shared by the cells of one teacher size"))
 registry.methods.register("toy_slow", MethodEntry(
     "toy_slow", ("teacher", "sample", "eval"), run_slow, description="sleeps TOY_LAB_SLOW_S seconds"))
 registry.relaxations.register("toy_hard", RelaxationEntry(

@@ -143,3 +143,39 @@ def test_zero_weight_gan_is_paired_with_plain_dimo(tiny_teacher: DigitsTeacher) 
     zero = run_distillation(_distiller(tiny_teacher, seed=4, config=config, gan=GANConfig(weight=0.0)))
     assert _same(_state(plain.generator), _state(zero.generator))
     assert not _same(_state(zero.refinement.disc.heads), _state(GANRefinement(GANConfig(), tiny_teacher, 104).disc.heads))
+
+
+def _moments(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [opt.state[p]["exp_avg"].clone() for group in opt.param_groups for p in group["params"]
+            if p in opt.state]
+
+
+def test_a_continuation_takes_the_parents_networks_and_step_and_keeps_its_own_optimiser_settings(
+        tiny_teacher: DigitsTeacher) -> None:
+    # The MaskBit "longer training" pattern: a Soft-Di[M]O + GAN student continued with AdamW, weight
+    # decay and a smaller lr; Adam moments carried over only when asked.
+    parent = run_distillation(_distiller(tiny_teacher, seed=1))
+    state = parent.state_dict()
+    longer = DistillConfig(steps=7, batch_size=8, warmup_steps=1, optimizer="adamw", weight_decay=0.01,
+                           lr_generator=5e-5, lr_aux=5e-5)
+    gan = GANConfig(weight=2.0, lr=3e-4)
+    for carry in (False, True):
+        child = _distiller(tiny_teacher, seed=2, config=longer, gan=gan)
+        child.continue_from(state, with_optimizers=carry, with_refinement=True)
+        assert child.step == parent.step == 4 and child.history == parent.history
+        for attr in ("generator", "aux", "ema"):
+            assert _same(_state(getattr(child, attr)), _state(getattr(parent, attr))), attr
+        assert _same(_state(child.refinement.disc.heads), _state(parent.refinement.disc.heads))
+        for opt in (child.opt_g, child.opt_a, child.refinement.opt):
+            if carry:
+                assert len(opt.state) > 0
+            else:
+                assert len(opt.state) == 0                       # fresh optimisers: no moments
+        if carry:
+            assert all(torch.equal(a, b) for a, b in zip(_moments(child.opt_g), _moments(parent.opt_g)))
+        # this run's settings, whatever the parent's were (Adam, lr 2e-4; the heads' lr 1e-3)
+        assert [(g["lr"], g["weight_decay"]) for g in child.opt_g.param_groups] == [(5e-5, 0.01)]
+        assert child.refinement.opt.param_groups[0]["lr"] == 3e-4
+        run_distillation(child)                                  # trains on from step 4 to 7
+        assert child.step == 7 and len(child.history) == 7
+        assert not _same(_state(child.generator), _state(parent.generator))
