@@ -133,3 +133,16 @@ def test_an_added_parameter_off_its_default_is_recorded_and_a_new_run():
     assert RunSpec.from_json(zscore.to_json()) == zscore
     reference = resolve_cell({"teacher": "digits", "method": "real", "seed": 0}, "mini")
     assert RunSpec.from_json(reference.to_json()) == reference      # no sample stage: nothing put back
+
+
+def test_paper_teachers_default_to_their_released_dropout_and_the_reported_gan_weight():
+    # Meissonic's released trainer: phi in eval mode, dropout layers p = 0 (theta and psi too);
+    # MaskGIT's: train mode at 0.1 (the field defaults). w_GAN: the paper's 200 for the ImageNet teachers.
+    meissonic = dict(resolve_cell({"teacher": "meissonic", "method": "dimo", "relaxation": "hard", "seed": 0},
+                                  "paper").params)
+    assert meissonic["distill.dropout"] == meissonic["distill.teacher_dropout"] == 0.0
+    assert meissonic["distill.mask_schedule"] == "cosine_clamped"
+    for teacher in ("maskgit", "maskbit"):
+        params = dict(resolve_cell({"teacher": teacher, "method": "dimo", "relaxation": "soft", "refinement": "gan",
+                                    "seed": 0}, "paper").params)
+        assert params["gan.weight"] == 200.0 and params["distill.teacher_dropout"] == 0.1, teacher
