@@ -46,6 +46,9 @@ class GANConfig:
     adam_beta1: float = param(0.0, lo=0.0, hi=1.0, help="Adam beta1 of the heads (GAN practice: 0)")
     adam_beta2: float = param(0.99, lo=0.0, hi=1.0, help="Adam beta2 of the heads")
     d_updates: int = param(1, lo=1, help="discriminator updates per generator update")
+    d_warmup: int = param(0, lo=0, help="refinement steps at the start in which only D trains (the generator's GAN "
+                                        "and feature-matching terms weigh 0), so that D is informative when its "
+                                        "gradient starts (the paper does not say; 0 = off)")
     real_input: str = param("one_hot", choices=REAL_INPUTS,
                             help="what D's real branch embeds: one_hot = the real tokens (the paper's); matched = "
                                  "a variant removing the softness cue: each real slot puts the fake batch's mean "
@@ -211,6 +214,7 @@ class GANRefinement:
         self.disc = TeacherDiscriminator(teacher, layers, config.head_width, config.conditional, seed).to(self.device)
         self.opt = torch.optim.Adam(self.disc.heads.parameters(), lr=config.lr,
                                     betas=(config.adam_beta1, config.adam_beta2))
+        self.steps = 0                      # refinement steps taken (D's update calls)
 
     # A real batch of n rows (uniform over the real set): its tokens and encoded conditions.
     def real_batch(self, n: int, rng: torch.Generator) -> tuple[Tensor, Condition]:
@@ -234,9 +238,11 @@ class GANRefinement:
         return real, fake
 
     # w_GAN * L_GAN(theta) (non-saturating loss of the fake batch; the heads get no gradient), plus
-    # w_FM * L_FM against a fresh real batch when feature matching is on.
+    # w_FM * L_FM against a fresh real batch when feature matching is on; both weigh 0 during the
+    # first `d_warmup` refinement steps.
     def generator_loss(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
+        scale = 0.0 if self.steps < cfg.d_warmup else 1.0
         n = batch.logits.shape[0]
         if cfg.feature_matching > 0:
             (mask_r, _), (mask, r) = self.masks(n, rng)
@@ -249,13 +255,13 @@ class GANRefinement:
         finally:
             self.disc.heads.requires_grad_(True)
         adversarial = F.softplus(-logits).mean()
-        loss, log = cfg.weight * adversarial, {"gan_g_loss": adversarial.item()}
+        loss, log = scale * cfg.weight * adversarial, {"gan_g_loss": adversarial.item()}
         if cfg.feature_matching > 0:
             tokens, cond = self.real_batch(n, rng)
             with torch.no_grad():
                 real = self.disc.features(self.real_q(tokens, cond, batch.relaxed.q.detach(), rng), cond, mask_r)
             fm = feature_matching_loss(real, hidden)
-            loss = loss + cfg.feature_matching * fm
+            loss = loss + scale * cfg.feature_matching * fm
             log["gan_fm_loss"] = fm.item()
         return loss, log
 
@@ -284,6 +290,7 @@ class GANRefinement:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+        self.steps += 1
         log = {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item(),
                "gan_real_p_max": real_q.amax(-1).mean().item()}
         with torch.no_grad():
@@ -311,8 +318,9 @@ class GANRefinement:
         return [self.opt]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict()}
+        return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.disc.heads.load_state_dict(state["heads"])
         self.opt.load_state_dict(state["opt"])
+        self.steps = state.get("steps", 0)

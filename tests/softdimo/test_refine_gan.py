@@ -215,7 +215,7 @@ def test_feature_matching_loss_and_its_gradient(tiny_teacher: DigitsTeacher) -> 
 
 
 @pytest.mark.parametrize("gan", [GANConfig(weight=1.0, real_input="teacher_mix", hard_fakes=True, paired_masks=True,
-                                           feature_matching=1.0)])
+                                           feature_matching=1.0, d_warmup=3)])
 def test_every_input_choice_trains_deterministically_and_resumes(tiny_teacher: DigitsTeacher, tmp_path: Path,
                                                                  gan: GANConfig) -> None:
     straight = run_distillation(_distiller(tiny_teacher, seed=6, gan=gan))
@@ -227,3 +227,18 @@ def test_every_input_choice_trains_deterministically_and_resumes(tiny_teacher: D
     assert straight.history == resumed.history
     assert all({"gan_fm_loss", "gan_real_p_max"} <= e.keys() for e in straight.history)
     assert all(e["gan_real_p_max"] < 1.0 for e in straight.history)
+
+
+def test_discriminator_warmup_trains_d_before_the_generator_sees_it(tiny_teacher: DigitsTeacher) -> None:
+    # During the first d_warmup refinement steps the generator follows plain Di[M]O exactly (the
+    # refinement draws from its own stream) while the heads train; then the GAN term acts.
+    config = DistillConfig(steps=4, batch_size=8)
+    plain = Distiller(tiny_teacher, relax_soft, RelaxConfig(), config, seed=4)
+    warm = _distiller(tiny_teacher, seed=4, config=config, gan=GANConfig(weight=1.0, d_warmup=2))
+    heads = _state(warm.refinement.disc.heads)
+    for _ in range(2):
+        plain.train_step(), warm.train_step()
+    assert _same(_state(plain.generator), _state(warm.generator))
+    assert not _same(heads, _state(warm.refinement.disc.heads)) and warm.refinement.steps == 2
+    plain.train_step(), warm.train_step()
+    assert not _same(_state(plain.generator), _state(warm.generator))
