@@ -155,8 +155,10 @@ def test_refinements_continue_one_shared_di_m_o_prefix(tmp_path: Path, teacher_c
     _, _, dimo = _run(tmp_path, teacher_cache, "dimo", relaxation="hard", refinement="none", **common)
     spec, _, soft = _run(tmp_path, teacher_cache, "soft", **common)
     _, _, gumbel = _run(tmp_path, teacher_cache, "gumbel", relaxation="gumbel", **common)
-    prefixes = [r.info["student"]["prefix"] for r in (dimo, soft, gumbel)]
-    assert len({p["cache_key"] for p in prefixes}) == 1 and [p["cache_hit"] for p in prefixes] == [False, True, True]
+    _, _, balanced = _run(tmp_path, teacher_cache, "balanced", distill__refine_grad_ratio=1.0, **common)
+    prefixes = [r.info["student"]["prefix"] for r in (dimo, soft, gumbel, balanced)]
+    assert len({p["cache_key"] for p in prefixes}) == 1
+    assert [p["cache_hit"] for p in prefixes] == [False, True, True, True]
     assert soft.info["final_log"] != gumbel.info["final_log"]
     shutil.rmtree(teacher_cache / "prefixes")
     shutil.rmtree(teacher_cache / "students" / soft.info["student"]["cache_key"])
