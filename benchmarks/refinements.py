@@ -1,4 +1,4 @@
-"""The refinement ablations at mini scale over 3 seeds (benchmarks/README.md, "Refinements").
+"""The refinement ablations at mini scale over their seeds (benchmarks/README.md, "Refinements").
 
 Runs the six digits grids of `ablations/` through the harness (cached cells and shared students
 are not re-run), then prints, per grid, the final metrics (mean ± std over seeds), the metric

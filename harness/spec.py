@@ -27,7 +27,8 @@ DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinem
 # a cell that does not set it: stored records stay the records of their cells. A cell that sets
 # another value is a new run with a new id.
 ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum", "distill.init_from": "",
-                                "distill.init_optimizer": False}
+                                "distill.init_optimizer": False, "gan.real_mix": 0.5, "gan.hard_fakes": False,
+                                "gan.paired_masks": False, "gan.feature_matching": 0.0, "gan.d_warmup": 0}
 
 #----------------------------------------------------------------------------
 

@@ -45,9 +45,10 @@ INIT_FROM = "distill.init_from"           # the run whose student a cell continu
 # Per-step training quantities drawn as curves beside the metrics (mean over each curve interval):
 # the generator's sharpness, the refinement-vs-Di[M]O gradient ratio and the GAN's diagnostics.
 TRAINING_DIAGNOSTICS = ("p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake",
-                        "gan_softness_probe", "gan_near_uniform_groups")
-# Distillation keys that do not change the Di[M]O state at refine_start (the shared prefix).
-NOT_IN_PREFIX = ("distill.steps", "distill.dimo_weight", "distill.checkpoint_every")
+                        "gan_softness_probe", "gan_near_uniform_groups", "gan_real_p_max", "gan_fm_loss")
+# Distillation keys that do not change the Di[M]O state at refine_start (the shared prefix): they
+# act only from refine_start on, or not on the state at all.
+NOT_IN_PREFIX = ("distill.steps", "distill.dimo_weight", "distill.refine_grad_ratio", "distill.checkpoint_every")
 
 #----------------------------------------------------------------------------
 # Shared helpers of the sampling methods.

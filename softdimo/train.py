@@ -9,8 +9,11 @@ draws unchanged (paired runs); evaluation and sampling use their own per-image s
 `distill.dropout` (the released code's setting); their dropout draws come from a third stream of
 the run (`Distiller.dropout_stream`, softdimo/dropout.py: the same masks on every CPU; it also
 seeds torch's global generator at every step, for torch's own dropout layers and CUDA tensors), so
-the loop is deterministic and a resumed run ends bit-identical to an uninterrupted one. phi
-computes the Di[M]O term in train mode at `distill.teacher_dropout`; the EMA runs in eval mode.
+the loop is deterministic and a resumed run ends bit-identical to an uninterrupted one. phi runs in
+eval mode except in the Di[M]O term, where `distill.teacher_dropout` > 0 puts it in train mode at
+that rate (the released MaskGIT trainer never calls its eval()); the EMA always runs in eval mode.
+phi and psi each embed the re-masked sample with their own token table (the released code's
+separate models; with `distill.freeze_embeddings` the two tables are equal).
 
 Over several processes (`parallel`, softdimo/parallel.py) every process makes the Di[M]O draws for
 the global batch and computes its own rows; dropout and the refinement draw from per-process streams.
@@ -280,9 +283,9 @@ class Distiller:
         mask = self.parallel.rows(random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng,
                                                     self.device))
         with torch.no_grad(), dropout_active(net_phi, cfg.teacher_dropout):
-            e_t = net_phi.embed_soft(self._teacher_view(batch.relaxed).detach(), mask)
-            z_phi = guided_logits(net_phi, e_t, batch.cond, cfg.teacher_cfg).logits
-            z_psi = self.aux(e_t, batch.cond).logits
+            view = self._teacher_view(batch.relaxed).detach()
+            z_phi = guided_logits(net_phi, net_phi.embed_soft(view, mask), batch.cond, cfg.teacher_cfg).logits
+            z_psi = self.aux(self.aux.embed_soft(view, mask), batch.cond).logits
             g = jeffreys_gradient(z_phi, z_psi, cfg.beta)
             divergence = jeffreys_divergence(z_phi, z_psi, cfg.beta)[mask].mean()
         refining = self.step >= cfg.refine_start and self.refinement is not None
@@ -329,7 +332,8 @@ class Distiller:
             fresh = self._generator_pass(cfg.batch_size, r_init, sigma_init)
             global_mask = random_slot_masks(layout, cfg.batch_size, cfg.mask_schedule, self.rng, self.device)
             mask = self.parallel.rows(global_mask)
-            e_t = self.teacher.network.embed_soft(self._teacher_view(fresh.relaxed), mask)
+            view = self._teacher_view(fresh.relaxed)
+        e_t = self.aux.embed_soft(view, mask)        # psi's own table: it learns unless frozen
         share = int(mask.sum()) * self.parallel.world_size / int(global_mask.sum())
         loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing) * share
         self.opt_a.zero_grad(set_to_none=True)

@@ -95,6 +95,9 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.freeze_embeddings": True,  # fix_emb_layer: input_proj, pos_emb, prediction_layer.bias
     "distill.ema_decay": 0.9999,
     "distill.checkpoint_every": 1000,   # ours: resumable checkpoints; not a paper setting
+    # w_GAN: 200 is the only value the paper reports (its MaskBit longer-training run, with AdamW
+    # lr 5e-7 and weight decay 0.01); the base run's weight and learning rate are not reported.
+    "gan.weight": 200.0,
     # The teacher's own sampler: the released 14-bit, 64-step row (docs/maskbit.md); w = 1 + g.
     # Other bit widths need their row (`released_sampler(bits)`) set in the grid.
     "sample.steps": 64,

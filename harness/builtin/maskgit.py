@@ -94,6 +94,9 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.freeze_embeddings": True,  # fix_emb_layer: tok_emb (tied head, class rows), pos_emb, bias
     "distill.ema_decay": 0.9999,
     "distill.checkpoint_every": 1000,   # checkpointing_steps
+    # w_GAN: 200 is the only value the paper reports (its MaskBit longer-training run, with AdamW
+    # lr 5e-7 and weight decay 0.01); the base run's weight and learning rate are not reported.
+    "gan.weight": 200.0,
     "sample.temperature": 1.0,          # the student's final draw (evaluate.sh: gen_temp 1.0)
     # The teacher's own sampler: Di[M]O's teacher script defaults (RELEASED_SAMPLERS["dimo_teacher"]).
     "sample.steps": _SAMPLER.steps,

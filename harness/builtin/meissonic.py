@@ -108,6 +108,10 @@ PAPER_DEFAULTS = {
     "distill.freeze_embeddings": True,
     "distill.ema_decay": 0.9999,
     "distill.checkpoint_every": 1000,
+    # The released Meissonic trainer puts phi in eval mode (teacher_model.eval()) and the
+    # transformer's dropout layers are p = 0 in its configuration: no dropout in phi, theta or psi.
+    "distill.dropout": 0.0,
+    "distill.teacher_dropout": 0.0,
     "sample.steps": 64,
     "sample.cfg": 9.0,
     "sample.choice_temperature": 2.0,

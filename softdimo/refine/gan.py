@@ -5,9 +5,11 @@ generator's relaxed output, both randomly masked with a ratio r that the heads a
   L_D = E[softplus(-D(Emb(x_real)_r, r))] + E[softplus(D(sg(Emb(q_theta))_r, r))]
   L_GAN(theta) = E[softplus(-D(Emb(q_theta)_r, r))]        (non-saturating)
 
-The generator objective is `distill.dimo_weight * L_DiMO + gan.weight * L_GAN`. Only the heads
-train (their own Adam); phi stays frozen. Choices the paper leaves open are parameters of
-`GANConfig`, each saying what was chosen and why.
+The generator objective is `distill.dimo_weight * L_DiMO + gan.weight * L_GAN
++ gan.feature_matching * L_FM`. Only the heads train (their own Adam); phi stays frozen. Choices
+the paper leaves open are parameters of `GANConfig`, each saying what was chosen and why; the
+discriminator's inputs (`real_input`, `hard_fakes`, `paired_masks`) and feature matching are the
+constructions the paper's public description allows (docs/refinements.md).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from softdimo.params import param
 from softdimo.teachers.base import Condition, Teacher, TokenLayout
 
-REAL_INPUTS = ("one_hot", "matched")
+REAL_INPUTS = ("one_hot", "matched", "teacher_mix")
 
 #----------------------------------------------------------------------------
 
@@ -44,10 +46,26 @@ class GANConfig:
     adam_beta1: float = param(0.0, lo=0.0, hi=1.0, help="Adam beta1 of the heads (GAN practice: 0)")
     adam_beta2: float = param(0.99, lo=0.0, hi=1.0, help="Adam beta2 of the heads")
     d_updates: int = param(1, lo=1, help="discriminator updates per generator update")
+    d_warmup: int = param(0, lo=0, help="refinement steps at the start in which only D trains (the generator's GAN "
+                                        "and feature-matching terms weigh 0), so that D is informative when its "
+                                        "gradient starts (the paper does not say; 0 = off)")
     real_input: str = param("one_hot", choices=REAL_INPUTS,
                             help="what D's real branch embeds: one_hot = the real tokens (the paper's); matched = "
                                  "a variant removing the softness cue: each real slot puts the fake batch's mean "
-                                 "max probability on its token and the rest uniformly on the others")
+                                 "max probability on its token and the rest uniformly on the others; "
+                                 "teacher_mix = (1 - real_mix) one_hot + real_mix p_phi, p_phi the teacher's "
+                                 "prediction of each real slot with half of the image masked (no dependence on "
+                                 "the fake batch)")
+    real_mix: float = param(0.5, lo=0.0, hi=1.0, help="lambda of real_input teacher_mix: the weight of the "
+                                                       "teacher's prediction in D's real slots")
+    hard_fakes: bool = param(False, help="D's fake batch also holds one_hot(x_theta) of the same step (detached, "
+                                         "the same masks), so softness alone does not separate real from fake")
+    paired_masks: bool = param(False, help="real and fake row i share one mask draw (the same r and slots); "
+                                           "False = independent draws (the paper's wording allows both)")
+    feature_matching: float = param(0.0, lo=0.0, help="w_FM of L_FM: squared distance between the batch means "
+                                                      "of phi's features at the head layers (per position) on "
+                                                      "masked real and fake inputs; added to w_GAN L_GAN "
+                                                      "(gan.weight 0 = feature matching alone); 0 = off")
 
 
 # Blocks that carry a head: `layers` resolved against the teacher's depth, sorted, unique.
@@ -77,7 +95,8 @@ def gan_masks(layout: TokenLayout, batch: int, lo: float, hi: float, rng: torch.
 
 # D's real input q [B, L, G, C] for real tokens [B, L, G]: their one-hot (the paper's), or
 # "matched": the mean max probability m of the fake distributions on the real token and (1 - m) / (C - 1)
-# on every other class, so that real and fake slots are equally sharp on average.
+# on every other class, so that real and fake slots are equally sharp on average. ("teacher_mix"
+# needs the teacher: `teacher_mixed_input`.)
 def real_input(tokens: Tensor, classes: int, fake_q: Tensor, mode: str) -> Tensor:
     one_hot = F.one_hot(tokens, classes).to(fake_q.dtype)
     if mode == "one_hot":
@@ -86,6 +105,37 @@ def real_input(tokens: Tensor, classes: int, fake_q: Tensor, mode: str) -> Tenso
         m = fake_q.amax(-1).mean()
         return one_hot * m + (1.0 - one_hot) * (1.0 - m) / (classes - 1)
     raise ValueError(f"gan.real_input: unknown {mode!r}; allowed: {', '.join(REAL_INPUTS)}")
+
+
+# The teacher's prediction p_phi of every slot of real tokens [B, L, G]: the slots are split into two
+# random halves, and each half is predicted by a pass of phi with that half masked (the other half
+# visible), under the real condition. Returns [B, L, G, C].
+@torch.no_grad()
+def teacher_predictions(network: nn.Module, layout: TokenLayout, tokens: Tensor, cond: Condition,
+                        rng: torch.Generator) -> Tensor:
+    batch = tokens.shape[0]
+    ranks = torch.rand(batch, layout.slots, generator=rng, device=tokens.device).argsort(1).argsort(1)
+    half = (ranks < layout.slots // 2).view_as(tokens)
+    one_hot = F.one_hot(tokens, layout.classes).float()
+    out = torch.zeros_like(one_hot)
+    for masked in (half, ~half):
+        p = F.softmax(network(network.embed_soft(one_hot, masked), cond).logits.float(), -1)
+        out = torch.where(masked[..., None], p, out)
+    return out
+
+
+# "teacher_mix": real slots (1 - lambda) one_hot(x_real) + lambda p_phi(x_real), a fixed mixture
+# that does not depend on the fake batch.
+def teacher_mixed_input(network: nn.Module, layout: TokenLayout, tokens: Tensor, cond: Condition, mix: float,
+                        rng: torch.Generator) -> Tensor:
+    one_hot = F.one_hot(tokens, layout.classes).float()
+    return (1.0 - mix) * one_hot + mix * teacher_predictions(network, layout, tokens, cond, rng)
+
+
+# L_FM: mean over head layers of the squared distance between the batch means (per position and
+# feature) of phi's hidden states on real and on fake inputs.
+def feature_matching_loss(real: Sequence[Tensor], fake: Sequence[Tensor]) -> Tensor:
+    return torch.stack([(f.mean(0) - r.mean(0)).pow(2).mean() for r, f in zip(real, fake)]).mean()
 
 
 #----------------------------------------------------------------------------
@@ -164,42 +214,85 @@ class GANRefinement:
         self.disc = TeacherDiscriminator(teacher, layers, config.head_width, config.conditional, seed).to(self.device)
         self.opt = torch.optim.Adam(self.disc.heads.parameters(), lr=config.lr,
                                     betas=(config.adam_beta1, config.adam_beta2))
+        self.steps = 0                      # refinement steps taken (D's update calls)
 
-    # w_GAN * L_GAN(theta): non-saturating loss of the fake batch; the heads get no gradient.
+    # A real batch of n rows (uniform over the real set): its tokens and encoded conditions.
+    def real_batch(self, n: int, rng: torch.Generator) -> tuple[Tensor, Condition]:
+        idx = torch.randint(self.real_tokens.shape[0], (n,), generator=rng, device=self.device)
+        cond = self.teacher.encode_condition([self.real_conditions[i] for i in idx.tolist()]).to(self.device)
+        return self.real_tokens[idx], cond
+
+    # D's real input q for real tokens (`gan.real_input`; `fake_q` only for "matched").
+    def real_q(self, tokens: Tensor, cond: Condition, fake_q: Tensor, rng: torch.Generator) -> Tensor:
+        cfg, layout = self.config, self.teacher.layout
+        if cfg.real_input == "teacher_mix":
+            return teacher_mixed_input(self.teacher.network, layout, tokens, cond, cfg.real_mix, rng)
+        return real_input(tokens, layout.classes, fake_q, cfg.real_input)
+
+    # Masks and ratios for a real and a fake batch of n rows: one shared draw (`gan.paired_masks`)
+    # or two independent ones.
+    def masks(self, n: int, rng: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        cfg, layout = self.config, self.teacher.layout
+        real = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+        fake = real if cfg.paired_masks else gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+        return real, fake
+
+    # w_GAN * L_GAN(theta) (non-saturating loss of the fake batch; the heads get no gradient), plus
+    # w_FM * L_FM against a fresh real batch when feature matching is on; both weigh 0 during the
+    # first `d_warmup` refinement steps.
     def generator_loss(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
-        mask, r = gan_masks(self.teacher.layout, batch.logits.shape[0], cfg.mask_min, cfg.mask_max, rng,
-                            self.device)
+        scale = 0.0 if self.steps < cfg.d_warmup else 1.0
+        n = batch.logits.shape[0]
+        if cfg.feature_matching > 0:
+            (mask_r, _), (mask, r) = self.masks(n, rng)
+        else:
+            mask, r = gan_masks(self.teacher.layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+        hidden = self.disc.features(batch.relaxed.q, batch.cond, mask)
         self.disc.heads.requires_grad_(False)
         try:
-            logits = self.disc.logits(self.disc.features(batch.relaxed.q, batch.cond, mask), r)
+            logits = self.disc.logits(hidden, r)
         finally:
             self.disc.heads.requires_grad_(True)
-        loss = F.softplus(-logits).mean()
-        return cfg.weight * loss, {"gan_g_loss": loss.item()}
+        adversarial = F.softplus(-logits).mean()
+        loss, log = scale * cfg.weight * adversarial, {"gan_g_loss": adversarial.item()}
+        if cfg.feature_matching > 0:
+            tokens, cond = self.real_batch(n, rng)
+            with torch.no_grad():
+                real = self.disc.features(self.real_q(tokens, cond, batch.relaxed.q.detach(), rng), cond, mask_r)
+            fm = feature_matching_loss(real, hidden)
+            loss = loss + scale * cfg.feature_matching * fm
+            log["gan_fm_loss"] = fm.item()
+        return loss, log
 
     # `d_updates` discriminator steps: a real batch (uniform over the real set) against the
-    # generator's relaxed samples of this step (detached); independent masks for each. Logs D's
-    # losses and the diagnostics of `discriminator_diagnostics` on the last update.
+    # generator's relaxed samples of this step (detached; with `hard_fakes` also their one-hot
+    # x_theta under the same masks, the fake term averaging both). Logs D's losses and the
+    # diagnostics of `discriminator_diagnostics` on the last update.
     def update(self, batch: Any, rng: torch.Generator) -> dict[str, float]:
         cfg, layout = self.config, self.teacher.layout
         n = batch.logits.shape[0]
         fake_q = batch.relaxed.q.detach()
+        hard_q = F.one_hot(batch.relaxed.tokens, layout.classes).to(fake_q.dtype) if cfg.hard_fakes else None
         for _ in range(cfg.d_updates):
-            idx = torch.randint(self.real_tokens.shape[0], (n,), generator=rng, device=self.device)
-            real_q = real_input(self.real_tokens[idx], layout.classes, fake_q, cfg.real_input)
-            real_cond = self.teacher.encode_condition([self.real_conditions[i] for i in idx.tolist()]).to(self.device)
-            mask_r, r_r = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
-            mask_f, r_f = gan_masks(layout, n, cfg.mask_min, cfg.mask_max, rng, self.device)
+            tokens, real_cond = self.real_batch(n, rng)
+            real_q = self.real_q(tokens, real_cond, fake_q, rng)
+            (mask_r, r_r), (mask_f, r_f) = self.masks(n, rng)
             with torch.no_grad():
                 h_real = self.disc.features(real_q, real_cond, mask_r)
                 h_fake = self.disc.features(fake_q, batch.cond, mask_f)
+                h_hard = None if hard_q is None else self.disc.features(hard_q, batch.cond, mask_f)
             d_real, d_fake = self.disc.logits(h_real, r_r), self.disc.logits(h_fake, r_f)
-            loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            fake_loss = F.softplus(d_fake).mean()
+            if h_hard is not None:
+                fake_loss = 0.5 * (fake_loss + F.softplus(self.disc.logits(h_hard, r_f)).mean())
+            loss = F.softplus(-d_real).mean() + fake_loss
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-        log = {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item()}
+        self.steps += 1
+        log = {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item(),
+               "gan_real_p_max": real_q.amax(-1).mean().item()}
         with torch.no_grad():
             log.update(self.discriminator_diagnostics(fake_q, batch.cond, mask_f, r_f, d_real, d_fake))
         return log
@@ -225,8 +318,9 @@ class GANRefinement:
         return [self.opt]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict()}
+        return {"heads": self.disc.heads.state_dict(), "opt": self.opt.state_dict(), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.disc.heads.load_state_dict(state["heads"])
         self.opt.load_state_dict(state["opt"])
+        self.steps = state.get("steps", 0)

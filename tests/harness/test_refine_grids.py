@@ -10,8 +10,8 @@ from harness import assets, run
 from harness.grid import load_grid
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "ablations"
-GRIDS = {"soft_vs_gumbel_gan": 24, "dimo_gan_only": 9, "gan_mask_range": 6, "tteo_best_of_n": 45,
-         "reward_finetune": 12}
+GRIDS = {"soft_vs_gumbel_gan": 40, "dimo_gan_only": 15, "gan_mask_range": 10, "tteo_best_of_n": 45,
+         "reward_finetune": 20}
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))

@@ -86,8 +86,10 @@ def test_curves_over_training_steps_and_resume(tmp_path: Path, teacher_cache: Pa
     fast = dict(distill__eval_every=2, distill__ema_decay=0.0, distill__lr_generator=1e-2, distill__warmup_steps=0)
     spec, ctx, result = _run(tmp_path, teacher_cache, "curves", **fast)
     # The metrics, and the training diagnostics of a GAN run: the generator's sharpness, the GAN vs
-    # Di[M]O gradient ratio, D's accuracy on real and fake inputs, and the softness probe.
-    diagnostics = {"p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake", "gan_softness_probe"}
+    # Di[M]O gradient ratio, D's accuracy on real and fake inputs, the softness probe and the
+    # sharpness of D's real input (1 for one-hot reals).
+    diagnostics = {"p_max", "p_entropy", "grad_ratio", "gan_d_acc_real", "gan_d_acc_fake", "gan_softness_probe",
+                   "gan_real_p_max"}
     assert set(result.curves) == {"digits_acc", "digits_reward"} | diagnostics
     assert [s for s, _ in result.curves["digits_reward"]] == [0, 2, 4]
     assert [s for s, _ in result.curves["gan_softness_probe"]] == [2, 4]     # means over steps 0-1 and 2-3
@@ -153,8 +155,10 @@ def test_refinements_continue_one_shared_di_m_o_prefix(tmp_path: Path, teacher_c
     _, _, dimo = _run(tmp_path, teacher_cache, "dimo", relaxation="hard", refinement="none", **common)
     spec, _, soft = _run(tmp_path, teacher_cache, "soft", **common)
     _, _, gumbel = _run(tmp_path, teacher_cache, "gumbel", relaxation="gumbel", **common)
-    prefixes = [r.info["student"]["prefix"] for r in (dimo, soft, gumbel)]
-    assert len({p["cache_key"] for p in prefixes}) == 1 and [p["cache_hit"] for p in prefixes] == [False, True, True]
+    _, _, balanced = _run(tmp_path, teacher_cache, "balanced", distill__refine_grad_ratio=1.0, **common)
+    prefixes = [r.info["student"]["prefix"] for r in (dimo, soft, gumbel, balanced)]
+    assert len({p["cache_key"] for p in prefixes}) == 1
+    assert [p["cache_hit"] for p in prefixes] == [False, True, True, True]
     assert soft.info["final_log"] != gumbel.info["final_log"]
     shutil.rmtree(teacher_cache / "prefixes")
     shutil.rmtree(teacher_cache / "students" / soft.info["student"]["cache_key"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from softdimo.config import DistillConfig, RelaxConfig
-from softdimo.refine.gan import GANConfig, GANRefinement, gan_masks, head_layers
+from softdimo.refine.gan import (GANConfig, GANRefinement, feature_matching_loss, gan_masks, head_layers,
+                               teacher_predictions)
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 from softdimo.teachers.digits import DigitsTeacher
 from softdimo.train import Distiller, run_distillation
@@ -179,3 +180,101 @@ def test_a_continuation_takes_the_parents_networks_and_step_and_keeps_its_own_op
         run_distillation(child)                                  # trains on from step 4 to 7
         assert child.step == 7 and len(child.history) == 7
         assert not _same(_state(child.generator), _state(parent.generator))
+
+
+#----------------------------------------------------------------------------
+# The discriminator input choices (gan.real_input, hard_fakes, paired_masks, feature_matching).
+
+
+def test_teacher_mix_real_input_is_a_fixed_mixture_with_the_teachers_masked_prediction(
+        tiny_teacher: DigitsTeacher) -> None:
+    layout, net = tiny_teacher.layout, tiny_teacher.network
+    refine = GANRefinement(GANConfig(real_input="teacher_mix", real_mix=0.3), tiny_teacher, seed=0)
+    tokens, cond = refine.real_batch(6, torch.Generator().manual_seed(1))
+    one_hot = torch.nn.functional.one_hot(tokens, layout.classes).float()
+    soft_fake, sharp_fake = torch.full_like(one_hot, 1 / layout.classes), one_hot
+    q_a = refine.real_q(tokens, cond, soft_fake, torch.Generator().manual_seed(2))
+    q_b = refine.real_q(tokens, cond, sharp_fake, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(q_a, q_b, rtol=0, atol=0)                 # no dependence on the fake batch
+    torch.testing.assert_close(q_a.sum(-1), torch.ones(q_a.shape[:-1]))
+    # Each slot's prediction is phi's, with that slot in the masked half (half of the slots each pass).
+    p = teacher_predictions(net, layout, tokens, cond, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(q_a, 0.7 * one_hot + 0.3 * p)
+    g = torch.Generator().manual_seed(2)
+    half = (torch.rand(6, layout.slots, generator=g).argsort(1).argsort(1) < layout.slots // 2).view_as(tokens)
+    with torch.no_grad():
+        direct = torch.softmax(net(net.embed_soft(one_hot, half), cond).logits, -1)
+    torch.testing.assert_close(p[half], direct[half])
+    assert half.sum() == 6 * (layout.slots // 2)
+    zero = GANRefinement(GANConfig(real_input="teacher_mix", real_mix=0.0), tiny_teacher, seed=0)
+    assert torch.equal(zero.real_q(tokens, cond, soft_fake, torch.Generator()), one_hot)
+
+
+def test_hard_fakes_average_the_fake_term_over_soft_and_one_hot_fakes(tiny_teacher: DigitsTeacher) -> None:
+    # With Gumbel-ST the fake input is one_hot(x_theta) (up to the straight-through construction's
+    # float32 rounding): adding the one-hot fakes under the same masks leaves D's loss as it was;
+    # with soft fakes the one-hot half changes it.
+    def d_loss(relax: str, hard_fakes: bool) -> float:
+        d = _distiller(tiny_teacher, relax, seed=7, gan=GANConfig(weight=1.0, hard_fakes=hard_fakes))
+        batch = d._generator_pass(8, *d._init_noise())
+        return d.refinement.update(batch, torch.Generator().manual_seed(3))["gan_d_loss"]
+    assert d_loss("gumbel", True) == pytest.approx(d_loss("gumbel", False), rel=1e-5)
+    assert d_loss("soft", True) != pytest.approx(d_loss("soft", False), rel=1e-5)
+
+
+def test_paired_masks_share_one_draw(tiny_teacher: DigitsTeacher) -> None:
+    paired = GANRefinement(GANConfig(paired_masks=True), tiny_teacher, seed=0)
+    (mask_r, r_r), (mask_f, r_f) = paired.masks(16, torch.Generator().manual_seed(0))
+    assert torch.equal(mask_r, mask_f) and torch.equal(r_r, r_f)
+    (mask_r, r_r), (mask_f, r_f) = GANRefinement(GANConfig(), tiny_teacher, seed=0).masks(
+        16, torch.Generator().manual_seed(0))
+    assert not torch.equal(mask_r, mask_f)
+
+
+def test_feature_matching_loss_and_its_gradient(tiny_teacher: DigitsTeacher) -> None:
+    a = [torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    assert feature_matching_loss(a, a).item() == 0.0
+    shifted = [x + 2.0 for x in a]                                      # batch means 2 apart everywhere
+    torch.testing.assert_close(feature_matching_loss(a, shifted), torch.tensor(4.0))
+    # Feature matching alone (w_GAN 0) still trains the generator, through phi's features only.
+    d = _distiller(tiny_teacher, "soft", gan=GANConfig(weight=0.0, feature_matching=1.0))
+    batch = d._generator_pass(8, *d._init_noise())
+    loss, log = d.refinement.generator_loss(batch, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(log["gan_fm_loss"]) and log["gan_fm_loss"] > 0
+    loss.backward()
+    assert sum(p.grad.abs().sum().item() for p in d.generator.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in d.refinement.disc.heads.parameters())
+    both = _distiller(tiny_teacher, "soft", gan=GANConfig(weight=2.0, feature_matching=0.5))
+    batch = both._generator_pass(8, *both._init_noise())
+    loss, log = both.refinement.generator_loss(batch, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(2.0 * log["gan_g_loss"] + 0.5 * log["gan_fm_loss"])
+
+
+@pytest.mark.parametrize("gan", [GANConfig(weight=1.0, real_input="teacher_mix", hard_fakes=True, paired_masks=True,
+                                           feature_matching=1.0, d_warmup=3)])
+def test_every_input_choice_trains_deterministically_and_resumes(tiny_teacher: DigitsTeacher, tmp_path: Path,
+                                                                 gan: GANConfig) -> None:
+    straight = run_distillation(_distiller(tiny_teacher, seed=6, gan=gan))
+    ckpt = tmp_path / "distill.pt"
+    run_distillation(_distiller(tiny_teacher, seed=6, gan=gan), checkpoint=ckpt, stop_after=2)
+    resumed = run_distillation(_distiller(tiny_teacher, seed=6, gan=gan), checkpoint=ckpt)
+    assert _same(_state(straight.generator), _state(resumed.generator))
+    assert _same(_state(straight.refinement.disc.heads), _state(resumed.refinement.disc.heads))
+    assert straight.history == resumed.history
+    assert all({"gan_fm_loss", "gan_real_p_max"} <= e.keys() for e in straight.history)
+    assert all(e["gan_real_p_max"] < 1.0 for e in straight.history)
+
+
+def test_discriminator_warmup_trains_d_before_the_generator_sees_it(tiny_teacher: DigitsTeacher) -> None:
+    # During the first d_warmup refinement steps the generator follows plain Di[M]O exactly (the
+    # refinement draws from its own stream) while the heads train; then the GAN term acts.
+    config = DistillConfig(steps=4, batch_size=8)
+    plain = Distiller(tiny_teacher, relax_soft, RelaxConfig(), config, seed=4)
+    warm = _distiller(tiny_teacher, seed=4, config=config, gan=GANConfig(weight=1.0, d_warmup=2))
+    heads = _state(warm.refinement.disc.heads)
+    for _ in range(2):
+        plain.train_step(), warm.train_step()
+    assert _same(_state(plain.generator), _state(warm.generator))
+    assert not _same(heads, _state(warm.refinement.disc.heads)) and warm.refinement.steps == 2
+    plain.train_step(), warm.train_step()
+    assert not _same(_state(plain.generator), _state(warm.generator))

@@ -189,3 +189,22 @@ def test_teacher_dropout_is_active_only_in_the_di_m_o_term(tiny_teacher: DigitsT
                                        DistillConfig(steps=2, batch_size=8, teacher_dropout=p), seed=0))
             for p in (0.0, 0.1)]
     assert runs[0].history[0]["divergence"] != runs[1].history[0]["divergence"]
+
+
+def test_psi_reads_its_own_token_table(tiny_teacher: DigitsTeacher) -> None:
+    # As the released code's separate models: psi embeds the re-masked sample with its own table,
+    # so with trainable embeddings its table learns and the Di[M]O term reads it; phi's does not move.
+    config = DistillConfig(steps=2, batch_size=8, warmup_steps=0, freeze_embeddings=False)
+    d = Distiller(tiny_teacher, relax_soft, RelaxConfig(), config, seed=0)
+    phi_table = tiny_teacher.network.tok_emb.weight.detach().clone()
+    d.train_step()
+    assert not torch.equal(d.aux.tok_emb.weight, phi_table)
+    assert torch.equal(tiny_teacher.network.tok_emb.weight, phi_table)
+    moved = d.aux.tok_emb.weight.detach().clone()
+    with torch.no_grad():
+        d.aux.tok_emb.weight.add_(1.0)                        # psi's table alone changes psi's logits
+    shifted = d.train_step()["divergence"]
+    d2 = Distiller(tiny_teacher, relax_soft, RelaxConfig(), config, seed=0)
+    d2.train_step()
+    assert torch.equal(d2.aux.tok_emb.weight, moved)
+    assert d2.train_step()["divergence"] != shifted
