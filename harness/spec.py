@@ -26,7 +26,7 @@ DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinem
 # puts the default back, so adding a parameter changes neither the run id nor the recorded spec of
 # a cell that does not set it: stored records stay the records of their cells. A cell that sets
 # another value is a new run with a new id.
-ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum"}
+ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum", "distill.precision": "fp32"}
 
 #----------------------------------------------------------------------------
 
