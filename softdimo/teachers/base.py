@@ -106,7 +106,8 @@ class Teacher(Protocol):
     # Encode raw conditions (class ids or prompts) into a `Condition` on the teacher's device.
     def encode_condition(self, raw: Sequence[Any]) -> Condition: ...
 
-    # Draw n raw training conditions for distillation (uniform labels, prompts from a list).
+    # Draw n raw training conditions for distillation (uniform labels, prompts from a list) from
+    # `generator`, on its own device (the distiller's: a CUDA generator draws on the GPU).
     def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]: ...
 
     # The n raw conditions used for evaluation, balanced and deterministic (label = i mod classes).
