@@ -142,7 +142,8 @@ def measure_sampling(teacher: MaskBitTeacher, precision: str, images: int, sampl
             teacher.sample(cond_k, 16, 2.0, ImageNoise(1, range(k), device), 1.0, 4.5)
     per_sampler, _ = timed(sample16, device, max(1, sampler_images // k), warmup)
     return {"forward_1k_s": 1000 * per_forward / n, "decode_1k_s": 1000 * per_decode / n,
-            "one_step_img_s": n / (per_forward + per_decode), "sampler16_img_s": k / (per_sampler + per_decode)}
+            "one_step_img_s": n / (per_forward + per_decode),
+            "sampler16_img_s": 1 / (per_sampler / k + per_decode / n)}
 
 
 # Seconds per 1k images of the harness's Inception feature paths (clean-fid, torch-fidelity), and
@@ -163,7 +164,8 @@ def measure_inception(images: int, resolution: int, device: torch.device, repeat
             try:
                 weights, which = assets.resolve(spec.weights_asset), "released weights"
             except Exception:                               # missing or corrupt: the same network, random
-                weights, which = writer(Path(tmp) / f"{spec.library}.weights"), "random weights (no asset)"
+                path = Path(tmp) / assets.manifest.get(spec.weights_asset).filename   # the released file's name
+                weights, which = writer(path), "random weights (no asset)"
             extractor = features.load_extractor(key, weights, device)
             seconds, _ = timed(lambda: features.extract_features(source, extractor, INCEPTION_BATCH), device,
                                repeats, warmup)
