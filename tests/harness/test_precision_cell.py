@@ -51,4 +51,5 @@ def test_a_tiny_bf16_cell_runs(tmp_path: Path, teacher_cache: Path, tiny_teacher
     result = run_dimo(spec, RunContext(tmp_path / "run", teacher_cache, log=lambda s: None))
     assert result.info["precision"].startswith("bf16 autocast on cpu")
     assert result.info["steps"] == 3 and all(math.isfinite(v) for v in result.info["final_log"].values())
-    assert result.images.shape[0] == 20 and bool(result.images.isfinite().all())
+    images = result.samples.all_images()
+    assert images.shape[0] == 20 and bool(images.isfinite().all())
