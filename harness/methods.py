@@ -21,7 +21,8 @@ from harness.spec import NONE, EvalConfig, RunSpec
 from harness.stages import weights_digest
 from harness.students import (batched_samples, build_teacher, cost_metrics, dimo_samples, distil_student,
                               test_time_info)
-from softdimo.config import SampleConfig
+from softdimo.config import DistillConfig, SampleConfig
+from softdimo.precision import effective_precision
 from softdimo.teachers.base import derive_seed
 
 #----------------------------------------------------------------------------
@@ -42,7 +43,9 @@ def run_dimo(spec: RunSpec, ctx: RunContext) -> MethodResult:
     info: dict[str, Any] = {"teacher": teacher.info, "final_divergence": last["divergence"],
                             "final_aux_loss": last["aux_loss"], "steps": student["steps"], "final_log": last,
                             "student": {k: student[k] for k in ("cache_key", "cache_hit", "trained_as", "distill_s",
-                                                                "curve_s", "prefix")}}
+                                                                "curve_s", "prefix")},
+                            "precision": effective_precision(spec.stage("distill", DistillConfig).precision,
+                                                             ctx.device)}
     extra: dict[str, MetricValue] = {}
     if cost is not None:
         info["test_time"] = test_time_info(sample, cost)

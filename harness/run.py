@@ -2,6 +2,7 @@
 
     python -m harness.run --grid ablations/soft_vs_hard.yaml                # mini scale, local
     python -m harness.run --grid ablations/soft_vs_hard.yaml --dry-run      # the plan only
+    python -m harness.run --grid ablations/soft_vs_hard.yaml --scale paper --dry-run   # + accelerator-hours
     python -m harness.run --grid G.yaml --executor slurm --slurm-profile generic_gpu --no-wait
     python -m harness.run --grid G.yaml --status                            # per cell: state, job, log
     python -m harness.run --grid G.yaml --cancel                            # cancel the grid's jobs
@@ -28,7 +29,7 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import dependencies, launch, plugins, registry, store, tracking
+from harness import cost_plan, dependencies, launch, plugins, registry, store, tracking
 from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import cache_dir
 from harness.executors import LaunchError
@@ -84,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="let SLURM jobs run even if the code changed since submission")
     g.add_argument("--results", default="results", metavar="DIR",
                    help="results root (default: ./results)")
-    g.add_argument("--dry-run", action="store_true", help="show the cells and their state, run nothing")
+    g.add_argument("--dry-run", action="store_true", help="show the cells and their state, run nothing; at "
+                   "paper scale also each cell's estimated accelerator-hours (docs/usage.md, cost plan)")
+    g.add_argument("--gpu-kind", metavar="KIND", help="GPU kind of the --dry-run cost plan (h100, h200, a100, ...; "
+                   "default: the kind the profile's constraint names, else h100)")
+    g.add_argument("--step-costs", action="append", default=[], metavar="FILE",
+                   help="extra step-cost rows for the --dry-run cost plan (e.g. benchmarks/gpu_smoke.py's CSV; "
+                        "repeatable), over benchmarks/step_costs.csv")
     g.add_argument("--no-wait", action="store_true", help="return once the jobs are submitted")
     g.add_argument("--rerun-failed", action="store_true", help="retry cells whose record is failed")
     g.add_argument("--no-reuse", action="store_true",
@@ -209,6 +216,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     problems = missing_assets(grid, todo)
     if args.dry_run:
         print_plan(grid, cells, out, scheduled)
+        if not print_costs(grid, cells, next(iter(profiles.values())), args, out, err):
+            return 2
         for line in problems:
             print(f"note: the launch would stop: {line}", file=err)
         return 0
@@ -334,6 +343,25 @@ def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO,
             print(f"    not submitted: {scheduled.blocked[c.run_id]}", file=out)
     counts = Counter(c.state for c in cells)
     print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
+
+
+# The dry run's cost plan at paper scale (harness.cost_plan); False (after printing the error) when
+# a step-cost file or the GPU kind is wrong.
+def print_costs(grid: Grid, cells: Sequence[CellState], profile: SlurmProfile | None, args: argparse.Namespace,
+                out: TextIO, err: TextIO) -> bool:
+    if grid.scale != "paper":
+        return True
+    tables = [cost_plan.TABLE, *map(Path, args.step_costs)]
+    world_size = profile.world_size if profile is not None else args.procs_per_cell or 1
+    try:
+        table = cost_plan.load_table(tables)
+        costs, resources = cost_plan.plan_grid([(c.spec, c.state) for c in cells], profile,
+                                               world_size, table, args.gpu_kind)
+    except cost_plan.StepCostError as e:
+        print(f"error: {e}", file=err)
+        return False
+    cost_plan.print_cost_plan(costs, resources, tables, out)
+    return True
 
 
 def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:

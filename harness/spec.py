@@ -28,7 +28,8 @@ DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinem
 # another value is a new run with a new id.
 ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum", "distill.init_from": "",
                                 "distill.init_optimizer": False, "gan.real_mix": 0.5, "gan.hard_fakes": False,
-                                "gan.paired_masks": False, "gan.feature_matching": 0.0, "gan.d_warmup": 0}
+                                "gan.paired_masks": False, "gan.feature_matching": 0.0, "gan.d_warmup": 0,
+                                "distill.precision": "fp32"}
 
 #----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from harness.distributed import shared_cached_dir
 from harness.entries import MetricValue, RunContext
 from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
 from harness.scoring import score
-from harness.spec import NONE, CellError, EvalConfig, RunSpec
+from harness.spec import ADDED_PARAMS, NONE, CellError, EvalConfig, RunSpec
 from harness.store import atomic_write
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.refine.reward import RewardFn, weighted_reward
@@ -140,7 +140,8 @@ class TrainingCurves:
         d = self.distill
         samples = batched_samples(
             self.teacher, self.samples, derive_seed(self.spec.seed, "curve"), self.ctx,
-            lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init)[0])
+            lambda cond, noise: generate(distiller.ema, cond, noise, d.r_init, d.sigma_init,
+                                         precision=d.precision)[0])
         scored = score(self.spec, self.teacher, self.ctx, samples)[0]      # every process extracts
         if not self.ctx.processes.is_main:
             return
@@ -220,6 +221,8 @@ def _key(kind: str, spec: RunSpec, relaxation: str, refinement: str, params: dic
     relax_keys = registry.relaxations.get(relaxation).params
     params = {**params, **{k: v for k, v in spec.params if k.startswith("relax.")
                            and (relax_keys is None or k in relax_keys)}}
+    # a parameter added at its default leaves the key (and the cached student) as it was
+    params = {k: v for k, v in params.items() if k not in ADDED_PARAMS or v != ADDED_PARAMS[k]}
     if params.get("distill.eval_every"):
         params.update({k: spec.param(k) for k in ("eval.metrics", "eval.curve_samples")})
     fields = {"version": STUDENT_CODE_VERSION, "scale": spec.scale, "teacher": spec.teacher,
@@ -463,7 +466,7 @@ def dimo_samples(spec: RunSpec, teacher: Teacher, ctx: RunContext, generator: to
     settings = test_time_settings(sample)
     if settings.steps == 0 and settings.best_of_n == 1:
         out = batched_samples(teacher, n, seed, ctx, lambda cond, noise: generate(
-            generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature)[0])
+            generator, cond, noise, distill.r_init, distill.sigma_init, sample.temperature, distill.precision)[0])
         return out, None, None
     tteo_reward = summed_reward(build_rewards(sample.tteo_reward, teacher, ctx)) if settings.steps else None
     select, log = (selector(sample, teacher, ctx), SelectionLog()) if settings.best_of_n > 1 else (None, None)

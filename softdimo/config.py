@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from softdimo.params import param
+from softdimo.precision import PRECISIONS
 from softdimo.refine.selection import COMBINES
 from softdimo.teachers.base import MASK_SCHEDULES
 
@@ -34,7 +35,8 @@ class DistillConfig:
                                                   "longer run 0.01); adam takes none")
     adam_beta1: float = param(0.9, lo=0.0, hi=1.0, help="Adam beta1 (released 0.9)")
     adam_beta2: float = param(0.999, lo=0.0, hi=1.0, help="Adam beta2 (released 0.999)")
-    adam_eps: float = param(1e-8, lo=0.0, help="Adam epsilon (released 1e-8 in fp32, 1e-6 under bf16)")
+    adam_eps: float = param(1e-8, lo=0.0, help="Adam epsilon (released 1e-8 in fp32, 1e-6 under bf16; paper "
+                                               "teachers set 1e-6 with precision bf16)")
     warmup_steps: int = param(10, lo=0, help="linear lr warm-up from 0, lr x min(1, step / warmup) (mini; "
                                              "released 100)")
     grad_clip: float = param(1.0, lo=0.0, help="max gradient norm of theta; 0 = off (released 1.0 under bf16)")
@@ -75,6 +77,10 @@ class DistillConfig:
     ema_decay: float = param(0.9999, lo=0.0, hi=1.0, help="EMA of theta used for sampling (released 0.9999)")
     ema_ramp: bool = param(True, help="EMA rate min(ema_decay, (1 + s) / (10 + s)) at step s (released); "
                                       "False = the constant ema_decay")
+    precision: str = param("fp32", choices=PRECISIONS,
+                           help="numerics of the loop and the student's sampling (softdimo/precision.py): fp32; "
+                                "bf16 = autocast, float32 master weights (released; paper teachers); tf32 = "
+                                "TF32 matmuls where the GPU has them")
     checkpoint_every: int = param(50, lo=0, help="steps between resumable checkpoints; 0 = none")
     init_from: str = param("", help="continue another run's student: its run id, or a selector KEY=VALUE[,...] "
                                     "of one cell of the same grid (read by the harness); trains on from "

@@ -17,6 +17,10 @@ separate models; with `distill.freeze_embeddings` the two tables are equal).
 
 Over several processes (`parallel`, softdimo/parallel.py) every process makes the Di[M]O draws for
 the global batch and computes its own rows; dropout and the refinement draw from per-process streams.
+
+Each step runs at `distill.precision` (softdimo/precision.py): under bf16 the networks' forwards
+autocast and their logits are used in float32, while parameters, gradients, optimiser states and the
+EMA stay float32; the random draws are the same at every precision.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, j
                            jeffreys_gradient, perturb_embeddings, token_init)
 from softdimo.dropout import DropoutStream, drawing_from
 from softdimo.parallel import DataParallel, GradientSync
+from softdimo.precision import precision_region
 from softdimo.relax import Relaxed
 from softdimo.teachers.base import (Condition, ImageNoise, Teacher, derive_seed, gumbel_from_uniform,
                                     guided_logits, random_slot_masks)
@@ -77,13 +82,15 @@ class Refinement(Protocol):
 
 
 # Generate one-step samples: x_init per image (uniform tokens, exactly round(slots r_init) masked,
-# embedding noise sigma_init), one forward pass, tokens drawn at `temperature` (docs/paper.md,
-# "Di[M]O", step 7). Returns hard tokens [B, L, G] and the generator's probabilities [B, L, G, C].
+# embedding noise sigma_init), one forward pass at `precision` (softdimo/precision.py; the logits
+# in float32), tokens drawn at `temperature` (docs/paper.md, "Di[M]O", step 7). Returns hard tokens
+# [B, L, G] and the generator's probabilities [B, L, G, C].
 @torch.no_grad()
 def generate(network: nn.Module, cond: Condition, noise: ImageNoise, r_init: float, sigma_init: float,
-             temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-    e = input_embeddings(network, noise, r_init, sigma_init)
-    logits = network(e, cond).logits / temperature
+             temperature: float = 1.0, precision: str = "fp32") -> tuple[Tensor, Tensor]:
+    with precision_region(precision, noise.device):
+        e = input_embeddings(network, noise, r_init, sigma_init)
+        logits = network(e, cond).logits.float() / temperature
     return draw_tokens(logits, noise), F.softmax(logits, -1)
 
 
@@ -255,7 +262,7 @@ class Distiller:
         e = self.generator.embed(x_init)
         noise = rows(torch.randn((batch, *e.shape[1:]), generator=self.rng, device=self.device))
         e = perturb_embeddings(e, sigma_init, noise)
-        logits = self.generator(e, cond).logits
+        logits = self.generator(e, cond).logits.float()
         u = rows(torch.rand((batch, *logits.shape[1:]), generator=self.rng, device=self.device))
         relaxed = self.relax(logits, gumbel_from_uniform(u), self.relax_config, cfg.gen_temperature)
         return GeneratorBatch(cond, logits, relaxed, self.step, cfg.gen_temperature)
@@ -267,9 +274,11 @@ class Distiller:
         return relaxed.q
 
     # One training step: generator update with the Jeffreys gradient (+ refinement terms from step
-    # `refine_start` on), EMA, refinement update, then `aux_updates` psi updates on fresh re-masked samples.
+    # `refine_start` on), EMA, refinement update, then `aux_updates` psi updates on fresh re-masked
+    # samples; at `distill.precision` (the networks' outputs are used in float32).
     def train_step(self) -> dict[str, float]:
-        with drawing_from(self.dropout_stream), _seeded_global_rng(self.dropout_stream.next_seed(), self.device):
+        with drawing_from(self.dropout_stream), _seeded_global_rng(self.dropout_stream.next_seed(), self.device), \
+                precision_region(self.config.precision, self.device):
             return self._train_step()
 
     def _train_step(self) -> dict[str, float]:
@@ -284,8 +293,8 @@ class Distiller:
                                                     self.device))
         with torch.no_grad(), dropout_active(net_phi, cfg.teacher_dropout):
             view = self._teacher_view(batch.relaxed).detach()
-            z_phi = guided_logits(net_phi, net_phi.embed_soft(view, mask), batch.cond, cfg.teacher_cfg).logits
-            z_psi = self.aux(self.aux.embed_soft(view, mask), batch.cond).logits
+            z_phi = guided_logits(net_phi, net_phi.embed_soft(view, mask), batch.cond, cfg.teacher_cfg).logits.float()
+            z_psi = self.aux(self.aux.embed_soft(view, mask), batch.cond).logits.float()
             g = jeffreys_gradient(z_phi, z_psi, cfg.beta)
             divergence = jeffreys_divergence(z_phi, z_psi, cfg.beta)[mask].mean()
         refining = self.step >= cfg.refine_start and self.refinement is not None
@@ -335,7 +344,7 @@ class Distiller:
             view = self._teacher_view(fresh.relaxed)
         e_t = self.aux.embed_soft(view, mask)        # psi's own table: it learns unless frozen
         share = int(mask.sum()) * self.parallel.world_size / int(global_mask.sum())
-        loss = aux_loss(self.aux(e_t, fresh.cond).logits, fresh.relaxed.tokens, mask, cfg.aux_label_smoothing) * share
+        loss = aux_loss(self.aux(e_t, fresh.cond).logits.float(), fresh.relaxed.tokens, mask, cfg.aux_label_smoothing) * share
         self.opt_a.zero_grad(set_to_none=True)
         loss.backward()
         _finish(self.sync_a)

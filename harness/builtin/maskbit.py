@@ -84,6 +84,8 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.adam_beta2": 0.999,
     "distill.warmup_steps": 100,
     "distill.grad_clip": 1.0,
+    "distill.precision": "bf16",        # mixed_precision bf16: autocast, float32 master weights
+    "distill.adam_eps": 1e-6,           # the released adam_epsilon under bf16 (1e-8 in fp32)
     "distill.beta": 0.0,                # Jeffreys_0: forward KL (released default)
     "distill.r_init": 0.6,              # fix_0.6
     "distill.sigma_init": 0.1,          # noise_emb_perturb fix_0.1, added after input_proj here

@@ -80,9 +80,11 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "distill.lr_generator": 1e-5,       # generator_lr
     "distill.lr_aux": 1e-5,             # fake_lr
     "distill.adam_beta1": 0.9,
-    "distill.adam_beta2": 0.999,        # Adam, weight decay 0 (eps 1e-6 under bf16 upstream)
+    "distill.adam_beta2": 0.999,        # Adam, weight decay 0
     "distill.warmup_steps": 100,        # constant_with_warmup
     "distill.grad_clip": 1.0,           # max_grad_norm (upstream applies it only under fp16/bf16)
+    "distill.precision": "bf16",        # mixed_precision bf16: autocast, float32 master weights
+    "distill.adam_eps": 1e-6,           # the released adam_epsilon under bf16 (1e-8 in fp32)
     "distill.beta": 0.0,                # Jeffreys_0.: forward KL
     "distill.r_init": 0.6,              # fixed_ratio fix_0.6
     "distill.sigma_init": 0.1,          # noise_emb_perturb fix_0.1

@@ -96,6 +96,8 @@ PAPER_DEFAULTS = {
     "distill.adam_beta2": 0.999,
     "distill.warmup_steps": 100,
     "distill.grad_clip": 1.0,
+    "distill.precision": "bf16",        # mixed_precision bf16: autocast, float32 master weights
+    "distill.adam_eps": 1e-6,           # the released adam_epsilon under bf16 (1e-8 in fp32)
     "distill.beta": 0.0,
     "distill.r_init": 0.5,
     "distill.sigma_init": 0.3,

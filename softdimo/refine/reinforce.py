@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softdimo.params import param
+from softdimo.precision import full_precision
 from softdimo.refine.reward import RewardFn, reward_weights, weighted_reward
 from softdimo.teachers.base import Teacher
 
@@ -80,7 +81,7 @@ class ReinforceRefinement:
 
     # weight * score-function loss on this step's hard samples x_theta, rewarded on Dec(x_theta).
     def generator_loss(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        with torch.no_grad():
+        with torch.no_grad(), full_precision(batch.logits.device):     # decoder and rewards in float32
             images = self.teacher.decode(batch.relaxed.tokens, batch.cond)
             rewards, means = weighted_reward(self.rewards, self.lambdas, images, batch.cond)
         baseline = self._baseline(rewards)

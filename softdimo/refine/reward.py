@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from softdimo.params import param
+from softdimo.precision import full_precision
 from softdimo.teachers.base import Condition, Teacher
 
 RewardFn = Callable[[Tensor, Condition], Tensor]
@@ -91,8 +92,9 @@ class RewardRefinement:
 
     # w_reward * L_reward on the soft-decoded images of this step's relaxed generator output.
     def generator_loss(self, batch: Any, rng: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        images = self.teacher.decode_soft(batch.relaxed.q, batch.cond)
-        total, means = weighted_reward(self.rewards, self.lambdas, images, batch.cond)
+        with full_precision(batch.logits.device):          # decoder and reward models in float32
+            images = self.teacher.decode_soft(batch.relaxed.q, batch.cond)
+            total, means = weighted_reward(self.rewards, self.lambdas, images, batch.cond)
         log = {f"reward_{name}": v for name, v in means.items()}
         return -self.config.weight * total.mean(), log
 

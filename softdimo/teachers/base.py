@@ -106,7 +106,8 @@ class Teacher(Protocol):
     # Encode raw conditions (class ids or prompts) into a `Condition` on the teacher's device.
     def encode_condition(self, raw: Sequence[Any]) -> Condition: ...
 
-    # Draw n raw training conditions for distillation (uniform labels, prompts from a list).
+    # Draw n raw training conditions for distillation (uniform labels, prompts from a list) from
+    # `generator`, on its own device (the distiller's: a CUDA generator draws on the GPU).
     def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]: ...
 
     # The n raw conditions used for evaluation, balanced and deterministic (label = i mod classes).
@@ -133,7 +134,8 @@ class Teacher(Protocol):
 
 
 # Classifier-free guidance in logit space: z = z_u + w (z_c - z_u) (docs/paper.md, "Di[M]O",
-# step 4); w = 1 is plain conditional, w = 0 unconditional. Runs one doubled batch when w != 1.
+# step 4); w = 1 is plain conditional, w = 0 unconditional. Runs one doubled batch when w != 1 and
+# combines its halves in float32 (under bf16 autocast the network returns bf16 logits).
 def guided_logits(network: nn.Module, embeds: Tensor, cond: Condition, w: float,
                   hidden_layers: Sequence[int] = ()) -> NetworkOutput:
     batch = embeds.shape[0]
@@ -144,7 +146,7 @@ def guided_logits(network: nn.Module, embeds: Tensor, cond: Condition, w: float,
     drop = torch.cat([torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)])
     out = network(torch.cat([embeds, embeds]), both, drop=drop.to(embeds.device),
                   hidden_layers=hidden_layers)
-    z_c, z_u = out.logits[:batch], out.logits[batch:]
+    z_c, z_u = out.logits[:batch].float(), out.logits[batch:].float()
     return NetworkOutput(z_u + w * (z_c - z_u), [h[:batch] for h in out.hidden])
 
 

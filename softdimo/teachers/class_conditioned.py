@@ -38,7 +38,7 @@ class ClassConditioned:
 
     # Uniform class labels for distillation (data-free, as Di[M]O).
     def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
-        return torch.randint(self.num_classes, (n,), generator=generator).tolist()
+        return torch.randint(self.num_classes, (n,), generator=generator, device=generator.device).tolist()
 
     # Balanced evaluation labels: image i has class i mod num_classes.
     def eval_conditions(self, n: int) -> list[Any]:

@@ -65,7 +65,7 @@ class DigitsWorld:
         return encode_labels(raw)
 
     def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
-        return torch.randint(data.NUM_CLASSES, (n,), generator=generator).tolist()
+        return torch.randint(data.NUM_CLASSES, (n,), generator=generator, device=generator.device).tolist()
 
     def eval_conditions(self, n: int) -> list[Any]:
         return [i % data.NUM_CLASSES for i in range(n)]

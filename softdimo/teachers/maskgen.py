@@ -350,7 +350,7 @@ class MaskGenTeacher:
     # n distillation prompts drawn uniformly (with replacement) from `teacher.train_prompts`.
     def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
         prompts = self._prompt_list("train_prompts")
-        idx = torch.randint(len(prompts), (n,), generator=generator)
+        idx = torch.randint(len(prompts), (n,), generator=generator, device=generator.device)
         return [prompts[i] for i in idx.tolist()]
 
     # The first n evaluation prompts of `teacher.eval_prompts`, cycling (prompt i mod count).

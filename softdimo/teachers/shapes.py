@@ -56,7 +56,7 @@ def encode_prompts(raw: Sequence[Any]) -> Condition:
 
 
 def _seed_from(generator: torch.Generator) -> int:
-    return int(torch.randint(2 ** 62, (1,), generator=generator))
+    return int(torch.randint(2 ** 62, (1,), generator=generator, device=generator.device))
 
 
 @lru_cache(maxsize=1)

@@ -467,7 +467,8 @@ def test_paper_grid_plans_meissonic_and_stops_before_launch_without_weights(tmp_
     common = ["--grid", "ablations/soft_vs_hard.yaml", "--scale", "paper", "--results", str(tmp_path / "r")]
     out, err = text_io.StringIO(), text_io.StringIO()
     assert run.main(common + ["--dry-run"], out, err) == 0
-    assert sum(" meissonic " in line for line in out.getvalue().splitlines()) == 9  # 3 relaxations x 3 seeds
+    plan = out.getvalue().split("\ncost plan:")[0]                     # the cells, before their costs
+    assert sum(" meissonic " in line for line in plan.splitlines()) == 9      # 3 relaxations x 3 seeds
     out, err = text_io.StringIO(), text_io.StringIO()
     assert run.main(common + ["--executor", "debug"], out, err) == 2
     for name in ("meissonic_transformer", "meissonic_vqvae", "meissonic_text_encoder"):
