@@ -14,7 +14,7 @@ from harness.held_samples import HeldSamples
 from harness.tracking import NO_TRACKERS, RunTrackers
 
 if TYPE_CHECKING:
-    from harness.spec import RunSpec
+    from harness.run_spec import RunSpec
     from softdimo.refine.selection import SelectionLog
     from softdimo.teachers.base import Teacher
 

@@ -45,7 +45,7 @@ from harness import assets, mini_protocols, plugins, store
 from harness.assets.trust import private_dir
 from harness.entries import MetricValue
 from harness.environment import cache_dir, run_context
-from harness.spec import CellError
+from harness.run_spec import CellError
 from harness.provenance import now, provenance
 from harness.metrics import clip_score, fid, geneval, hps, t2i_prompts
 from harness.samples import open_samples

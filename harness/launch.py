@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness import cell, registry, store, workqueue
+from harness import cell, executors, store, workqueue
 from harness.executors import ExecutorEntry, JobCallables, JobState, LaunchError, SubmitRequest, SubmittedJob
 from harness.grid import Grid
 from harness.profiles import SlurmProfile, load_profile
 from harness.provenance import code_version
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
 
 MARKER = ".submitted"
 SUBMITIT_DIR = ".submitit"
@@ -72,11 +72,11 @@ def job_states(results_root: str | Path, grid: str, run_ids: Sequence[str]
     by_executor: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for rid in run_ids:
         marker = read_marker(results_root, grid, rid) if rid in started else None
-        if marker is not None and marker.get("executor") in registry.executors:
+        if marker is not None and marker.get("executor") in executors.registered:
             by_executor.setdefault(marker["executor"], []).append((rid, marker))
     out: dict[str, JobState] = {}
     for name, items in by_executor.items():
-        states = registry.executors.get(name).states([m for _, m in items])
+        states = executors.registered.get(name).states([m for _, m in items])
         out.update((rid, js) for (rid, _), js in zip(items, states))
     return out
 
@@ -146,7 +146,7 @@ def resource_profiles(grid: Grid, override: str | None = None) -> dict[str | Non
 def submit(grid: Grid, specs: Sequence[RunSpec], results_root: str | Path, executor: str,
            max_parallel: int | None = None, profile: str | None = None,
            allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = ()) -> Launch:
-    entry = registry.executors.get(executor)
+    entry = executors.registered.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
     profiles = resource_profiles(grid, profile)     # all loaded and checked before submitting
@@ -343,7 +343,7 @@ def cancel(grid: Grid, results_root: str | Path) -> tuple[list[str], list[str]]:
             by_executor.setdefault(marker["executor"], []).append((rid, marker))
     cancelled, problems = [], []
     for name, items in by_executor.items():
-        entry = registry.executors.get(name)
+        entry = executors.registered.get(name)
         job_ids = sorted({str(j) for _, m in items for j in m.get("workers") or [m["job_id"]]})
         if entry.cancel is None:
             problems.append(f"{len(items)} cell(s) run under the {name!r} executor "

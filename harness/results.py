@@ -27,7 +27,7 @@ import pandas as pd
 from harness import registry, store
 from harness.baselines import load_all
 from harness.protocol import protocol_id
-from harness.spec import NONE, RunSpec
+from harness.run_spec import NONE, RunSpec
 
 IDENTITY = ("kind", "source", "run_id", "grid", "grids", "teacher", "scale", "method", "relaxation", "refinement",
             "seed", "label", "group", "steps", "status", "reused_from")

@@ -25,7 +25,7 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import launch, plugins, registry, store, tracking
+from harness import baselines, executors, launch, plugins, registry, store, tracking
 from harness.executors import LaunchError
 from harness.grid import Grid, GridError, load_grid
 from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
@@ -33,7 +33,13 @@ from harness.profiles import ProfileError, SlurmProfile, list_profiles
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
-LIST_CHOICES = tuple(registry.AXES) + ("params",)
+# Every registry, by the name `--list` takes.
+REGISTRIES: dict[str, registry.Registry] = {
+    "teachers": registry.teachers, "methods": registry.methods, "relaxations": registry.relaxations,
+    "refinements": registry.refinements, "metrics": registry.metrics, "executors": executors.registered,
+    "baselines": baselines.registered, "rewards": registry.rewards,
+}
+LIST_CHOICES = tuple(REGISTRIES) + ("params",)
 REWARD_KEYS = ("reward.models", "reinforce.models", "sample.tteo_reward", "sample.select_reward")
 
 
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     try:
         grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors,
                          overrides=overrides)
-        registry.executors.get(args.executor)
+        executors.registered.get(args.executor)
         profiles = launch.resource_profiles(grid, args.slurm_profile)
     except GridError as e:
         for line in e.problems:
@@ -379,7 +385,7 @@ def print_list(axis: str, out: TextIO) -> None:
     if axis == "params":
         _print_params(out)
         return
-    items = registry.AXES[axis].items()
+    items = REGISTRIES[axis].items()
     if not items:
         print(f"(no {axis} registered)", file=out)
     width = max([len(n) for n, _ in items] + [4])

@@ -114,7 +114,7 @@ class Record(TypedDict, total=False):
     run_id: str                     # RunSpec.run_id: 16 hex digits of the spec's sha256
     grid: str                       # grid name: the directory under the results root
     description: str                # short human-readable label of the cell
-    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params (spec.ADDED_PARAMS
+    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params (run_spec.ADDED_PARAMS
                                     # left out at their default), plugins
     status: Literal["ok", "failed", "diverged"]  # diverged: some metric was not finite
     error: RecordError | None       # set when status is "failed"

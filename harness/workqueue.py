@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
 
 #----------------------------------------------------------------------------
 

@@ -93,6 +93,10 @@ class BaselineSource:
         return read_csv(self.path(), self.name)
 
 
+# The baseline sources reports read, filled by `harness.plugins`.
+registered: registry.Registry[BaselineSource] = registry.Registry("baseline source")
+
+
 # The directory of the baseline files: $SOFTDIMO_BASELINES, else <project>/baselines.
 def baselines_dir() -> Path:
     return Path(os.environ.get(BASELINES_ENV) or Path(__file__).resolve().parents[2] / "baselines")
@@ -162,8 +166,8 @@ def load_all(names: Sequence[str] | None = None) -> tuple[list[Baseline], list[s
     out: list[Baseline] = []
     summary: list[str] = []
     problems: list[str] = []
-    for name in names or registry.baseline_sources.names():
-        src = registry.baseline_sources.get(name)
+    for name in names or registered.names():
+        src = registered.get(name)
         if not src.path().exists():
             summary.append(f"{name}: {src.path().name} not present")
             continue
