@@ -24,8 +24,10 @@ from harness.grid import Grid
 from harness.profiles import SlurmProfile, load_profile
 from harness.provenance import code_version
 from harness.run_spec import RunSpec
+from softdimo.files import atomic_write
 
 MARKER = ".submitted"
+MARKER_CORRUPT = ".submitted.corrupt"     # an unreadable marker, kept aside (read_marker)
 SUBMITIT_DIR = ".submitit"
 STATES = ("done", "diverged", "failed", "corrupt", "running", "pending")
 JOBS = JobCallables(run_cell=cell.execute, run_queue=cell.execute_queue, slurm_cell=cell.SlurmCell,
@@ -98,20 +100,38 @@ def to_submit(cells: Sequence[CellState], rerun_failed: bool) -> list[RunSpec]:
     return [c.spec for c in cells if c.state == "pending" or c.state in retry]
 
 
-# The submission marker of a run (executor, job id, host, time), None if there is none.
+# The submission marker of a run (executor, job id, host, time), None if there is none. A marker
+# that cannot be read (half-written by a writer that died, or damaged) is not taken for none
+# silently: it is named on stderr and moved aside to `.submitted.corrupt`, so the cell counts as
+# not submitted and its next launch writes a whole marker.
 def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, Any] | None:
     path = store.run_dir(results_root, grid, run_id) / MARKER
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    try:
+        marker = json.loads(text)
+        problem = "" if isinstance(marker, dict) and {"executor", "job_id"} <= set(marker) else \
+            "not an object with executor and job_id"
+    except ValueError as e:
+        problem = str(e)
+    if not problem:
+        return marker
+    aside = path.with_name(MARKER_CORRUPT)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:               # another reader moved it first
+        return None
+    print(f"warning: {path}: unreadable submission marker ({problem}); moved to {aside.name}: the "
+          f"cell counts as not submitted", file=sys.stderr)
+    return None
 
 
+# Write a run's submission marker (atomically: a reader never sees half of one).
 def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job_id: str,
                   folder: Path, extra: dict[str, Any]) -> None:
-    d = store.run_dir(results_root, grid, run_id)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / MARKER).write_text(json.dumps({
+    atomic_write(store.run_dir(results_root, grid, run_id) / MARKER, json.dumps({
         "executor": executor, "job_id": job_id, "host": socket.gethostname(), "folder": str(folder),
         "submitted": dt.datetime.now().astimezone().isoformat(timespec="seconds"), **extra}))
 

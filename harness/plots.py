@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 from harness.results import final_runs  # noqa: E402
 from harness.store import SAMPLES_FILE  # noqa: E402
 from harness.tables import order_key  # noqa: E402
+from softdimo.files import atomic_write  # noqa: E402
 
 FORMATS = ("png", "pdf")
 SAMPLES_PER_PAGE = 12
@@ -101,7 +102,7 @@ def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in FORMATS:
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=_METADATA[ext])
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=_METADATA[ext]))
         paths.append(path)
     plt.close(fig)
     return paths

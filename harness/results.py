@@ -28,6 +28,7 @@ from harness import registry, store
 from harness.baselines import load_all
 from harness.protocol import protocol_id
 from harness.run_spec import NONE, RunSpec
+from softdimo.files import atomic_write
 
 IDENTITY = ("kind", "source", "run_id", "grid", "grids", "teacher", "scale", "method", "relaxation", "refinement",
             "seed", "label", "group", "steps", "status", "reused_from")
@@ -199,5 +200,4 @@ def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
         if len(kinds) > 1 or kinds & {tuple, list, dict}:
             out[column] = out[column].map(lambda v: None if v is None or v != v else json.dumps(v, default=str))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(path, index=False)
-    return Path(path)
+    return atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))

@@ -1,21 +1,20 @@
 """The results store: one `record.json` per run under `results/<grid>/<run_id>/`.
 
-A record is written atomically (temporary file in the same directory, fsync, rename) under a
-per-run lock, so a reader sees either the previous record or the new one, never half of one. An
+A record is written atomically (`softdimo.files.atomic_write`: temporary file in the same
+directory, fsync, rename) under a per-run lock, so a reader sees either the previous record or the new one, never half of one. An
 `ok` or `diverged` record is final and is never overwritten; a `failed` record that is retried is
 first kept as `attempts/<n>.json`. Corrupt records are reported by name, never dropped silently.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, TypedDict
+from typing import Any, Iterable, Literal, Mapping, TypedDict
+
+from softdimo.files import atomic_write
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -194,33 +193,6 @@ def check_record(record: Any, path: str | Path) -> None:
         raise CorruptRecordError(Path(path), "spec is not an object")
 
 
-# Write a file atomically, the one way the harness writes files that others read: `content` (text,
-# bytes, or a function that writes the path it is given) goes to a temporary file beside `path`,
-# flushed to disk, which then replaces `path`, so readers never see half a file. With `lock`, the
-# replace happens under that exclusive flock, after `check()` (which may refuse by raising).
-def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None],
-                 lock: Path | None = None, check: Callable[[], None] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        if callable(content):
-            content(tmp)
-        else:
-            tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(tmp, 0o644)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        with _locked(lock) if lock is not None else contextlib.nullcontext():
-            if check is not None:
-                check()
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # Write a record atomically and under the run's lock; never replaces an ok/diverged record; keeps a
 # replaced failed one (attempts/<n>.json). NaN is refused: a record is strict JSON.
 def write_record(run_dir: str | Path, record: Record) -> Path:
@@ -258,29 +230,8 @@ def _keep_attempt(run_dir: Path, target: Path) -> None:
     try:
         os.link(target, attempts / f"{n}.json")
     except OSError:                             # filesystems without hard links
-        (attempts / f"{n}.json").write_bytes(target.read_bytes())
+        atomic_write(attempts / f"{n}.json", target.read_bytes())
 
-
-class _locked:
-    # An exclusive flock on a lock file for a check-and-replace step.
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 #----------------------------------------------------------------------------
 
@@ -379,6 +330,6 @@ def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
     for key in ("grid_png", "per_condition", "selection"):
         name = (record.get("samples") or {}).get(key)
         if name and (source.parent / name).is_file():
-            shutil.copyfile(source.parent / name, target / name)
+            atomic_write(target / name, lambda tmp: shutil.copyfile(source.parent / name, tmp))
     return write_record(target, record)
 

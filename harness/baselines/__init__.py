@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness import registry
 from harness.protocol import protocol_id
+from softdimo.files import atomic_write
 
 BASELINES_ENV = "SOFTDIMO_BASELINES"
 COLUMNS = ("source", "paper", "arxiv", "citation", "source_quality", "table", "teacher",
@@ -156,8 +157,7 @@ def write_csv(baselines: Iterable[Baseline], path: str | Path) -> None:
                     "protocol_json": json.dumps(dict(b.protocol), sort_keys=True),
                     "notes": b.notes, "seed": "" if b.seed is None else b.seed, "run_id": b.run_id,
                     "stage_hashes_json": json.dumps(dict(b.stage_hashes), sort_keys=True) if b.stage_hashes else ""})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(buf.getvalue(), encoding="utf-8")
+    atomic_write(path, buf.getvalue())
 
 
 # Every baseline of the registered sources (or of `names`), and one line per source saying what

@@ -35,6 +35,7 @@ from PIL import Image
 
 from harness import assets
 from harness.entries import MetricValue
+from softdimo.files import atomic_write
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 IMAGES_PER_PROMPT = 4
@@ -137,9 +138,10 @@ def write_layout(out_dir: Path, metadata: Sequence[dict[str, Any]], images: Sequ
     for i, meta in enumerate(metadata):
         folder = out_dir / f"{i:05d}"
         (folder / "samples").mkdir(parents=True, exist_ok=True)
-        (folder / "metadata.jsonl").write_text(json.dumps(meta))
+        atomic_write(folder / "metadata.jsonl", json.dumps(meta))
         for j in range(per_prompt):
-            Image.fromarray(images[i * per_prompt + j]).save(folder / "samples" / f"{j:05d}.png")
+            image = Image.fromarray(images[i * per_prompt + j])
+            atomic_write(folder / "samples" / f"{j:05d}.png", lambda tmp: image.save(tmp))
     return out_dir
 
 

@@ -39,6 +39,7 @@ from torch import Tensor
 from harness import assets
 from harness.entries import MetricValue
 from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD
+from softdimo.files import atomic_write
 from softdimo.teachers.weights import load_weights_only, read_state_dict
 
 HPS_ARCH = "ViT-H-14"
@@ -212,7 +213,8 @@ def write_benchmark_layout(root: Path, images: dict[str, Sequence[np.ndarray]],
             raise ValueError(f"style {style}: {len(style_images)} images for {len(prompts[style])} prompts")
         (root / style).mkdir(parents=True, exist_ok=True)
         for idx, image in enumerate(style_images):
-            Image.fromarray(image).save(root / style / f"{idx:05d}.jpg", quality=HPS_JPEG_QUALITY)
+            atomic_write(root / style / f"{idx:05d}.jpg",
+                         lambda tmp: Image.fromarray(image).save(tmp, quality=HPS_JPEG_QUALITY))
     return root
 
 

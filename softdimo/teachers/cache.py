@@ -4,15 +4,15 @@ created under an exclusive file lock so concurrent jobs train a model once and r
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+
+from softdimo.files import atomic_write, exclusive_lock, fsync_file, fsync_tree
 
 DONE_MARKER = "complete.json"
 
@@ -26,25 +26,15 @@ def config_hash(name: str, config: Any, version: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # Return the cache directory of `key`, calling `build(tmp_dir)` first if it is not complete yet.
-# `build` writes its files into tmp_dir; the directory is renamed into place when it returns, and
-# a marker with the build time is written last. Returns (directory, was_cache_hit).
+# `build` writes its files into tmp_dir; when it returns, a marker with the build time is written
+# last, everything is flushed to disk and the directory is renamed into place. Returns
+# (directory, was_cache_hit).
 def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
     final = root / key
     if (final / DONE_MARKER).is_file():
         return final, True
-    with _exclusive(root / f".{key}.lock"):
+    with exclusive_lock(root / f".{key}.lock"):
         if (final / DONE_MARKER).is_file():
             return final, True
         tmp = root / f".{key}.tmp-{os.getpid()}"
@@ -53,9 +43,11 @@ def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) ->
         start = time.time()
         summary = build(tmp)
         summary = {**summary, "build_seconds": time.time() - start}
-        (tmp / DONE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
+        atomic_write(tmp / DONE_MARKER, json.dumps(summary, indent=1, sort_keys=True))
+        fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        fsync_file(root)
         return final, False
 
 
