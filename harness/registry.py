@@ -1,5 +1,5 @@
 """One typed registry per axis of the experiment matrix (teacher, method, relaxation, refinement,
-metric, reward model: the entry types of `harness.entries`), keyed by the short names used in grid
+metric, reward model, evaluation protocol: the entry types of `harness.entries`), keyed by the short names used in grid
 files, and the one "did you mean" of the project. A registry is declared beside its entry type:
 the executors' in `harness.executors`, the baseline sources' in `harness.baselines`;
 `harness.run.REGISTRIES` names them all.
@@ -15,8 +15,8 @@ import re
 import threading
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
-from harness.entries import (MethodEntry, MetricEntry, RefinementEntry, RelaxationEntry, RewardEntry,
-                             TeacherEntry)
+from harness.entries import (MethodEntry, MetricEntry, ProtocolFamily, RefinementEntry, RelaxationEntry,
+                             RewardEntry, TeacherEntry)
 
 T = TypeVar("T")
 
@@ -89,3 +89,4 @@ relaxations: Registry[RelaxationEntry] = Registry("relaxation")
 refinements: Registry[RefinementEntry] = Registry("refinement")
 metrics: Registry[MetricEntry] = Registry("metric")
 rewards: Registry[RewardEntry] = Registry("reward model")
+protocols: Registry[ProtocolFamily] = Registry("protocol")     # protocol name -> the family that scores it

@@ -37,7 +37,7 @@ from softdimo.params import schema
 REGISTRIES: dict[str, registry.Registry] = {
     "teachers": registry.teachers, "methods": registry.methods, "relaxations": registry.relaxations,
     "refinements": registry.refinements, "metrics": registry.metrics, "executors": executors.registered,
-    "baselines": baselines.registered, "rewards": registry.rewards,
+    "baselines": baselines.registered, "rewards": registry.rewards, "protocols": registry.protocols,
 }
 LIST_CHOICES = tuple(REGISTRIES) + ("params",)
 REWARD_KEYS = ("reward.models", "reinforce.models", "sample.tteo_reward", "sample.select_reward")

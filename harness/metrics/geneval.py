@@ -37,6 +37,7 @@ from harness import assets
 from harness.entries import MetricValue
 from softdimo.files import atomic_write
 
+PROTOCOL = "geneval"                  # the one protocol: GenEval's own evaluator, Overall = mean of the 6 tasks
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 IMAGES_PER_PROMPT = 4
 METADATA_FILE = "prompts/evaluation_metadata.jsonl"
@@ -269,7 +270,7 @@ def evaluate(image_dir: Path, config: GenEvalConfig, work_dir: Path,
 def _protocol(config: GenEvalConfig, metadata: Sequence[dict[str, Any]], per_prompt: int, n: int) -> dict[str, Any]:
     body = "\n".join(json.dumps(m, sort_keys=True) for m in metadata)
     protocol: dict[str, Any] = {
-        "name": "geneval", "num_prompts": len(metadata), "images_per_prompt": per_prompt, "num_samples": n,
+        "name": PROTOCOL, "num_prompts": len(metadata), "images_per_prompt": per_prompt, "num_samples": n,
         "metadata_sha256": hashlib.sha256(body.encode()).hexdigest(),
         "options": {**DEFAULT_OPTIONS, **config.options}, "overall": "mean of 6 task accuracies",
         "evaluator": "evaluation/evaluate_images.py" if config.command == DEFAULT_COMMAND else "custom command"}

@@ -44,6 +44,7 @@ from softdimo.teachers.weights import load_weights_only, read_state_dict
 
 HPS_ARCH = "ViT-H-14"
 HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
+BENCHMARK_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in HPS_VERSIONS}   # protocol -> HPS version
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPS_SCALE = 100.0
 HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
