@@ -26,7 +26,7 @@ from harness.environment import cache_dir, run_context
 from harness.metrics import clip_score, fid, geneval, hps, t2i_prompts
 from harness.run_spec import CellError
 from harness.samples import open_samples
-from softdimo.teachers.maskgen import read_prompts
+from softdimo.teachers.text_conditioned import read_prompts
 
 #----------------------------------------------------------------------------
 # How sample sets are identified.

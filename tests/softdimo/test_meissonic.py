@@ -48,14 +48,6 @@ B, C, MASK = 3, 32, 39
 TINY = MEISSONIC_ARCHS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def io():
     return load_file(str(FIXTURES / "meissonic_transformer_tiny_io.safetensors"))

@@ -22,7 +22,7 @@ from harness.entries import EvalInput, RunContext
 from harness.metrics import fid, t2i_prompts
 from harness.metrics.features import _T2IBenchmarkImages, extract_features, features_of, load_extractor
 from harness.samples import array_samples, open_samples, to_uint8
-from softdimo.teachers.maskgen import read_prompts as read_prompt_file
+from softdimo.teachers.text_conditioned import read_prompts as read_prompt_file
 from tests.float_tolerance import INCEPTION, rounding_atol, rounding_close
 
 PARITY = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "t2ibenchmark"
