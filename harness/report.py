@@ -91,7 +91,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     records, problems = store.scan(results_root, grids)
     _load_plugins(records)
     base, base_summary, base_problems = baselines.load_all()
-    df = results.frame(results.record_rows(records) + [b.row() for b in base])
+    order = store.cell_order(results_root, {r["grid"] for r in records})
+    df = results.frame(results.record_rows(records, cell_order=order) + [b.row() for b in base])
     all_tables = tables.build_tables(df, delta_to=baseline)
     chosen, layout_problems = chosen_layouts(df, layout_names)
     base_problems = base_problems + layout_problems

@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
               f"nothing was submitted (python -m harness.assets check)", file=err)
         return 2
     store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
-                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare})
+                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare,
+                                               "cells": [s.run_id for s in grid.specs]})
     counts = Counter(c.state for c in cells)
     if not todo:
         print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)

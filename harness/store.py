@@ -237,7 +237,7 @@ def _keep_attempt(run_dir: Path, target: Path) -> None:
 
 
 # Keep what the report needs of a grid file beside its records (`results/<grid>/grid.json`): its
-# description, scale, file and `compare:` section.
+# description, scale, file, `compare:` section and cells (run ids in matrix order).
 def write_grid_info(results_root: str | Path, name: str, info: Mapping[str, Any]) -> Path:
     return atomic_write(Path(results_root) / name / GRID_INFO_FILE, json.dumps(dict(info), indent=1, sort_keys=True))
 
@@ -249,6 +249,16 @@ def grid_info(results_root: str | Path, name: str) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+# The place of each run in its grid's matrix (the grid information's `cells`: run ids in the order
+# the grid file names them), over the given grids; a run in several grids keeps its first place.
+def cell_order(results_root: str | Path, grids: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in sorted(grids):
+        for i, run_id in enumerate(grid_info(results_root, name).get("cells", [])):
+            out.setdefault(run_id, i)
+    return out
 
 
 # The status of each run id's record in one grid: "ok" / "failed" / "diverged" / "corrupt" / None.
