@@ -114,19 +114,29 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
         problems.add("teacher", f"teacher {teacher.name!r} runs at scale(s) {', '.join(teacher.scales)}, "
                                 f"not {scale!r}")
     relaxation, refinement = cell.get("relaxation", NONE), cell.get("refinement", NONE)
-    relax_entry = problems.check(_relaxation, method, relaxation) if method is not None else None
-    ref_entry = problems.check(_refinement, method, refinement, relax_entry) if method is not None else None
+    if method is not None:
+        relax_entry = problems.check(_relaxation, method, relaxation)
+        ref_entry = problems.check(_refinement, method, refinement, relax_entry)
+    else:                                    # the names alone, without the method to check them against
+        relax_entry, ref_entry = (problems.check(_lookup, reg, axis, value) if value != NONE else None
+                                  for axis, reg, value in (("relaxation", registry.relaxations, relaxation),
+                                                           ("refinement", registry.refinements, refinement)))
+    overrides = {**(teacher.default_params if teacher is not None else {}), **(grid_params or {}),
+                 **{k: v for k, v in cell.items() if "." in k}}
     if teacher is None or method is None or (relaxation != NONE and relax_entry is None) \
             or (refinement != NONE and ref_entry is None):
-        problems.raise_if_any()              # the stages a cell reads depend on these
+        # The stages a cell reads depend on these; each parameter is still checked against the
+        # stages it could belong to, so that one run names every problem of the cell.
+        classes = _possible_classes(teacher, method, refinement, ref_entry)
+        for key, value in overrides.items():
+            problems.check(_set_value, {}, classes, key, value)
+        problems.raise_if_any()
 
     classes = stage_classes(teacher, method, ref_entry)
     values: dict[str, Any] = {}
     for stage, cls in classes.items():
         for name, spec in schema(cls).items():
             values[f"{stage}.{name}"] = spec.default
-    overrides = {**teacher.default_params, **(grid_params or {}),
-                 **{k: v for k, v in cell.items() if "." in k}}
     for key, value in overrides.items():
         problems.check(_set_value, values, classes, key, value)
 
@@ -143,6 +153,23 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
     problems.raise_if_any()
     return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
                    tuple(sorted(values.items())), tuple(plugins))
+
+
+# The stages a cell whose teacher, method, relaxation or refinement is wrong could read, with their
+# configuration classes: its method's (every stage when the method is unknown; the teacher's only
+# when the teacher is known), and the refinement's (every refinement's when the named one is unknown).
+def _possible_classes(teacher: TeacherEntry | None, method: MethodEntry | None, refinement: Any,
+                      ref_entry: RefinementEntry | None) -> dict[str, type]:
+    stages = method.stages if method is not None else ("teacher", *STAGE_CONFIGS)
+    out = {s: STAGE_CONFIGS[s] for s in stages if s in STAGE_CONFIGS}
+    if "teacher" in stages and teacher is not None:
+        out["teacher"] = teacher.config_cls
+    if ref_entry is not None:
+        refs = [ref_entry]
+    else:
+        refs = [e for _, e in registry.refinements.items()] if refinement != NONE else []
+    out.update({e.stage: e.config_cls for e in refs if e.stage is not None and e.config_cls is not None})
+    return out
 
 
 # The relaxation entry of a cell, checked against its method; None when the method takes none.
