@@ -302,6 +302,7 @@ def test_clip_text_parity_transformers_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
+    torch.set_num_threads(1)          # as its tests run: module fixtures are built before theirs
     directory = tmp_path_factory.mktemp("meissonic")
     ctx = RunContext(run_dir=directory / "run", cache_dir=directory / "cache")
     return teachers.get("meissonic").build(tiny_meissonic_config(directory), ctx)
