@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 import sys
@@ -31,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from harness.baselines import COLUMNS  # noqa: E402
+from softdimo.files import atomic_write  # noqa: E402
 
 ARXIV = re.compile(r"arXiv (\d{4}\.\d{5})")
 
@@ -176,10 +178,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "paper_results.csv")
     args = p.parse_args()
     rows = build(args.source)
-    with open(args.out, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(args.out, buf.getvalue())
     print(f"wrote {len(rows)} rows to {args.out}")
 
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Collection, Iterable
 
+from harness import registry
 from harness.baselines import Baseline
 
 TEXT_TO_IMAGE_TASKS = ("t2i", "t2i-1024")
@@ -35,10 +36,9 @@ class ProtocolMapping:
     notes: str
 
 
-# The protocol names the harness computes, every family of `harness.evaluate`.
+# The protocol names the harness computes: every registered protocol (`registry.protocols`).
 def computable_protocols() -> set[str]:
-    from harness.evaluate import protocol_names
-    return {name for names in protocol_names().values() for name in names}
+    return set(registry.protocols.names())
 
 
 # One mapping per (source, metric, protocol, notes) of the baselines of `tasks` (all when None).

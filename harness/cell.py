@@ -51,6 +51,7 @@ from harness.selection import save_selection
 from harness.spec import RunSpec, spec_defaults
 from harness.stages import batch_digests, samples_digest
 from harness.tracking import NO_TRACKERS, RunTrackers
+from softdimo.files import atomic_write
 
 LOG_FILE = "log.txt"
 QUEUE_POLL_S = 1.0                    # a local worker waiting for the cells it needs looks again this often
@@ -260,8 +261,9 @@ def _cap_message(error: BaseException, job: slurm.JobInfo | None, terms: JobTerm
 def _note_interrupted_run(run_dir: Path, job: slurm.JobInfo, wall_s: float, gpus: int) -> None:
     entry = {"job_id": job.job_id, "restart": job.restart_count, "wall_s": round(wall_s, 3),
              "end": "requeued", "accelerator_hours": round(wall_s * gpus / 3600, 6), "time": now()}
-    with open(run_dir / JOB_RUNS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
+    path = run_dir / JOB_RUNS_FILE
+    earlier = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write(path, earlier + json.dumps(entry) + "\n")
 
 
 # The interrupted earlier runs of this job on this cell.

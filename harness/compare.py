@@ -11,7 +11,7 @@ test and which n it used. A pure function of the results table; `render_markdown
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -19,7 +19,7 @@ import yaml
 from scipy import stats
 
 from harness.protocol import protocol_mismatch
-from harness.results import final_runs
+from harness.results import final_runs, order_key
 
 AXES = ("kind", "source", "grid", "teacher", "scale", "method", "relaxation", "refinement", "label")
 
@@ -41,6 +41,7 @@ class Comparison:
     n: int                          # treatment values (seeds)
     n_ref: int                      # reference values (seeds, or the baseline's n)
     note: str = ""                  # why there is no test
+    position: Any = None            # the compared group's place in its grid's matrix (`matrix_order`)
 
     # True when the 95% interval of the difference excludes zero.
     @property
@@ -155,16 +156,21 @@ def compare(df: pd.DataFrame, reference: Mapping[str, Any], within: Sequence[str
             f"not compared: the reference matches {len(ref_groups)} settings ({ref_label}); add KEY=VALUE pairs "
             f"until it names one")
         for group, treat in scope[~scope["group"].isin(ref_groups)].groupby("group", sort=False):
-            label = treat["label"].iloc[0]
+            label, position = treat["label"].iloc[0], treat["matrix_order"].iloc[0]
             for metric, t in treat.groupby("metric", sort=True):
                 r = ref_rows[ref_rows["metric"] == metric]
                 higher = bool(t["higher_is_better"].iloc[0])
                 if ambiguous and not r.empty:
                     out.append(Comparison(teacher, label, ref_label, metric, higher, "", None, None, None,
-                                          len(t), len(r), ambiguous))
+                                          len(t), len(r), ambiguous, position))
                 elif not r.empty:
-                    out.append(_compare(teacher, label, ref_label, metric, higher, t, r))
-    return sorted(out, key=lambda c: (c.teacher, c.label, c.metric))
+                    out.append(replace(_compare(teacher, label, ref_label, metric, higher, t, r), position=position))
+    return sorted(out, key=lambda c: (c.teacher, _order(c), c.metric))
+
+
+# Where a comparison stands among its teacher's: in the grid's matrix order, then by label.
+def _order(c: Comparison) -> tuple:
+    return order_key("run", None, c.label, position=c.position)
 
 
 # A Markdown table per teacher: one row per compared label, one column per metric, each cell the
@@ -185,7 +191,7 @@ def render_markdown(comparisons: Sequence[Comparison], reference: Mapping[str, A
         out += [f"### {teacher}", "",
                 "| run − reference | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |",
                 "|---|" + "---:|" * len(metrics)]
-        for label, ref in sorted({(c.label, c.reference) for c in mine}):
+        for label, ref in dict.fromkeys((c.label, c.reference) for c in sorted(mine, key=_order)):
             cells = []
             for m in metrics:
                 c = next((x for x in mine if x.label == label and x.reference == ref and x.metric == m), None)

@@ -14,7 +14,7 @@ from harness.held_samples import HeldSamples
 from harness.tracking import NO_TRACKERS, RunTrackers
 
 if TYPE_CHECKING:
-    from harness.spec import RunSpec
+    from harness.run_spec import RunSpec
     from softdimo.refine.selection import SelectionLog
     from softdimo.teachers.base import Teacher
 
@@ -146,6 +146,54 @@ class RewardEntry:
     assets: tuple[str, ...] = ()
     unit: float = 1.0
 
+
+# What `python -m harness.evaluate` is asked: score the sample set `samples` under the protocol
+# `protocol`, with the options the protocol's family reads (the command's options of the same names).
+@dataclass(frozen=True)
+class EvalRequest:
+    samples: Path
+    protocol: str
+    results: Path                            # results root: the record goes to <results>/evaluate/<id>/
+    metrics: tuple[str, ...] = ()            # the family's metrics to compute; () = its default
+    reference: Path | None = None            # instead of the protocol's default reference
+    reference_name: str | None = None        # the name recorded for `reference`
+    captions: Path | None = None             # one caption per line, in sample order
+    weights: Path | None = None              # instead of the protocol's weights asset
+    levels: int | None = None                # the intensity levels of the digits world
+    geneval_dir: Path | None = None          # a GenEval checkout
+    geneval_python: str | None = None        # GenEval's environment's interpreter
+    device: str = "cpu"
+    batch_size: int = 50
+    num_workers: int = 0
+
+
+# A family of evaluation protocols that `python -m harness.evaluate` scores sample sets made
+# elsewhere under; it is registered once under each protocol name it scores (`registry.protocols`).
+# `options`: the EvalRequest options among OPTIONAL_EVAL_OPTIONS it reads (any other one given is
+# refused). `check(request)`: problems with the options (one line each), before anything is read;
+# `check_samples(request)`: problems with the sample set itself, asked only when there are no others.
+# `assets(request)`: the assets read (checked before computing). `identity(request)`: what besides
+# the samples' content decides the values (hashed into the record's run id); `samples_sha256(path)`:
+# the content hash of a sample set. `compute(request, run_dir)`: the values and the number of
+# samples scored. `scale` and `teacher(protocol)` place the record among the runs (teacher None:
+# the `--teacher` option says).
+@dataclass(frozen=True)
+class ProtocolFamily:
+    name: str
+    compute: Callable[[EvalRequest, Path], tuple[dict[str, "MetricValue"], int]]
+    samples_sha256: Callable[[Path], str]
+    options: tuple[str, ...] = ()
+    check: Callable[[EvalRequest], list[str]] = lambda request: []
+    check_samples: Callable[[EvalRequest], list[str]] = lambda request: []
+    assets: Callable[[EvalRequest], list[str]] = lambda request: []
+    identity: Callable[[EvalRequest], dict[str, Any]] = lambda request: {}
+    scale: str = "paper"
+    teacher: Callable[[str], str | None] = lambda protocol: None
+    description: str = ""
+
+
+# The EvalRequest options that only some protocol families read.
+OPTIONAL_EVAL_OPTIONS = ("metrics", "reference", "captions", "weights", "levels", "geneval_dir", "geneval_python")
 
 #----------------------------------------------------------------------------
 

@@ -4,7 +4,10 @@
                                [--results DIR] [--metrics ...] [--label TEXT] [--teacher NAME]
 
 So a method not implemented here (its samples written by its own code) is compared with the
-baselines and the harness's runs under exactly the same protocol. Protocols:
+baselines and the harness's runs under exactly the same protocol. Each protocol belongs to a family
+(`harness.entries.ProtocolFamily`) registered under its protocol names (`registry.protocols`; the
+built-in families in `harness.builtin.protocols`, others by a plugin); this command only looks the
+family up. The built-in protocols:
 
 - FID family (`harness.metrics.fid.FID_PROTOCOLS`, e.g. imagenet256-fid50k-adm): `--samples` is a
   folder of PNG/JPEG images, an npz with uint8 NHWC `arr_0` or a zip of images; `--metrics` picks
@@ -41,214 +44,73 @@ from typing import Any
 
 import torch
 
-from harness import assets, mini_protocols, plugins, store
-from harness.assets.trust import private_dir
-from harness.entries import MetricValue
-from harness.environment import cache_dir, run_context
-from harness.spec import CellError
+from harness import assets, plugins, registry, store
+from harness.entries import OPTIONAL_EVAL_OPTIONS, EvalRequest, MetricValue, ProtocolFamily
 from harness.provenance import now, provenance
-from harness.metrics import clip_score, fid, geneval, hps, t2i_prompts
-from harness.samples import open_samples
-from softdimo.teachers.maskgen import read_prompts
 
 GRID = "evaluate"
-HPS_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in hps.HPS_VERSIONS}
 
 #----------------------------------------------------------------------------
-# Protocol dispatch: name -> (what it reads, how it computes).
+# Protocol lookup: every family is registered under its protocol names (`registry.protocols`).
 
 
 # All protocol names `--protocol` accepts, by family.
 def protocol_names() -> dict[str, list[str]]:
-    return {"fid": fid.FID_PROTOCOLS.names(), "hps": sorted(HPS_PROTOCOLS), "geneval": ["geneval"],
-            "clip": clip_score.CLIP_PROTOCOLS.names(), "mini": sorted(mini_protocols.MINI_PROTOCOLS)}
+    out: dict[str, list[str]] = {}
+    for name, family in registry.protocols.items():
+        out.setdefault(family.name, []).append(name)
+    return out
+
+
+# The family that scores a protocol; raises ValueError naming every protocol for an unknown one.
+def family_of(protocol: str) -> ProtocolFamily:
+    if protocol in registry.protocols:
+        return registry.protocols.get(protocol)
+    allowed = "; ".join(f"{k}: {', '.join(v)}" for k, v in protocol_names().items())
+    raise ValueError(f"unknown protocol {protocol!r}{registry.did_you_mean(protocol, registry.protocols)}; "
+                     f"allowed — {allowed}")
 
 
 # The identity of an evaluation (its run id hashes this): samples content, protocol, inputs read.
-def evaluation_identity(args: argparse.Namespace) -> dict[str, Any]:
-    family = _family(args.protocol)
-    samples = Path(args.samples)
-    ident: dict[str, Any] = {"protocol": args.protocol, "samples_sha256": content_sha256(samples, family)}
-    if family == "mini":
-        ident["metrics"] = sorted(args.metrics) if args.metrics else None
-        ident["levels"] = args.levels if args.protocol == "mini-digits" else None
-    if family == "fid":
-        ident["metrics"] = sorted(args.metrics) if args.metrics else None
-        if args.reference:
-            ident["reference_sha256"] = content_sha256(Path(args.reference), "fid")
-    if args.captions:
-        ident["captions_sha256"] = assets.sha256_file(Path(args.captions))
-    if family == "clip" and args.weights:
-        ident["weights_sha256"] = assets.sha256_file(Path(args.weights))
-    ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name))
-                              for name in protocol_assets(args)}
+def evaluation_identity(request: EvalRequest) -> dict[str, Any]:
+    family = family_of(request.protocol)
+    ident: dict[str, Any] = {"protocol": request.protocol, "samples_sha256": family.samples_sha256(request.samples),
+                             **family.identity(request)}
+    if request.captions:
+        ident["captions_sha256"] = assets.sha256_file(request.captions)
+    ident["assets_sha256"] = {name: assets.sha256_file(assets.resolve(name)) for name in family.assets(request)}
     return ident
 
 
-# sha256 of a sample set: the npz or image folder content, or every file of a layout tree.
-def content_sha256(path: Path, family: str) -> str:
-    if family == "mini" and path.is_file():
-        return assets.sha256_file(path)
-    if family in ("fid", "clip"):
-        return open_samples(path).content_sha256()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: expected a folder")
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{assets.sha256_file(f)}\n".encode())
-    return h.hexdigest()
-
-
-# Compute the metrics of one evaluation.
-def compute(args: argparse.Namespace, run_dir: Path, cache_dir: Path) -> tuple[dict[str, MetricValue], int]:
-    family = _family(args.protocol)
-    device = torch.device(args.device)
-    if family == "mini":
-        ctx = run_context(run_dir, args.results, log=lambda s: None)
-        return mini_protocols.evaluate(args.protocol, args.samples, args.levels, args.metrics or (), ctx)
-    if family == "fid":
-        source = open_samples(args.samples)
-        manifest = (Path(args.samples) if Path(args.samples).is_dir() else Path(args.samples).parent) / "manifest.json"
-        meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        metrics = args.metrics or _default_fid_metrics(args)
-        values = fid.evaluate(source, args.protocol, metrics, args.reference, args.reference_name, device,
-                              args.batch_size, args.num_workers, cache_dir, meta)
-        if args.captions:                      # checked against the protocol's prompt set before
-            prompt_set = fid.FID_PROTOCOLS.get(args.protocol).prompts
-            digest = assets.sha256_file(assets.resolve(t2i_prompts.PROMPT_SETS[prompt_set].asset))
-            for value in values.values():
-                value.protocol.update(prompts=prompt_set, prompts_sha256=digest)
-        return values, len(source)
-    if family == "hps":
-        scorer = hps.load_hps(HPS_PROTOCOLS[args.protocol], device)
-        values = hps.evaluate_benchmark(Path(args.samples), scorer, batch_size=args.batch_size)
-        return values, values["hps"].protocol["prompts_per_style"] * len(hps.HPS_STYLES)
-    if family == "geneval":
-        config = _geneval_config(args)
-        values = geneval.evaluate(Path(args.samples), config, run_dir / "geneval")
-        return values, values["geneval"].protocol["num_samples"]
-    source = open_samples(args.samples)
-    captions = Path(args.captions).read_text().splitlines()
-    value = clip_score.clip_score(source, captions, args.protocol, args.weights, device, args.batch_size)
-    return {"clip_score": value}, len(source)
-
-
-# FID-family default: every metric the reference can give (KID / PRDC need reference images).
-def _default_fid_metrics(args: argparse.Namespace) -> list[str]:
-    protocol = fid.FID_PROTOCOLS.get(args.protocol)
-    ref = Path(args.reference) if args.reference else assets.resolve(protocol.reference) if protocol.reference else None
-    if ref is not None and ref.is_file() and ref.suffix == ".npz":
-        import numpy as np
-        with np.load(ref) as data:
-            if {"mu", "sigma"} <= set(data.files) and "arr_0" not in data.files:
-                print(f"note: {ref} holds only mu/sigma: computing fid and inception_score (KID and PRDC "
-                      f"need reference images)", file=sys.stderr)
-                return ["fid", "inception_score"]
-    return list(fid.FID_METRICS)
-
-
-def _geneval_config(args: argparse.Namespace) -> geneval.GenEvalConfig:
-    return geneval.GenEvalConfig.from_env(Path(args.geneval_dir) if args.geneval_dir else None, args.geneval_python)
-
-
-def _family(name: str) -> str:
-    for family, names in protocol_names().items():
-        if name in names:
-            return family
-    allowed = "; ".join(f"{k}: {', '.join(v)}" for k, v in protocol_names().items())
-    raise ValueError(f"unknown protocol {name!r}; allowed — {allowed}")
-
-
-# Problems with the arguments, found before any computation (one line each).
-def check_arguments(args: argparse.Namespace) -> list[str]:
+# Problems with the request, found before any computation (one line each): the protocol, the files
+# named, the options its family does not read, the family's own checks, the assets, then the samples.
+def check_request(request: EvalRequest) -> list[str]:
     try:
-        family = _family(args.protocol)
+        family = family_of(request.protocol)
     except ValueError as e:
         return [str(e)]
-    problems = []
-    if not Path(args.samples).exists():
-        problems.append(f"--samples {args.samples}: no such file or folder")
-    if family == "mini":
-        return problems or _check_mini(args)
-    if args.metrics and family != "fid":
-        problems.append(f"--metrics applies to FID-family protocols only, not {args.protocol!r}")
-    if args.metrics:
-        problems += [f"--metrics {m!r}: allowed {', '.join(fid.FID_METRICS)}" for m in args.metrics
-                     if m not in fid.FID_METRICS]
-    if args.reference and not Path(args.reference).exists():
-        problems.append(f"--reference {args.reference}: no such file or folder")
-    if family == "clip" and not (args.captions and Path(args.captions).is_file()):
-        problems.append(f"protocol {args.protocol!r} needs --captions FILE (one caption per line)")
-    if args.captions and family in ("hps", "geneval"):
-        problems.append(f"--captions applies to CLIP-score and text-to-image FID protocols, not {args.protocol!r}")
-    if family == "fid":
-        protocol = fid.FID_PROTOCOLS.get(args.protocol)
-        if not args.reference and protocol.reference is None:
-            problems.append(f"protocol {args.protocol!r} has no default reference: pass --reference")
-        if args.captions and not protocol.prompts:
-            with_prompts = [n for n, p in fid.FID_PROTOCOLS.items() if p.prompts]
-            problems.append(f"--captions: protocol {args.protocol!r} has no prompt set (those with one: "
-                            f"{', '.join(with_prompts)})")
-        elif args.captions and not Path(args.captions).is_file():
-            problems.append(f"--captions {args.captions}: no such file")
-    if family == "geneval":
-        try:
-            config = _geneval_config(args)
-        except ValueError as e:
-            return problems + [str(e)]
-        if not config.metadata_path.is_file():
-            problems.append(f"{config.metadata_path}: GenEval prompt metadata not found (--geneval-dir)")
-    problems += assets.check_before_launch(protocol_assets(args))
-    if not problems and family == "fid" and args.captions:
-        problems += _caption_problems(args)
-    return problems
+    problems = [f"--{flag(key)} {getattr(request, key)}: no such file or folder"
+                for key in ("samples", "reference", "captions", "weights")
+                if getattr(request, key) is not None and not Path(getattr(request, key)).exists()]
+    for key in OPTIONAL_EVAL_OPTIONS:
+        if getattr(request, key) not in (None, ()) and key not in family.options:
+            takers = sorted({f.name for _, f in registry.protocols.items() if key in f.options})
+            problems.append(f"--{flag(key)} applies to protocols of the famil{'ies' if len(takers) > 1 else 'y'} "
+                            f"{', '.join(takers) or '(none)'}, not to {request.protocol!r} ({family.name})")
+    problems += family.check(request)
+    if not problems:
+        problems += assets.check_before_launch(family.assets(request))
+    return problems or family.check_samples(request)
 
 
-# Problems with the --captions of a text-to-image FID evaluation: one prompt per sample, and the
-# protocol's prompts in order.
-def _caption_problems(args: argparse.Namespace) -> list[str]:
-    try:
-        captions = read_prompts(args.captions, "--captions")
-        n = len(open_samples(args.samples))
-        if len(captions) != n:
-            return [f"--captions {args.captions}: {len(captions)} prompts for {n} samples"]
-        t2i_prompts.check_prompts(captions, fid.FID_PROTOCOLS.get(args.protocol).prompts)
-    except (ValueError, FileNotFoundError) as e:
-        return [f"--captions {args.captions}: {e}"]
-    return []
+# The command-line spelling of a request option.
+def flag(key: str) -> str:
+    return key.replace("_", "-")
 
 
-# A mini protocol's input and options: the arrays (read and checked), the metrics and levels.
-def _check_mini(args: argparse.Namespace) -> list[str]:
-    try:
-        read = mini_protocols.read_digits if args.protocol == "mini-digits" else mini_protocols.read_shapes
-        images, _ = read(args.samples)
-        mini_protocols.protocol_spec(args.protocol, len(images), args.levels, args.metrics or ())
-    except mini_protocols.SampleError as e:
-        return [f"--samples: {e}"]
-    except CellError as e:
-        key = {"eval.metrics": "--metrics", "teacher.levels": "--levels"}.get(e.key, e.key)
-        return [f"{key}: {str(e)[len(e.key) + 2:]}"]
-    return []
-
-
-# The assets an evaluation reads (weights, default references, prompt lists).
-def protocol_assets(args: argparse.Namespace) -> list[str]:
-    family = _family(args.protocol)
-    if family == "fid":
-        protocol = fid.FID_PROTOCOLS.get(args.protocol)
-        names = protocol.assets(args.metrics or fid.FID_METRICS)
-        names = [n for n in names if n != protocol.reference] if args.reference else names
-        if args.captions and protocol.prompts:
-            names.append(t2i_prompts.PROMPT_SETS[protocol.prompts].asset)
-        return names
-    if family == "hps":
-        return [hps.HPS_VERSIONS[HPS_PROTOCOLS[args.protocol]]] + [f"hps-benchmark-{s}" for s in hps.HPS_STYLES]
-    if family == "clip" and not args.weights:
-        return [clip_score.CLIP_PROTOCOLS.get(args.protocol).weights_asset]
-    if family == "geneval" and any("{detector_dir}" in part for part in _geneval_config(args).command):
-        return ["geneval-mask2former"]
-    return []
+# Score the request's samples; returns the values and the number of samples scored.
+def compute(request: EvalRequest, run_dir: Path) -> tuple[dict[str, MetricValue], int]:
+    return family_of(request.protocol).compute(request, run_dir)
 
 
 #----------------------------------------------------------------------------
@@ -263,10 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list-protocols", action="store_true", help="print the protocol names and exit")
     p.add_argument("--reference", metavar="PATH", help="FID family: reference npz (mu/sigma[, arr_0]) or images")
     p.add_argument("--reference-name", metavar="NAME", help="name recorded for --reference (default: its stem)")
-    p.add_argument("--metrics", nargs="+", metavar="M", help=f"FID family: subset of {', '.join(fid.FID_METRICS)}; "
-                                                                f"mini protocols: metrics of the mini teacher "
-                                                                f"(default: its default metrics)")
-    p.add_argument("--levels", type=int, default=4, help="mini-digits: intensity levels of the digits world (default 4)")
+    p.add_argument("--metrics", nargs="+", metavar="M", help="FID family: subset of fid, inception_score, kid, prdc; "
+                                                              "mini protocols: metrics of the mini teacher "
+                                                              "(default: its default metrics)")
+    p.add_argument("--levels", type=int, help="mini-digits: intensity levels of the digits world (default: the "
+                                              "digits teacher's, 4)")
     p.add_argument("--captions", metavar="FILE", help="CLIP score, text-to-image FID: one caption per line, "
                                                       "in sample order (FID: checked against the protocol's prompts)")
     p.add_argument("--weights", metavar="FILE", help="CLIP score: weights file instead of the protocol's asset")
@@ -284,6 +147,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# The request of parsed command-line options.
+def request_of(args: argparse.Namespace) -> EvalRequest:
+    paths = {key: Path(getattr(args, key)) if getattr(args, key) else None
+             for key in ("reference", "captions", "weights", "geneval_dir")}
+    return EvalRequest(Path(args.samples), args.protocol, Path(args.results), tuple(args.metrics or ()),
+                       reference_name=args.reference_name, levels=args.levels, geneval_python=args.geneval_python,
+                       device=args.device, batch_size=args.batch_size, num_workers=args.num_workers, **paths)
+
+
 # Evaluate, write the record, print the values; returns the exit status.
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -293,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{family}: {', '.join(names)}")
         return 0
     assets.forget_used_assets()
-    problems = check_arguments(args)
+    request = request_of(args)
+    problems = check_request(request)
     if problems:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
-    ident = evaluation_identity(args)
-    family = _family(args.protocol)
+    ident = evaluation_identity(request)
+    family = family_of(request.protocol)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = store.run_dir(args.results, GRID, run_id)
     if store.statuses(args.results, GRID, [run_id])[run_id] in store.FINAL_STATUSES:
@@ -310,19 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "schema_version": store.SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
         "description": f"{args.label} {args.protocol}",
-        "spec": {"scale": "mini" if family == "mini" else "paper",
-                 "teacher": mini_protocols.MINI_PROTOCOLS[args.protocol][0] if family == "mini" else args.teacher,
+        "spec": {"scale": family.scale, "teacher": family.teacher(args.protocol) or args.teacher,
                  "method": "external", "relaxation": "none",
                  "refinement": "none", "seed": 0, "plugins": [],
                  "params": {"evaluate.samples": str(Path(args.samples).resolve()),
                             "evaluate.protocol": args.protocol, "evaluate.label": args.label,
                             "evaluate.reference": str(Path(args.reference).resolve()) if args.reference else None,
-                            "evaluate.metrics": args.metrics, **{f"evaluate.{k}": v for k, v in ident.items()
+                            "evaluate.metrics": list(request.metrics) or None, **{f"evaluate.{k}": v for k, v in ident.items()
                                                                 if k.endswith("sha256")}}},
         "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(args.samples)},
         "info": {"identity": ident}}
     try:
-        values, count = compute(args, run_dir, private_dir(cache_dir(args.results)))
+        values, count = compute(request, run_dir)
         record["metrics"] = {k: v.to_json() for k, v in values.items()}
         if any(m["value"] is None for m in record["metrics"].values()):
             record["status"] = "diverged"

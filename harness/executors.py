@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from harness import slurm, workqueue
+from harness import registry, slurm, workqueue
 from harness.dependencies import Need, shared_work
 from harness.distributed import COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import THREADS_ENV
@@ -44,7 +44,7 @@ from harness.numerics import MINI_THREADS, pinned_environment
 from harness.tracking import LOG_WITH_ENV
 from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 from harness.provenance import CodeVersion
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
 
 DEFAULT_TIMEOUT_MIN = 240                  # per cell, for debug / local without a profile
 SACCT_POLL_S = 10.0                        # while waiting, at most one sacct call this often
@@ -148,6 +148,10 @@ class ExecutorEntry:
     @property
     def in_process(self) -> bool:
         return self.run_in_process is not None
+
+
+# The executors a launch may name (`--executor`), filled by `harness.plugins`.
+registered: registry.Registry[ExecutorEntry] = registry.Registry("executor")
 
 
 def _cores() -> int:

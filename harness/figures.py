@@ -23,8 +23,7 @@ import pandas as pd
 
 from harness.plots import Style, capped, curve_name, plt, points, reference_label, save_figure, slug
 from harness.protocol import protocol_mismatch
-from harness.results import final_runs
-from harness.tables import order_key
+from harness.results import final_runs, labels_in_order
 
 PANEL_W, PANEL_H = 3.6, 2.9                  # inches per panel
 MAX_COLUMNS = 3                               # panels per row
@@ -74,11 +73,6 @@ def _per_teacher(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
     yield from runs[runs["value"].notna()].groupby("teacher", sort=True)
 
 
-def _labels_in_order(rows: pd.DataFrame) -> list[str]:
-    first = rows.drop_duplicates("label")
-    return [lb for _, lb in sorted((order_key("run", None if s != s or s is None else int(s), lb), lb)
-                                   for lb, s in zip(first["label"], first["steps"]))]
-
 #----------------------------------------------------------------------------
 
 
@@ -91,7 +85,7 @@ def figure_methods(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Seque
         chosen = _chosen(list(rs["metric"]), metrics)
         if not chosen:
             continue
-        labels, note = capped(_labels_in_order(rs))
+        labels, note = capped(labels_in_order(rs))
         fig, axes = _panels(len(chosen), extra_h=0.25 * max(len(lb) for lb in labels) / 10)
         for ax, metric in zip(axes, chosen):
             m = rs[rs["metric"] == metric]
@@ -151,11 +145,11 @@ def figure_steps(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Sequenc
                 for k in ks:
                     ax.scatter([k] * len(curve[k]), curve[k], color=style.color(name), s=10, zorder=3)
             one_step = m[(m["steps"] == 1) & (m["relaxation"] != "none")]
-            for label in capped(_labels_in_order(one_step))[0]:
+            for label in capped(labels_in_order(one_step))[0]:
                 v = points(one_step[one_step["label"] == label])
                 ax.scatter([1] * len(v), v, marker="*", s=60, color=style.color(label), label=label, zorder=4)
             plain = m[m["steps"].isna()]
-            for label in capped(_labels_in_order(plain))[0]:
+            for label in capped(labels_in_order(plain))[0]:
                 ax.axhline(statistics.fmean(points(plain[plain["label"] == label])), ls="--", lw=1,
                            color=style.color(label), label=label)
             for label, source, steps, value in _reference_points(df, teacher, metric, list(m["protocol"])):
@@ -191,7 +185,7 @@ def figure_curves(df: pd.DataFrame, out_dir: Path, style: Style, metrics: Sequen
         chosen = _chosen(list(rs["metric"]), metrics)
         if not chosen:
             continue
-        keep, note = capped(_labels_in_order(rs))
+        keep, note = capped(labels_in_order(rs))
         fig, axes = _panels(len(chosen))
         for ax, name in zip(axes, chosen):
             c = rs[(rs["metric"] == name) & rs["label"].isin(keep)]

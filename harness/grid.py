@@ -41,10 +41,10 @@ from typing import Any, Iterator, Mapping
 
 from harness import registry, yaml_lines
 from harness.registry import did_you_mean
+from harness.run_spec import AXIS_KEYS, NONE, SCALES, CellError, RunSpec
 from harness.selectors import (AXES as SELECTOR_AXES, SelectorError, check_selector, parse_selector, same, select,
                                spec_value)
-from harness.spec import (AXIS_KEYS, DEFAULT_METHOD, NONE, SCALES, CellError, CellErrors, RunSpec, resolve_cell,
-                          spec_defaults)
+from harness.spec import DEFAULT_METHOD, CellErrors, resolve_cell, spec_defaults
 
 GRID_KEYS = ("name", "description", "scale", "plugins", "matrix", "params", "scales", "exclude",
              "include", "compare")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from harness.samples import to_uint8
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 
 MIN_TILE_PX = 64                      # small images (8x8 digits) are upscaled to at least this
 MAX_TILE_PX = 128                     # large images are downscaled to at most this in the grid
@@ -43,7 +43,8 @@ def save_image_grid(images: torch.Tensor, path: Path) -> None:
         top, left = pad + r * (h + pad), pad + q * (w + pad)
         canvas[:, top:top + h, left:left + w] = x[i]
     pixels = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(pixels[..., 0] if c == 1 else pixels, "L" if c == 1 else "RGB").save(path)
+    image = Image.fromarray(pixels[..., 0] if c == 1 else pixels, "L" if c == 1 else "RGB")
+    atomic_write(path, lambda tmp: image.save(tmp))
 
 
 # Save the first CONDITION_IMAGES images [N, C, H, W] in [0, 1] at their own resolution, uint8

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from harness import cell, dependencies, registry, store, workqueue
+from harness import cell, dependencies, executors, store, workqueue
 from harness.environment import cache_dir
 from harness.executors import (ExecutorEntry, JobCallables, JobEnd, JobState, LaunchError, SubmitRequest,
                                SubmittedJob)
 from harness.grid import Grid
 from harness.profiles import SlurmProfile, load_profile
 from harness.provenance import code_version
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
+from softdimo.files import atomic_write
 
 MARKER = ".submitted"
+MARKER_CORRUPT = ".submitted.corrupt"     # an unreadable marker, kept aside (read_marker)
 SUBMITIT_DIR = ".submitit"
 STATES = ("done", "diverged", "failed", "corrupt", "running", "pending")
 JOBS = JobCallables(run_cell=cell.execute, run_queue=cell.execute_queue, slurm_cell=cell.SlurmCell,
@@ -74,11 +76,11 @@ def job_states(results_root: str | Path, grid: str, run_ids: Sequence[str]
     by_executor: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for rid in run_ids:
         marker = read_marker(results_root, grid, rid) if rid in started else None
-        if marker is not None and marker.get("executor") in registry.executors:
+        if marker is not None and marker.get("executor") in executors.registered:
             by_executor.setdefault(marker["executor"], []).append((rid, marker))
     out: dict[str, JobState] = {}
     for name, items in by_executor.items():
-        states = registry.executors.get(name).states([m for _, m in items])
+        states = executors.registered.get(name).states([m for _, m in items])
         out.update((rid, js) for (rid, _), js in zip(items, states))
     return out
 
@@ -120,20 +122,38 @@ def schedule(grid: Grid, cells: Sequence[CellState], todo: Sequence[RunSpec], re
     return dependencies.schedule(todo, active, parent_status, done, world_size, since)
 
 
-# The submission marker of a run (executor, job id, host, time), None if there is none.
+# The submission marker of a run (executor, job id, host, time), None if there is none. A marker
+# that cannot be read (half-written by a writer that died, or damaged) is not taken for none
+# silently: it is named on stderr and moved aside to `.submitted.corrupt`, so the cell counts as
+# not submitted and its next launch writes a whole marker.
 def read_marker(results_root: str | Path, grid: str, run_id: str) -> dict[str, Any] | None:
     path = store.run_dir(results_root, grid, run_id) / MARKER
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    try:
+        marker = json.loads(text)
+        problem = "" if isinstance(marker, dict) and {"executor", "job_id"} <= set(marker) else \
+            "not an object with executor and job_id"
+    except ValueError as e:
+        problem = str(e)
+    if not problem:
+        return marker
+    aside = path.with_name(MARKER_CORRUPT)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:               # another reader moved it first
+        return None
+    print(f"warning: {path}: unreadable submission marker ({problem}); moved to {aside.name}: the "
+          f"cell counts as not submitted", file=sys.stderr)
+    return None
 
 
+# Write a run's submission marker (atomically: a reader never sees half of one).
 def _write_marker(results_root: Path, grid: str, run_id: str, executor: str, job_id: str,
                   folder: Path, extra: dict[str, Any]) -> None:
-    d = store.run_dir(results_root, grid, run_id)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / MARKER).write_text(json.dumps({
+    atomic_write(store.run_dir(results_root, grid, run_id) / MARKER, json.dumps({
         "executor": executor, "job_id": job_id, "host": socket.gethostname(), "folder": str(folder),
         "submitted": dt.datetime.now().astimezone().isoformat(timespec="seconds"), **extra}))
 
@@ -187,7 +207,7 @@ def submit(grid: Grid, plan_: dependencies.Schedule, results_root: str | Path, e
            max_parallel: int | None = None, profile: str | None = None,
            allow_code_change: bool = False, procs_per_cell: int = 1, log_with: Sequence[str] = (),
            collective_timeout_s: int | None = None) -> Launch:
-    entry = registry.executors.get(executor)
+    entry = executors.registered.get(executor)
     root = Path(results_root).resolve()
     folder = root / grid.name / SUBMITIT_DIR / "%j"
     profiles = resource_profiles(grid, profile)     # all loaded and checked before submitting
@@ -291,7 +311,7 @@ def settle_blocked(grid: Grid, results_root: str | Path) -> list[str]:
     settled = []
     for spec in grid.specs:
         marker = read_marker(results_root, grid.name, spec.run_id) if spec.run_id in started else None
-        entry = registry.executors.get(marker["executor"]) if marker and marker.get("executor") in registry.executors \
+        entry = executors.registered.get(marker["executor"]) if marker and marker.get("executor") in executors.registered \
             else None
         if not marker or not marker.get("after") or entry is None or entry.cancel is None:
             continue
@@ -470,7 +490,7 @@ def cancel(grid: Grid, results_root: str | Path) -> tuple[list[str], list[str]]:
             by_executor.setdefault(marker["executor"], []).append((rid, marker))
     cancelled, problems = [], []
     for name, items in by_executor.items():
-        entry = registry.executors.get(name)
+        entry = executors.registered.get(name)
         job_ids = sorted({str(j) for _, m in items for j in m.get("workers") or [m["job_id"]]})
         if entry.cancel is None:
             problems.append(f"{len(items)} cell(s) run under the {name!r} executor "

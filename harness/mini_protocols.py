@@ -15,8 +15,9 @@ names the array and what is expected, before anything is computed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,9 +28,8 @@ from harness.scoring import score_images
 from harness.spec import RunSpec, resolve_cell
 from softdimo.data import digits as digits_data
 from softdimo.data import shapes as shapes_world
-
-# protocol -> (teacher, the reference rung whose spec the metrics read)
-MINI_PROTOCOLS = {"mini-digits": ("digits", "real"), "mini-shapes": ("shapes", "real_prompt")}
+from softdimo.params import schema
+from softdimo.teachers.digits import DigitsConfig
 
 #----------------------------------------------------------------------------
 
@@ -115,13 +115,31 @@ def read_shapes(path: str | Path) -> tuple[Tensor, list[str]]:
     return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), prompts
 
 
+#----------------------------------------------------------------------------
+
+
+# One mini protocol: the teacher whose world it scores, the reference rung whose spec the metrics
+# read, how a sample set is read, and whether it takes the digits world's intensity levels.
+@dataclass(frozen=True)
+class MiniProtocol:
+    teacher: str
+    rung: str
+    read: Callable[[str | Path], tuple[Tensor, list[Any]]]
+    takes_levels: bool = False
+
+
+MINI_PROTOCOLS = {"mini-digits": MiniProtocol("digits", "real", read_digits, takes_levels=True),
+                  "mini-shapes": MiniProtocol("shapes", "real_prompt", read_shapes)}
+DEFAULT_LEVELS = schema(DigitsConfig)["levels"].default      # the digits teacher's own default
+
+
 # The spec whose metrics a mini protocol computes: the world's reference rung with the same
 # teacher configuration, sample count and metrics as a grid run.
 def protocol_spec(protocol: str, n: int, levels: int, metrics: Sequence[str] = ()) -> RunSpec:
-    teacher, rung = MINI_PROTOCOLS[protocol]
-    cell: dict[str, Any] = {"teacher": teacher, "method": rung, "seed": 0, "eval.samples": n,
+    mini = MINI_PROTOCOLS[protocol]
+    cell: dict[str, Any] = {"teacher": mini.teacher, "method": mini.rung, "seed": 0, "eval.samples": n,
                             "eval.metrics": list(metrics)}
-    if teacher == "digits":
+    if mini.takes_levels:
         cell["teacher.levels"] = levels
     return resolve_cell(cell, "mini")
 
@@ -129,7 +147,7 @@ def protocol_spec(protocol: str, n: int, levels: int, metrics: Sequence[str] = (
 # Read, check and score an outside sample set under a mini protocol.
 def evaluate(protocol: str, samples: str | Path, levels: int, metrics: Sequence[str], ctx: RunContext
              ) -> tuple[dict[str, MetricValue], int]:
-    images, conditions = (read_digits if protocol == "mini-digits" else read_shapes)(samples)
+    images, conditions = MINI_PROTOCOLS[protocol].read(samples)
     spec = protocol_spec(protocol, len(images), levels, metrics)
     values, _ = score_images(spec, None, ctx, images, conditions)
     return values, len(images)

@@ -30,9 +30,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from harness.results import final_runs  # noqa: E402
+from harness.results import final_runs, labels_in_order, order_key  # noqa: E402
 from harness.store import SAMPLES_FILE  # noqa: E402
-from harness.tables import order_key  # noqa: E402
+from softdimo.files import atomic_write  # noqa: E402
 
 FORMATS = ("png", "pdf")
 SAMPLES_PER_PAGE = 12
@@ -67,8 +67,7 @@ class Style:
         runs = final_runs(df)
         multi = runs[runs["steps"].notna() & (runs["relaxation"] == "none") & (runs["steps"] > 1)]
         names = [curve_name(m) for m in sorted(set(multi["method"]))]
-        runs = runs.drop_duplicates("group")
-        names += [lb for _, lb in sorted((order_key("run", _steps(s), lb), lb) for lb, s in zip(runs["label"], runs["steps"]))]
+        names += labels_in_order(runs)
         bases = df[(df["kind"] == "baseline") & df["teacher"].isin(set(runs["teacher"]))].drop_duplicates("group")
         names += [reference_label(lb, src) for _, lb, src in sorted(
             (order_key("baseline", _steps(s), lb), lb, src) for lb, src, s in zip(bases["label"], bases["source"], bases["steps"])
@@ -101,7 +100,7 @@ def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in FORMATS:
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=_METADATA[ext])
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=_METADATA[ext]))
         paths.append(path)
     plt.close(fig)
     return paths
@@ -136,7 +135,7 @@ def plot_relaxations(df: pd.DataFrame, out_dir: Path, style: Style | None = None
     runs = runs[(runs["relaxation"] != "none") & runs["value"].notna()]
     paths = []
     for (teacher, metric), rs in runs.groupby(["teacher", "metric"], sort=True):
-        labels, note = capped(sorted(set(rs["label"])))
+        labels, note = capped(labels_in_order(rs))
         values = {label: points(rs[rs["label"] == label]) for label in labels}
         xs, ys, colors = [], [], []
         for i, label in enumerate(labels):
@@ -176,11 +175,11 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, style: Style | None = None) -> l
                 ax.scatter([k] * len(curve[k]), curve[k], color="gray", s=10, zorder=3)
         one_step = rs[(rs["steps"] == 1) & (rs["relaxation"] != "none")]
         references = rs[rs["steps"].isna()]
-        students, note = capped(sorted(set(one_step["label"])))
+        students, note = capped(labels_in_order(one_step))
         for label in students:
             v = points(one_step[one_step["label"] == label])
             ax.scatter([1] * len(v), v, marker="*", s=70, color=style.color(label), label=label, zorder=4)
-        for label in capped(sorted(set(references["label"])))[0]:
+        for label in capped(labels_in_order(references))[0]:
             ax.axhline(statistics.fmean(points(references[references["label"] == label])), ls="--", lw=1,
                        color=style.color(label), label=label)
         ax.set_xscale("log", base=2)
@@ -201,7 +200,7 @@ def plot_curves(df: pd.DataFrame, out_dir: Path, style: Style | None = None) -> 
     for (teacher, name), rs in points.groupby(["teacher", "metric"], sort=True):
         fig, ax = plt.subplots(figsize=(5, 3.4))
         shown: set[str] = set()
-        keep, note = capped(sorted(set(rs["label"])))
+        keep, note = capped(labels_in_order(rs))
         for (label, _), line in rs[rs["label"].isin(keep)].groupby(["label", "run_id"], sort=True):
             line = line.sort_values("train_step")
             ax.plot(line["train_step"], line["value"], color=style.color(label), lw=1, alpha=0.8,

@@ -1,6 +1,8 @@
 """One typed registry per axis of the experiment matrix (teacher, method, relaxation, refinement,
-metric, executor, baseline source, reward model), keyed by the short names used in grid files,
-and the one "did you mean" of the project.
+metric, reward model, evaluation protocol: the entry types of `harness.entries`), keyed by the short names used in grid
+files, and the one "did you mean" of the project. A registry is declared beside its entry type:
+the executors' in `harness.executors`, the baseline sources' in `harness.baselines`;
+`harness.run.REGISTRIES` names them all.
 
 The registries start empty: `harness.plugins` fills them (the built-in entries of `harness.builtin`,
 a grid's `plugins:` modules and the `softdimo_harness.plugins` entry-point group), and only the
@@ -11,14 +13,10 @@ from __future__ import annotations
 import difflib
 import re
 import threading
-from typing import TYPE_CHECKING, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
-from harness.entries import (MethodEntry, MetricEntry, RefinementEntry, RelaxationEntry, RewardEntry,
-                             TeacherEntry)
-
-if TYPE_CHECKING:
-    from harness.baselines import BaselineSource
-    from harness.executors import ExecutorEntry
+from harness.entries import (MethodEntry, MetricEntry, ProtocolFamily, RefinementEntry, RelaxationEntry,
+                             RewardEntry, TeacherEntry)
 
 T = TypeVar("T")
 
@@ -90,12 +88,5 @@ methods: Registry[MethodEntry] = Registry("method")
 relaxations: Registry[RelaxationEntry] = Registry("relaxation")
 refinements: Registry[RefinementEntry] = Registry("refinement")
 metrics: Registry[MetricEntry] = Registry("metric")
-executors: "Registry[ExecutorEntry]" = Registry("executor")
-baseline_sources: "Registry[BaselineSource]" = Registry("baseline source")
 rewards: Registry[RewardEntry] = Registry("reward model")
-
-AXES: dict[str, Registry] = {
-    "teachers": teachers, "methods": methods, "relaxations": relaxations,
-    "refinements": refinements, "metrics": metrics, "executors": executors,
-    "baselines": baseline_sources, "rewards": rewards,
-}
+protocols: Registry[ProtocolFamily] = Registry("protocol")     # protocol name -> the family that scores it

@@ -26,6 +26,7 @@ import pandas as pd
 from harness import (baselines, claims, compare, costs, figures, latex, layouts, plots, plugins, results,
                      side_by_side, store, tables, verify)
 from harness.yaml_lines import YamlFileError
+from softdimo.files import atomic_write
 
 FORMATS = ("md", "tex", "csv", "parquet")
 
@@ -90,7 +91,8 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
     records, problems = store.scan(results_root, grids)
     _load_plugins(records)
     base, base_summary, base_problems = baselines.load_all()
-    df = results.frame(results.record_rows(records) + [b.row() for b in base])
+    order = store.cell_order(results_root, {r["grid"] for r in records})
+    df = results.frame(results.record_rows(records, cell_order=order) + [b.row() for b in base])
     all_tables = tables.build_tables(df, delta_to=baseline)
     chosen, layout_problems = chosen_layouts(df, layout_names)
     base_problems = base_problems + layout_problems
@@ -108,12 +110,12 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
             files.append(results.to_parquet(df, tdir / "results.parquet"))
             continue
         path = tdir / f"results.{fmt}"
-        path.write_text(renderers[fmt](), encoding="utf-8")
+        atomic_write(path, renderers[fmt]())
         files.append(path)
         if fmt == "csv":                              # the per-run rows beside the group means
             runs = results.final_runs(df).drop(columns=["protocol"])
             files.append(tdir / "runs.csv")
-            runs.to_csv(files[-1], index=False)
+            atomic_write(files[-1], lambda tmp: runs.to_csv(tmp, index=False))
     layout_files = _write_layouts(filled, tdir, formats)
     grids_here = sorted({r["grid"] for r in records})
     compare_markdown = "\n".join(
@@ -132,7 +134,7 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
                        ("verify.md", verify_markdown)):
         if text.strip():
             files.append(tdir / name)
-            files[-1].write_text(text, encoding="utf-8")
+            atomic_write(files[-1], text)
     plot_files: list[Path] = []
     sample_files: list[Path] = []
     if with_plots:
@@ -145,10 +147,9 @@ def build_report(results_root: str | Path, grids: Sequence[str] | None, out_dir:
         sample_files = (side_by_side.side_by_side_pages(df, results_root, out_dir / "samples")
                         + plots.sample_pages(df, results_root, out_dir / "samples"))
     index = out_dir / "report.md"
-    index.write_text(render_index(records, problems, base_summary, base_problems, markdown, compare_markdown,
-                                  claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir,
-                                  results_root, filled, layout_files, verify_markdown),
-                     encoding="utf-8")
+    atomic_write(index, render_index(records, problems, base_summary, base_problems, markdown, compare_markdown,
+                                     claims_markdown, cost_markdown, files, plot_files, sample_files, out_dir,
+                                     results_root, filled, layout_files, verify_markdown))
     all_problems = [f"{_from_root(p.path, results_root)}: {p.message}" for p in problems] + base_problems
     return Report(index, df, built, files + layout_files + plot_files + sample_files + [index], all_problems, filled)
 
@@ -176,7 +177,7 @@ def _write_layouts(filled: Sequence[layouts.LayoutTable], tdir: Path, formats: S
         for fmt in formats:
             if fmt in renderers:
                 out.append(tdir / f"layout_{table.layout.name}.{fmt}")
-                out[-1].write_text(renderers[fmt](table), encoding="utf-8")
+                atomic_write(out[-1], renderers[fmt](table))
     return out
 
 

@@ -7,17 +7,20 @@ notebook opens it with `load_frame`:
 
 Columns (docs/usage.md, "The results table"): the run's identity (`kind`, `source`, `run_id`,
 `grid`, `teacher`, `scale`, `method`, `relaxation`, `refinement`, `seed`, `label`, `group`,
-`steps`, `status`, `reused_from`), the number (`metric`, `value`, `higher_is_better`,
+`matrix_order`, `steps`, `status`, `reused_from`), the number (`metric`, `value`, `higher_is_better`,
 `protocol_id`, `protocol`, `optimised`, `train_step`), every resolved parameter under its grid key
 (`distill.steps`, ...), the run's cost (`wall_s`, `accelerator_hours`, `peak_mem_mb`, the stage
 seconds, `world_size`, `student_reused`) and, for baselines, `std`, `n`, `citation`,
 `source_quality`. A run's `label` is its method's `MethodEntry.label(spec)` (the spec's axes when
 the method is not registered in this process); `group` joins the runs that differ only in their
-seed. `train_step` is empty for a run's final values and holds the step of a curve point.
+seed; `matrix_order` is the place of the group's first cell in its grid's matrix (tables, figures and
+comparisons list methods in that order; empty for grids recorded without it). `train_step` is empty
+for a run's final values and holds the step of a curve point.
 """
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -27,10 +30,11 @@ import pandas as pd
 from harness import registry, store
 from harness.baselines import load_all
 from harness.protocol import protocol_id
-from harness.spec import NONE, RunSpec
+from harness.run_spec import NONE, RunSpec
+from softdimo.files import atomic_write
 
 IDENTITY = ("kind", "source", "run_id", "grid", "grids", "teacher", "scale", "method", "relaxation", "refinement",
-            "seed", "label", "group", "steps", "status", "reused_from")
+            "seed", "label", "group", "matrix_order", "steps", "status", "reused_from")
 NUMBER = ("metric", "value", "higher_is_better", "protocol_id", "protocol", "optimised", "train_step")
 COST = ("wall_s", "accelerator_hours", "peak_mem_mb", "teacher_s", "distill_s", "sample_s", "eval_s", "curve_s",
         "world_size", "student_reused")
@@ -92,8 +96,10 @@ def _cost_columns(record: Mapping[str, Any]) -> dict[str, Any]:
 
 # The rows of ok / diverged records: every metric value and, with `curves`, every curve point. A
 # run that sits in several grids (reused) counts once, as its original record, and `grids` names
-# every grid that holds it.
-def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True) -> list[dict[str, Any]]:
+# every grid that holds it. `cell_order` (run id -> place in its grid, `store.cell_order`) gives
+# each group's `matrix_order`.
+def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True,
+                cell_order: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     unique: dict[str, Mapping[str, Any]] = {}
     grids: dict[str, set[str]] = {}
     for r in records:
@@ -104,6 +110,10 @@ def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True) -> li
                 unique[rid] = r
     groups = {rid: _group_key(r["spec"]) for rid, r in unique.items()}
     labels = _unique_labels(unique.values(), groups)
+    group_order: dict[str, int] = {}
+    for rid, g in groups.items():
+        if cell_order and rid in cell_order:
+            group_order[g] = min(group_order.get(g, cell_order[rid]), cell_order[rid])
     rows = []
     for rid, r in unique.items():
         spec = r["spec"]
@@ -112,7 +122,7 @@ def record_rows(records: Iterable[Mapping[str, Any]], curves: bool = True) -> li
                 "scale": spec.get("scale"), "method": spec.get("method", ""),
                 "relaxation": spec.get("relaxation", NONE), "refinement": spec.get("refinement", NONE),
                 "seed": spec.get("seed"), "label": labels[groups[rid]], "group": groups[rid],
-                "steps": sampling_steps(spec, r.get("info")), "status": r["status"],
+                "matrix_order": group_order.get(groups[rid]), "steps": sampling_steps(spec, r.get("info")), "status": r["status"],
                 "reused_from": r.get("reused_from"), **_cost_columns(r),
                 **{k: _cell(v) for k, v in spec.get("params", {}).items()}}
         for name, m in r.get("metrics", {}).items():
@@ -179,10 +189,30 @@ def frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def load_frame(results: str | Path, grids: Sequence[str] | None = None, curves: bool = False,
                baselines: bool = False) -> pd.DataFrame:
     records, _ = store.scan(results, grids)
-    rows = record_rows(records, curves=curves)
+    rows = record_rows(records, curves=curves, cell_order=store.cell_order(results, {r["grid"] for r in records}))
     if baselines:
         rows += [b.row() for b in load_all()[0]]
     return frame(rows)
+
+
+# The order of rows in tables and of methods in figures and comparisons: runs before baselines;
+# multi-step samplers (most steps first), then one-step methods, then references without steps;
+# then in the order the grid's matrix names them (`position`, the `matrix_order` column), then by
+# label.
+def order_key(kind: str, steps: Any, label: str, source: str = "", position: Any = None) -> tuple:
+    steps = None if steps is None or steps != steps else int(steps)
+    tier = 0 if steps is not None and steps > 1 else 1 if steps == 1 else 2
+    place = math.inf if position is None or position != position else position
+    return (0 if kind == "run" else 1, tier, -(steps or 0), place, label.lower(), source)
+
+
+# The run labels of some rows of the results table, in `order_key`'s order.
+def labels_in_order(rows: pd.DataFrame) -> list[str]:
+    keyed: dict[str, tuple] = {}
+    for label, steps, position in zip(rows["label"], rows["steps"], rows["matrix_order"]):
+        key = order_key("run", steps, label, position=position)
+        keyed[label] = min(keyed.get(label, key), key)
+    return sorted(keyed, key=keyed.__getitem__)
 
 
 # The final values of runs (no curve points, no baselines).
@@ -199,5 +229,4 @@ def to_parquet(df: pd.DataFrame, path: str | Path) -> Path:
         if len(kinds) > 1 or kinds & {tuple, list, dict}:
             out[column] = out[column].map(lambda v: None if v is None or v != v else json.dumps(v, default=str))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(path, index=False)
-    return Path(path)
+    return atomic_write(path, lambda tmp: out.to_parquet(tmp, index=False))

@@ -29,7 +29,7 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import cost_plan, dependencies, launch, plugins, registry, store, tracking
+from harness import baselines, cost_plan, dependencies, executors, launch, plugins, registry, store, tracking
 from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
 from harness.environment import cache_dir
 from harness.executors import LaunchError
@@ -40,7 +40,13 @@ from harness.selectors import SelectorError, check_selector, parse_selector, sel
 from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
 from softdimo.params import schema
 
-LIST_CHOICES = tuple(registry.AXES) + ("params",)
+# Every registry, by the name `--list` takes.
+REGISTRIES: dict[str, registry.Registry] = {
+    "teachers": registry.teachers, "methods": registry.methods, "relaxations": registry.relaxations,
+    "refinements": registry.refinements, "metrics": registry.metrics, "executors": executors.registered,
+    "baselines": baselines.registered, "rewards": registry.rewards, "protocols": registry.protocols,
+}
+LIST_CHOICES = tuple(REGISTRIES) + ("params",)
 REWARD_KEYS = ("reward.models", "reinforce.models", "sample.tteo_reward", "sample.select_reward")
 
 
@@ -159,7 +165,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     try:
         grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors,
                          overrides=overrides)
-        registry.executors.get(args.executor)
+        executors.registered.get(args.executor)
         profiles = launch.resource_profiles(grid, args.slurm_profile)
         grid = only_cells(grid, args.only)
     except GridError as e:
@@ -231,7 +237,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
               f"nothing was submitted (python -m harness.assets check)", file=err)
         return 2
     store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
-                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare})
+                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare,
+                                               "cells": [s.run_id for s in grid.specs]})
     counts = Counter(c.state for c in cells)
     if not todo:
         print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
@@ -478,7 +485,7 @@ def print_list(axis: str, out: TextIO) -> None:
     if axis == "params":
         _print_params(out)
         return
-    items = registry.AXES[axis].items()
+    items = REGISTRIES[axis].items()
     if not items:
         print(f"(no {axis} registered)", file=out)
     width = max([len(n) for n, _ in items] + [4])

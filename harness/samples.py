@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from harness.assets import sha256_file
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 from softdimo.teachers.base import ImageNoise
 
 # The one float -> uint8 conversion of the harness. For y = 2x - 1 in [-1, 1] it equals

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 from softdimo.refine.selection import SelectionLog
 
 RESERVED = ("index", "combined", "rewards")   # array names that are not a reward's

@@ -20,9 +20,8 @@ import pandas as pd
 from harness.conditions import caption
 from harness.images import load_condition_samples
 from harness.plots import capped, plt, save_figure, slug
-from harness.results import final_runs
+from harness.results import final_runs, order_key
 from harness.store import CONDITION_SAMPLES_FILE
-from harness.tables import order_key
 
 ROWS = 10                                    # conditions per page
 TILE_IN = 0.95                               # inches per image
@@ -49,8 +48,7 @@ def choose_runs(runs: pd.DataFrame) -> tuple[int | None, list[pd.Series]]:
     seed = min(counts.index[counts == counts.max()], key=lambda s: (s is None, s))
     chosen = with_file[with_file["seed"] == seed].drop_duplicates("group")
     ordered = sorted(chosen.itertuples(index=False),
-                     key=lambda r: order_key("run", None if r.steps != r.steps or r.steps is None else int(r.steps),
-                                             r.label))
+                     key=lambda r: order_key("run", r.steps, r.label, position=r.matrix_order))
     return seed, [pd.Series(r._asdict()) for r in ordered]
 
 

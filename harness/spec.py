@@ -1,35 +1,21 @@
-"""`RunSpec`: one fully resolved cell of a grid; the hash of its canonical JSON is the run id.
+"""Resolving one cell of a grid into its `RunSpec` (`harness.run_spec`), every problem of the cell
+named: the stages a cell reads, their typed values, the checks across keys.
 
 Resolution order for every `<stage>.<field>` parameter (later wins): the stage dataclass default
 < the teacher's defaults < the grid's `params` < `scales.<scale>.params` < the cell's own values.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from harness import registry
 from harness.entries import MethodEntry, RefinementEntry, RelaxationEntry, TeacherEntry
+from harness.run_spec import NONE, SCALES, CellError, RunSpec
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
 from softdimo.params import param, schema
 
-SPEC_VERSION = 1
-AXIS_KEYS = ("teacher", "method", "relaxation", "refinement", "seed")
-SCALES = ("mini", "paper")
-NONE = "none"
 DEFAULT_METHOD = "dimo"                  # a cell naming a relaxation or refinement without a method
-# Parameters added after SPEC_VERSION 1, with their defaults. A spec's JSON (its record's spec, and
-# the canonical JSON its run id hashes) leaves one out while it holds its default, and `from_json`
-# puts the default back, so adding a parameter changes neither the run id nor the recorded spec of
-# a cell that does not set it: stored records stay the records of their cells. A cell that sets
-# another value is a new run with a new id.
-ADDED_PARAMS: dict[str, Any] = {"sample.select_combine": "sum", "distill.init_from": "",
-                                "distill.init_optimizer": False, "gan.real_mix": 0.5, "gan.hard_fakes": False,
-                                "gan.paired_masks": False, "gan.feature_matching": 0.0, "gan.d_warmup": 0,
-                                "distill.precision": "fp32"}
 
 #----------------------------------------------------------------------------
 
@@ -48,80 +34,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "distill": DistillConfig, "relax": RelaxConfig, "sample": SampleConfig, "eval": EvalConfig,
 }
 
-
-# One cell of an experiment matrix, with every parameter resolved.
-@dataclass(frozen=True)
-class RunSpec:
-    scale: str
-    teacher: str
-    method: str
-    relaxation: str
-    refinement: str
-    seed: int
-    params: tuple[tuple[str, Any], ...]     # sorted (`<stage>.<field>`, value) pairs
-    plugins: tuple[str, ...] = ()
-
-    # The canonical JSON that the run id hashes (sorted keys, no whitespace).
-    def canonical_json(self) -> str:
-        return json.dumps({"spec_version": SPEC_VERSION, **self.to_json()}, sort_keys=True,
-                          separators=(",", ":"), allow_nan=False)
-
-    @functools.cached_property
-    def run_id(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
-
-    def param(self, key: str) -> Any:
-        return dict(self.params)[key]
-
-    # The values of one stage as its configuration dataclass.
-    def stage(self, name: str, config_cls: type) -> Any:
-        prefix = name + "."
-        return config_cls(**{k[len(prefix):]: v for k, v in self.params if k.startswith(prefix)})
-
-    # A short human-readable label: the axes, then parameters that differ from their defaults.
-    def description(self, defaults: Mapping[str, Any] | None = None) -> str:
-        parts = [self.teacher, self.method]
-        if self.relaxation != NONE:
-            parts.append(self.relaxation)
-        if self.refinement != NONE:
-            parts.append("+" + self.refinement)
-        parts.append(f"s{self.seed}")
-        if defaults is not None:
-            parts += [f"{k}={_short(v)}" for k, v in self.params if defaults.get(k) != v]
-        return " ".join(parts)
-
-    # The spec as JSON values; parameters added since SPEC_VERSION are left out at their default.
-    def to_json(self) -> dict[str, Any]:
-        return {"scale": self.scale, "teacher": self.teacher, "method": self.method,
-                "relaxation": self.relaxation, "refinement": self.refinement, "seed": self.seed,
-                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.params
-                           if k not in ADDED_PARAMS or v != ADDED_PARAMS[k]},
-                "plugins": list(self.plugins)}
-
-    # The spec of `to_json`'s values (a record's spec); an added parameter that the JSON leaves out
-    # takes its default where the spec has the parameter's stage.
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "RunSpec":
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
-        stages = {k.partition(".")[0] for k in given}
-        given.update({k: v for k, v in ADDED_PARAMS.items() if k.partition(".")[0] in stages and k not in given})
-        params = tuple(sorted(given.items()))
-        return cls(d["scale"], d["teacher"], d["method"], d["relaxation"], d["refinement"],
-                   int(d["seed"]), params, tuple(d.get("plugins", ())))
-
-
-def _short(v: Any) -> str:
-    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-
-
 #----------------------------------------------------------------------------
-
-
-# A problem with one key of one cell; the grid loader adds the file and line.
-class CellError(ValueError):
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
 
 
 # The configuration class of every stage a cell reads, given its method and refinement.
@@ -201,19 +114,29 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
         problems.add("teacher", f"teacher {teacher.name!r} runs at scale(s) {', '.join(teacher.scales)}, "
                                 f"not {scale!r}")
     relaxation, refinement = cell.get("relaxation", NONE), cell.get("refinement", NONE)
-    relax_entry = problems.check(_relaxation, method, relaxation) if method is not None else None
-    ref_entry = problems.check(_refinement, method, refinement, relax_entry) if method is not None else None
+    if method is not None:
+        relax_entry = problems.check(_relaxation, method, relaxation)
+        ref_entry = problems.check(_refinement, method, refinement, relax_entry)
+    else:                                    # the names alone, without the method to check them against
+        relax_entry, ref_entry = (problems.check(_lookup, reg, axis, value) if value != NONE else None
+                                  for axis, reg, value in (("relaxation", registry.relaxations, relaxation),
+                                                           ("refinement", registry.refinements, refinement)))
+    overrides = {**(teacher.default_params if teacher is not None else {}), **(grid_params or {}),
+                 **{k: v for k, v in cell.items() if "." in k}}
     if teacher is None or method is None or (relaxation != NONE and relax_entry is None) \
             or (refinement != NONE and ref_entry is None):
-        problems.raise_if_any()              # the stages a cell reads depend on these
+        # The stages a cell reads depend on these; each parameter is still checked against the
+        # stages it could belong to, so that one run names every problem of the cell.
+        classes = _possible_classes(teacher, method, refinement, ref_entry)
+        for key, value in overrides.items():
+            problems.check(_set_value, {}, classes, key, value)
+        problems.raise_if_any()
 
     classes = stage_classes(teacher, method, ref_entry)
     values: dict[str, Any] = {}
     for stage, cls in classes.items():
         for name, spec in schema(cls).items():
             values[f"{stage}.{name}"] = spec.default
-    overrides = {**teacher.default_params, **(grid_params or {}),
-                 **{k: v for k, v in cell.items() if "." in k}}
     for key, value in overrides.items():
         problems.check(_set_value, values, classes, key, value)
 
@@ -230,6 +153,23 @@ def resolve_cell(cell: Mapping[str, Any], scale: str, plugins: tuple[str, ...] =
     problems.raise_if_any()
     return RunSpec(scale, teacher.name, method.name, relaxation, refinement, seed,
                    tuple(sorted(values.items())), tuple(plugins))
+
+
+# The stages a cell whose teacher, method, relaxation or refinement is wrong could read, with their
+# configuration classes: its method's (every stage when the method is unknown; the teacher's only
+# when the teacher is known), and the refinement's (every refinement's when the named one is unknown).
+def _possible_classes(teacher: TeacherEntry | None, method: MethodEntry | None, refinement: Any,
+                      ref_entry: RefinementEntry | None) -> dict[str, type]:
+    stages = method.stages if method is not None else ("teacher", *STAGE_CONFIGS)
+    out = {s: STAGE_CONFIGS[s] for s in stages if s in STAGE_CONFIGS}
+    if "teacher" in stages and teacher is not None:
+        out["teacher"] = teacher.config_cls
+    if ref_entry is not None:
+        refs = [ref_entry]
+    else:
+        refs = [e for _, e in registry.refinements.items()] if refinement != NONE else []
+    out.update({e.stage: e.config_cls for e in refs if e.stage is not None and e.config_cls is not None})
+    return out
 
 
 # The relaxation entry of a cell, checked against its method; None when the method takes none.

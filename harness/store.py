@@ -1,7 +1,7 @@
 """The results store: one `record.json` per run under `results/<grid>/<run_id>/`.
 
-A record is written atomically (temporary file in the same directory, fsync, rename) under a
-per-run lock, so a reader sees either the previous record or the new one, never half of one. An
+A record is written atomically (`softdimo.files.atomic_write`: temporary file in the same
+directory, fsync, rename) under a per-run lock, so a reader sees either the previous record or the new one, never half of one. An
 `ok` or `diverged` record is final and is never overwritten; a `failed` record that is retried is
 first kept as `attempts/<n>.json`, and a failed attempt is recorded once (the first of several
 processes that report it wins). Corrupt records are reported by name, never dropped silently. A
@@ -9,16 +9,15 @@ write that fails (a full disk, a read-only file system) leaves the previous reco
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, TypedDict
+from typing import Any, Iterable, Literal, Mapping, TypedDict
+
+from softdimo.files import atomic_write
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "record.json"
@@ -131,7 +130,7 @@ class Record(TypedDict, total=False):
     run_id: str                     # RunSpec.run_id: 16 hex digits of the spec's sha256
     grid: str                       # grid name: the directory under the results root
     description: str                # short human-readable label of the cell
-    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params (spec.ADDED_PARAMS
+    spec: dict[str, Any]            # RunSpec.to_json(): axes, resolved params (run_spec.ADDED_PARAMS
                                     # left out at their default), plugins
     status: Literal["ok", "failed", "diverged"]  # diverged: some metric was not finite
     error: RecordError | None       # set when status is "failed"
@@ -230,33 +229,6 @@ def unwritable(directories: Iterable[str | Path]) -> str | None:
     return None
 
 
-# Write a file atomically, the one way the harness writes files that others read: `content` (text,
-# bytes, or a function that writes the path it is given) goes to a temporary file beside `path`,
-# flushed to disk, which then replaces `path`, so readers never see half a file. With `lock`, the
-# replace happens under that exclusive flock, after `check()` (which may refuse by raising).
-def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None],
-                 lock: Path | None = None, check: Callable[[], None] | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        if callable(content):
-            content(tmp)
-        else:
-            tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(tmp, 0o644)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        with _locked(lock) if lock is not None else contextlib.nullcontext():
-            if check is not None:
-                check()
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # Write a record atomically and under the run's lock; never replaces an ok/diverged record, nor a
 # failed record of the same attempt (`provenance.attempt`: another process of the cell reported
 # the failure first); keeps a replaced failed one (attempts/<n>.json). NaN is refused: a record is
@@ -317,35 +289,14 @@ def _keep_attempt(run_dir: Path, target: Path) -> None:
     try:
         os.link(target, attempts / f"{n}.json")
     except OSError:                             # filesystems without hard links
-        (attempts / f"{n}.json").write_bytes(target.read_bytes())
+        atomic_write(attempts / f"{n}.json", target.read_bytes())
 
-
-class _locked:
-    # An exclusive flock on a lock file for a check-and-replace step.
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 #----------------------------------------------------------------------------
 
 
 # Keep what the report needs of a grid file beside its records (`results/<grid>/grid.json`): its
-# description, scale, file and `compare:` section.
+# description, scale, file, `compare:` section and cells (run ids in matrix order).
 def write_grid_info(results_root: str | Path, name: str, info: Mapping[str, Any]) -> Path:
     return atomic_write(Path(results_root) / name / GRID_INFO_FILE, json.dumps(dict(info), indent=1, sort_keys=True))
 
@@ -357,6 +308,16 @@ def grid_info(results_root: str | Path, name: str) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+# The place of each run in its grid's matrix (the grid information's `cells`: run ids in the order
+# the grid file names them), over the given grids; a run in several grids keeps its first place.
+def cell_order(results_root: str | Path, grids: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name in sorted(grids):
+        for i, run_id in enumerate(grid_info(results_root, name).get("cells", [])):
+            out.setdefault(run_id, i)
+    return out
 
 
 # The status of each run id's record in one grid: "ok" / "failed" / "diverged" / "corrupt" / None.
@@ -485,6 +446,6 @@ def reuse_record(source: Path, results_root: str | Path, grid: str) -> Path:
     for key in ("grid_png", "per_condition", "selection"):
         name = (record.get("samples") or {}).get(key)
         if name and (source.parent / name).is_file():
-            shutil.copyfile(source.parent / name, target / name)
+            atomic_write(target / name, lambda tmp: shutil.copyfile(source.parent / name, tmp))
     return write_record(target, record)
 

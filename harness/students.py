@@ -29,9 +29,10 @@ from harness.distributed import shared_cached_dir
 from harness.entries import MetricValue, RunContext
 from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
 from harness.scoring import score
-from harness.spec import ADDED_PARAMS, NONE, CellError, EvalConfig, RunSpec
-from harness.store import atomic_write
+from harness.run_spec import ADDED_PARAMS, CellError
+from harness.spec import NONE, EvalConfig, RunSpec
 from softdimo.config import DistillConfig, RelaxConfig, SampleConfig
+from softdimo.files import atomic_write
 from softdimo.refine.reward import RewardFn, weighted_reward
 from softdimo.refine.best_of_n import TTSCost, TTSSettings, sample_test_time
 from softdimo.refine.selection import SelectionLog, Selector

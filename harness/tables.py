@@ -20,7 +20,7 @@ from harness.compare import select
 from harness.latex import (TableNotes, TexLine, best_indices, booktabs_table, decimals_of, mean_pm, number,
                            tex_escape)
 from harness.protocol import protocol_mismatch
-from harness.results import final_runs
+from harness.results import final_runs, order_key
 
 MISSING = "–"
 
@@ -48,6 +48,7 @@ class TableRow:
     source: str                                # grid(s) or baseline source
     steps: int | None
     cells: dict[str, Cell]
+    position: int | None = None                # its place in the grid's matrix (runs)
 
 
 # The rows of one teacher.
@@ -79,15 +80,8 @@ class Notes:
         return self.texts.index(text) + 1
 
 
-# The order of rows in tables and of methods in figures: runs before baselines; multi-step samplers
-# (most steps first), then one-step methods, then references without steps; then by label.
-def order_key(kind: str, steps: int | None, label: str, source: str = "") -> tuple:
-    tier = 0 if steps is not None and steps > 1 else 1 if steps == 1 else 2
-    return (0 if kind == "run" else 1, tier, -(steps or 0), label.lower(), source)
-
-
 def _order(row: TableRow) -> tuple:
-    return order_key(row.kind, row.steps, row.label, row.source)
+    return order_key(row.kind, row.steps, row.label, row.source, row.position)
 
 
 # Build the blocks from the results table: runs aggregated over seeds (final values only), with
@@ -146,7 +140,8 @@ def _run_row(group: pd.DataFrame, notes: Notes) -> TableRow:
                                         + ", ".join(sorted(set(rs["protocol_id"]))) + ")"))
         cells[metric] = cell
     first = group.iloc[0]
-    return TableRow(first["label"], "run", ", ".join(sorted(set(group["source"]))), _steps(first["steps"]), cells)
+    return TableRow(first["label"], "run", ", ".join(sorted(set(group["source"]))), _steps(first["steps"]), cells,
+                    position=first["matrix_order"])
 
 
 def _baseline_row(group: pd.DataFrame, block_protocols: dict, notes: Notes) -> TableRow:

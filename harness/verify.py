@@ -31,7 +31,7 @@ from scipy import stats
 
 from harness import store
 from harness.baselines import Baseline, BaselineError, read_csv
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
 from harness.stages import first_difference
 
 VERDICTS = ("identical", "float", "seed noise", "different")      # from best to worst

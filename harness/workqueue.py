@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.spec import RunSpec
+from harness.run_spec import RunSpec
+from softdimo.files import atomic_write
 
 #----------------------------------------------------------------------------
 
@@ -33,14 +34,13 @@ def queue_order(specs: Sequence[RunSpec], work_key: Callable[[RunSpec], str | No
     return first + repeats
 
 
-# Claim a cell for job `job_id`; False when another worker claimed it first.
+# Claim a cell for job `job_id`; False when another worker claimed it first. The claim appears whole
+# (job id included) or not at all.
 def claim(queue_dir: str | Path, run_id: str, job_id: str) -> bool:
     try:
-        fd = os.open(Path(queue_dir) / run_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        atomic_write(Path(queue_dir) / run_id, job_id, exclusive=True)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(job_id)
     return True
 
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from softdimo.params import param
 from softdimo.precision import PRECISIONS
-from softdimo.refine.selection import COMBINES
 from softdimo.teachers.base import MASK_SCHEDULES
 
 OPTIMIZERS = ("adam", "adamw")
 SIGMA_SCHEDULES = ("fixed", "warmup_linear", "warmup_cos", "warmup_exp")
+COMBINES = ("sum", "zscore")       # how best-of-N's selection rewards combine (softdimo.refine.selection)
 
 #----------------------------------------------------------------------------
 

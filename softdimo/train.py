@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import (aux_loss, dimo_logit_gradient, dimo_surrogate_loss, jeffreys_divergence,
                            jeffreys_gradient, perturb_embeddings, token_init)
 from softdimo.dropout import DropoutStream, drawing_from
+from softdimo.files import atomic_write
 from softdimo.parallel import DataParallel, GradientSync
 from softdimo.precision import precision_region
 from softdimo.relax import Relaxed
@@ -494,12 +494,9 @@ def _clip(opt: torch.optim.Optimizer, max_norm: float) -> float:
 #----------------------------------------------------------------------------
 
 
-# Save a checkpoint atomically (temporary file, then rename).
+# Save a checkpoint atomically (temporary file, fsync, rename: softdimo.files).
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 # Load `checkpoint` into the distiller if it exists; returns whether it did.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.assets.trust import untrusted_reason
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 
 LOCK_FILE = "assets.lock.json"
 LOCK_FORMAT = 1

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness import registry
 from harness.protocol import protocol_id
+from softdimo.files import atomic_write
 
 BASELINES_ENV = "SOFTDIMO_BASELINES"
 COLUMNS = ("source", "paper", "arxiv", "citation", "source_quality", "table", "teacher",
@@ -93,6 +94,10 @@ class BaselineSource:
         return read_csv(self.path(), self.name)
 
 
+# The baseline sources reports read, filled by `harness.plugins`.
+registered: registry.Registry[BaselineSource] = registry.Registry("baseline source")
+
+
 # The directory of the baseline files: $SOFTDIMO_BASELINES, else <project>/baselines.
 def baselines_dir() -> Path:
     return Path(os.environ.get(BASELINES_ENV) or Path(__file__).resolve().parents[2] / "baselines")
@@ -152,8 +157,7 @@ def write_csv(baselines: Iterable[Baseline], path: str | Path) -> None:
                     "protocol_json": json.dumps(dict(b.protocol), sort_keys=True),
                     "notes": b.notes, "seed": "" if b.seed is None else b.seed, "run_id": b.run_id,
                     "stage_hashes_json": json.dumps(dict(b.stage_hashes), sort_keys=True) if b.stage_hashes else ""})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(buf.getvalue(), encoding="utf-8")
+    atomic_write(path, buf.getvalue())
 
 
 # Every baseline of the registered sources (or of `names`), and one line per source saying what
@@ -162,8 +166,8 @@ def load_all(names: Sequence[str] | None = None) -> tuple[list[Baseline], list[s
     out: list[Baseline] = []
     summary: list[str] = []
     problems: list[str] = []
-    for name in names or registry.baseline_sources.names():
-        src = registry.baseline_sources.get(name)
+    for name in names or registered.names():
+        src = registered.get(name)
         if not src.path().exists():
             summary.append(f"{name}: {src.path().name} not present")
             continue

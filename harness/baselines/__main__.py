@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Iterable, Mapping, Sequence
 
-from harness import plugins, registry, store
+from harness import baselines, plugins, store
 from harness.baselines import Baseline, write_csv
 from harness.results import record_rows
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     plugins.load_builtins()
     if args.command == "list":
-        for name, src in registry.baseline_sources.items():
+        for name, src in baselines.registered.items():
             print(f"{name:16} {src.path()}  {src.description}")
         return 0
     records, problems = store.scan(args.results, args.grid)

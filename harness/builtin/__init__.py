@@ -3,4 +3,4 @@ from __future__ import annotations
 
 from harness.builtin import (baselines, core, digits, executors, maskbit, maskgen,  # noqa: F401
                              maskgit, meissonic, metrics_paper, metrics_preference, metrics_t2i_fid,
-                             refine, shapes)
+                             protocols, refine, shapes)

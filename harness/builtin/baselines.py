@@ -1,12 +1,11 @@
 """Registers the baseline sources `papers` and `mini_reference` (see `harness.baselines`)."""
 from __future__ import annotations
 
-from harness import registry
-from harness.baselines import BaselineSource, baselines_dir
+from harness.baselines import BaselineSource, baselines_dir, registered
 
-registry.baseline_sources.register("papers", BaselineSource(
+registered.register("papers", BaselineSource(
     "papers", lambda: baselines_dir() / "paper_results.csv",
     "Di[M]O and Soft-Di[M]O papers and the teachers' own reports (with citations)"))
-registry.baseline_sources.register("mini_reference", BaselineSource(
+registered.register("mini_reference", BaselineSource(
     "mini_reference", lambda: baselines_dir() / "mini_reference.csv",
     "the project's own mini-scale reference results (python -m harness.baselines export)"))

@@ -1,8 +1,7 @@
 """Registers the submitit executors `debug`, `local` and `slurm` (see `harness.executors`)."""
 from __future__ import annotations
 
-from harness import registry
-from harness.executors import EXECUTORS
+from harness.executors import EXECUTORS, registered
 
 for _entry in EXECUTORS:
-    registry.executors.register(_entry.name, _entry)
+    registered.register(_entry.name, _entry)

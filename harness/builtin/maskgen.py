@@ -2,10 +2,11 @@
 
 Di[M]O defaults at paper scale. Neither paper gives MaskGen's distillation settings (docs/paper.md,
 "What the papers leave open"); every value below says where it comes from (docs/maskgen.md):
-- Di[M]O's released text-to-image (Meissonic) config, the closest published recipe: learning
-  rates 1e-6, r_init 0.5, sigma_init 0.3, teacher CFG w = 4 (`true_cfg 4`), batch 16 (per-GPU 2 x
-  grad-accum 8, 1 GPU), Adam (0.9, 0.999), 100 warm-up steps, clip 1.0, beta 0 (forward KL),
-  EMA 0.9999, label smoothing 0.1, one psi update per theta update (docs/paper.md, "Di[M]O").
+- Di[M]O's released text-to-image (Meissonic) config, the closest published recipe
+  (`harness.builtin.text_to_image.DIMO_TEXT_TO_IMAGE`): learning rates 1e-6, r_init 0.5,
+  sigma_init 0.3, teacher CFG w = 4 (`true_cfg 4`), batch 16 (per-GPU 2 x grad-accum 8, 1 GPU),
+  Adam (0.9, 0.999), 100 warm-up steps, clip 1.0, beta 0 (forward KL), EMA 0.9999, label
+  smoothing 0.1, one psi update per theta update (docs/paper.md, "Di[M]O").
 - MaskGen itself: re-masking schedule arccos (its training schedule, bytedance/1d-tokenizer;
   Meissonic's cosine belongs to Meissonic).
 - Soft-Di[M]O: the Di[M]O term on hard sampled tokens (the poster's "red path", docs/paper.md);
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from harness import assets
 from harness.assets import Asset
-from harness.entries import RunContext, TeacherEntry
-from harness.registry import teachers
+from harness.builtin.text_to_image import register_teacher
+from harness.entries import RunContext
 from softdimo.teachers.maskgen import MaskGenConfig, MaskGenTeacher, build_maskgen_teacher
 
 DEFAULT_TEXT_ENCODER = "ViT-L-14-336"
@@ -94,40 +95,10 @@ def build(config: MaskGenConfig, ctx: RunContext) -> MaskGenTeacher:
 
 PAPER_DEFAULTS = {
     "distill.steps": 50000,
-    "distill.batch_size": 16,
-    "distill.lr_generator": 1e-6,
-    "distill.lr_aux": 1e-6,
-    "distill.adam_beta1": 0.9,
-    "distill.adam_beta2": 0.999,
-    "distill.warmup_steps": 100,
-    "distill.grad_clip": 1.0,
-    "distill.precision": "bf16",        # mixed_precision bf16: autocast, float32 master weights
-    "distill.adam_eps": 1e-6,           # the released adam_epsilon under bf16 (1e-8 in fp32)
-    "distill.beta": 0.0,
-    "distill.r_init": 0.5,
-    "distill.sigma_init": 0.3,
-    "distill.teacher_cfg": 4.0,
-    "distill.gen_temperature": 1.0,
     "distill.mask_schedule": "arccos",
-    "distill.aux_label_smoothing": 0.1,
-    "distill.aux_updates": 1,
-    "distill.teacher_input": "sampled",
-    "distill.freeze_embeddings": True,
-    "distill.ema_decay": 0.9999,
-    "distill.checkpoint_every": 1000,
     "sample.steps": 16,
     "sample.cfg": 12.0,
-    "sample.choice_temperature": 2.0,
-    "sample.temperature": 1.0,
 }
 
-teachers.register("maskgen", TeacherEntry(
-    name="maskgen",
-    config_cls=MaskGenConfig,
-    build=build,
-    scales=("paper",),
-    default_params=PAPER_DEFAULTS,
-    default_metrics=("geneval", "hps", "clip_score"),
-    assets=required_assets,
-    description="MaskGen-VQ text-to-image (L default, XL), TA-TiTok decoder, OpenAI CLIP ViT-L-14-336 text",
-))
+register_teacher("maskgen", MaskGenConfig, build, PAPER_DEFAULTS, required_assets,
+                 "MaskGen-VQ text-to-image (L default, XL), TA-TiTok decoder, OpenAI CLIP ViT-L-14-336 text")

@@ -1,7 +1,8 @@
 """Registers the `meissonic` teacher (Meissonic 1024 px text-to-image, paper scale) and its assets.
 
 Di[M]O defaults from its released Meissonic recipe (`configs/DIMO_Meissonic.yaml` and
-`scripts/launch_DIMO_Meissonic.sh` of yuanzhi-zhu/DiMO at 24613741):
+`scripts/launch_DIMO_Meissonic.sh` of yuanzhi-zhu/DiMO at 24613741; the values MaskGen shares are
+`harness.builtin.text_to_image.DIMO_TEXT_TO_IMAGE`):
 - learning rates 1e-6 (generator and auxiliary), Adam (0.9, 0.999), 100 warm-up steps, clip 1.0,
   batch 16 (per-GPU 2 x grad-accum 8 on one GPU), 20k steps, EMA 0.9999, checkpoints every 1000;
 - token initialisation r_init 0.5 (`fixed_ratio`), embedding noise sigma_init 0.3
@@ -22,8 +23,8 @@ from pathlib import Path
 
 from harness import assets
 from harness.assets import Asset
-from harness.entries import RunContext, TeacherEntry
-from harness.registry import teachers
+from harness.builtin.text_to_image import register_teacher
+from harness.entries import RunContext
 from softdimo.teachers.meissonic import MeissonicConfig, MeissonicTeacher, build_meissonic_teacher
 
 _HF_SNAPSHOT = "{HF_HUB_CACHE}/models--MeissonFlow--Meissonic/snapshots/*/"
@@ -89,44 +90,14 @@ def build(config: MeissonicConfig, ctx: RunContext) -> MeissonicTeacher:
 
 PAPER_DEFAULTS = {
     "distill.steps": 20000,
-    "distill.batch_size": 16,
-    "distill.lr_generator": 1e-6,
-    "distill.lr_aux": 1e-6,
-    "distill.adam_beta1": 0.9,
-    "distill.adam_beta2": 0.999,
-    "distill.warmup_steps": 100,
-    "distill.grad_clip": 1.0,
-    "distill.precision": "bf16",        # mixed_precision bf16: autocast, float32 master weights
-    "distill.adam_eps": 1e-6,           # the released adam_epsilon under bf16 (1e-8 in fp32)
-    "distill.beta": 0.0,
-    "distill.r_init": 0.5,
-    "distill.sigma_init": 0.3,
-    "distill.teacher_cfg": 4.0,
-    "distill.gen_temperature": 1.0,
     "distill.mask_schedule": "cosine_clamped",
-    "distill.aux_label_smoothing": 0.1,
-    "distill.aux_updates": 1,
-    "distill.teacher_input": "sampled",
-    "distill.freeze_embeddings": True,
-    "distill.ema_decay": 0.9999,
-    "distill.checkpoint_every": 1000,
     # The released Meissonic trainer puts phi in eval mode (teacher_model.eval()) and the
     # transformer's dropout layers are p = 0 in its configuration: no dropout in phi, theta or psi.
     "distill.dropout": 0.0,
     "distill.teacher_dropout": 0.0,
     "sample.steps": 64,
     "sample.cfg": 9.0,
-    "sample.choice_temperature": 2.0,
-    "sample.temperature": 1.0,
 }
 
-teachers.register("meissonic", TeacherEntry(
-    name="meissonic",
-    config_cls=MeissonicConfig,
-    build=build,
-    scales=("paper",),
-    default_params=PAPER_DEFAULTS,
-    default_metrics=("geneval", "hps", "clip_score"),
-    assets=required_assets,
-    description="Meissonic 1024 px text-to-image (1.0B MM-DiT, VQ 8192 x 64x64), CLIP ViT-H/14 text",
-))
+register_teacher("meissonic", MeissonicConfig, build, PAPER_DEFAULTS, required_assets,
+                 "Meissonic 1024 px text-to-image (1.0B MM-DiT, VQ 8192 x 64x64), CLIP ViT-H/14 text")

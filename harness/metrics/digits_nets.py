@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from harness.assets import sha256_file
 from softdimo.data import digits as data
+from softdimo.files import atomic_write
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TRAIN_LEVELS = (2, 3, 4, 5, 6, 8, 17)   # quantisations seen in training
@@ -172,7 +173,7 @@ def main() -> None:
             continue
         net = train_net(spec)
         path = args.out / spec.filename
-        save_file(net.state_dict(), str(path))
+        atomic_write(path, lambda tmp: save_file(net.state_dict(), str(tmp)))
         accs = {v: round(test_accuracy(net, v), 4) for v in (2, 3, 4, 17)}
         print(f"{key}: {spec.name} sha256 {sha256_file(path)} test accuracy by levels {accs}")
 

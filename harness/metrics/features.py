@@ -41,7 +41,7 @@ from harness import assets
 from harness.assets import sha256_file
 from harness.registry import did_you_mean
 from harness.samples import SampleSource, open_samples
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 from softdimo.teachers.weights import load_strict, read_state_dict
 
 CLEANFID_WEIGHTS_NAME = "inception-2015-12-05.pt"  # the file name InceptionV3W(path) opens

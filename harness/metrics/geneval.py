@@ -35,7 +35,9 @@ from PIL import Image
 
 from harness import assets
 from harness.entries import MetricValue
+from softdimo.files import atomic_write
 
+PROTOCOL = "geneval"                  # the one protocol: GenEval's own evaluator, Overall = mean of the 6 tasks
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 IMAGES_PER_PROMPT = 4
 METADATA_FILE = "prompts/evaluation_metadata.jsonl"
@@ -137,9 +139,10 @@ def write_layout(out_dir: Path, metadata: Sequence[dict[str, Any]], images: Sequ
     for i, meta in enumerate(metadata):
         folder = out_dir / f"{i:05d}"
         (folder / "samples").mkdir(parents=True, exist_ok=True)
-        (folder / "metadata.jsonl").write_text(json.dumps(meta))
+        atomic_write(folder / "metadata.jsonl", json.dumps(meta))
         for j in range(per_prompt):
-            Image.fromarray(images[i * per_prompt + j]).save(folder / "samples" / f"{j:05d}.png")
+            image = Image.fromarray(images[i * per_prompt + j])
+            atomic_write(folder / "samples" / f"{j:05d}.png", lambda tmp: image.save(tmp))
     return out_dir
 
 
@@ -267,7 +270,7 @@ def evaluate(image_dir: Path, config: GenEvalConfig, work_dir: Path,
 def _protocol(config: GenEvalConfig, metadata: Sequence[dict[str, Any]], per_prompt: int, n: int) -> dict[str, Any]:
     body = "\n".join(json.dumps(m, sort_keys=True) for m in metadata)
     protocol: dict[str, Any] = {
-        "name": "geneval", "num_prompts": len(metadata), "images_per_prompt": per_prompt, "num_samples": n,
+        "name": PROTOCOL, "num_prompts": len(metadata), "images_per_prompt": per_prompt, "num_samples": n,
         "metadata_sha256": hashlib.sha256(body.encode()).hexdigest(),
         "options": {**DEFAULT_OPTIONS, **config.options}, "overall": "mean of 6 task accuracies",
         "evaluator": "evaluation/evaluate_images.py" if config.command == DEFAULT_COMMAND else "custom command"}

@@ -39,10 +39,12 @@ from torch import Tensor
 from harness import assets
 from harness.entries import MetricValue
 from harness.metrics.preprocess import OPENAI_MEAN, OPENAI_STD
+from softdimo.files import atomic_write
 from softdimo.teachers.weights import load_weights_only, read_state_dict
 
 HPS_ARCH = "ViT-H-14"
 HPS_VERSIONS = {"v2.0": "hps-v2.0", "v2.1": "hps-v2.1"}          # version -> checkpoint asset
+BENCHMARK_PROTOCOLS = {f"hpsv2-benchmark-{v}": v for v in HPS_VERSIONS}   # protocol -> HPS version
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPS_SCALE = 100.0
 HPS_JPEG_QUALITY = 75            # PIL's default, as the HPS README's generation loop saves .jpg
@@ -212,7 +214,8 @@ def write_benchmark_layout(root: Path, images: dict[str, Sequence[np.ndarray]],
             raise ValueError(f"style {style}: {len(style_images)} images for {len(prompts[style])} prompts")
         (root / style).mkdir(parents=True, exist_ok=True)
         for idx, image in enumerate(style_images):
-            Image.fromarray(image).save(root / style / f"{idx:05d}.jpg", quality=HPS_JPEG_QUALITY)
+            atomic_write(root / style / f"{idx:05d}.jpg",
+                         lambda tmp: Image.fromarray(image).save(tmp, quality=HPS_JPEG_QUALITY))
     return root
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.metrics.features import empty_tfidelity_inception, pool3_body
+from softdimo.files import atomic_write
 
 TINY_OPEN_CLIP = {   # a 2-layer open_clip config with the real tokenizer (vocab 49408, context 77)
     "embed_dim": 32,
@@ -49,10 +50,7 @@ def random_tfidelity_inception(seed: int = 0) -> nn.Module:
 # Write seeded torch-fidelity Inception weights (a state dict) to `path`.
 def write_tfidelity_inception(path: Path, seed: int = 0) -> Path:
     model = random_tfidelity_inception(seed)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(nn.Module.state_dict(model), path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(nn.Module.state_dict(model), tmp))
 
 
 # The released TorchScript Inception's interface around an Inception body and a 1008-way head.
@@ -85,20 +83,14 @@ def write_cleanfid_inception(path: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         layers = torch.jit.trace(body, torch.zeros(1, 3, 299, 299))
     scripted = torch.jit.script(_TorchScriptInception(layers, net.fc).eval())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path))
-    return path
+    return atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp)))
 
 
 # Register an open_clip architecture config (JSON file under `folder`) and return its name.
 def register_open_clip_config(folder: Path, name: str = "softdimo-tiny-clip",
                               config: dict[str, Any] | None = None) -> str:
     import open_clip
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = folder / f"{name}.json"
-    cfg.write_text(json.dumps(config or TINY_OPEN_CLIP))
+    cfg = atomic_write(Path(folder) / f"{name}.json", json.dumps(config or TINY_OPEN_CLIP))
     open_clip.add_model_config(cfg)
     return name
 
@@ -113,7 +105,4 @@ def write_open_clip(path: Path, arch: str, fmt: str = "clip", seed: int = 0) -> 
         torch.manual_seed(seed)
         model = open_clip.create_model(arch, pretrained=None)
     state = model.state_dict()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state} if fmt == "hps" else state, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"state_dict": state} if fmt == "hps" else state, tmp))

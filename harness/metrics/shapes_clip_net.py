@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from harness.assets import sha256_file
 from softdimo.data import shapes as world
+from softdimo.files import atomic_write
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 EMBED_DIM = 64
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = MODELS[args.model]
     model = train_clip(spec, args.steps)
     path = args.out / spec.filename
-    save_file(model.state_dict(), str(path))
+    atomic_write(path, lambda tmp: save_file(model.state_dict(), str(tmp)))
     print(f"{spec.name} sha256 {sha256_file(path)} held-out {held_out_accuracy(model)}")
 
 

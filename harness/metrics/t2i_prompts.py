@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import assets
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 
 MJHQ_CATEGORIES = ("animals", "art", "fashion", "food", "indoor", "landscape", "logo", "people", "plants",
                    "vehicles")

@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from harness.store import atomic_write
+from softdimo.files import atomic_write
 from softdimo.teachers.base import TokenLayout
 from softdimo.teachers.class_conditioned import load_real_tokens, save_real_tokens
 

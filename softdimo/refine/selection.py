@@ -18,10 +18,10 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from softdimo.config import COMBINES
 from softdimo.teachers.base import Condition
 
 RewardFn = Callable[[Tensor, Condition], Tensor]
-COMBINES = ("sum", "zscore")
 STD_EPS = 1e-12
 
 #----------------------------------------------------------------------------

@@ -95,6 +95,13 @@ class MDMNetwork(Protocol):
     def parameters(self) -> Any: ...
 
 
+# Refuse hidden-layer indices a network of `num_layers` layers does not have (`MDMNetwork.forward`).
+def check_hidden_layers(hidden_layers: Sequence[int], num_layers: int) -> None:
+    bad = [i for i in hidden_layers if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(f"hidden_layers {bad} out of range; allowed 0..{num_layers - 1}")
+
+
 # A frozen MDM teacher phi with its decoder, condition encoder and multi-step sampler.
 @runtime_checkable
 class Teacher(Protocol):

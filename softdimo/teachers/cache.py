@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from softdimo.files import atomic_write, fsync_file, fsync_tree
 from softdimo.teachers.cache_digest import CorruptEntryError, verify_entry, write_digest
 
 DONE_MARKER = "complete.json"
@@ -145,9 +146,11 @@ def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]],
             start = time.time()
             summary = build(tmp)
             summary = {**summary, "build_seconds": time.time() - start}
-            (tmp / DONE_MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True))
+            atomic_write(tmp / DONE_MARKER, json.dumps(summary, indent=1, sort_keys=True))
             write_digest(tmp)
+            fsync_tree(tmp)
             os.replace(tmp, final)
+            fsync_file(root)
             return final, False
     except (CacheLockTimeout, CorruptEntryError):
         raise

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from softdimo.files import atomic_write
 from softdimo.teachers.base import Condition, TokenLayout
 
 #----------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def save_real_tokens(path: str | Path, tokens: Tensor, labels: Sequence[int] | T
     labels_tensor = torch.as_tensor(labels, dtype=torch.long)
     small = tokens.numel() == 0 or (int(tokens.min()) >= 0 and int(tokens.max()) <= torch.iinfo(torch.int16).max)
     stored = tokens.to(torch.int16 if small else torch.long).contiguous()
-    save_file({"tokens": stored, "labels": labels_tensor}, str(path), metadata=metadata)
+    atomic_write(path, lambda tmp: save_file({"tokens": stored, "labels": labels_tensor}, str(tmp), metadata=metadata))
 
 
 # Read and check a real-tokens file against the layout: tokens [N, L, G] in [0, C), labels [N].

@@ -18,8 +18,7 @@ from softdimo.data import digits as data
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
 from softdimo.teachers.cache import cached_network, network_entry
-from softdimo.teachers.small_mdm import (ClassPrefix, MDMTrainSettings, SmallMDM, SmallMDMArch,
-                                         maskgit_sample, train_mdm)
+from softdimo.teachers.small_mdm import ClassPrefix, SmallMDM, SmallMDMConfig, maskgit_sample, train_mdm
 
 CODE_VERSION = "digits-teacher-2"   # bump when training code changes what a config produces
 
@@ -28,18 +27,8 @@ CODE_VERSION = "digits-teacher-2"   # bump when training code changes what a con
 
 # Configuration of the digits teacher (grid keys `teacher.*`).
 @dataclass(frozen=True)
-class DigitsConfig:
+class DigitsConfig(SmallMDMConfig):
     levels: int = param(4, lo=2, hi=17, help="intensity levels per pixel token")
-    d_model: int = param(64, lo=8, help="transformer width")
-    layers: int = param(3, lo=1, help="transformer blocks")
-    heads: int = param(4, lo=1, help="attention heads")
-    train_steps: int = param(1600, lo=1, help="MaskGIT training steps")
-    batch_size: int = param(64, lo=1, help="training batch size")
-    lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
-    warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
-    weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
-    label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the null label (CFG)")
-    seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
 
 
 # Class labels as a `Condition`.
@@ -97,9 +86,7 @@ class DigitsTeacher(DigitsWorld):
 def new_network(config: DigitsConfig) -> SmallMDM:
     torch.manual_seed(config.seed)
     layout = DigitsWorld(config).layout
-    arch = SmallMDMArch(d_model=config.d_model, layers=config.layers, heads=config.heads,
-                        grid=(data.SIDE, data.SIDE))
-    return SmallMDM(layout, arch, ClassPrefix(data.NUM_CLASSES, config.d_model))
+    return SmallMDM(layout, config.arch((data.SIDE, data.SIDE)), ClassPrefix(data.NUM_CLASSES, config.d_model))
 
 
 # Train a digits teacher from scratch; returns the network and the per-step log.
@@ -113,10 +100,7 @@ def train_teacher(config: DigitsConfig, log: Callable[[str], None] = lambda s: N
         idx = torch.randint(tokens.shape[0], (config.batch_size,), generator=g)
         return tokens[idx], labels[idx].tolist()
 
-    settings = MDMTrainSettings(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
-                                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine")
-    history = train_mdm(network, batches, encode_labels, settings, seed=config.seed, log=log)
+    history = train_mdm(network, batches, encode_labels, config.train_settings(), seed=config.seed, log=log)
     return network, history
 
 

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout
+from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout, check_hidden_layers
 
 MASKBIT_GENERATOR_RENAMES = {"token_emb": "input_proj"}   # released file name -> in-memory name
 
@@ -212,9 +212,7 @@ class LFQBert(nn.Module):
         b, n = embeds.shape[:2]
         if n != self.arch.positions:
             raise ValueError(f"expected {self.arch.positions} token positions, got {n}")
-        bad = [i for i in hidden_layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"hidden_layers {bad} out of range; allowed 0..{self.num_layers - 1}")
+        check_hidden_layers(hidden_layers, self.num_layers)
         labels = cond.tensors["labels"].to(embeds.device)
         if drop is not None:
             labels = torch.where(drop.to(labels.device), torch.full_like(labels, self.arch.num_classes),

@@ -14,7 +14,7 @@ Differences from the upstream module, on purpose:
   embeddings from `embed_soft`) instead of token ids.
 - The null (empty-prompt) text encoding lives in the network as a non-persistent buffer, so the
   `drop` rows of a batch (CFG, label dropout) need no second encoding pass, and deep copies of
-  the network (theta, psi) carry it along.
+  the network (theta, psi) carry it along (`text_conditioned.NullText`, as Meissonic's).
 
 Conditioning (docs/maskgen.md): context stream = `text_embed_proj` of CLIP's penultimate hidden
 states; c = `cond_pooled_proj`([pooled CLIP vector | 256-d sinusoid of aesthetic_score * 100]),
@@ -31,10 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from softdimo.params import param
-from softdimo.teachers.base import Condition, ImageNoise, NetworkOutput, TokenLayout, guided_logits
+from softdimo.teachers.base import (Condition, ImageNoise, NetworkOutput, TokenLayout, check_hidden_layers,
+                                    guided_logits)
 from softdimo.teachers.clip_text import ClipTextEncoder, build_clip_text_encoder
 from softdimo.teachers.mmdit import AdaLNContinuous, JointBlock
 from softdimo.teachers.tatitok import TATITOK_ARCHS, TATiTok, load_tatitok
+from softdimo.teachers.text_conditioned import NullText, PromptFiles, TextConditioned
 from softdimo.teachers.weights import CheckpointError, build_uninitialised, load_strict, read_state_dict
 
 #----------------------------------------------------------------------------
@@ -108,7 +110,9 @@ class TiedHead(nn.Module):
 
 
 # The MaskGen-VQ network as an `MDMNetwork` (one group: tokens [B, L, 1], logits [B, L, 1, C]).
-class MaskGenNetwork(nn.Module):
+class MaskGenNetwork(NullText, nn.Module):
+    null_prompt = "empty-prompt"
+
     def __init__(self, arch: MaskGenArch, image_shape: tuple[int, int, int] = (3, 256, 256)):
         super().__init__()
         if arch.width % arch.heads:
@@ -126,17 +130,11 @@ class MaskGenNetwork(nn.Module):
         self.embeddings = nn.Embedding(arch.vocab_rows, d)
         self.pos_embed = nn.Parameter(torch.zeros(1, arch.seq_len, d))
         self.lm_head = TiedHead(self.embeddings, arch.codebook_size)
-        self.register_buffer("null_text_seq", None, persistent=False)
-        self.register_buffer("null_text_pooled", None, persistent=False)
+        self._register_null_text()
 
     # Re-point the head at the embedding table (after anything that replaced Parameters).
     def tie_weights(self) -> None:
         self.lm_head.weight = self.embeddings.weight
-
-    # Store the encoding of the empty prompt: seq [T, text_dim], pooled [text_dim].
-    def set_null_condition(self, seq: Tensor, pooled: Tensor) -> None:
-        self.null_text_seq = seq.detach().reshape(1, *seq.shape[-2:]).clone()
-        self.null_text_pooled = pooled.detach().reshape(1, pooled.shape[-1]).clone()
 
     # Input embeddings of hard tokens [B, L, 1] (mask id allowed) -> [B, L, D], no positions.
     def embed(self, tokens: Tensor) -> Tensor:
@@ -159,13 +157,7 @@ class MaskGenNetwork(nn.Module):
 
     # Context stream [B, T, D] and pooled condition c [B, D]; `drop` rows use the null encoding.
     def condition(self, cond: Condition, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        seq, pooled = cond.tensors["seq"], cond.tensors["pooled"]
-        if drop is not None and bool(drop.any()):
-            if self.null_text_seq is None:
-                raise RuntimeError("MaskGen network has no null (empty-prompt) encoding; call "
-                                   "set_null_condition before dropping conditions")
-            seq = torch.where(drop[:, None, None], self.null_text_seq.to(seq.dtype), seq)
-            pooled = torch.where(drop[:, None], self.null_text_pooled.to(pooled.dtype), pooled)
+        seq, pooled = self.with_null_text(cond.tensors["seq"], cond.tensors["pooled"], drop)
         if self.arch.micro_condition_dim:
             aes = aesthetic_embedding(cond.tensors["aesthetic"], self.arch.micro_condition_dim)
             pooled = torch.cat([pooled, aes.to(pooled.dtype)], dim=-1)
@@ -175,9 +167,7 @@ class MaskGenNetwork(nn.Module):
     # [B, L, D]. Never masks anything: the caller decides what is masked.
     def forward(self, embeds: Tensor, cond: Condition, drop: Tensor | None = None,
                 hidden_layers: Sequence[int] = ()) -> NetworkOutput:
-        bad = [i for i in hidden_layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"hidden_layers {bad} out of range [0, {self.num_layers})")
+        check_hidden_layers(hidden_layers, self.num_layers)
         ctx, c = self.condition(cond, drop)
         x = embeds + self.pos_embed[:, : embeds.shape[1]]
         hidden = {}
@@ -287,7 +277,7 @@ def maskgen_sample(network: MaskGenNetwork, cond: Condition, noise: ImageNoise, 
 
 # Configuration of the `maskgen` teacher (grid keys `teacher.*`).
 @dataclass(frozen=True)
-class MaskGenConfig:
+class MaskGenConfig(PromptFiles):
     size: str = param("L", choices=tuple(MASKGEN_ARCHS), help="MaskGen-VQ size (tiny: tests only)")
     generator_weights: str = param("", help="MaskGen-VQ weight file; empty = asset maskgen_vq_<size>")
     tokenizer_weights: str = param("", help="TA-TiTok weight file; empty = asset tatitok_bl128_vq")
@@ -295,29 +285,14 @@ class MaskGenConfig:
     text_encoder_weights: str = param("", help="CLIP weight file; empty = asset "
                                       "openai_clip_vit_l_14_336")
     quick_gelu: bool = param(True, help="force QuickGELU in the text tower (OpenAI weights)")
-    train_prompts: str = param("", help="text file, one prompt per line: distillation conditions")
-    eval_prompts: str = param("", help="text file, one prompt per line: evaluation conditions")
     aesthetic_score: float = param(6.5, lo=0.0, hi=10.0, help="micro-condition (released 6.5)")
     guidance_decay: str = param("cosine", choices=GUIDANCE_DECAYS, help="sampler CFG schedule")
     guidance_power: float = param(1.0, lo=0.0, help="exponent of the cosine CFG schedule")
     softmax_annealing: bool = param(True, help="sampler temperature 0.5 + 0.8 (1 - r)")
 
 
-# Prompts of a text file, one per non-empty line; errors name the config key and the file.
-def read_prompts(path: str, key: str) -> list[str]:
-    if not path:
-        raise ValueError(f"{key} is not set: give a text file with one prompt per line")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"{key}: prompt file {file} does not exist")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"{key}: prompt file {file} has no prompts")
-    return prompts
-
-
 # MaskGen-VQ + TA-TiTok decoder + CLIP text encoder as a `Teacher` (condition kind "text").
-class MaskGenTeacher:
+class MaskGenTeacher(TextConditioned):
     name = "maskgen"
     condition_kind = "text"
 
@@ -329,34 +304,14 @@ class MaskGenTeacher:
         self.layout = network.layout
         null = text_encoder.encode([""])
         network.set_null_condition(null.seq[0], null.pooled[0])
-        self._prompts: dict[str, list[str]] = {}
 
     # Prompts -> Condition with CLIP seq / pooled / final features and the aesthetic score.
     def encode_condition(self, raw: Sequence[Any]) -> Condition:
-        prompts = list(raw)
-        bad = [p for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TypeError(f"maskgen conditions are prompts (str); got {bad[:3]!r}")
+        prompts = self.prompts_of(raw)
         f = self.text_encoder.encode(prompts)
         aes = torch.full((len(prompts),), self.config.aesthetic_score, device=f.seq.device)
         return Condition("text", {"seq": f.seq, "pooled": f.pooled, "aesthetic": aes,
                                   "final": f.final}, prompts)
-
-    def _prompt_list(self, which: str) -> list[str]:
-        if which not in self._prompts:
-            self._prompts[which] = read_prompts(getattr(self.config, which), f"teacher.{which}")
-        return self._prompts[which]
-
-    # n distillation prompts drawn uniformly (with replacement) from `teacher.train_prompts`.
-    def sample_conditions(self, n: int, generator: torch.Generator) -> list[Any]:
-        prompts = self._prompt_list("train_prompts")
-        idx = torch.randint(len(prompts), (n,), generator=generator, device=generator.device)
-        return [prompts[i] for i in idx.tolist()]
-
-    # The first n evaluation prompts of `teacher.eval_prompts`, cycling (prompt i mod count).
-    def eval_conditions(self, n: int) -> list[Any]:
-        prompts = self._prompt_list("eval_prompts")
-        return [prompts[i % len(prompts)] for i in range(n)]
 
     def _text_guidance(self, cond: Condition | None, batch: int) -> Tensor:
         if cond is None:
@@ -389,10 +344,6 @@ class MaskGenTeacher:
                               randomize_temperature=choice_temperature, temperature=temperature,
                               guidance_decay=c.guidance_decay, guidance_power=c.guidance_power,
                               softmax_annealing=c.softmax_annealing)
-
-    # Data-free teacher: no real tokens.
-    def real_tokens(self) -> tuple[Tensor, list[Any]] | None:
-        return None
 
 
 def _check_compatible(arch: MaskGenArch, tokenizer: TATiTok, text: ClipTextEncoder) -> None:

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout
+from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout, check_hidden_layers
 
 #----------------------------------------------------------------------------
 
@@ -149,9 +149,7 @@ class MaskGITTransformer(nn.Module):
         b, n = embeds.shape[:2]
         if n != self.arch.positions:
             raise ValueError(f"expected {self.arch.positions} token positions, got {n}")
-        bad = [i for i in hidden_layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"hidden_layers {bad} out of range; allowed 0..{self.num_layers - 1}")
+        check_hidden_layers(hidden_layers, self.num_layers)
         x = torch.cat([embeds, self.class_embedding(cond, drop).to(embeds.dtype)], dim=1)
         x = self.first_layer(x + self.pos_emb)
         hidden = []

@@ -34,8 +34,8 @@ from torch import Tensor
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, guided_logits
 from softdimo.teachers.clip_text import ClipTextEncoder, build_clip_text_encoder
-from softdimo.teachers.maskgen import MaskGenTeacher
 from softdimo.teachers.meissonic_transformer import MEISSONIC_ARCHS, MeissonicArch, MeissonicNetwork
+from softdimo.teachers.text_conditioned import PromptFiles, TextConditioned
 from softdimo.teachers.vq_decoder import VQ_DECODER_ARCHS, VQDecoder, load_vq_decoder
 from softdimo.teachers.weights import CheckpointError, build_uninitialised, load_strict, read_state_dict
 
@@ -122,28 +122,21 @@ def meissonic_sample(network: MeissonicNetwork, cond: Condition, noise: ImageNoi
 
 # Configuration of the `meissonic` teacher (grid keys `teacher.*`).
 @dataclass(frozen=True)
-class MeissonicConfig:
+class MeissonicConfig(PromptFiles):
     size: str = param("full", choices=tuple(MEISSONIC_ARCHS), help="Meissonic size (tiny: tests only)")
     transformer_weights: str = param("", help="transformer: asset name or file; empty = asset meissonic_transformer")
     vqvae_weights: str = param("", help="VQ-VAE: asset name or file; empty = asset meissonic_vqvae")
     text_encoder_weights: str = param("", help="CLIP text encoder: asset name or file; empty = asset "
                                       "meissonic_text_encoder")
     text_encoder: str = param("ViT-H-14", help="open_clip model name or config JSON of the text tower")
-    train_prompts: str = param("", help="text file, one prompt per line: distillation conditions")
-    eval_prompts: str = param("", help="text file, one prompt per line: evaluation conditions")
     negative_prompt: str = param(NEGATIVE_PROMPT, help="CFG null condition (Di[M]O distil_neg_prompt); '' = empty")
     aesthetic_score: float = param(6.0, lo=0.0, hi=10.0, help="micro-condition (Di[M]O 6.0)")
 
 
 # Meissonic transformer + VQ decoder + CLIP text encoder as a `Teacher` (condition kind "text").
-class MeissonicTeacher:
+class MeissonicTeacher(TextConditioned):
     name = "meissonic"
     condition_kind = "text"
-
-    # Prompt files work as for MaskGen (same config keys, same draws).
-    _prompt_list = MaskGenTeacher._prompt_list
-    sample_conditions = MaskGenTeacher.sample_conditions
-    eval_conditions = MaskGenTeacher.eval_conditions
 
     def __init__(self, network: MeissonicNetwork, decoder: VQDecoder, text_encoder: ClipTextEncoder,
                  config: MeissonicConfig):
@@ -153,14 +146,10 @@ class MeissonicTeacher:
         self.layout = network.layout
         null = text_encoder.encode([config.negative_prompt])
         network.set_null_condition(null.seq[0], null.pooled[0])
-        self._prompts: dict[str, list[str]] = {}
 
     # Prompts -> Condition: CLIP seq / pooled, micro-conditions, timestep 0 (Di[M]O's value).
     def encode_condition(self, raw: Sequence[Any]) -> Condition:
-        prompts = list(raw)
-        bad = [p for p in prompts if not isinstance(p, str)]
-        if bad:
-            raise TypeError(f"meissonic conditions are prompts (str); got {bad[:3]!r}")
+        prompts = self.prompts_of(raw)
         f = self.text_encoder.encode(prompts)
         _, height, width = self.layout.image_shape
         micro = torch.tensor([[width, height, 0.0, 0.0, self.config.aesthetic_score]], device=f.seq.device)
@@ -183,10 +172,6 @@ class MeissonicTeacher:
             raise ValueError("sample needs `noise` (an ImageNoise: one random stream per image)")
         return meissonic_sample(self.network, cond, noise, steps=steps, guidance=cfg, temperature=temperature,
                                 choice_temperature=choice_temperature)
-
-    # Data-free teacher: no real tokens.
-    def real_tokens(self) -> tuple[Tensor, list[Any]] | None:
-        return None
 
 
 def _check_compatible(arch: MeissonicArch, decoder: VQDecoder, text: ClipTextEncoder) -> None:

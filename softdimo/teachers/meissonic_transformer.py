@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout
+from softdimo.teachers.base import Condition, NetworkOutput, TokenLayout, check_hidden_layers
 from softdimo.teachers.mmdit import JointBlock, RMSNorm, apply_rotary, split_heads
+from softdimo.teachers.text_conditioned import NullText
 
 MICRO_CONDITIONS = 5            # [orig width, orig height, crop top, crop left, aesthetic score]
 SINUSOID_DIM = 256              # per micro-condition and for the timestep (fixed upstream)
@@ -248,7 +249,9 @@ def rope_tables(axes_dims: Sequence[int], text_len: int, n: int, device: torch.d
 # The Meissonic transformer as an `MDMNetwork` (tokens [B, L, 1] over the grid in raster order).
 # Condition tensors: "seq" [B, T, text_dim], "pooled" [B, pooled_dim], "micro" [B, 5] and
 # "timestep" [B] (the upstream `timestep` argument: 0 in Di[M]O, the step index in the sampler).
-class MeissonicNetwork(nn.Module):
+class MeissonicNetwork(NullText, nn.Module):
+    null_prompt = "negative-prompt"
+
     def __init__(self, arch: MeissonicArch, image_shape: tuple[int, int, int] = (3, 1024, 1024)):
         super().__init__()
         arch.check()
@@ -274,14 +277,7 @@ class MeissonicNetwork(nn.Module):
         self.project_from_hidden = nn.Linear(d, d, bias=False)
         self.down_block = ResampleBlock(d, up=False)
         self.up_block = ResampleBlock(d, up=True)
-        self.register_buffer("null_text_seq", None, persistent=False)
-        self.register_buffer("null_text_pooled", None, persistent=False)
-
-    # Store the encoding of the null condition (Meissonic: the negative prompt): seq [T, text_dim],
-    # pooled [pooled_dim]. Rows with `drop` use it (CFG's unconditional branch).
-    def set_null_condition(self, seq: Tensor, pooled: Tensor) -> None:
-        self.null_text_seq = seq.detach().reshape(1, *seq.shape[-2:]).clone()
-        self.null_text_pooled = pooled.detach().reshape(1, pooled.shape[-1]).clone()
+        self._register_null_text()
 
     # The `embed` submodule (its name is taken by the `MDMNetwork` method below).
     @property
@@ -310,13 +306,7 @@ class MeissonicNetwork(nn.Module):
 
     # Context stream [B, T, D] and modulation c [B, D]; `drop` rows use the null condition.
     def condition(self, cond: Condition, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        seq, pooled = cond.tensors["seq"], cond.tensors["pooled"]
-        if drop is not None and bool(drop.any()):
-            if self.null_text_seq is None:
-                raise RuntimeError("Meissonic network has no null (negative-prompt) encoding; call "
-                                   "set_null_condition before dropping conditions")
-            seq = torch.where(drop[:, None, None], self.null_text_seq.to(seq.dtype), seq)
-            pooled = torch.where(drop[:, None], self.null_text_pooled.to(pooled.dtype), pooled)
+        seq, pooled = self.with_null_text(cond.tensors["seq"], cond.tensors["pooled"], drop)
         micro = cond.tensors["micro"]
         micro = sinusoid(micro.reshape(-1)).reshape(micro.shape[0], -1).to(pooled.dtype)
         pooled = self.cond_embed(torch.cat([pooled, micro], dim=1))
@@ -327,9 +317,7 @@ class MeissonicNetwork(nn.Module):
     # first) from input embeddings [B, L, D]. Never masks anything.
     def forward(self, embeds: Tensor, cond: Condition, drop: Tensor | None = None,
                 hidden_layers: Sequence[int] = ()) -> NetworkOutput:
-        bad = [i for i in hidden_layers if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"hidden_layers {bad} out of range [0, {self.num_layers})")
+        check_hidden_layers(hidden_layers, self.num_layers)
         ctx, c = self.condition(cond, drop)
         b, n = embeds.shape[0], self.arch.grid
         x = self.down_block(embeds.transpose(1, 2).reshape(b, -1, n, n))

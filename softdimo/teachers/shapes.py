@@ -22,8 +22,7 @@ from softdimo.data import shapes as world
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
 from softdimo.teachers.cache import cached_network, network_entry
-from softdimo.teachers.small_mdm import (MDMTrainSettings, SmallMDM, SmallMDMArch, TextPrefix,
-                                         maskgit_sample, train_mdm)
+from softdimo.teachers.small_mdm import SmallMDM, SmallMDMConfig, TextPrefix, maskgit_sample, train_mdm
 
 CODE_VERSION = f"shapes-teacher-1/{world.WORLD_VERSION}"  # bump when training changes its output
 REAL_SCENES = 5000          # size of the fixed "real" set (GAN real branch)
@@ -34,19 +33,10 @@ REAL_SEED = 20250901        # seed of that set
 
 # Configuration of the shapes teacher (grid keys `teacher.*`).
 @dataclass(frozen=True)
-class ShapesConfig:
-    d_model: int = param(64, lo=8, help="transformer width")
-    layers: int = param(3, lo=1, help="transformer blocks")
-    heads: int = param(4, lo=1, help="attention heads")
+class ShapesConfig(SmallMDMConfig):
     train_steps: int = param(3000, lo=1, help="MaskGIT training steps (fresh scenes each step)")
-    batch_size: int = param(64, lo=1, help="training batch size")
-    lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
-    warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
-    weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
-    label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the <null> prompt (CFG)")
     loss_positions: str = param("all", choices=("masked", "all"),
                                 help="slots in the loss: masked only, or all (visible ones predict themselves)")
-    seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
 
 
 # Prompts as a text `Condition` (word ids [B, PROMPT_LEN]).
@@ -118,10 +108,8 @@ def shapes_layout() -> TokenLayout:
 # A freshly initialised shapes network for a configuration (seeded by `config.seed`).
 def new_network(config: ShapesConfig) -> SmallMDM:
     torch.manual_seed(config.seed)
-    arch = SmallMDMArch(d_model=config.d_model, layers=config.layers, heads=config.heads,
-                        grid=(world.GRID, world.GRID))
     prefix = TextPrefix(len(world.VOCAB), world.PROMPT_LEN, config.d_model, world.WORD_ID[world.NULL])
-    return SmallMDM(shapes_layout(), arch, prefix)
+    return SmallMDM(shapes_layout(), config.arch((world.GRID, world.GRID)), prefix)
 
 
 # Train a shapes teacher from scratch on fresh scenes; returns the network and the per-step log.
@@ -133,11 +121,8 @@ def train_teacher(config: ShapesConfig, log: Callable[[str], None] = lambda s: N
         tokens, prompts = world.sample_batch(config.batch_size, _seed_from(g))
         return tokens[..., None], prompts
 
-    settings = MDMTrainSettings(steps=config.train_steps, batch_size=config.batch_size, lr=config.lr,
-                                warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-                                label_dropout=config.label_dropout, grad_clip=1.0, schedule="cosine",
-                                loss_positions=config.loss_positions)
-    history = train_mdm(network, batches, encode_prompts, settings, seed=config.seed, log=log)
+    history = train_mdm(network, batches, encode_prompts, config.train_settings(config.loss_positions),
+                        seed=config.seed, log=log)
     return network, history
 
 

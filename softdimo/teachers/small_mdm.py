@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from softdimo.dropout import StreamDropout, attention
+from softdimo.params import param
 from softdimo.teachers.base import (Condition, ImageNoise, NetworkOutput, TokenLayout, guided_logits,
                                     random_slot_masks)
 
@@ -166,6 +167,33 @@ class MDMTrainSettings:
     grad_clip: float
     schedule: str = "cosine"
     loss_positions: str = "masked"     # "masked" (MaskGIT paper) or "all" (MaskGIT-PyTorch, Di[M]O's teacher)
+
+
+# What every mini teacher trained here configures (grid keys `teacher.*`): the SmallMDM's size and
+# its MaskGIT training; a world's teacher adds its own fields and may change a default.
+@dataclass(frozen=True)
+class SmallMDMConfig:
+    d_model: int = param(64, lo=8, help="transformer width")
+    layers: int = param(3, lo=1, help="transformer blocks")
+    heads: int = param(4, lo=1, help="attention heads")
+    train_steps: int = param(1600, lo=1, help="MaskGIT training steps")
+    batch_size: int = param(64, lo=1, help="training batch size")
+    lr: float = param(2e-3, lo=0.0, help="AdamW peak learning rate")
+    warmup_steps: int = param(100, lo=0, help="linear warm-up steps")
+    weight_decay: float = param(0.01, lo=0.0, help="AdamW weight decay")
+    label_dropout: float = param(0.1, lo=0.0, hi=1.0, help="probability of the null condition (CFG)")
+    seed: int = param(0, lo=0, help="teacher training seed (independent of the run seed)")
+
+    # The network's architecture on a token grid (rows, columns).
+    def arch(self, grid: tuple[int, int]) -> SmallMDMArch:
+        return SmallMDMArch(d_model=self.d_model, layers=self.layers, heads=self.heads, grid=grid)
+
+    # Its training settings: AdamW with warm-up and cosine decay, gradients clipped at 1.
+    def train_settings(self, loss_positions: str = "masked") -> MDMTrainSettings:
+        return MDMTrainSettings(steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
+                                warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
+                                label_dropout=self.label_dropout, grad_clip=1.0, schedule="cosine",
+                                loss_positions=loss_positions)
 
 
 # lr multiplier: linear warm-up, then cosine decay to 10% of the peak.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness import registry
+from harness import baselines
 from harness.baseline_protocols import (TEXT_TO_IMAGE_TASKS, assumption_footnotes, computable_protocols,
                                         protocol_mappings, unmapped_lines)
 from harness.metrics.geneval import GENEVAL_TASKS
@@ -12,7 +12,7 @@ from harness.metrics.hps import HPS_STYLES
 
 
 def _papers():
-    return registry.baseline_sources.get("papers").load()
+    return baselines.registered.get("papers").load()
 
 
 # The metric keys the text-to-image metric entries record.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import baselines, cell, registry, store, tables
+from harness import baselines, cell, store, tables
 from harness.baselines.__main__ import main as _baselines_main  # the command line
 from harness.grid import load_grid
 from harness.results import frame, record_rows
@@ -23,7 +23,7 @@ def test_build_script_reproduces_committed_csv(tmp_path):
 
 
 def test_paper_baselines_carry_citation_quality_protocol():
-    rows = registry.baseline_sources.get("papers").load()
+    rows = baselines.registered.get("papers").load()
     raw = (ROOT / "baselines" / "sources" / "paper_results_raw.csv").read_text().splitlines()
     assert len(rows) == len(raw) - 1 == 265                     # every number, none dropped
     soft = [b for b in rows if b.paper.startswith("Soft-DiMO")]

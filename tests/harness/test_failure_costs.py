@@ -8,7 +8,7 @@ from pathlib import Path
 
 import submitit
 
-from harness import costs, launch, registry, slurm, store
+from harness import costs, executors, launch, slurm, store
 from harness.executors import JobEnd, SubmittedJob
 from harness.spec import resolve_cell
 
@@ -40,7 +40,7 @@ def test_a_job_ended_without_a_record_is_recorded_with_its_task_and_accounted_co
     spec = resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": 0}, "mini")
     job = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="debug").submit(print)
     usage = {"elapsed_s": 9000, "runs": 2, "gpus": 8, "accelerator_hours": 20.0, "starts": []}
-    executor = dataclasses.replace(registry.executors.get("local"),
+    executor = dataclasses.replace(executors.registered.get("local"),
                                    job_end=lambda j: JobEnd(1, "srun: task 1: Killed", usage))
     run_dir = store.run_dir(tmp_path, "g", spec.run_id)
     earlier = {"schema_version": store.SCHEMA_VERSION, "run_id": spec.run_id, "grid": "g", "spec": spec.to_json(),

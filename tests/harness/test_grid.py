@@ -222,7 +222,8 @@ params: {teacher: toy}
 
 
 def test_every_independent_problem_of_a_grid_is_reported_at_once(write_grid, tmp_path):
-    # An unknown teacher and an unknown relaxation, and a bad parameter value: three lines, one run.
+    # An unknown teacher and an unknown relaxation, and a bad parameter value in the same entry:
+    # three lines, one run (each axis value and each parameter is checked on its own).
     path = write_grid("""
         name: g
         matrix:
@@ -235,9 +236,10 @@ def test_every_independent_problem_of_a_grid_is_reported_at_once(write_grid, tmp
     with pytest.raises(GridError) as e:
         load_grid(path)
     text = "\n".join(e.value.problems)
-    assert len(e.value.problems) == 2, text          # the stages read depend on teacher and method
+    assert len(e.value.problems) == 3, text
     assert ":3: matrix.teacher: unknown teacher 'toyy' (did you mean 'toy'?)" in text
     assert ":5: matrix.relaxation: unknown relaxation 'toy_sfot' (did you mean 'toy_soft'?)" in text
+    assert ":7: matrix.distill.steps: expected an integer >= 1, got -1" in text
     path = write_grid("""
         name: g
         matrix:
@@ -251,6 +253,28 @@ def test_every_independent_problem_of_a_grid_is_reported_at_once(write_grid, tmp
     with pytest.raises(GridError) as e:
         load_grid(path)
     assert [p.split(": ")[1] for p in e.value.problems] == ["matrix.distill.steps", "matrix.eval.samples"]
+
+
+# A misspelt axis value hides no misspelt parameter of its entry, whichever axis it is: the method
+# (every stage is a candidate), the relaxation or the teacher (the other stages are checked).
+@pytest.mark.parametrize("entry, problems", [
+    ("{teacher: [digits], method: [dimo], relaxation: [sotf], seed: [0], distill.stpes: [3]}",
+     ["matrix.relaxation: unknown relaxation 'sotf' (did you mean 'soft'?)",
+      "matrix.distill.stpes: unknown parameter of stage 'distill' (did you mean 'steps'?)"]),
+    ("{teacher: [digitz], method: [dimo], relaxation: [soft], refinement: [gan], seed: [0], gan.weight: [-1]}",
+     ["matrix.teacher: unknown teacher 'digitz' (did you mean 'digits'?)",
+      "matrix.gan.weight: expected a number >= 0.0, got -1"]),
+    ("{teacher: [digits], method: [dimoo], relaxation: [sotf], refinement: [gna], seed: [-1], eval.samplez: [9]}",
+     ["matrix.method: unknown method 'dimoo' (did you mean 'dimo'?)", "matrix.seed: expected a non-negative",
+      "matrix.relaxation: unknown relaxation 'sotf'", "matrix.refinement: unknown refinement 'gna'",
+      "matrix.eval.samplez: unknown parameter of stage 'eval' (did you mean 'samples'?)"]),
+])
+def test_an_entry_with_several_problems_names_each(write_grid, entry, problems):
+    with pytest.raises(GridError) as e:
+        load_grid(write_grid(f"name: g\nmatrix: {entry}\n"))
+    text = "\n".join(e.value.problems)
+    assert len(e.value.problems) == len(problems), text
+    assert all(p in text for p in problems), text
 
 
 def test_a_cell_naming_a_relaxation_without_a_method_runs_dimo(write_grid, tmp_path):

@@ -1,8 +1,10 @@
-"""The import graph of the project's packages: one way down, no circles, `softdimo` independent.
+"""The import graph of the project's packages: one way down, no circles, `softdimo` independent,
+the contracts of `harness` on the ground floor.
 
-Every `import` and `from ... import` statement of `harness/` and `softdimo/` counts, at any depth
-(inside functions too), except those under `if TYPE_CHECKING:`; importing a submodule also imports
-its package. A circle means some module knows a module above it.
+Every `import` and `from ... import` statement of `harness/` and `softdimo/` counts, at any depth:
+inside functions and under `if TYPE_CHECKING:` too (a type-only import still names the module it
+types with); importing a submodule also imports its package. A circle means some module knows a
+module above it.
 """
 from __future__ import annotations
 
@@ -24,14 +26,6 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
-    return skip
-
-
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     # The longest project module that `name` is or lies in.
     parts = name.split(".")
@@ -49,11 +43,8 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        skip = _type_checking_nodes(tree)
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
         for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -97,6 +88,7 @@ def test_the_graph_is_read() -> None:
     graph = import_graph()
     assert "harness.registry" in graph["harness.spec"]
     assert "softdimo.train" in graph["harness.students"]
+    assert "softdimo.teachers.base" in graph["harness.entries"]     # under TYPE_CHECKING only
 
 
 def test_no_module_imports_a_module_that_imports_it_back() -> None:
@@ -109,3 +101,15 @@ def test_softdimo_never_imports_harness() -> None:
     offenders = {m: sorted(t for t in ts if t.startswith("harness")) for m, ts in graph.items()
                  if m.startswith("softdimo") and any(t.startswith("harness") for t in ts)}
     assert offenders == {}
+
+
+# The contracts every stage shares: the spec record, the entry types and their registries.
+GROUND_FLOOR = {"harness.run_spec", "harness.entries", "harness.registry"}
+
+
+def test_the_ground_floor_stands_on_leaves_only() -> None:
+    graph = import_graph()
+    harness = {m for m in graph if m.startswith("harness")}
+    leaves = {m for m in harness if not graph[m] & harness - {"harness"}}
+    climbs = {m: sorted(graph[m] & harness - GROUND_FLOOR - leaves - {"harness"}) for m in GROUND_FLOOR}
+    assert {m: t for m, t in climbs.items() if t} == {}

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from harness import plugins, registry, run
+from harness import baselines, executors, plugins, registry, run
 from harness.registry import Registry, UnknownNameError
 from softdimo.config import DistillConfig
 
@@ -49,8 +49,8 @@ def test_plugin_registers_into_every_axis():
     assert "toy" in registry.teachers and "toy_student" in registry.methods
     assert {"toy_hard", "toy_soft"} <= set(registry.relaxations.names())
     assert "toy_sharpen" in registry.refinements and "toy_fidelity" in registry.metrics
-    assert {"debug", "local", "slurm"} <= set(registry.executors.names())
-    assert {"papers", "mini_reference"} <= set(registry.baseline_sources.names())
+    assert {"debug", "local", "slurm"} <= set(executors.registered.names())
+    assert {"papers", "mini_reference"} <= set(baselines.registered.names())
     with pytest.raises(ImportError, match="plugin module 'no_such_module' could not be imported"):
         plugins.load_module("no_such_module")
 

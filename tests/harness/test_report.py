@@ -193,6 +193,42 @@ def test_report_end_to_end_with_corrupt_record(write_grid, tmp_path):
     assert report.main(["--results", str(results), "--format", "md,html"]) == 2
 
 
+ORDERED = """
+name: order
+plugins: [toy_lab]
+matrix:
+  - {teacher: [toy], method: [toy_student], relaxation: [toy_soft], refinement: [toy_sharpen], seed: [0, 1]}
+  - {teacher: [toy], method: [toy_student], relaxation: [toy_soft, toy_hard], seed: [0, 1]}
+params: {eval.samples: 20}
+compare: {reference: {relaxation: toy_hard}}
+"""
+
+
+# The report lists methods in the order the grid's matrix names them (here the reverse of the
+# alphabetical one) in its tables, comparisons, figures and side-by-side samples.
+def test_the_report_keeps_the_grids_method_order(write_grid, tmp_path):
+    from harness import compare, run, side_by_side
+    from harness.results import labels_in_order
+    results = tmp_path / "results"
+    assert run.main(["--grid", str(write_grid(ORDERED)), "--results", str(results), "--executor", "debug"],
+                    io.StringIO(), io.StringIO()) == 0
+    rep = report.build_report(results, None, tmp_path / "report", formats=("md",))
+    sharpen, soft, hard = ("Toy student (toy_soft) (refinement=toy_sharpen, toyref.strength=0.5)",
+                           "Toy student (toy_soft) (refinement=none)", "Toy student (toy_hard)")
+    assert [r.label for r in rep.tables.blocks[0].rows] == [sharpen, soft, hard]
+    assert sorted([sharpen, soft, hard]) == [hard, soft, sharpen]           # alphabetical is the reverse
+    table = (tmp_path / "report" / "tables" / "results.md").read_text()
+    assert table.index(sharpen) < table.index(f"| {soft}") < table.index(f"| {hard}")
+    compared = compare.compare(rep.frame, {"relaxation": "toy_hard"})
+    assert list(dict.fromkeys(c.label for c in compared)) == [sharpen, soft]
+    text = (tmp_path / "report" / "tables" / "compare.md").read_text()
+    assert text.index(f"| {sharpen} − {hard}") < text.index(f"| {soft} − {hard}")
+    assert labels_in_order(rep.frame[rep.frame["kind"] == "run"]) == [sharpen, soft, hard]
+    runs = rep.frame[rep.frame["kind"] == "run"].drop_duplicates("run_id").copy()
+    runs["file"] = [side_by_side.condition_file(results, g, r, None) for g, r in zip(runs["grid"], runs["run_id"])]
+    assert [r["label"] for r in side_by_side.choose_runs(runs)[1]] == [sharpen, soft, hard]
+
+
 # Move a report folder: no file in it names a forbidden (absolute) path, and every link of its
 # Markdown pages resolves inside the moved folder.
 def _check_report_travels(folder: Path, target: Path, forbidden: list[str]) -> None:

@@ -154,6 +154,29 @@ def test_marker_of_a_live_job_means_running(write_grid, tmp_path):
     assert {c.run_id: c.state for c in launch.plan(grid, tmp_path)}[spec.run_id] == "pending"
 
 
+# A launcher that died while writing a marker (the writer before markers were written atomically, or
+# a damaged disk) leaves half of one: the cell is not taken for "never submitted" silently, the
+# marker is named and kept aside, and the cell's next launch writes a whole marker and runs it.
+@pytest.mark.slow                 # a real local-executor job runs the cell again
+def test_a_half_written_marker_is_detected_and_repaired(write_grid, tmp_path, capsys):
+    grid = load_grid(write_grid(GRID))
+    spec = grid.specs[0]
+    d = store.run_dir(tmp_path, "e2e", spec.run_id)
+    d.mkdir(parents=True)
+    whole = json.dumps({"executor": "local", "job_id": str(os.getpid()), "host": os.uname().nodename})
+    (d / launch.MARKER).write_text(whole[:len(whole) // 2])
+    assert {c.run_id: c.state for c in launch.plan(grid, tmp_path)}[spec.run_id] == "pending"
+    err = capsys.readouterr().err
+    assert f"{d / launch.MARKER}: unreadable submission marker" in err
+    assert not (d / launch.MARKER).exists()
+    assert (d / launch.MARKER_CORRUPT).read_text() == whole[:len(whole) // 2]    # kept aside
+    submitted = launch.submit(grid, [spec], tmp_path, "local", max_parallel=1)
+    job_id = str(submitted.submissions[0].job.job_id)
+    assert launch.read_marker(tmp_path, "e2e", spec.run_id)["job_id"] == job_id   # whole again
+    assert launch.wait(submitted)[spec.run_id] == "ok"
+    assert capsys.readouterr().err == "" and not (d / launch.MARKER).exists()
+
+
 @pytest.mark.slow                 # real local-executor workers running cells
 def test_local_workers_share_one_queue(write_grid, tmp_path, monkeypatch):
     # A long cell first: the worker that takes it runs nothing else, the other worker takes every

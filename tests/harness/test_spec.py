@@ -11,7 +11,8 @@ import pytest
 
 from harness import registry
 from harness.grid import load_grid
-from harness.spec import ADDED_PARAMS, STAGE_CONFIGS, CellError, RunSpec, resolve_cell
+from harness.run_spec import ADDED_PARAMS, CellError, RunSpec
+from harness.spec import STAGE_CONFIGS, resolve_cell
 from softdimo.params import schema
 
 CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",

@@ -42,14 +42,6 @@ SINUSOID = (1, 16)                  # the aesthetic sinusoid: one product and si
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def io():
     return load_file(str(FIXTURES / "maskgen_vq_tiny_io.safetensors"))

@@ -48,14 +48,6 @@ B, C, MASK = 3, 32, 39
 TINY = MEISSONIC_ARCHS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def io():
     return load_file(str(FIXTURES / "meissonic_transformer_tiny_io.safetensors"))
@@ -310,6 +302,7 @@ def test_clip_text_parity_transformers_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
+    torch.set_num_threads(1)          # as its tests run: module fixtures are built before theirs
     directory = tmp_path_factory.mktemp("meissonic")
     ctx = RunContext(run_dir=directory / "run", cache_dir=directory / "cache")
     return teachers.get("meissonic").build(tiny_meissonic_config(directory), ctx)

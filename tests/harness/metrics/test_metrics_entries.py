@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import registry
+from harness import baselines, registry
 from harness.entries import EvalInput, RunContext
 from harness.metrics import fid, hps
 from harness.metrics.features import features_of, load_extractor
@@ -99,7 +99,7 @@ def test_stored_imagenet_numbers_match_what_a_run_records(adm_batch, tmp_path):
     for name in ("fid", "inception_score", "prdc"):
         for key, value in registry.metrics.get(name).compute(inp, ctx).items():
             recorded[key] = {**value.protocol, "name": "imagenet256-fid50k-adm", "num_samples": 50_000}
-    stored = [b for b in registry.baseline_sources.get("papers").load() if b.task == "imagenet256-c2i"]
+    stored = [b for b in baselines.registered.get("papers").load() if b.task == "imagenet256-c2i"]
     key_of = {"is": "inception_score"}
     dimo = [b for b in stored if b.arxiv == "2503.15457"]
     assert {b.metric for b in dimo} >= {"fid", "is", "precision", "recall", "density", "coverage"}
