@@ -17,10 +17,12 @@ Printed per configuration: rank 0's peak resident memory over its resident memor
 sampling (ru_maxrss), the seconds the sampling and evaluation took, and the metric's value (equal
 before and after at the same N). The old path at 50,000 images would gather 39 GB of float32
 images (several copies while pickling, unpickling and concatenating), more than this machine has,
-so "before" is measured at the two --before-samples and its growth per image between them is
-extrapolated; "after" is also measured at --samples itself.
+so "before" is measured at the --before-samples (the largest should be the most that fits in
+memory beside the machine's other work) and its growth per image between the two largest is
+extrapolated; "after" is also measured at --samples itself. The default --before is the last
+commit before per-process extraction.
 
-    python benchmarks/eval_memory.py [--samples 50000] [--before-samples 500 1000] [--before REV]
+    python benchmarks/eval_memory.py [--samples 50000] [--before-samples 1000 2000 3000] [--before REV]
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE, FEATURES, TOKENS, CLASSES = 256, 2048, 16, 1000
+BEFORE_PER_PROCESS = "635b585"      # the last commit where rank 0 gathered every image and extracted alone
 
 #----------------------------------------------------------------------------
 # The driver: one pair of processes on the harness code found first on sys.path.
@@ -147,25 +150,32 @@ def measure(tree: Path, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50_000)
-    parser.add_argument("--before-samples", type=int, nargs=2, default=[500, 1000])
-    parser.add_argument("--before", default="main", help="git revision of the old code path (default: main)")
+    parser.add_argument("--before-samples", type=int, nargs="+", default=[1000, 2000, 3000],
+                        help="sizes for the old code path (at least 2; the two largest give the growth per image)")
+    parser.add_argument("--before", default=BEFORE_PER_PROCESS,
+                        help=f"git revision of the old code path (default: {BEFORE_PER_PROCESS})")
     parser.add_argument("--drive", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         _drive(int(args.drive[0]), args.drive[1])
         return
+    sizes = sorted(set(args.before_samples))
+    if len(sizes) < 2:
+        parser.error(f"--before-samples needs at least 2 different sizes, got {args.before_samples}")
     commit = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.strip()
+    available = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemAvailable:"))
     print(f"2 processes (gloo, 1 thread each), {SIDE}x{SIDE} float32 images (786 KB), {FEATURES} features; "
-          f"before: {args.before} ({commit}), after: this checkout")
+          f"before: {args.before} ({commit}), after: this checkout; {int(available) / 2**20:.1f} GiB available")
     print(f"{'code':8} {'images':>7} {'rank 0 peak MB':>15} {'seconds':>8} {'value':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(old), commit], cwd=ROOT, check=True,
                        capture_output=True)
         try:
-            rows = [("before", old, n) for n in args.before_samples]
-            rows += [("after", ROOT, n) for n in args.before_samples] + [("after", ROOT, args.samples)]
+            rows = [("before", old, n) for n in sizes]
+            rows += [("after", ROOT, n) for n in sizes if n != args.samples] + [("after", ROOT, args.samples)]
             peaks: dict[tuple[str, int], float] = {}
             for code, tree, n in rows:
                 r = measure(tree, n)
@@ -173,10 +183,10 @@ def main() -> None:
                 print(f"{code:8} {n:7d} {r['peak_mb']:15.0f} {r['seconds']:8.1f} {r['value']:10.6f}")
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=True)
-    n1, n2 = args.before_samples
+    n1, n2 = sizes[-2:]
     per_image = (peaks["before", n2] - peaks["before", n1]) / (n2 - n1)
     print(f"before: {per_image:.2f} MB more per image (between {n1} and {n2}); extrapolated to {args.samples} "
-          f"images: {(peaks['before', n2] + per_image * (args.samples - n2)) / 1024:.0f} GB")
+          f"images: {(peaks['before', n2] + per_image * (args.samples - n2)) / 1024:.1f} GB")
 
 
 if __name__ == "__main__":
