@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from harness import assets
 from harness.entries import RunContext
-from harness.registry import teachers
+from harness.registry import refinements, teachers
 from harness.spec import STAGE_CONFIGS
 from softdimo.params import schema
 from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, TokenLayout, guided_logits
@@ -65,6 +65,11 @@ def teacher():
 def labels_cond(labels: torch.Tensor) -> Condition:
     return Condition("class", {"labels": labels.clone()}, labels.tolist())
 
+
+
+# The configuration class of a parameter stage: a fixed stage's, or the refinement's that owns it.
+def _stage_class(stage: str) -> type:
+    return STAGE_CONFIGS.get(stage) or next(e.config_cls for _, e in refinements.items() if e.stage == stage)
 
 #----------------------------------------------------------------------------
 # Generator parity.
@@ -445,7 +450,7 @@ def test_registration_defaults_and_assets():
         fields["bits"].check(15)
     for key, value in entry.default_params.items():
         stage, _, name = key.partition(".")
-        assert schema(STAGE_CONFIGS[stage])[name].check(value) == value, key
+        assert schema(_stage_class(stage))[name].check(value) == value, key
     assert entry.default_params["sample.cfg"] == pytest.approx(released_sampler(14).cfg)
     assert entry.assets(MaskBitConfig()) == ["maskbit_generator_14bit", "maskbit_tokenizer_14bit"]
     assert entry.assets(MaskBitConfig(bits=18)) == ["maskbit_generator_18bit", "maskbit_tokenizer_18bit"]

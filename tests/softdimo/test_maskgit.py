@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from harness import assets
 from harness.entries import RunContext
-from harness.registry import teachers
+from harness.registry import refinements, teachers
 from harness.run import main as run_main
 from harness.spec import STAGE_CONFIGS
 from softdimo.config import DistillConfig, RelaxConfig
@@ -81,6 +81,11 @@ def labels_cond(labels: torch.Tensor) -> Condition:
 def full_logits(net: MaskGITTransformer, e: torch.Tensor, cond: Condition, drop=None) -> torch.Tensor:
     return net(e, cond, drop, with_mask_class=True).logits[:, :, 0]
 
+
+
+# The configuration class of a parameter stage: a fixed stage's, or the refinement's that owns it.
+def _stage_class(stage: str) -> type:
+    return STAGE_CONFIGS.get(stage) or next(e.config_cls for _, e in refinements.items() if e.stage == stage)
 
 #----------------------------------------------------------------------------
 # Transformer parity.
@@ -475,7 +480,7 @@ def test_registration_defaults_and_assets():
     assert entry.default_metrics == ("fid", "inception_score", "prdc")
     for key, value in entry.default_params.items():
         stage, _, name = key.partition(".")
-        cls = MaskGITConfig if stage == "teacher" else STAGE_CONFIGS[stage]
+        cls = MaskGITConfig if stage == "teacher" else _stage_class(stage)
         assert schema(cls)[name].check(value) == value, key
     params = entry.default_params
     assert (params["distill.r_init"], params["distill.sigma_init"], params["distill.teacher_cfg"]) == (0.6, 0.1, 2.0)
