@@ -24,6 +24,7 @@ from softdimo.params import param
 from softdimo.teachers.base import Condition, Teacher, TokenLayout
 
 REAL_INPUTS = ("one_hot", "matched", "teacher_mix")
+SOFTNESS_PROBE_EVERY = 10   # refinement steps between softness probes (each costs one pass of phi)
 
 #----------------------------------------------------------------------------
 
@@ -268,7 +269,8 @@ class GANRefinement:
     # `d_updates` discriminator steps: a real batch (uniform over the real set) against the
     # generator's relaxed samples of this step (detached; with `hard_fakes` also their one-hot
     # x_theta under the same masks, the fake term averaging both). Logs D's losses and the
-    # diagnostics of `discriminator_diagnostics` on the last update.
+    # diagnostics of `discriminator_diagnostics` on the last update (the softness probe on every
+    # SOFTNESS_PROBE_EVERY-th refinement step, from the first).
     def update(self, batch: Any, rng: torch.Generator) -> dict[str, float]:
         cfg, layout = self.config, self.teacher.layout
         n = batch.logits.shape[0]
@@ -294,21 +296,26 @@ class GANRefinement:
         log = {"gan_d_loss": loss.item(), "gan_d_real": d_real.mean().item(), "gan_d_fake": d_fake.mean().item(),
                "gan_real_p_max": real_q.amax(-1).mean().item()}
         with torch.no_grad():
-            log.update(self.discriminator_diagnostics(fake_q, batch.cond, mask_f, r_f, d_real, d_fake))
+            log.update(self.discriminator_diagnostics(fake_q, h_fake, batch.cond, mask_f, r_f, d_real, d_fake,
+                                                      probe=(self.steps - 1) % SOFTNESS_PROBE_EVERY == 0))
         return log
 
-    # What D keys on: its accuracy on real (D > 0) and fake (D < 0) inputs of this update, and the
-    # softness probe: the fraction of (q, one_hot(argmax q)) pairs, same mask and ratio, that D
-    # scores the one-hot above the soft one, ties counting half (0.5: D ignores softness, or the
-    # fake input is already one-hot as with gumbel; 1: D separates them by softness). MaskBit-style teachers add how many soft groups look masked (`soft_diagnostics`).
-    def discriminator_diagnostics(self, fake_q: Tensor, cond: Condition, mask: Tensor, r: Tensor,
-                                  d_real: Tensor, d_fake: Tensor) -> dict[str, float]:
-        hard_q = F.one_hot(fake_q.argmax(-1), fake_q.shape[-1]).to(fake_q.dtype)
-        d_hard = self.disc.logits(self.disc.features(hard_q, cond, mask), r)
-        d_soft = self.disc.logits(self.disc.features(fake_q, cond, mask), r)
+    # What D keys on: its accuracy on real (D > 0) and fake (D < 0) inputs of this update, and (with
+    # `probe`) the softness probe: the fraction of (q, one_hot(argmax q)) pairs, same mask and ratio, that D
+    # (after this update) scores the one-hot above the soft one, ties counting half (0.5: D ignores
+    # softness, or the fake input is already one-hot as with gumbel; 1: D separates them by
+    # softness). `h_fake`: phi's features of `fake_q` under `mask` (phi is frozen and in eval mode,
+    # so the update's own features serve). MaskBit-style teachers add how many soft groups look
+    # masked (`soft_diagnostics`).
+    def discriminator_diagnostics(self, fake_q: Tensor, h_fake: list[Tensor], cond: Condition, mask: Tensor,
+                                  r: Tensor, d_real: Tensor, d_fake: Tensor, probe: bool = True) -> dict[str, float]:
         out = {"gan_d_acc_real": (d_real > 0).float().mean().item(),
-               "gan_d_acc_fake": (d_fake < 0).float().mean().item(),
-               "gan_softness_probe": ((d_hard > d_soft).float() + 0.5 * (d_hard == d_soft).float()).mean().item()}
+               "gan_d_acc_fake": (d_fake < 0).float().mean().item()}
+        if probe:
+            hard_q = F.one_hot(fake_q.argmax(-1), fake_q.shape[-1]).to(fake_q.dtype)
+            d_hard = self.disc.logits(self.disc.features(hard_q, cond, mask), r)
+            d_soft = self.disc.logits(h_fake, r)
+            out["gan_softness_probe"] = ((d_hard > d_soft).float() + 0.5 * (d_hard == d_soft).float()).mean().item()
         if hasattr(self.teacher, "soft_diagnostics"):
             out.update({f"gan_{k}": v for k, v in self.teacher.soft_diagnostics(fake_q).items()})
         return out
