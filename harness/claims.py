@@ -101,6 +101,8 @@ def stored_frame(stored: Iterable[Baseline], claims: Sequence[Claim], grids_dir:
 
 
 def _per_seed(rows: pd.DataFrame, selector: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+    if rows.empty:                      # no runs of the claim's grid: its parameters are no columns
+        return {}
     chosen = select(rows, selector)
     return {group: {int(s): float(v) for s, v in zip(g["seed"], g["value"]) if v == v}
             for group, g in chosen.groupby("group", sort=False)}
