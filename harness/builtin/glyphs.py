@@ -1,0 +1,41 @@
+"""The mini-scale learned-codebook world `glyphs`: teacher (VQ tokenizer + MaskGIT) and its metrics.
+The class-conditional calibration rungs (`real`, `marginals_class`, `marginals_uncond`,
+`uniform`; harness/references.py) apply to it as they are: they read its world's real tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import registry
+from harness.entries import MetricEntry, RunContext, TeacherEntry
+from harness.metrics import glyphs as glyphs_metrics
+from softdimo.data.glyphs import CLASS_NAMES
+from softdimo.teachers.glyphs import (GlyphsConfig, GlyphsTeacher, GlyphsWorld, build_glyphs_teacher,
+                                      build_glyphs_world)
+
+
+def _build(config: GlyphsConfig, ctx: RunContext) -> GlyphsTeacher:
+    return build_glyphs_teacher(config, ctx.cache_dir, ctx.log)
+
+
+def _build_world(config: GlyphsConfig, ctx: RunContext) -> GlyphsWorld:
+    return build_glyphs_world(config, ctx.cache_dir, ctx.log)
+
+
+# Per-teacher overrides of the stage defaults: refinements continue the Di[M]O student after 100 of
+# the 200 distillation steps (the other mini budgets are the stage defaults).
+DEFAULT_PARAMS: dict[str, Any] = {"distill.refine_start": 100}
+
+registry.teachers.register("glyphs", TeacherEntry(
+    "glyphs", GlyphsConfig, _build, scales=("mini",), default_params=DEFAULT_PARAMS,
+    default_metrics=("glyphs_fd", "glyphs_acc", "glyphs_pr", "glyphs_colour"),
+    build_world=_build_world, class_names=lambda: CLASS_NAMES,
+    description="class-conditional MaskGIT over the codes of a VQ tokenizer (learned codebook and decoder) "
+                "of procedural 32x32 glyphs, both trained here (mini scale)"))
+
+for _name, _fn, _desc in (
+        ("glyphs_fd", glyphs_metrics.compute_fd, "Frechet distance on glyphs-cnn-v1 features (FID analogue)"),
+        ("glyphs_acc", glyphs_metrics.compute_accuracy, "independent-classifier accuracy (GenEval analogue)"),
+        ("glyphs_pr", glyphs_metrics.compute_precision_recall, "k-NN precision / recall (k=3)"),
+        ("glyphs_colour", glyphs_metrics.compute_colour,
+         "exact colour consistency: share of ink pixels on the sample's majority colour (token agreement)")):
+    registry.metrics.register(_name, MetricEntry(_name, _fn, applies_to=("glyphs",), description=_desc))
