@@ -1,0 +1,51 @@
+"""The glyphs world's calibration ladder on every seed, at a small budget (a 300-step tokenizer, three
+400-step MDMs, 1,000 samples per rung; the full-size figures are in benchmarks/README.md).
+
+Seed i pairs the MDM trained with `teacher.seed = i` (all on one tokenizer) with the reference
+rungs sampled with seed i. On every seed glyphs_fd must order
+real < teacher (K = 8) < class-conditional marginals < unconditional marginals < uniform,
+and the classifier must tell real images and not tell uniform tokens.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import registry
+from harness.entries import EvalInput, RunContext
+from harness.spec import resolve_cell
+
+SMALL_BUDGET = {"teacher": "glyphs", "teacher.tokenizer_steps": 300, "teacher.train_steps": 400,
+                "eval.samples": 1000}
+RUNGS = {
+    "real": {"method": "real"},
+    "teacher": {"method": "teacher_sampler", "sample.steps": 8},
+    "marginals_class": {"method": "marginals_class"},
+    "marginals_uncond": {"method": "marginals_uncond"},
+    "uniform": {"method": "uniform"},
+}
+
+
+def _metrics(cell: dict, cache: Path, tmp: Path) -> dict[str, float]:
+    spec = resolve_cell({**SMALL_BUDGET, **cell}, "mini")
+    ctx = RunContext(tmp / spec.run_id, cache, log=lambda s: None)
+    result = registry.methods.get(spec.method).run(spec, ctx)
+    values: dict[str, float] = {}
+    for name in spec.param("eval.metrics"):
+        inp = EvalInput(spec, result.teacher, result.images, result.conditions, result.tokens)
+        values.update({k: v.value for k, v in registry.metrics.get(name).compute(inp, ctx).items()})
+    return values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ladder_orders_rungs_on_every_seed(seed: int, teacher_cache: Path, tmp_path: Path) -> None:
+    ladder = {rung: _metrics({**cell, "seed": seed, "teacher.seed": seed}, teacher_cache, tmp_path)
+              for rung, cell in RUNGS.items()}
+    report = "\n".join(f"{r:17s} FD {m['glyphs_fd']:7.2f}  acc {m['glyphs_acc']:.3f}  "
+                       f"colour {m['glyphs_colour']:.3f}" for r, m in ladder.items())
+    print(report)
+    fd = [ladder[r]["glyphs_fd"] for r in RUNGS]
+    assert all(a < b for a, b in zip(fd, fd[1:])), report
+    assert ladder["real"]["glyphs_acc"] > 0.95 and ladder["uniform"]["glyphs_acc"] < 0.2, report
