@@ -54,7 +54,7 @@ def probe() -> None:
     import torch
 
     from harness.entries import EvalInput, RunContext
-    from harness.metrics.digits import extract_features, reduce_fd
+    from harness.metrics.digits import NETWORK_METRICS
     from harness.spec import RunSpec
     from softdimo.config import DistillConfig, RelaxConfig
     from softdimo.data import digits as data
@@ -104,7 +104,8 @@ def probe() -> None:
                               "plugins": []})
     inp = EvalInput(spec=spec, images=noisy, conditions=test_labels.tolist(), tokens=None, teacher=teacher)
     ctx = RunContext(run_dir=None, cache_dir=None, device=torch.device("cpu"), threads=1, log=print)
-    out["metric"] = repr(reduce_fd(inp, extract_features(inp, ctx), ctx)["digits_fd"].value)
+    fd = NETWORK_METRICS.reduce_fd(inp, NETWORK_METRICS.extract_features(inp, ctx), ctx)["digits_fd"]
+    out["metric"] = repr(fd.value)
     print(json.dumps(out))
 
 

@@ -21,9 +21,9 @@ family up. The built-in protocols:
   SOFTDIMO_GENEVAL_* variables) say where GenEval and its environment are.
 - CLIP score (`coco30k-clipscore-gigagan`, `clipscore-gigagan`): `--samples` images plus
   `--captions FILE` (one caption per line, in sample order).
-- The mini scale (`mini-digits`, `mini-shapes`; `harness.mini_protocols`): an npz of images with
-  their labels or prompts (or, for shapes, a folder of PNGs with prompts.txt), scored by the mini
-  teacher's metrics (`--metrics` any metric of that teacher; `--levels` for digits) with exactly
+- The mini scale (`mini-digits`, `mini-glyphs`, `mini-shapes`; `harness.mini_protocols`): an npz
+  of images with their labels or prompts (or, for shapes, a folder of PNGs with prompts.txt),
+  scored by the mini teacher's metrics (`--metrics` any metric of that teacher; `--levels` for digits) with exactly
   the values and protocol ids of grid runs, so the record sits beside the mini runs and baselines.
 
 The record goes to `<results>/evaluate/<run_id>/record.json` (schema: docs/design.md); the run id is

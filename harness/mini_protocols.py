@@ -7,7 +7,10 @@ mini baselines:
   Frechet distance compares with is quantised to them);
 - `mini-shapes`: an npz with `images` [N, 3, 16, 16] (or [N, 16, 16, 3]) in [0, 1] and `prompts`
   [N] (strings of the shapes grammar), or a folder of `000000.png`, ... with `prompts.txt` (one
-  prompt per line, in file order); scored by the shapes teacher's metrics.
+  prompt per line, in file order); scored by the shapes teacher's metrics;
+- `mini-glyphs`: an npz with `images` [N, 3, 32, 32] (or [N, 32, 32, 3]) in [0, 1] and integer
+  `labels` [N] in 0..9; scored by the glyphs teacher's metrics (against the raw test split, so
+  the values do not depend on a tokenizer).
 
 The values and protocol ids are exactly those of grid runs with the same images and conditions
 (the metrics are the registered ones, computed by `harness.scoring`). Every problem with the input
@@ -27,6 +30,7 @@ from harness.entries import MetricValue, RunContext
 from harness.scoring import score_images
 from harness.spec import RunSpec, resolve_cell
 from softdimo.data import digits as digits_data
+from softdimo.data import glyphs as glyphs_data
 from softdimo.data import shapes as shapes_world
 from softdimo.params import schema
 from softdimo.teachers.digits import DigitsConfig
@@ -61,6 +65,27 @@ def _npz(path: Path, arrays: Sequence[str]) -> dict[str, np.ndarray]:
         raise SampleError(f"{path}: not a readable npz file ({e})") from None
 
 
+# Integer class labels [N] in 0..num_classes-1, one per image (checked), as a list.
+def _class_labels(labels: np.ndarray, n: int, num_classes: int) -> list[int]:
+    if labels.shape != (n,):
+        raise SampleError(f"`labels`: expected [N] = [{n}] class labels, one per image, got {list(labels.shape)}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes:
+        raise SampleError(f"`labels`: expected integers in 0..{num_classes - 1}, got dtype {labels.dtype}, "
+                          f"range [{labels.min()}, {labels.max()}]")
+    return [int(x) for x in labels]
+
+
+# RGB images [N, 3, side, side] in [0, 1] from [N, 3, side, side] or [N, side, side, 3] (checked).
+def _rgb(name: str, images: np.ndarray, side: int) -> Tensor:
+    if images.ndim == 4 and images.shape[1:] == (side, side, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1:] != (3, side, side):
+        raise SampleError(f"`{name}`: expected [N, 3, {side}, {side}] or [N, {side}, {side}, 3], got "
+                          f"{list(images.shape)}")
+    _unit_range(name, images)
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
 # Digits samples: images [N, 1, 8, 8] in [0, 1] and labels, from an npz (`images`, `labels`).
 def read_digits(path: str | Path) -> tuple[Tensor, list[int]]:
     data = _npz(Path(path), ("images", "labels"))
@@ -71,13 +96,14 @@ def read_digits(path: str | Path) -> tuple[Tensor, list[int]]:
     if images.ndim != 4 or images.shape[1:] != (1, side, side):
         raise SampleError(f"`images`: expected [N, {side}, {side}] or [N, 1, {side}, {side}], got {list(images.shape)}")
     _unit_range("images", images)
-    if labels.shape != (len(images),):
-        raise SampleError(f"`labels`: expected [N] = [{len(images)}] class labels, one per image, got "
-                          f"{list(labels.shape)}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= digits_data.NUM_CLASSES:
-        raise SampleError(f"`labels`: expected integers in 0..{digits_data.NUM_CLASSES - 1}, got dtype "
-                          f"{labels.dtype}, range [{labels.min()}, {labels.max()}]")
-    return torch.from_numpy(images.astype(np.float32)), [int(x) for x in labels]
+    return torch.from_numpy(images.astype(np.float32)), _class_labels(labels, len(images), digits_data.NUM_CLASSES)
+
+
+# Glyphs samples: images [N, 3, 32, 32] in [0, 1] and labels, from an npz (`images`, `labels`).
+def read_glyphs(path: str | Path) -> tuple[Tensor, list[int]]:
+    data = _npz(Path(path), ("images", "labels"))
+    images = _rgb("images", data["images"], glyphs_data.SIDE)
+    return images, _class_labels(data["labels"], len(images), glyphs_data.NUM_CLASSES)
 
 
 # Shapes samples: images [N, 3, 16, 16] in [0, 1] and their prompts, from an npz (`images`,
@@ -99,12 +125,7 @@ def read_shapes(path: str | Path) -> tuple[Tensor, list[str]]:
     else:
         data = _npz(path, ("images", "prompts"))
         images, prompts, name = data["images"], [str(p) for p in data["prompts"]], "images"
-    if images.ndim == 4 and images.shape[1:] == (side, side, 3):
-        images = images.transpose(0, 3, 1, 2)
-    if images.ndim != 4 or images.shape[1:] != (3, side, side):
-        raise SampleError(f"`{name}`: expected [N, 3, {side}, {side}] or [N, {side}, {side}, 3], got "
-                          f"{list(images.shape)}")
-    _unit_range(name, images)
+    tensor = _rgb(name, images, side)
     if len(prompts) != len(images):
         raise SampleError(f"`prompts`: expected one prompt per image ({len(images)}), got {len(prompts)}")
     for i, p in enumerate(prompts):
@@ -112,7 +133,7 @@ def read_shapes(path: str | Path) -> tuple[Tensor, list[str]]:
             shapes_world.parse_prompt(p)
         except ValueError as e:
             raise SampleError(f"`prompts`[{i}]: {e}") from None
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), prompts
+    return tensor, prompts
 
 
 #----------------------------------------------------------------------------
@@ -129,7 +150,8 @@ class MiniProtocol:
 
 
 MINI_PROTOCOLS = {"mini-digits": MiniProtocol("digits", "real", read_digits, takes_levels=True),
-                  "mini-shapes": MiniProtocol("shapes", "real_prompt", read_shapes)}
+                  "mini-shapes": MiniProtocol("shapes", "real_prompt", read_shapes),
+                  "mini-glyphs": MiniProtocol("glyphs", "real", read_glyphs)}
 DEFAULT_LEVELS = schema(DigitsConfig)["levels"].default      # the digits teacher's own default
 
 

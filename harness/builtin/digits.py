@@ -22,12 +22,8 @@ registry.teachers.register("digits", TeacherEntry(
     build_world=lambda config, ctx: DigitsWorld(config), class_names=lambda: DIGIT_NAMES, work_key=cache_entry,
     description="class-conditional MaskGIT on scikit-learn's 8x8 digits, trained here (mini scale)"))
 
-_M = digits_metrics
-for _name, _extract, _reduce, _desc in (
-        ("digits_fd", _M.extract_features, _M.reduce_fd, "Frechet distance on digits-cnn-v1 features (FID analogue)"),
-        ("digits_acc", _M.extract_correct, _M.reduce_accuracy, "independent-classifier accuracy (GenEval analogue)"),
-        ("digits_pr", _M.extract_features, _M.reduce_precision_recall, "k-NN precision / recall (k=3)"),
-        ("digits_struct", _M.extract_pixels, _M.reduce_structure,
-         "within-class covariance error and neighbour mutual information (context use)")):
-    registry.metrics.register(_name, per_image_metric(_name, _extract, _reduce, applies_to=("digits",),
-                                                      description=_desc))
+for _entry in digits_metrics.NETWORK_METRICS.entries(applies_to=("digits",)):
+    registry.metrics.register(_entry.name, _entry)
+registry.metrics.register("digits_struct", per_image_metric(
+    "digits_struct", digits_metrics.extract_pixels, digits_metrics.reduce_structure, applies_to=("digits",),
+    description="within-class covariance error and neighbour mutual information (context use)"))

@@ -18,53 +18,15 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from harness.entries import EvalInput, MetricValue, RunContext, labels_of
+from harness.metrics.class_world import ClassWorldMetrics, feature_statistics
 from harness.metrics.digits_nets import NETS, load_net
 from softdimo.data import digits as data
 
-K_NEIGHBOURS = 3
-FEATURE_BATCH = 1000
-
 #----------------------------------------------------------------------------
-# Pure computations (numpy, float64).
-
-
-# Frechet distance between Gaussians N(mu1, s1) and N(mu2, s2), in float64:
-# |mu1 - mu2|^2 + tr(s1) + tr(s2) - 2 tr((s1 s2)^(1/2)), the trace of the square root taken as the
-# sum of square roots of the (real, non-negative) eigenvalues of s1 s2.
-def frechet_distance(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
-    eig = np.linalg.eigvals(s1 @ s2).real
-    tr_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
-
-
-# Mean and covariance of features [N, D] in float64.
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = features.astype(np.float64)
-    return f.mean(axis=0), np.cov(f, rowvar=False)
-
-
-# k-NN precision / recall (Kynkaenniemi et al. 2019): the fraction of fake samples inside the real
-# manifold (balls to each real point's k-th neighbour), and of real samples inside the fake one.
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEIGHBOURS) -> tuple[float, float]:
-    def radii(x: np.ndarray) -> np.ndarray:
-        d = _pairwise(x, x)
-        return np.sort(d, axis=1)[:, k]          # column 0 is the point itself
-
-    def coverage(x: np.ndarray, ref: np.ndarray, ref_radii: np.ndarray) -> float:
-        return float((_pairwise(x, ref) <= ref_radii[None, :]).any(axis=1).mean())
-
-    real, fake = real.astype(np.float64), fake.astype(np.float64)
-    return coverage(fake, real, radii(real)), coverage(real, fake, radii(fake))
-
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
+# Pure computations (numpy, float64); Frechet distance and precision / recall: class_world.py.
 
 
 # Mean within-class covariance (64 x 64) of flattened images [N, 64] with labels [N].
@@ -121,13 +83,6 @@ def neighbour_mutual_information(levels: np.ndarray, labels: np.ndarray, num_lev
 # Metric entries.
 
 
-@torch.no_grad()
-def _features(images: Tensor) -> np.ndarray:
-    net, _ = load_net("features")
-    chunks = [net.features(images[i:i + FEATURE_BATCH].float()) for i in range(0, len(images), FEATURE_BATCH)]
-    return torch.cat(chunks).double().numpy()
-
-
 @lru_cache(maxsize=None)
 def _reference(levels: int) -> dict[str, np.ndarray]:
     images, labels = data.split_images("test", levels)
@@ -149,51 +104,16 @@ def _protocol(name: str, inp: EvalInput, **extra: object) -> dict[str, object]:
             "levels": levels, "samples": inp.total, **extra}
 
 
+# digits_fd (FID analogue), digits_acc (GenEval analogue), digits_pr: the shared network metrics on
+# digits-cnn-v1 / digits-mlp-v1 against the test split quantised like the teacher's tokens.
+NETWORK_METRICS = ClassWorldMetrics("digits", load_net, {k: NETS[k].name for k in ("features", "classifier")},
+                                     lambda inp: _reference(_levels(inp)), _protocol)
+_features = NETWORK_METRICS.features
+
+
 def _images_as_levels(images: Tensor, levels: int) -> Tensor:
     # Map images in [0, 1] back to the nearest level index (exact for decoded hard tokens).
     return (images.flatten(1) * (levels - 1)).round().clamp(0, levels - 1).long()
-
-
-# Per image: its digits-cnn-v1 features (digits_fd, digits_pr).
-def extract_features(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
-    return {"features": _features(inp.images).astype(np.float32)}
-
-
-# digits_fd: Frechet distance of digits-cnn-v1 features against the quantised test split.
-def reduce_fd(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
-    ref = _reference(_levels(inp))
-    mu, sigma = feature_statistics(arrays["features"].astype(np.float64))
-    _, sha = load_net("features")
-    value = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-    proto = _protocol("digits-fd", inp, features=NETS["features"].name, features_sha256=sha)
-    return {"digits_fd": MetricValue(value, False, proto)}
-
-
-# Per image: whether the independent classifier digits-mlp-v1 predicts its conditioning label.
-@torch.no_grad()
-def extract_correct(inp: EvalInput, ctx: RunContext) -> dict[str, np.ndarray]:
-    net, _ = load_net("classifier")
-    pred = torch.cat([net(inp.images[i:i + FEATURE_BATCH].float()).argmax(1)
-                      for i in range(0, len(inp.images), FEATURE_BATCH)])
-    return {"correct": (pred == labels_of(inp.conditions)).numpy()}
-
-
-# digits_acc: accuracy of the independent classifier digits-mlp-v1 against the conditioning labels.
-def reduce_accuracy(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
-    _, sha = load_net("classifier")
-    value = torch.from_numpy(arrays["correct"]).float().mean().item()
-    proto = _protocol("digits-class-accuracy", inp, classifier=NETS["classifier"].name, classifier_sha256=sha)
-    return {"digits_acc": MetricValue(value, True, proto)}
-
-
-# digits_pr: k-NN precision and recall on digits-cnn-v1 features against the test split.
-def reduce_precision_recall(inp: EvalInput, arrays: dict[str, np.ndarray], ctx: RunContext) -> dict[str, MetricValue]:
-    ref = _reference(_levels(inp))
-    _, sha = load_net("features")
-    p, r = precision_recall(ref["features"], arrays["features"].astype(np.float64))
-    proto = _protocol("digits-precision-recall", inp, features=NETS["features"].name, features_sha256=sha,
-                      k=K_NEIGHBOURS)
-    return {"digits_precision": MetricValue(p, True, proto), "digits_recall": MetricValue(r, True, proto)}
 
 
 # Per image: its pixels [64] and their level indices (digits_struct).

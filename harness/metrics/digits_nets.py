@@ -19,19 +19,15 @@ their test accuracies and hashes.
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from harness.assets import sha256_file
+from harness.metrics.class_world import NetSpec, committed_loader, retrain_main
 from softdimo.data import digits as data
-from softdimo.files import atomic_write
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TRAIN_LEVELS = (2, 3, 4, 5, 6, 8, 17)   # quantisations seen in training
@@ -80,17 +76,6 @@ class DigitsRewardCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.conv(x).flatten(1))
-
-
-# A committed network: its class, weights file, and training seed.
-@dataclass(frozen=True)
-class NetSpec:
-    name: str
-    make: Callable[[], nn.Module]
-    filename: str
-    seed: int
-    epochs: int
-    lr: float
 
 
 NETS = {
@@ -144,38 +129,16 @@ def test_accuracy(net: nn.Module, levels: int) -> float:
     return (net(images).argmax(1) == labels).float().mean().item()
 
 
-_loaded: dict[str, tuple[nn.Module, str]] = {}
-
-
 # The committed network `key` (one of NETS) in eval mode, with its weights' sha256.
-def load_net(key: str) -> tuple[nn.Module, str]:
-    if key not in _loaded:
-        spec = NETS[key]
-        path = WEIGHTS_DIR / spec.filename
-        if not path.is_file():
-            raise FileNotFoundError(f"digits metric network {spec.name} missing at {path}; "
-                                    f"re-create it with `python -m harness.metrics.digits_nets`")
-        net = spec.make()
-        net.load_state_dict(load_file(str(path)))
-        _loaded[key] = (net.eval().requires_grad_(False), sha256_file(path))
-    return _loaded[key]
+load_net = committed_loader(NETS, WEIGHTS_DIR, "digits", "harness.metrics.digits_nets")
+
+
+def _describe(key: str, net: nn.Module) -> str:
+    return f"test accuracy by levels {({v: round(test_accuracy(net, v), 4) for v in (2, 3, 4, 17)})}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Re-train the digits metric networks.")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=sorted(NETS),
-                        help="which networks to re-train (default: all)")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for key, spec in NETS.items():
-        if key not in args.nets:
-            continue
-        net = train_net(spec)
-        path = args.out / spec.filename
-        atomic_write(path, lambda tmp: save_file(net.state_dict(), str(tmp)))
-        accs = {v: round(test_accuracy(net, v), 4) for v in (2, 3, 4, 17)}
-        print(f"{key}: {spec.name} sha256 {sha256_file(path)} test accuracy by levels {accs}")
+    retrain_main("digits", NETS, WEIGHTS_DIR, train_net, _describe)
 
 
 if __name__ == "__main__":

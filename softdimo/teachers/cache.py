@@ -163,11 +163,13 @@ def cached_dir(root: Path, key: str, build: Callable[[Path], dict[str, Any]],
 
 # A network trained once per (name, configuration, code version) and cached: `train(config, log)`
 # returns (network, training history); the cache keeps its weights (safetensors), configuration
-# and training log. Returns the network `new_network(config)` loaded from the cache and its info.
+# and training log, and whatever `extra(network, directory)` writes beside them (its summary joins
+# the entry's). Returns the network `new_network(config)` loaded from the cache and its info.
 def cached_network(name: str, config: Any, version: str, cache_root: Path,
                    train: Callable[[Any, Callable[[str], None]], tuple[Any, list[dict[str, Any]]]],
                    new_network: Callable[[Any], Any],
-                   log: Callable[[str], None] = lambda s: None) -> tuple[Any, dict[str, Any]]:
+                   log: Callable[[str], None] = lambda s: None,
+                   extra: Callable[[Any, Path], dict[str, Any]] | None = None) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file, save_file
     entry = network_entry(name, config, version)
     key = entry.split("/", 1)[1]
@@ -175,10 +177,11 @@ def cached_network(name: str, config: Any, version: str, cache_root: Path,
     def build(tmp: Path) -> dict[str, Any]:
         log(f"training {name} teacher {key} (cache miss)")
         network, history = train(config, log)
-        save_file(network.state_dict(), str(tmp / "weights.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(config.__dict__, indent=1, sort_keys=True))
-        (tmp / "train_log.json").write_text(json.dumps(history))
-        return {"final_loss": history[-1]["loss"], "steps": len(history)}
+        atomic_write(tmp / "weights.safetensors", lambda path: save_file(network.state_dict(), str(path)))
+        atomic_write(tmp / "config.json", json.dumps(config.__dict__, indent=1, sort_keys=True))
+        atomic_write(tmp / "train_log.json", json.dumps(history))
+        return {"final_loss": history[-1]["loss"], "steps": len(history),
+                **(extra(network, tmp) if extra is not None else {})}
 
     directory, hit = cached_dir(Path(cache_root) / NETWORKS_DIR, key, build, log)
     network = new_network(config)

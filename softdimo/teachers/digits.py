@@ -18,7 +18,8 @@ from softdimo.data import digits as data
 from softdimo.params import param
 from softdimo.teachers.base import Condition, ImageNoise, TokenLayout
 from softdimo.teachers.cache import cached_network, network_entry
-from softdimo.teachers.small_mdm import ClassPrefix, SmallMDM, SmallMDMConfig, maskgit_sample, train_mdm
+from softdimo.teachers.small_mdm import (ClassPrefix, SmallMDM, SmallMDMConfig, encode_labels, maskgit_sample,
+                                         train_mdm)
 
 CODE_VERSION = "digits-teacher-2"   # bump when training code changes what a config produces
 
@@ -29,12 +30,6 @@ CODE_VERSION = "digits-teacher-2"   # bump when training code changes what a con
 @dataclass(frozen=True)
 class DigitsConfig(SmallMDMConfig):
     levels: int = param(4, lo=2, hi=17, help="intensity levels per pixel token")
-
-
-# Class labels as a `Condition`.
-def encode_labels(raw: Sequence[Any]) -> Condition:
-    labels = [int(r) for r in raw]
-    return Condition("class", {"labels": torch.as_tensor(labels, dtype=torch.long)}, labels)
 
 
 # The digits world without a trained network: token layout, conditions, decoder, real data.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +194,12 @@ class SmallMDMConfig:
                                 warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
                                 label_dropout=self.label_dropout, grad_clip=1.0, schedule="cosine",
                                 loss_positions=loss_positions)
+
+
+# Class labels as a `Condition` (the class-conditional mini teachers' conditions).
+def encode_labels(raw: Sequence[Any]) -> Condition:
+    labels = [int(r) for r in raw]
+    return Condition("class", {"labels": torch.as_tensor(labels, dtype=torch.long)}, labels)
 
 
 # lr multiplier: linear warm-up, then cosine decay to 10% of the peak.

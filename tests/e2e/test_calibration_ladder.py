@@ -11,35 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import registry
-from harness.entries import EvalInput, RunContext
-from harness.spec import resolve_cell
+from tests.calibration_rungs import RUNGS, rung_metrics
 
 SMALL_BUDGET = {"teacher": "digits", "teacher.train_steps": 800, "eval.samples": 1000, "seed": 0}
-RUNGS = {
-    "real": {"method": "real"},
-    "teacher": {"method": "teacher_sampler", "sample.steps": 16},
-    "marginals_class": {"method": "marginals_class"},
-    "marginals_uncond": {"method": "marginals_uncond"},
-    "uniform": {"method": "uniform"},
-}
-
-
-def _metrics(cell: dict, cache: Path, tmp: Path) -> dict[str, float]:
-    spec = resolve_cell({**SMALL_BUDGET, **cell}, "mini")
-    ctx = RunContext(tmp / spec.run_id, cache, log=lambda s: None)
-    result = registry.methods.get(spec.method).run(spec, ctx)
-    values: dict[str, float] = {}
-    for name in spec.param("eval.metrics"):
-        inp = EvalInput(spec, result.teacher, result.samples.all_images(), result.conditions,
-                        result.samples.all_tokens())
-        values.update({k: v.value for k, v in registry.metrics.get(name).compute(inp, ctx).items()})
-    return values
 
 
 @pytest.mark.slow
 def test_ladder_orders_rungs(teacher_cache: Path, tmp_path: Path) -> None:
-    ladder = {rung: _metrics(cell, teacher_cache, tmp_path) for rung, cell in RUNGS.items()}
+    ladder = {rung: rung_metrics(SMALL_BUDGET, cell, teacher_cache, tmp_path) for rung, cell in RUNGS.items()}
     report = "\n".join(f"{r:17s} cov_err {m['digits_cov_err']:.3f}  FD {m['digits_fd']:7.2f}  "
                        f"acc {m['digits_acc']:.3f}" for r, m in ladder.items())
     print(report)

@@ -13,8 +13,8 @@ import yaml
 
 from harness import dependencies, store
 from harness.grid import GridError, load_grid
-from harness.run_spec import ADDED_PARAMS
-from harness.spec import RunSpec, resolve_cell
+from harness.run_spec import ADDED_PARAMS, RunSpec
+from harness.spec import resolve_cell
 from softdimo.teachers import cache
 from tests.conftest import TINY_TEACHER as TINY
 from softdimo.teachers.digits import DigitsConfig, cache_entry as digits_entry

@@ -3,6 +3,7 @@ bad input refused before anything is computed or recorded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -12,20 +13,21 @@ from harness import cell, evaluate, registry, store
 from harness.entries import RunContext
 from harness.spec import resolve_cell
 from softdimo.data import shapes as world
+from tests.conftest import TINY_GLYPHS
 
 N = 120
 
 
-def _real_digits(tmp_path: Path) -> tuple[dict, Path]:
-    # The grid's `real` rung (scikit-learn's digits at the world's 4 levels), recorded, and the very
-    # same images and labels written as an outside sample set.
-    spec = resolve_cell({"teacher": "digits", "method": "real", "seed": 3, "eval.samples": N}, "mini")
+# The grid's `real` rung of a world, recorded, and the very same images and labels written as an
+# outside sample set in the protocol's layout (`layout(images)`).
+def _real_set(tmp_path: Path, keys: dict, layout: Callable[[np.ndarray], np.ndarray]) -> tuple[dict, Path]:
+    spec = resolve_cell({**keys, "method": "real", "seed": 3, "eval.samples": N}, "mini")
     results = tmp_path / "grid_results"
     assert cell.execute(spec.to_json(), "ladder", str(results)) == "ok"
     record = store.read_record(store.record_path(results, "ladder", spec.run_id))
-    out = registry.methods.get("real").run(spec, RunContext(tmp_path / "run", tmp_path / "cache", log=lambda s: None))
-    path = tmp_path / "digits.npz"
-    np.savez(path, images=out.samples.all_images().numpy()[:, 0], labels=np.array(out.conditions))
+    out = registry.methods.get("real").run(spec, RunContext(tmp_path / "run", results / ".cache", log=lambda s: None))
+    path = tmp_path / "real.npz"
+    np.savez(path, images=layout(out.samples.all_images().numpy()), labels=np.array(out.conditions))
     return record, path
 
 
@@ -33,16 +35,25 @@ def _main(tmp_path: Path, *args: str) -> int:
     return evaluate.main(["--results", str(tmp_path / "results"), *args])
 
 
-def test_real_digits_score_as_the_real_rung_does(tmp_path: Path) -> None:
-    record, path = _real_digits(tmp_path)
-    assert _main(tmp_path, "--samples", str(path), "--protocol", "mini-digits", "--label", "my real digits") == 0
+# digits: scikit-learn's digits at the world's 4 levels, [N, 8, 8]; glyphs: the training split
+# through a tiny tokenizer, channels last.
+WORLDS = {"digits": ({"teacher": "digits"}, lambda images: images[:, 0]),
+          "glyphs": ({**{f"teacher.{k}": v for k, v in TINY_GLYPHS.__dict__.items()}, "teacher": "glyphs"},
+                     lambda images: images.transpose(0, 2, 3, 1))}
+
+
+@pytest.mark.parametrize("teacher", sorted(WORLDS))
+def test_real_images_score_as_the_real_rung_does(tmp_path: Path, teacher: str) -> None:
+    record, path = _real_set(tmp_path, *WORLDS[teacher])
+    protocol = f"mini-{teacher}"
+    assert _main(tmp_path, "--samples", str(path), "--protocol", protocol, "--label", f"my real {teacher}") == 0
     (outside,) = store.scan(tmp_path / "results", ["evaluate"])[0]
-    assert outside["spec"]["teacher"] == "digits" and outside["spec"]["scale"] == "mini"
+    assert outside["spec"]["teacher"] == teacher and outside["spec"]["scale"] == "mini"
     assert set(outside["metrics"]) == set(record["metrics"])
     for name, m in record["metrics"].items():
         assert outside["metrics"][name]["value"] == m["value"], name
         assert outside["metrics"][name]["protocol_id"] == m["protocol_id"], name
-    assert _main(tmp_path, "--samples", str(path), "--protocol", "mini-digits", "--label", "my real digits") == 0
+    assert _main(tmp_path, "--samples", str(path), "--protocol", protocol, "--label", f"my real {teacher}") == 0
 
 
 @pytest.mark.parametrize("arrays, message", [
@@ -58,6 +69,20 @@ def test_bad_digits_input_is_refused_before_anything_is_recorded(tmp_path: Path,
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     assert _main(tmp_path, "--samples", str(path), "--protocol", "mini-digits") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"images": np.zeros((4, 3, 32, 31), np.float32), "labels": np.zeros(4, np.int64)},
+     "`images`: expected [N, 3, 32, 32] or [N, 32, 32, 3]"),
+    ({"images": np.zeros((4, 32, 32, 3), np.float32), "labels": np.full(4, 10)}, "`labels`: expected integers in 0..9"),
+])
+def test_bad_glyphs_input_is_refused_before_anything_is_recorded(tmp_path: Path, capsys, arrays: dict,
+                                                                 message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    assert _main(tmp_path, "--samples", str(path), "--protocol", "mini-glyphs") == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
 

@@ -29,7 +29,7 @@ import torch.multiprocessing as mp
 
 from harness.distributed import SINGLE, processes_over
 from harness.entries import EvalInput, RunContext
-from harness.metrics.digits import extract_features
+from harness.metrics.digits import NETWORK_METRICS
 from harness.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.parallel import DataParallel
@@ -54,7 +54,7 @@ def _draw(student: torch.nn.Module):
 # This process's batches of the student's samples: (start, tokens, images, digits features) each.
 def _samples(teacher: DigitsTeacher, student: torch.nn.Module, ctx: RunContext) -> list[tuple[Any, ...]]:
     held = batched_samples(teacher, SAMPLES, 11, ctx, _draw(student))
-    return [(batch.start, batch.tokens, images, extract_features(
+    return [(batch.start, batch.tokens, images, NETWORK_METRICS.extract_features(
         EvalInput(None, teacher, images, held.conditions_of(batch), batch.tokens), ctx)["features"])
         for batch, images in held]
 
