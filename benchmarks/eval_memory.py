@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SIDE, FEATURES, TOKENS, CLASSES = 256, 2048, 16, 1000
 BEFORE_PER_PROCESS = "635b585"      # the last commit where rank 0 gathered every image and extracted alone
+EVEN_SIZE = 2 * 500                 # 2 processes x the harness's sampling batch: both hold as many images
 
 #----------------------------------------------------------------------------
 # The driver: one pair of processes on the harness code found first on sys.path.
@@ -151,7 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--before-samples", type=int, nargs="+", default=[1000, 2000, 3000],
-                        help="sizes for the old code path (at least 2; the two largest give the growth per image)")
+                        help=f"sizes for the old code path (at least 2, multiples of {EVEN_SIZE}, so that both processes "
+                             f"hold as many batches; the two largest give the growth per image)")
     parser.add_argument("--before", default=BEFORE_PER_PROCESS,
                         help=f"git revision of the old code path (default: {BEFORE_PER_PROCESS})")
     parser.add_argument("--drive", nargs=2, help=argparse.SUPPRESS)
@@ -162,6 +164,9 @@ def main() -> None:
     sizes = sorted(set(args.before_samples))
     if len(sizes) < 2:
         parser.error(f"--before-samples needs at least 2 different sizes, got {args.before_samples}")
+    if any(n % EVEN_SIZE for n in sizes):
+        parser.error(f"--before-samples must be multiples of {EVEN_SIZE} (rank 0's own batches would grow "
+                     f"unevenly between sizes and bias the growth per image), got {args.before_samples}")
     commit = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.strip()
     available = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
