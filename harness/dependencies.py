@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness import registry, store
 from harness.spec import RunSpec
-from softdimo.teachers.cache import DONE_MARKER
+from softdimo.teachers.cache import sealed
 
 PARENT = "parent"                          # the reason of a need on the run a cell continues
 FAILED = ("failed", "corrupt")             # record statuses of a need that stop the cells after it
@@ -94,9 +94,9 @@ def needed_work(spec: RunSpec, world_size: int, done: Callable[[str], bool]) -> 
     return out
 
 
-# Whether the cache entry `key` under `cache_root` is complete.
+# Whether the cache entry `key` under `cache_root` is complete and sealed (softdimo.teachers.cache.sealed).
 def entry_done(cache_root: Path) -> Callable[[str], bool]:
-    return lambda key: (cache_root / key / DONE_MARKER).is_file()
+    return lambda key: sealed(cache_root / key)
 
 
 # The run id of the run a cell continues (its parent), None when it continues none.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from softdimo.files import atomic_write, fsync_file, fsync_tree
-from softdimo.teachers.cache_digest import CorruptEntryError, verify_entry, write_digest
+from softdimo.teachers.cache_digest import DIGEST_FILE, CorruptEntryError, verify_entry, write_digest
 
 DONE_MARKER = "complete.json"
 CORRUPT_DIR = ".corrupt"                 # <root>/.corrupt/<key>-<time>-<pid>: entries set aside
@@ -95,6 +95,13 @@ def _holder(f: IO[str]) -> str:
 
 def _job_id() -> str:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "none"
+
+
+# Whether the entry `final` completed and was sealed (its marker and digest file exist), without
+# hashing its files: what a launch plans by; an entry without a digest (an older version's) is
+# built again by its first user, so it counts as not built.
+def sealed(final: Path) -> bool:
+    return (final / DONE_MARKER).is_file() and (final / DIGEST_FILE).is_file()
 
 
 # Whether the complete entry `final` may be used: verified against its digest. A corrupt entry is

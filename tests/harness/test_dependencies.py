@@ -17,6 +17,7 @@ from harness.run_spec import ADDED_PARAMS, RunSpec
 from harness.spec import resolve_cell
 from softdimo.teachers import cache
 from tests.conftest import TINY_TEACHER as TINY
+from softdimo.teachers.cache_digest import write_digest
 from softdimo.teachers.digits import DigitsConfig, cache_entry as digits_entry
 from tests.harness.test_run import main
 from tests.harness.test_slurm_cells import _isolate_assets
@@ -84,10 +85,15 @@ def test_soft_vs_hard_refined_cells_start_after_their_dimo_cell(tmp_path, monkey
                 assert block.startswith(f"    after {hard[0].run_id} ") and "teachers/" in block
             else:
                 assert not block.startswith("    after")
-    # A cached teacher is nobody's work: the Di[M]O cells of seeds 1 and 2 then start at once.
+    # A cached teacher, sealed, is nobody's work: the Di[M]O cells of seeds 1 and 2 then start at once.
     teacher_dir = tmp_path / "cache" / digits_entry(grid.specs[0].stage("teacher", DigitsConfig))
     teacher_dir.mkdir(parents=True)
     (teacher_dir / cache.DONE_MARKER).write_text("{}")
+    rc, out, _ = main("--grid", str(SOFT_VS_HARD), "--results", str(results), "--dry-run", "--only",
+                      "teacher=digits,relaxation=hard")
+    digits_hard_s0 = next(s for s in grid.specs if s.teacher == "digits" and s.relaxation == "hard" and s.seed == 0)
+    assert rc == 0 and f"    after {digits_hard_s0.run_id} " in out    # unsealed (an older version's): built again
+    write_digest(teacher_dir)
     rc, out, _ = main("--grid", str(SOFT_VS_HARD), "--results", str(results), "--dry-run", "--only",
                       "teacher=digits,relaxation=hard")
     assert rc == 0 and "    after" not in out and out.splitlines()[-1] == "3 pending"

@@ -170,7 +170,8 @@ def test_a_half_written_marker_is_detected_and_repaired(write_grid, tmp_path, ca
     assert f"{d / launch.MARKER}: unreadable submission marker" in err
     assert not (d / launch.MARKER).exists()
     assert (d / launch.MARKER_CORRUPT).read_text() == whole[:len(whole) // 2]    # kept aside
-    submitted = launch.submit(grid, [spec], tmp_path, "local", max_parallel=1)
+    scheduled = launch.schedule(grid, launch.plan(grid, tmp_path), [spec], tmp_path)
+    submitted = launch.submit(grid, scheduled, tmp_path, "local", max_parallel=1)
     job_id = str(submitted.submissions[0].job.job_id)
     assert launch.read_marker(tmp_path, "e2e", spec.run_id)["job_id"] == job_id   # whole again
     assert launch.wait(submitted)[spec.run_id] == "ok"
