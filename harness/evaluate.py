@@ -39,6 +39,7 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,42 +157,55 @@ def request_of(args: argparse.Namespace) -> EvalRequest:
                        device=args.device, batch_size=args.batch_size, num_workers=args.num_workers, **paths)
 
 
-# Evaluate, write the record, print the values; returns the exit status.
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    plugins.load_builtins()                  # the mini protocols score with the registered metrics
-    if args.list_protocols:
-        for family, names in protocol_names().items():
-            print(f"{family}: {', '.join(names)}")
-        return 0
+# The request has problems (`problems`, one line each, naming the option); nothing was computed.
+class EvaluationError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# An evaluation's record: its run id, where it is, its status (ok, diverged: some value not finite,
+# failed: `error` says why), its metric values (None: not finite) with their protocol ids, and
+# whether it was there before (`already`: an ok record is never overwritten).
+@dataclass(frozen=True)
+class Evaluation:
+    run_id: str
+    path: Path
+    status: str
+    metrics: dict[str, float | None]
+    protocol_ids: dict[str, str]
+    error: str | None = None
+    already: bool = False
+
+
+# Score the request's samples and write their record under `<results>/evaluate/<run id>/`, or
+# return the ok record already there. `label` and `teacher` place it in the report. Raises
+# EvaluationError naming every problem of the request before anything is computed.
+def record_evaluation(request: EvalRequest, label: str = "external", teacher: str = "external") -> Evaluation:
     assets.forget_used_assets()
-    request = request_of(args)
     problems = check_request(request)
     if problems:
-        for p in problems:
-            print(f"error: {p}", file=sys.stderr)
-        return 2
+        raise EvaluationError(problems)
     ident = evaluation_identity(request)
     family = family_of(request.protocol)
     run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    run_dir = store.run_dir(args.results, GRID, run_id)
-    if store.statuses(args.results, GRID, [run_id])[run_id] in store.FINAL_STATUSES:
-        print(f"already evaluated: {run_dir / store.RECORD_FILE} (an ok record is never overwritten)")
-        return 0
+    run_dir = store.run_dir(request.results, GRID, run_id)
+    if store.statuses(request.results, GRID, [run_id])[run_id] in store.FINAL_STATUSES:
+        return _evaluation(run_id, run_dir / store.RECORD_FILE, store.read_record(run_dir / store.RECORD_FILE), True)
 
     started, t0 = now(), time.time()
     record: dict[str, Any] = {
         "schema_version": store.SCHEMA_VERSION, "run_id": run_id, "grid": GRID,
-        "description": f"{args.label} {args.protocol}",
-        "spec": {"scale": family.scale, "teacher": family.teacher(args.protocol) or args.teacher,
+        "description": f"{label} {request.protocol}",
+        "spec": {"scale": family.scale, "teacher": family.teacher(request.protocol) or teacher,
                  "method": "external", "relaxation": "none",
                  "refinement": "none", "seed": 0, "plugins": [],
-                 "params": {"evaluate.samples": str(Path(args.samples).resolve()),
-                            "evaluate.protocol": args.protocol, "evaluate.label": args.label,
-                            "evaluate.reference": str(Path(args.reference).resolve()) if args.reference else None,
+                 "params": {"evaluate.samples": str(request.samples.resolve()),
+                            "evaluate.protocol": request.protocol, "evaluate.label": label,
+                            "evaluate.reference": str(request.reference.resolve()) if request.reference else None,
                             "evaluate.metrics": list(request.metrics) or None, **{f"evaluate.{k}": v for k, v in ident.items()
                                                                 if k.endswith("sha256")}}},
-        "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(args.samples)},
+        "status": "ok", "error": None, "metrics": {}, "curves": {}, "samples": {"path": str(request.samples)},
         "info": {"identity": ident}}
     try:
         values, count = compute(request, run_dir)
@@ -205,19 +219,45 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.time() - t0
     record["provenance"] = {**provenance(started), "assets": assets.used_assets()}
     record["cost"] = {"wall_s": wall, "peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "accelerator_hours": wall / 3600 if args.device.startswith("cuda") else 0.0,
+                      "accelerator_hours": wall / 3600 if request.device.startswith("cuda") else 0.0,
                       "stages": {"eval_s": wall}}
-    path = store.write_record(run_dir, record)
-    if record["status"] == "failed":
-        print(f"error: {record['error']['type']}: {record['error']['message']} (record: {path})", file=sys.stderr)
+    return _evaluation(run_id, store.write_record(run_dir, record), record)
+
+
+def _evaluation(run_id: str, path: Path, record: dict[str, Any], already: bool = False) -> Evaluation:
+    error = record.get("error")
+    return Evaluation(run_id, path, record["status"], {k: m["value"] for k, m in record["metrics"].items()},
+                      {k: m["protocol_id"] for k, m in record["metrics"].items()},
+                      f"{error['type']}: {error['message']}" if error else None, already)
+
+
+# Evaluate, write the record, print the values; returns the exit status.
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plugins.load_builtins()                  # the mini protocols score with the registered metrics
+    if args.list_protocols:
+        for family, names in protocol_names().items():
+            print(f"{family}: {', '.join(names)}")
+        return 0
+    try:
+        done = record_evaluation(request_of(args), args.label, args.teacher)
+    except EvaluationError as e:
+        for p in e.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    if done.already:
+        print(f"already evaluated: {done.path} (an ok record is never overwritten)")
+        return 0
+    if done.status == "failed":
+        print(f"error: {done.error} (record: {done.path})", file=sys.stderr)
         return 1
-    for key, value in record["metrics"].items():
-        shown = "not finite" if value["value"] is None else f"{value['value']:.6g}"
-        print(f"{key:<24} {shown}   [{value['protocol_id']}]")
-    if record["status"] == "diverged":
-        print(f"error: some metric is not finite (record: {path})", file=sys.stderr)
+    for key, value in done.metrics.items():
+        shown = "not finite" if value is None else f"{value:.6g}"
+        print(f"{key:<24} {shown}   [{done.protocol_ids[key]}]")
+    if done.status == "diverged":
+        print(f"error: some metric is not finite (record: {done.path})", file=sys.stderr)
         return 1
-    print(f"record: {path}")
+    print(f"record: {done.path}")
     return 0
 
 

@@ -291,8 +291,7 @@ def render_index(records: Sequence[Mapping[str, Any]],
     return "\n".join(out)
 
 
-# `python -m harness.report`; returns the exit code (2: bad arguments).
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[1:]))
@@ -318,7 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-metric-plots", action="store_true",
                    help="also draw one figure per metric (relaxations, steps, training curves) besides the "
                         "multi-panel figures")
-    args = p.parse_args(argv)
+    return p
+
+
+# `python -m harness.report`: parses its options and calls `build_report` (as `harness.api.report`
+# does), then prints what it wrote; returns the exit code (2: bad arguments).
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.list_layouts:
         try:
             print("\n".join(layouts.describe_layouts()) or f"no layouts under {layouts.layouts_dir()}")

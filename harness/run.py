@@ -20,7 +20,6 @@ the command line is wrong (nothing was launched).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections import Counter
@@ -29,15 +28,15 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import baselines, cost_plan, dependencies, executors, launch, plugins, registry, store, tracking
+from harness import api, baselines, cost_plan, dependencies, executors, launch, plugins, registry, store
+from harness.api import missing_assets  # noqa: F401  (the assets check, where callers of the command look)
 from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
-from harness.environment import cache_dir
 from harness.executors import LaunchError
-from harness.grid import Grid, GridError, load_grid
-from harness.launch import STATES, CellState, ProgressPrinter, plan, submit, to_submit, wait
-from harness.profiles import ProfileError, SlurmProfile, list_profiles
-from harness.selectors import SelectorError, check_selector, parse_selector, select
-from harness.spec import SCALES, STAGE_CONFIGS, RunSpec
+from harness.grid import Grid, GridError
+from harness.launch import STATES, CellState, ProgressPrinter
+from harness.profiles import ProfileError, SlurmProfile
+from harness.selectors import SelectorError
+from harness.spec import SCALES, STAGE_CONFIGS
 from softdimo.params import schema
 
 # Every registry, by the name `--list` takes.
@@ -47,7 +46,6 @@ REGISTRIES: dict[str, registry.Registry] = {
     "baselines": baselines.registered, "rewards": registry.rewards, "protocols": registry.protocols,
 }
 LIST_CHOICES = tuple(REGISTRIES) + ("params",)
-REWARD_KEYS = ("reward.models", "reinforce.models", "sample.tteo_reward", "sample.select_reward")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,17 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# The --set values as {key: value} (values read as YAML), or ValueError naming the bad one.
+# The --set values as {key: value} (values read as YAML), or OptionError naming the bad one.
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.steps=100")
+            raise api.OptionError(f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.steps=100")
         try:
             out[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ValueError(f"--set {item!r}: the value is not YAML ({e})") from None
+            raise api.OptionError(f"--set {item!r}: the value is not YAML ({e})") from None
     return out
 
 
@@ -147,187 +145,124 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except ImportError as e:
         print(f"error: {e}", file=err)
         return 2
-    plugin_errors = plugins.load_grid_plugins(args.grid) if args.grid else {}
     if args.list:
-        for message in plugin_errors.values():
+        for message in (plugins.load_grid_plugins(args.grid) if args.grid else {}).values():
             print(f"warning: {message}", file=err)
         print_list(args.list, out)
         return 0
     if not args.grid:
         print("error: --grid FILE is required (or --list AXIS)", file=err)
         return 2
+    try:
+        return _grid_command(args, out, err)
+    except REFUSALS as e:
+        return _refused(e, args.grid, err)
 
-    try:
-        overrides = parse_overrides(args.overrides)
-    except ValueError as e:
-        print(f"error: {e}", file=err)
-        return 2
-    try:
-        grid = load_grid(args.grid, scale=args.scale, allow_large=args.allow_large, plugin_errors=plugin_errors,
-                         overrides=overrides)
-        executors.registered.get(args.executor)
-        profiles = launch.resource_profiles(grid, args.slurm_profile)
-        grid = only_cells(grid, args.only)
-    except GridError as e:
+
+# The exceptions of the api that stop a command before anything is launched (exit code 2).
+REFUSALS = (GridError, ProfileError, SelectorError, api.OptionError, api.ResultsRootError, api.AssetError,
+            LaunchError, cost_plan.StepCostError)
+
+
+# Print why the command stopped; returns its exit code, 2.
+def _refused(e: Exception, grid_file: str, err: TextIO) -> int:
+    if isinstance(e, GridError):
         for line in e.problems:
             print(line, file=err)
-        print(f"{len(e.problems)} problem(s) in {args.grid}; nothing was run", file=err)
-        return 2
-    except (ProfileError, SelectorError) as e:
-        print(f"error: {e}", file=err)
-        return 2
-    except registry.UnknownNameError as e:
-        print(f"error: --executor: {e}", file=err)
-        return 2
-
-    results = Path(args.results)
-    if args.status:
-        return print_status(grid, launch.status(grid, results), out)
-    if args.cancel:
-        return cancel_jobs(grid, results, out, err)
-    if args.executor == "slurm" and None in profiles:
-        print(f"error: --executor slurm needs a resource profile: pass --slurm-profile NAME or set "
-              f"scales.{grid.scale}.resources in {grid.path}; available: "
-              f"{', '.join(list_profiles()) or '(none)'}", file=err)
-        return 2
-    if problem := _procs_problem(args.procs_per_cell, args.executor, profiles) or _batch_problem(
-            grid, _world_size(args.procs_per_cell, args.executor, profiles)):
-        print(f"error: {problem}", file=err)
-        return 2
-
-    try:
-        log_with = tracking.parse_log_with(args.log_with) if args.log_with is not None else []
-    except ValueError as e:
-        print(f"error: {e}", file=err)
-        return 2
-
-    if not args.dry_run and (problem := store.unwritable([results / grid.name, cache_dir(results)])):
-        print(f"error: {problem}; nothing was submitted", file=err)
-        return 2
-    if not args.dry_run and (settled := launch.settle_blocked(grid, results)):
-        print(f"recorded {len(settled)} cell(s) of earlier launches as failed: a cell they start after "
-              f"failed, so their jobs could never start (cancelled)", file=out)
-    cells = plan(grid, results)
-    todo = to_submit(cells, args.rerun_failed)
-    if not args.dry_run and not args.no_reuse:
-        reused = launch.reuse_other_grids(grid, todo, results)
-        if reused:
-            print(f"reused {len(reused)} ok record(s) of the same runs from other grids "
-                  f"(--no-reuse runs them again)", file=out)
-            cells = plan(grid, results)
-            todo = [s for s in todo if s.run_id not in reused]
-    world_size = _world_size(args.procs_per_cell, args.executor, profiles)
-    scheduled = launch.schedule(grid, cells, todo, results, world_size)
-    todo = list(scheduled.order)
-    problems = missing_assets(grid, todo)
-    if args.dry_run:
-        print_plan(grid, cells, out, scheduled)
-        if not print_costs(grid, cells, next(iter(profiles.values())), args, out, err):
-            return 2
-        for line in problems:
-            print(f"note: the launch would stop: {line}", file=err)
-        return 0
-    descriptions = dict(zip((s.run_id for s in grid.specs), grid.descriptions()))
-    for rid, why in scheduled.blocked.items():
-        print(f"error: cell {rid} ({descriptions[rid]}) is not submitted: {why}", file=err)
-    if problems:
-        for line in problems:
+        print(f"{len(e.problems)} problem(s) in {grid_file}; nothing was run", file=err)
+    elif isinstance(e, api.AssetError):
+        for line in e.problems:
             print(f"error: {line}", file=err)
-        print(f"{len(problems)} asset(s) missing or corrupt for the {len(todo)} cell(s) to run; "
-              f"nothing was submitted (python -m harness.assets check)", file=err)
-        return 2
-    store.write_grid_info(results, grid.name, {"name": grid.name, "description": grid.description,
-                                               "scale": grid.scale, "path": str(grid.path), "compare": grid.compare,
-                                               "cells": [s.run_id for s in grid.specs]})
-    counts = Counter(c.state for c in cells)
-    if not todo:
-        print(_nothing_to_do(grid, counts, args.rerun_failed), file=out)
-        _print_failures(grid, results, [c for c in cells if c.state in ("failed", "corrupt")], out)
-        return 1 if counts["failed"] + counts["corrupt"] or scheduled.blocked else 0
-
-    print(f"grid {grid.name!r} ({grid.scale}): {len(cells)} cells, {len(todo)} to run, "
-          f"{counts['done'] + counts['diverged']} done, {counts['running']} already running; "
-          f"executor {args.executor}", file=out)
-    try:
-        launched = submit(grid, scheduled, results, args.executor, args.max_parallel, args.slurm_profile,
-                          args.allow_code_change, args.procs_per_cell or 1, log_with, args.collective_timeout)
-    except LaunchError as e:
+        print(e.summary, file=err)
+    else:
         print(f"error: {e}", file=err)
-        if e.submitted:
+        if isinstance(e, LaunchError) and e.submitted:
             print(f"{len({r for s in e.submitted for r in s.run_ids})} cell(s) were submitted before the "
                   f"error; they keep running (--status, --cancel)", file=err)
-        return 2
-    if args.no_wait and not launched.executor.in_process:
+    return 2
+
+
+# A command on a grid: --status, --cancel, --dry-run, or the launch.
+def _grid_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    target = api.load(args.grid, args.scale, parse_overrides(args.overrides), args.only, args.executor,
+                      args.slurm_profile, args.allow_large)
+    results = Path(args.results)
+    if args.status:
+        return print_status(target.grid, launch.status(target.grid, results), out)
+    if args.cancel:
+        return cancel_jobs(target.grid, results, out, err)
+    options = api.LaunchOptions(args.executor, args.slurm_profile, args.max_parallel, args.procs_per_cell,
+                                args.log_with, args.collective_timeout, args.allow_code_change)
+    planned = api.plan(target, results, options, args.rerun_failed, not args.no_reuse, args.dry_run)
+    if planned.settled:
+        print(f"recorded {len(planned.settled)} cell(s) of earlier launches as failed: a cell they start after "
+              f"failed, so their jobs could never start (cancelled)", file=out)
+    if planned.reused:
+        print(f"reused {len(planned.reused)} ok record(s) of the same runs from other grids "
+              f"(--no-reuse runs them again)", file=out)
+    if args.dry_run:
+        return dry_run(planned, args, out, err)
+    return launch_cells(planned, args.no_wait, out, err)
+
+
+# `--dry-run`: the plan, at paper scale its cost plan, and what would stop the launch; returns 0.
+def dry_run(planned: api.Plan, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    print_plan(planned.grid, planned.cells, out, planned.schedule)
+    print_costs(planned.grid, planned.cells, next(iter(planned.target.profiles.values())), args, out)
+    for line in planned.asset_problems:
+        print(f"note: the launch would stop: {line}", file=err)
+    return api.result_of(planned, dry_run=True).exit_code
+
+
+# Submit the plan's cells (after naming the blocked ones), then with `no_wait` return once they are
+# submitted, else wait and summarise; returns the exit code.
+def launch_cells(planned: api.Plan, no_wait: bool, out: TextIO, err: TextIO) -> int:
+    grid, results = planned.grid, planned.results_root
+    descriptions = dict(zip((s.run_id for s in grid.specs), grid.descriptions()))
+    for rid, why in planned.schedule.blocked.items():
+        print(f"error: cell {rid} ({descriptions[rid]}) is not submitted: {why}", file=err)
+    api.record_grid(planned)
+    counts = Counter(c.state for c in planned.cells)
+    if not planned.todo:
+        print(_nothing_to_do(grid, counts, planned.rerun_failed), file=out)
+        _print_failures(grid, results, [c for c in planned.cells if c.state in ("failed", "corrupt")], out)
+        return api.result_of(planned).exit_code
+    print(f"grid {grid.name!r} ({grid.scale}): {len(planned.cells)} cells, {len(planned.todo)} to run, "
+          f"{counts['done'] + counts['diverged']} done, {counts['running']} already running; "
+          f"executor {planned.options.executor}", file=out)
+    launched = api.submit(planned)
+    if no_wait and not launched.executor.in_process:
         jobs = ", ".join(str(s.job.job_id) for s in launched.submissions)
-        after = sum(1 for s in todo if scheduled.of(s.run_id))
-        print(f"submitted {len(todo)} cells in {len(launched.submissions)} job(s): {jobs}"
+        after = sum(1 for s in planned.todo if planned.schedule.of(s.run_id))
+        print(f"submitted {len(planned.todo)} cells in {len(launched.submissions)} job(s): {jobs}"
               f"{f' ({after} start after the cells they need)' if after else ''}\n"
               f"records appear under {results / grid.name}; logs under {launched.folder}; see "
               f"them with --status", file=out)
-        return 1 if scheduled.blocked else 0
-    if args.no_wait:
+        return api.result_of(planned, launched).exit_code
+    if no_wait:
         print("note: the debug executor runs in this process; --no-wait does not apply", file=out)
+    return wait_and_summarise(planned, launched, out, err)
 
-    done_before = len(cells) - len(todo) - counts["running"]
-    printer = ProgressPrinter(len(cells), done_before, err)
+
+# Wait for the launched cells with a progress line on `err`, then print the summary; returns the
+# exit code (130 when interrupted: the jobs keep running).
+def wait_and_summarise(planned: api.Plan, launched: launch.Launch, out: TextIO, err: TextIO) -> int:
+    counts = Counter(c.state for c in planned.cells)
+    done_before = len(planned.cells) - len(planned.todo) - counts["running"]
+    printer = ProgressPrinter(len(planned.cells), done_before, err)
     try:
-        statuses = wait(launched, printer)
+        statuses = api.wait_for(launched, printer)
     except KeyboardInterrupt:
         printer.close()
         print(f"interrupted: jobs already started keep running and write their records under "
-              f"{results / grid.name}; see them with --status, stop them with --cancel", file=err)
+              f"{planned.results_root / planned.grid.name}; see them with --status, stop them with --cancel",
+              file=err)
         return 130
     printer.close()
     for problem in launched.problems:
         print(f"error: {problem}", file=err)
-    return max(summarise(grid, results, statuses, out), 1 if scheduled.blocked else 0)
-
-
-# The grid narrowed to the cells every `--only KEY=VALUE[,...]` selects (all of them when none is
-# given); raises SelectorError naming an unknown key, a value no cell has, or an empty selection.
-def only_cells(grid: Grid, items: Sequence[str]) -> Grid:
-    if not items:
-        return grid
-    selector: dict[str, list[Any]] = {}
-    for item in items:
-        for key, values in parse_selector(item, "--only").items():
-            selector.setdefault(key, []).extend(values)
-    where = f"--only {','.join(items)} (grid {grid.name!r}, {grid.scale} scale)"
-    check_selector(selector, grid.specs, where)
-    chosen = select(grid.specs, selector)
-    if not chosen:
-        raise SelectorError(f"{where}: each value is some cell's, but no cell has them all")
-    note = f"--only {','.join(items)}: {len(chosen)} of the grid's {len(grid.specs)} cells"
-    return dataclasses.replace(grid, specs=tuple(chosen), notes=(*grid.notes, note))
-
-
-# Why --procs-per-cell cannot apply to a SLURM launch, or None: there the profile gives the
-# processes of a cell.
-def _procs_problem(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> str | None:
-    if procs is not None and executor == "slurm":
-        for profile in profiles.values():
-            if profile is not None and profile.world_size != procs:
-                return (f"--procs-per-cell {procs}: on SLURM a cell runs over its profile's nodes x tasks_per_node "
-                        f"= {profile.world_size} processes ({profile.path}); set tasks_per_node there")
-    return None
-
-
-# The processes each cell of this launch runs over.
-def _world_size(procs: int | None, executor: str, profiles: dict[str | None, SlurmProfile | None]) -> int:
-    if executor == "slurm":
-        return max((p.world_size for p in profiles.values() if p is not None), default=1)
-    return procs or 1
-
-
-# Why a cell's global batch cannot be split over `world_size` processes, or None.
-def _batch_problem(grid: Grid, world_size: int) -> str | None:
-    for spec in grid.specs:
-        batch = dict(spec.params).get("distill.batch_size")
-        if batch is not None and batch % world_size:
-            return (f"{grid.path}: cell {spec.run_id} ({spec.description()}): distill.batch_size = {batch} (the "
-                    f"global batch) does not split over {world_size} processes per cell; use a multiple of "
-                    f"{world_size}")
-    return None
+    summarise(planned.grid, planned.results_root, statuses, out)
+    return api.result_of(planned, launched, statuses).exit_code
 
 
 # Print the grid's cells: id, state, description, and under a cell to run what it would start
@@ -352,23 +287,18 @@ def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO,
     print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
 
 
-# The dry run's cost plan at paper scale (harness.cost_plan); False (after printing the error) when
-# a step-cost file or the GPU kind is wrong.
+# The dry run's cost plan at paper scale (harness.cost_plan); raises cost_plan.StepCostError when a
+# step-cost file or the GPU kind is wrong.
 def print_costs(grid: Grid, cells: Sequence[CellState], profile: SlurmProfile | None, args: argparse.Namespace,
-                out: TextIO, err: TextIO) -> bool:
+                out: TextIO) -> None:
     if grid.scale != "paper":
-        return True
+        return
     tables = [cost_plan.TABLE, *map(Path, args.step_costs)]
     world_size = profile.world_size if profile is not None else args.procs_per_cell or 1
-    try:
-        table = cost_plan.load_table(tables)
-        costs, resources = cost_plan.plan_grid([(c.spec, c.state) for c in cells], profile,
-                                               world_size, table, args.gpu_kind)
-    except cost_plan.StepCostError as e:
-        print(f"error: {e}", file=err)
-        return False
+    table = cost_plan.load_table(tables)
+    costs, resources = cost_plan.plan_grid([(c.spec, c.state) for c in cells], profile, world_size, table,
+                                           args.gpu_kind)
     cost_plan.print_cost_plan(costs, resources, tables, out)
-    return True
 
 
 def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:
@@ -384,8 +314,8 @@ def _nothing_to_do(grid: Grid, counts: Counter, rerun_failed: bool) -> str:
 
 
 # Print the end-of-run summary of the cells this launch ran (`statuses`: of the records they wrote,
-# None where none was written); returns the exit code (1 if any of them failed).
-def summarise(grid: Grid, results: Path, statuses: dict[str, str | None], out: TextIO) -> int:
+# None where none was written).
+def summarise(grid: Grid, results: Path, statuses: dict[str, str | None], out: TextIO) -> None:
     now = Counter(statuses.values())
     skipped = len(grid.specs) - len(statuses)
     print(f"summary: {now['ok']} ok, {now['failed'] + now['corrupt'] + now[None]} failed, "
@@ -393,7 +323,6 @@ def summarise(grid: Grid, results: Path, statuses: dict[str, str | None], out: T
     failed = [CellState(s, d, "failed") for s, d in zip(grid.specs, grid.descriptions())
               if s.run_id in statuses and statuses[s.run_id] in ("failed", "corrupt", None)]
     _print_failures(grid, results, failed, out, {rid for rid, st in statuses.items() if st is None})
-    return 1 if failed else 0
 
 
 # Print each failed cell: its error line (over several processes the rank that failed first and its
@@ -423,23 +352,6 @@ def _print_failures(grid: Grid, results: Path, cells: Sequence[CellState], out: 
             print(f"    job log: {job_log}", file=out)
         if tail:
             print("\n".join(f"      | {t}" for t in tail.splitlines()), file=out)
-
-
-# Asset problems (one line each, saying how to obtain the asset) of the cells about to run:
-# their teachers' weights, their metrics' networks and reference statistics, their reward models.
-def missing_assets(grid: Grid, specs: Sequence[RunSpec]) -> list[str]:
-    from harness import assets
-    needed: list[str] = []
-    for spec in specs:
-        entry = registry.teachers.get(spec.teacher)
-        needed += entry.assets(spec.stage("teacher", entry.config_cls))
-        params = dict(spec.params)
-        for metric in params.get("eval.metrics", ()):
-            needed += registry.metrics.get(metric).assets
-        for key in REWARD_KEYS:
-            for reward in params.get(key, ()):
-                needed += registry.rewards.get(reward).assets
-    return [f"{grid.path}: {line}" for line in assets.check_before_launch(needed)]
 
 
 # Print the state of every cell (`--status`); returns 1 if a cell failed, else 0.

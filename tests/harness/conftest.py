@@ -46,3 +46,17 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
                 "SOFTDIMO_CACHE", "SOFTDIMO_THREADS",
                 "SOFTDIMO_BASELINES", "SOFTDIMO_SLURM_PROFILES"):
         monkeypatch.delenv(var, raising=False)
+
+
+# Assets looked for only under tmp_path: no asset's own variable, no upstream caches.
+@pytest.fixture
+def isolated_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from harness import assets
+    for _, asset in assets.manifest.items():
+        if asset.env_var:
+            monkeypatch.delenv(asset.env_var, raising=False)
+    monkeypatch.setenv("SOFTDIMO_ASSETS", str(tmp_path / "assets"))
+    for var in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "HPS_ROOT"):
+        monkeypatch.setenv(var, str(tmp_path / "caches" / var))
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return tmp_path / "assets"

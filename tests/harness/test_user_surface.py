@@ -71,9 +71,12 @@ def test_set_reaches_a_matrix_axis_only_with_a_clear_error(write_grid):
 def test_api_runs_a_grid_and_reads_its_table(write_grid, tmp_path):
     path = write_grid(GRID)
     results = tmp_path / "results"
-    assert api.run(path, results, options=["--dry-run"]) == 0
+    planned = api.run(path, results, dry_run=True)
+    assert planned.exit_code == 0 and planned.launched == [] and set(planned.statuses.values()) == {None}
     assert not list(results.rglob("record.json"))
-    assert api.run(path, results, set={"distill.steps": 4}, options=["--executor", "debug"]) == 0
+    done = api.run(path, results, set={"distill.steps": 4}, executor="debug")
+    assert done.exit_code == 0 and sorted(done.launched) == sorted(done.run_ids)
+    assert set(done.statuses.values()) == {"ok"}
     records, problems = store.scan(results)
     assert problems == [] and len(records) == 2
     assert {r["spec"]["params"]["distill.steps"] for r in records} == {4}
@@ -83,11 +86,14 @@ def test_api_runs_a_grid_and_reads_its_table(write_grid, tmp_path):
     means = frame[frame["metric"] == "toy_mean"].set_index("relaxation")["value"]
     assert sorted(means.index) == ["toy_hard", "toy_soft"] and means.notna().all()
     assert set(frame["distill.steps"]) == {4}
+    assert done.frame.equals(frame)                             # the run's own rows are the grid's
 
-    index = api.report(results, grids=["surface"], out=tmp_path / "report", formats=("md", "csv"),
+    built = api.report(results, grids=["surface"], out=tmp_path / "report", formats=("md", "csv"),
                        plots=False, reference={"relaxation": "toy_hard"})
-    assert index.exists() and "toy_soft" in index.read_text()
-    assert api.run(tmp_path / "missing.yaml", results) == 2
+    assert built.index.exists() and "toy_soft" in built.index.read_text()
+    with pytest.raises(GridError) as e:
+        api.run(tmp_path / "missing.yaml", results)
+    assert str(tmp_path / "missing.yaml") in e.value.problems[0]
 
 
 def test_console_scripts_are_installed_and_run():
