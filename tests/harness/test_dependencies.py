@@ -20,7 +20,6 @@ from tests.conftest import TINY_TEACHER as TINY
 from softdimo.teachers.cache_digest import write_digest
 from softdimo.teachers.digits import DigitsConfig, cache_entry as digits_entry
 from tests.harness.test_run import main
-from tests.harness.test_slurm_cells import _isolate_assets
 
 ROOT = Path(__file__).resolve().parents[2]
 SOFT_VS_HARD = ROOT / "ablations" / "soft_vs_hard.yaml"
@@ -188,8 +187,7 @@ def test_local_workers_take_a_cell_once_what_it_needs_is_recorded(write_grid, tm
 # --only.
 
 
-def test_only_selects_cells_and_checks_only_their_assets(tmp_path, monkeypatch):
-    _isolate_assets(monkeypatch, tmp_path)
+def test_only_selects_cells_and_checks_only_their_assets(tmp_path, isolated_assets):
     common = ("--grid", str(SOFT_VS_HARD), "--scale", "paper", "--results", str(tmp_path / "results"))
     rc, out, err = main(*common, "--only", "teacher=maskbit", "--dry-run")
     assert rc == 0 and _plan(out)[-1] == "9 pending"

@@ -183,19 +183,7 @@ def test_outside_a_submitit_job_nothing_is_deferred() -> None:
 #----------------------------------------------------------------------------
 
 
-def _isolate_assets(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-    # Look for assets only under `root`: no environment overrides, no upstream caches.
-    for _, asset in assets.manifest.items():
-        if asset.env_var:
-            monkeypatch.delenv(asset.env_var, raising=False)
-    monkeypatch.setenv("SOFTDIMO_ASSETS", str(root / "assets"))
-    for var in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "HPS_ROOT"):
-        monkeypatch.setenv(var, str(root / "caches" / var))
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-
-
-def test_paper_grid_stops_before_submitting_naming_each_missing_asset(tmp_path, monkeypatch) -> None:
-    _isolate_assets(monkeypatch, tmp_path)
+def test_paper_grid_stops_before_submitting_naming_each_missing_asset(tmp_path, isolated_assets) -> None:
     results = tmp_path / "results"
     grid = Path(__file__).resolve().parents[2] / "ablations" / "soft_vs_hard.yaml"
     common = ("--grid", str(grid), "--scale", "paper", "--results", str(results))
@@ -214,8 +202,7 @@ def test_paper_grid_stops_before_submitting_naming_each_missing_asset(tmp_path, 
     assert not results.exists()                                  # no marker, no job folder
 
 
-def test_metric_assets_of_pending_cells_only(write_grid, tmp_path, monkeypatch) -> None:
-    _isolate_assets(monkeypatch, tmp_path)
+def test_metric_assets_of_pending_cells_only(write_grid, tmp_path, monkeypatch, isolated_assets) -> None:
     monkeypatch.setitem(assets.manifest._entries, "toy-weights", assets.Asset(
         "toy-weights", "toy/weights.bin", source="the toy lab's release page"))
     toy_mean = registry.metrics.get("toy_mean")

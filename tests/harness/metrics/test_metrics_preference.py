@@ -28,22 +28,10 @@ IR = PARITY / "image_reward"
 TINY_VISION = image_reward.BLIPVisionConfig(**json.loads((IR / "tiny_config.json").read_text())["vision"])
 
 
-# An empty asset root; every variable the manifest reads points into the temporary folder.
-@pytest.fixture()
-def empty_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for _, asset in assets.manifest.items():
-        if asset.env_var:
-            monkeypatch.delenv(asset.env_var, raising=False)
-    monkeypatch.setenv("SOFTDIMO_ASSETS", str(tmp_path / "assets"))
-    for var in ("XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "HPS_ROOT"):
-        monkeypatch.setenv(var, str(tmp_path / "caches" / var))
-    return tmp_path / "assets"
-
-
 # The tiny models placed in an empty asset root under the released files' names.
 @pytest.fixture()
-def preference_assets(empty_assets: Path, monkeypatch: pytest.MonkeyPatch, stand_in) -> Path:
-    asset_root = empty_assets
+def preference_assets(isolated_assets: Path, monkeypatch: pytest.MonkeyPatch, stand_in) -> Path:
+    asset_root = isolated_assets
     ir, ps = asset_root / "image_reward", asset_root / "pickscore"
     (ir / "bert-base-uncased").mkdir(parents=True)
     torch.save(load_state(IR / "image_reward_tiny_state_dict.safetensors"), ir / "ImageReward.pt")
@@ -108,7 +96,7 @@ def test_registered_metric_reads_the_assets(name, preference_assets, tmp_path):
     ("pickscore", "pickscore-v1", "pickscore/PickScore_v1/model.safetensors",
      "huggingface.co/yuvalkirstain/PickScore_v1"),
 ])
-def test_missing_files_are_named_with_their_source(name, asset, filename, source, empty_assets):
+def test_missing_files_are_named_with_their_source(name, asset, filename, source, isolated_assets):
     with pytest.raises(assets.AssetError, match=f"'{asset}' is missing.*{source}.*{filename}"):
         image_reward.load_image_reward() if name == "image_reward" else pickscore.load_pickscore()
     for entry in (registry.metrics.get(name), registry.rewards.get(name)):   # checked before a grid launches
@@ -116,7 +104,7 @@ def test_missing_files_are_named_with_their_source(name, asset, filename, source
         assert len(problems) == 3 and any(asset in p and source in p for p in problems)
 
 
-def test_paper_reward_grids_name_image_reward_and_pickscore(empty_assets):
+def test_paper_reward_grids_name_image_reward_and_pickscore(isolated_assets):
     for name, key, rewards in (("reward_finetune", "reward.models", {"clip_score", "image_reward"}),
                                ("tteo_best_of_n", "sample.select_reward", {"image_reward", "pickscore"})):
         grid = load_grid(ABLATIONS / f"{name}.yaml", scale="paper")
