@@ -12,6 +12,7 @@ from softdimo.refine.gan import (GANConfig, GANRefinement, feature_matching_loss
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 from softdimo.teachers.digits import DigitsTeacher
 from softdimo.train import Distiller, run_distillation
+from tests.float_tolerance import rounding_atol
 
 CONFIG = DistillConfig(steps=4, batch_size=8, checkpoint_every=2, warmup_steps=1)
 RELAX = {"hard": relax_hard, "gumbel": relax_gumbel, "soft": relax_soft}
@@ -218,8 +219,13 @@ def test_hard_fakes_average_the_fake_term_over_soft_and_one_hot_fakes(tiny_teach
         d = _distiller(tiny_teacher, relax, seed=7, gan=GANConfig(weight=1.0, hard_fakes=hard_fakes))
         batch = d._generator_pass(8, *d._init_noise())
         return d.refinement.update(batch, torch.Generator().manual_seed(3))["gan_d_loss"]
-    assert d_loss("gumbel", True) == pytest.approx(d_loss("gumbel", False), rel=1e-5)
-    assert d_loss("soft", True) != pytest.approx(d_loss("soft", False), rel=1e-5)
+    # the straight-through value one_hot + (q - q) differs from one_hot by float32 rounding, carried
+    # through phi's features and the heads: the tiny teacher's tolerance (1 block of 9 reductions,
+    # embedding and heads: 12 deep, at most 64 terms) at the loss's size
+    gumbel = d_loss("gumbel", False)
+    tolerance = rounding_atol(gumbel, 12, 64)
+    assert abs(d_loss("gumbel", True) - gumbel) <= tolerance
+    assert abs(d_loss("soft", True) - d_loss("soft", False)) > tolerance
 
 
 def test_paired_masks_share_one_draw(tiny_teacher: DigitsTeacher) -> None:
