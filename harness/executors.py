@@ -150,7 +150,8 @@ class ExecutorEntry:
         return self.run_in_process is not None
 
 
-# The executors a launch may name (`--executor`), filled by `harness.plugins`.
+# The executors a launch may name (`--executor`): the built-ins below register themselves here, a
+# plugin module adds its own.
 registered: registry.Registry[ExecutorEntry] = registry.Registry("executor")
 
 
@@ -391,7 +392,8 @@ def _result_file(folder: str, job_id: str) -> Path:
     return JobPaths(folder, job_id=job_id, task_id=0).result_pickle
 
 
-EXECUTORS = (
+# The built-in executors, registered beside their entry type.
+for _entry in (
     ExecutorEntry("debug", submit_debug, states=lambda markers: [JobState(False, "ended")] * len(markers),
                   run_in_process=run_debug_job,
                   description="submitit DebugExecutor: in this process, one cell after another"),
@@ -402,4 +404,5 @@ EXECUTORS = (
                   cancel=slurm_cancel, job_end=slurm_job_end, ended_poll_s=SACCT_POLL_S,
                   description="submitit on SLURM: job arrays per resource profile, checkpointed "
                               "and requeued on time limits"),
-)
+):
+    registered.register(_entry.name, _entry)

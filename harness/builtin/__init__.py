@@ -1,6 +1,6 @@
 """Built-in registry entries, one module per area; importing this package registers them all."""
 from __future__ import annotations
 
-from harness.builtin import (baselines, core, digits, executors, glyphs, maskbit,  # noqa: F401
+from harness.builtin import (baselines, core, digits, glyphs, maskbit,  # noqa: F401
                              maskgen, maskgit, meissonic, metrics_paper, metrics_preference,
                              metrics_t2i_fid, protocols, refine, shapes)
