@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from harness.baselines import COLUMNS  # noqa: E402
+from harness.store.baselines import COLUMNS  # noqa: E402
 from softdimo.files import atomic_write  # noqa: E402
 
 ARXIV = re.compile(r"arXiv (\d{4}\.\d{5})")
@@ -115,7 +115,7 @@ def protocol(metric: str, metric_original: str, paper: str, task: str) -> dict:
 
 
 # An ImageNet-256 number's protocol, in the fields a run's record carries for the same protocol
-# (harness.metrics.fid: the ADM reference batch, 50k samples): a run at 50k compares with it.
+# (harness.methods.metrics.fid: the ADM reference batch, 50k samples): a run at 50k compares with it.
 def _imagenet_protocol(metric: str, dimo: bool, unknown: str) -> dict:
     adm = {"name": "imagenet256-fid50k-adm", "num_samples": 50000, "resolution": 256}
     if metric in ("precision", "recall") and not dimo:

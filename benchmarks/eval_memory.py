@@ -2,7 +2,7 @@
 of 256x256, before and after per-process feature extraction, side by side.
 
 Each configuration starts 2 fresh processes that run the harness's own sampling
-(`harness.students.batched_samples`) and metric loop (`harness.scoring.score`) on a stand-in
+(`harness.methods.students.batched_samples`) and metric loop (`harness.methods.scoring.score`) on a stand-in
 teacher and a stand-in metric of the paper's shapes: the teacher draws 16 tokens per image and
 decodes them to a 3 x 256 x 256 float image (bilinear upsampling: cheap, but every image is a real
 786 KB float32 tensor); the metric's feature network maps each image to 2048 features (16 x 16
@@ -51,10 +51,10 @@ def _driver(rank: int, world: int, n: int, folder: str) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from harness import registry
-    from harness.entries import MetricEntry, MetricValue, RunContext
-    from harness.scoring import score
-    from harness.students import batched_samples
+    from harness.contracts import registry
+    from harness.contracts.entries import MetricEntry, MetricValue, RunContext
+    from harness.methods.scoring import score
+    from harness.methods.students import batched_samples
     from softdimo.teachers.base import Condition
 
     torch.set_num_threads(1)
@@ -80,9 +80,9 @@ def _driver(rank: int, world: int, n: int, folder: str) -> None:
     def value(mean: torch.Tensor) -> dict[str, Any]:
         return {"standin": MetricValue(float(mean.norm()), False, {"name": "standin-2048"})}
 
-    per_image = hasattr(__import__("harness.entries", fromlist=["x"]), "per_image_metric")
+    per_image = hasattr(__import__("harness.contracts.entries", fromlist=["x"]), "per_image_metric")
     if per_image:
-        from harness.entries import per_image_metric
+        from harness.contracts.entries import per_image_metric
         entry = per_image_metric("standin", lambda inp, ctx: {"features": features(inp.images).numpy()},
                                  lambda inp, arrays, ctx: value(torch.from_numpy(arrays["features"]).mean(0)))
     else:
@@ -118,9 +118,9 @@ def _driver(rank: int, world: int, n: int, folder: str) -> None:
 def _processes(rank: int, world: int, folder: str) -> Any:
     import torch.distributed as dist
     try:
-        from harness.distributed import processes_over
+        from harness.contracts.distributed import processes_over
     except ImportError:
-        from harness.distributed import Processes
+        from harness.contracts.distributed import Processes
         return Processes(rank, world)
     return processes_over(dist.FileStore(f"{folder}/store", world), rank, world)
 

@@ -7,14 +7,14 @@ Rows (images per second, median of `--repeats`; reference statistics computed on
 - features, clean-fid legacy_tensorflow: `cleanfid.fid.get_folder_features` vs the harness's
   `extract_features` (same model object, same loader settings);
 - FID, clean-fid: features + `cleanfid.fid.frechet_distance` against an npz of mu/sigma (what
-  Di[M]O's eval script does) vs `harness.metrics.fid.evaluate(..., "fid-legacy-tf")` (which also
+  Di[M]O's eval script does) vs `harness.methods.metrics.fid.evaluate(..., "fid-legacy-tf")` (which also
   hashes the sample files for its cache key and protocol, and loads and hashes the reference);
 - FID, torch-fidelity: `torch_fidelity.calculate_metrics(fid=True)` with the reference cached by
   name (it builds its extractor on every call) vs `evaluate(..., "fid-tfidelity")`.
 
 Without `--weights-dir` (holding inception-2015-12-05.pt and
 weights-inception-2015-12-05-6726825d.pth) the seeded random weights of
-`harness.metrics.random_weights` are used: same architecture, same cost, meaningless values.
+`harness.methods.metrics.random_weights` are used: same architecture, same cost, meaningless values.
 The figures are written to the `fid_throughput` section of benchmarks/README.md.
 """
 from __future__ import annotations
@@ -35,10 +35,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import assets  # noqa: E402
-from harness.metrics import features, fid  # noqa: E402
-from harness.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception  # noqa: E402
-from harness.samples import open_samples  # noqa: E402
+from harness.methods.metrics import features, fid  # noqa: E402
+from harness.methods.metrics.random_weights import (write_cleanfid_inception,  # noqa: E402
+                                                   write_tfidelity_inception)
+from harness.methods.samples import open_samples  # noqa: E402
+from harness.store import assets  # noqa: E402
 
 TS_NAME, TF_NAME = "inception-2015-12-05.pt", "weights-inception-2015-12-05-6726825d.pth"
 README = Path(__file__).resolve().parent / "README.md"
@@ -140,7 +141,7 @@ def main() -> None:
               f"ratio {t_bare / t_ours:5.2f}x   rel. diff {agree or '-'}", flush=True)
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} thread(s))"
-    weights = "seeded random weights (harness.metrics.random_weights)" if args.weights_dir is None else str(args.weights_dir)
+    weights = "seeded random weights (harness.methods.metrics.random_weights)" if args.weights_dir is None else str(args.weights_dir)
     lines = [START, "## FID throughput (`benchmarks/fid_throughput.py`)", "",
              f"{n} PNG images of {args.size}x{args.size} (resized to 299 inside the network), batch {b}, "
              f"device: {device_name}; weights: {weights}; median of {args.repeats}; reference statistics "
@@ -148,7 +149,7 @@ def main() -> None:
              "", "| row | bare library (img/s) | harness (img/s) | ratio | FID rel. diff |", "|---|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f} | {r[4] or '-'} |" for r in rows]
     lines += ["", "The FID rows include the Frechet distance: clean-fid's `scipy.linalg.sqrtm` and torch-fidelity's "
-              "`eigvals` against the harness's pivoted-Cholesky form (see harness/metrics/fid.py); at this small N "
+              "`eigvals` against the harness's pivoted-Cholesky form (see harness/methods/metrics/fid.py); at this small N "
               "it dominates on CPU, so these rows favour the harness. The features row isolates the image "
               "loader and network." + (f" {args.note}" if args.note else ""), END]
     if not args.no_readme:

@@ -13,7 +13,7 @@ timer:
 2. sampling: the one-step student (`softdimo.train.generate`, then the tokenizer's decode) at
    each precision, against the teacher's own 16-step sampler with CFG (`MaskBitTeacher.sample`,
    float32 as the harness runs it, and under bf16 autocast for comparison): images per second;
-3. Inception-v3 features through the harness's path (`harness.metrics.features`, batch 50): the
+3. Inception-v3 features through the harness's path (`harness.methods.metrics.features`, batch 50): the
    clean-fid TorchScript extractor (FID, PRDC) and torch-fidelity's (IS), with the weight files
    when the assets resolve, else seeded random weights of the same architecture (same cost; the
    output says which).
@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.cost_plan import StepCost, write_rows  # noqa: E402
+from harness.launch.cost_plan import StepCost, write_rows  # noqa: E402
 from softdimo.config import DistillConfig, RelaxConfig  # noqa: E402
 from softdimo.precision import precision_region  # noqa: E402
 from softdimo.relax import relax_hard  # noqa: E402
@@ -53,7 +53,7 @@ from softdimo.train import Distiller, generate  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16", "tf32")       # tf32 only where it exists (CUDA); elsewhere it is fp32
 GPU_KINDS = ("h200", "h100", "a100", "l40s", "a40", "a10", "v100", "t4", "l4")
-INCEPTION_BATCH = 50           # harness.metrics.fid.evaluate's default batch
+INCEPTION_BATCH = 50           # harness.methods.metrics.fid.evaluate's default batch
 
 #----------------------------------------------------------------------------
 
@@ -150,10 +150,10 @@ def measure_sampling(teacher: MaskBitTeacher, precision: str, images: int, sampl
 # which weights were used.
 def measure_inception(images: int, resolution: int, device: torch.device, repeats: int, warmup: int
                       ) -> dict[str, Any]:
-    from harness import assets
-    from harness.metrics import features
-    from harness.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception
-    from harness.samples import array_samples
+    from harness.methods.metrics import features
+    from harness.methods.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception
+    from harness.methods.samples import array_samples
+    from harness.store import assets
     rng = np.random.default_rng(0)
     source = array_samples(rng.integers(0, 256, (images, resolution, resolution, 3), dtype=np.uint8), "smoke")
     out: dict[str, Any] = {}

@@ -25,9 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins")]
 
-from harness import executors, launch, report, store, workqueue  # noqa: E402
+from harness import launch, store  # noqa: E402
+from harness.report import build as report  # noqa: E402
+from harness.cell import workqueue  # noqa: E402
+from harness.contracts.protocol import protocol_id  # noqa: E402
 from harness.grid import load_grid  # noqa: E402
-from harness.protocol import protocol_id  # noqa: E402
+from harness.launch import executors  # noqa: E402
 
 METRICS = ("toy_mean", "toy_fidelity", "toy_std", "m4", "m5")
 

@@ -27,9 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.distributed import SINGLE, processes_over
-from harness.entries import RunContext
-from harness.students import SAMPLE_BATCH, batched_samples
+from harness.contracts.distributed import SINGLE, processes_over
+from harness.contracts.entries import RunContext
+from harness.methods.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.parallel import DataParallel
 from softdimo.relax import relax_soft

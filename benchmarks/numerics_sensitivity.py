@@ -53,9 +53,9 @@ def _digest(tensors: Any) -> str:
 def probe() -> None:
     import torch
 
-    from harness.entries import EvalInput, RunContext
-    from harness.metrics.digits import NETWORK_METRICS
-    from harness.spec import RunSpec
+    from harness.contracts.entries import EvalInput, RunContext
+    from harness.grid.spec import RunSpec
+    from harness.methods.metrics.digits import NETWORK_METRICS
     from softdimo.config import DistillConfig, RelaxConfig
     from softdimo.data import digits as data
     from softdimo.relax import RELAXATIONS

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from harness import registry
-from harness.entries import EvalInput, RunContext
-from harness.spec import resolve_cell
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
+from harness.grid.spec import resolve_cell
 from softdimo.data import shapes as world
 
 COLUMNS = ["shapes_geneval"] + [f"shapes_geneval_{t}" for t in world.TASKS] + ["shapes_geneval_lenient", "shapes_clip"]

@@ -21,7 +21,7 @@ import submitit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from harness.profiles import load_profile, to_submitit_executor_kwargs, to_submitit_parameters  # noqa: E402
+from harness.grid.profiles import load_profile, to_submitit_executor_kwargs, to_submitit_parameters  # noqa: E402
 
 CLUSTER = [sys.executable, str(REPO / "slurm" / "localhost" / "cluster.py")]
 

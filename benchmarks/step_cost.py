@@ -45,10 +45,11 @@ WARMUP = 2
 def _distillers() -> dict[str, Any]:
     import torch
 
-    from harness import plugins, registry
-    from harness.entries import RunContext
-    from harness.spec import RunSpec
-    from harness.students import build_refinement
+    from harness.builtin import plugins
+    from harness.contracts import registry
+    from harness.contracts.entries import RunContext
+    from harness.grid.spec import RunSpec
+    from harness.methods.students import build_refinement
     from softdimo.config import DistillConfig, RelaxConfig
     from softdimo.teachers.digits import DigitsConfig, DigitsTeacher
     from softdimo.teachers.digits import new_network as digits_network

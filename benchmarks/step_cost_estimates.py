@@ -39,8 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import plugins, registry  # noqa: E402
-from harness.cost_plan import TABLE, StepCost, read_rows, write_rows  # noqa: E402
+from harness.builtin import plugins  # noqa: E402
+from harness.contracts import registry  # noqa: E402
+from harness.launch.cost_plan import TABLE, StepCost, read_rows, write_rows  # noqa: E402
 from softdimo.teachers.base import Condition  # noqa: E402
 
 UTILISATION = 0.40
@@ -94,7 +95,7 @@ def _text_tower_flops(layers: int, width: int) -> float:
 
 
 def _inception() -> float:
-    from harness.metrics.features import empty_tfidelity_inception, pool3_body
+    from harness.methods.metrics.features import empty_tfidelity_inception, pool3_body
     body = pool3_body(empty_tfidelity_inception().eval().to_empty(device="meta"))
     with torch.no_grad():
         return flops(lambda: body(torch.zeros(1, 3, 299, 299, device="meta")))

@@ -1,5 +1,5 @@
 """The harness as a library: the commands `python -m harness.run`, `harness.report` and
-`harness.evaluate` parse their options, call these functions, print what they return and turn the
+`harness.cell.evaluate` parse their options, call these functions, print what they return and turn the
 exceptions below into their exit codes.
 
     from harness import api
@@ -28,17 +28,22 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pandas as pd
 import yaml
 
-from harness import dependencies, executors, launch, plugins, registry, results, store, tracking
-from harness.environment import cache_dir
-from harness.evaluate import Evaluation, EvaluationError, record_evaluation
-from harness.entries import EvalRequest
-from harness.executors import LaunchError
+from harness import launch, store
+from harness.builtin import plugins
+from harness.cell.evaluate import Evaluation, EvaluationError, record_evaluation
+from harness.contracts import registry, tracking
+from harness.contracts.entries import EvalRequest
+from harness.contracts.run_spec import RunSpec
+from harness.grid import dependencies
 from harness.grid import Grid, GridError, load_grid
+from harness.grid.profiles import ProfileError, SlurmProfile, list_profiles
+from harness.grid.selectors import SelectorError, check_selector, parse_selector, select
+from harness.launch import executors
 from harness.launch import CellState
-from harness.profiles import ProfileError, SlurmProfile, list_profiles
-from harness.report import Report, UnknownMetricsError, build_report
-from harness.run_spec import RunSpec
-from harness.selectors import SelectorError, check_selector, parse_selector, select
+from harness.launch.executors import LaunchError
+from harness.methods.environment import cache_dir
+from harness.report.build import Report, UnknownMetricsError, build_report
+from harness.store import results
 
 __all__ = ["run", "load", "plan", "record_grid", "submit", "wait_for", "result_of", "status", "cancel",
            "load_frame", "report", "evaluate", "missing_assets", "only_cells",
@@ -67,7 +72,7 @@ class AssetError(RuntimeError):
     def __init__(self, problems: Sequence[str], cells: int):
         self.problems = list(problems)
         self.summary = (f"{len(self.problems)} asset(s) missing or corrupt for the {cells} cell(s) to run; "
-                        f"nothing was submitted (python -m harness.assets check)")
+                        f"nothing was submitted (python -m harness.prepare.assets check)")
         super().__init__("\n".join([*self.problems, self.summary]))
 
 #----------------------------------------------------------------------------
@@ -321,7 +326,7 @@ def world_size(options: LaunchOptions, profiles: Mapping[str | None, SlurmProfil
 # Asset problems (one line each, saying how to obtain the asset) of the cells about to run:
 # their teachers' weights, their metrics' networks and reference statistics, their reward models.
 def missing_assets(grid: Grid, specs: Sequence[RunSpec]) -> list[str]:
-    from harness import assets
+    from harness.store import assets
     needed: list[str] = []
     for spec in specs:
         entry = registry.teachers.get(spec.teacher)
@@ -377,7 +382,7 @@ def _batch_problem(grid: Grid, world_size: int) -> str | None:
 # Reading and evaluating.
 
 
-# The results table of a results root (`harness.results.load_frame`; docs/usage.md lists its
+# The results table of a results root (`harness.store.results.load_frame`; docs/usage.md lists its
 # columns), with the plugins the runs used loaded for their labels.
 def load_frame(results_root: str | Path = "results", grids: Sequence[str] | None = None, curves: bool = False,
                baselines: bool = False) -> pd.DataFrame:
@@ -400,7 +405,7 @@ def report(results_root: str | Path = "results", grids: Sequence[str] | None = N
 
 
 # Score a sample set made elsewhere under a named protocol and record it under
-# `<results_root>/evaluate/<id>/` (`python -m harness.evaluate`; `options` are EvalRequest's:
+# `<results_root>/evaluate/<id>/` (`python -m harness.cell.evaluate`; `options` are EvalRequest's:
 # reference, captions, weights, levels, geneval_dir, geneval_python, reference_name, device,
 # batch_size, num_workers). Returns the Evaluation (its status is failed or diverged when the
 # computation was); raises EvaluationError naming every problem of the request before computing.

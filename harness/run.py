@@ -28,15 +28,20 @@ from typing import Any, Sequence, TextIO
 
 import yaml
 
-from harness import api, baselines, cost_plan, dependencies, executors, launch, plugins, registry, store
+from harness import api, launch, store
 from harness.api import missing_assets  # noqa: F401  (the assets check, where callers of the command look)
-from harness.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
-from harness.executors import LaunchError
+from harness.builtin import plugins
+from harness.contracts import registry
+from harness.contracts.distributed import DEFAULT_COLLECTIVE_TIMEOUT_S
+from harness.grid import dependencies
 from harness.grid import Grid, GridError
+from harness.grid.profiles import ProfileError, SlurmProfile
+from harness.grid.selectors import SelectorError
+from harness.grid.spec import SCALES, STAGE_CONFIGS
+from harness.launch import cost_plan, executors
 from harness.launch import STATES, CellState, ProgressPrinter
-from harness.profiles import ProfileError, SlurmProfile
-from harness.selectors import SelectorError
-from harness.spec import SCALES, STAGE_CONFIGS
+from harness.launch.executors import LaunchError
+from harness.store import baselines
 from softdimo.params import schema
 
 # Every registry, by the name `--list` takes.
@@ -266,7 +271,7 @@ def wait_and_summarise(planned: api.Plan, launched: launch.Launch, out: TextIO, 
 
 
 # Print the grid's cells: id, state, description, and under a cell to run what it would start
-# after (the cells it needs, harness.dependencies) or why it cannot run.
+# after (the cells it needs, harness.grid.dependencies) or why it cannot run.
 def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO,
                scheduled: dependencies.Schedule | None = None) -> None:
     width = max([len("description")] + [len(c.description) for c in cells])
@@ -287,7 +292,7 @@ def print_plan(grid: Grid, cells: Sequence[CellState], out: TextIO,
     print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), file=out)
 
 
-# The dry run's cost plan at paper scale (harness.cost_plan); raises cost_plan.StepCostError when a
+# The dry run's cost plan at paper scale (harness.launch.cost_plan); raises cost_plan.StepCostError when a
 # step-cost file or the GPU kind is wrong.
 def print_costs(grid: Grid, cells: Sequence[CellState], profile: SlurmProfile | None, args: argparse.Namespace,
                 out: TextIO) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import registry
-from harness.entries import EvalInput, RunContext
-from harness.spec import resolve_cell
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
+from harness.grid.spec import resolve_cell
 
 # The rungs in ladder order (best first), as cell keys: the teacher's own sampler at K = 16.
 RUNGS: dict[str, dict[str, Any]] = {

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import plugins
+from harness.builtin import plugins
 from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, build_digits_teacher
 from softdimo.teachers.glyphs import GlyphsConfig, GlyphsTeacher, build_glyphs_teacher
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import pytest
 import submitit
 
-from harness.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
+from harness.grid.profiles import SlurmProfile, to_submitit_executor_kwargs, to_submitit_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "slurm" / "localhost" / "cluster.py"

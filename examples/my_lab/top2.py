@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness import registry
-from harness.entries import RelaxationEntry
+from harness.contracts import registry
+from harness.contracts.entries import RelaxationEntry
 from softdimo.config import RelaxConfig
 from softdimo.relax import Relaxed
 

@@ -14,10 +14,10 @@ import time
 import torch
 from torch import Tensor
 
-from harness import registry
-from harness.entries import MethodEntry, MethodResult, RunContext
-from harness.spec import EvalConfig, RunSpec
-from harness.students import batched_samples, build_teacher, distil_student
+from harness.contracts import registry
+from harness.contracts.entries import MethodEntry, MethodResult, RunContext
+from harness.grid.spec import EvalConfig, RunSpec
+from harness.methods.students import batched_samples, build_teacher, distil_student
 from softdimo.config import DistillConfig, SampleConfig
 from softdimo.teachers.base import ImageNoise, derive_seed
 from softdimo.train import draw_tokens, generate

@@ -1,10 +1,12 @@
 """Built-in methods (Di[M]O, the teacher's sampler, the class-conditional calibration rungs) and relaxations."""
 from __future__ import annotations
 
-from harness import methods, registry, students
-from harness.references import CLASS_RUNGS
-from harness.entries import MethodEntry, RelaxationEntry
-from harness.spec import RunSpec
+from harness import methods
+from harness.contracts import registry
+from harness.contracts.entries import MethodEntry, RelaxationEntry
+from harness.grid.spec import RunSpec
+from harness.methods import students
+from harness.methods.references import CLASS_RUNGS
 from softdimo.relax import relax_gumbel, relax_hard, relax_soft
 
 registry.relaxations.register("hard", RelaxationEntry(

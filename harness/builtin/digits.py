@@ -1,10 +1,10 @@
 """The mini-scale digits teacher and its metrics."""
 from __future__ import annotations
 
-from harness import registry
-from harness.conditions import DIGIT_NAMES
-from harness.entries import RunContext, TeacherEntry, per_image_metric
-from harness.metrics import digits as digits_metrics
+from harness.contracts import registry
+from harness.contracts.entries import RunContext, TeacherEntry, per_image_metric
+from harness.grid.conditions import DIGIT_NAMES
+from harness.methods.metrics import digits as digits_metrics
 from softdimo.teachers.digits import DigitsConfig, DigitsTeacher, DigitsWorld, build_digits_teacher, cache_entry
 
 

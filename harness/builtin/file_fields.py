@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import assets
+from harness.store import assets
 
 #----------------------------------------------------------------------------
 

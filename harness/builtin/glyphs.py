@@ -1,13 +1,13 @@
 """The mini-scale learned-codebook world `glyphs`: teacher (VQ tokenizer + MaskGIT) and its metrics.
 The class-conditional calibration rungs (`real`, `marginals_class`, `marginals_uncond`,
-`uniform`; harness/references.py) apply to it as they are: they read its world's real tokens."""
+`uniform`; harness/methods/references.py) apply to it as they are: they read its world's real tokens."""
 from __future__ import annotations
 
 from typing import Any
 
-from harness import registry
-from harness.entries import RunContext, TeacherEntry, per_image_metric
-from harness.metrics import glyphs as glyphs_metrics
+from harness.contracts import registry
+from harness.contracts.entries import RunContext, TeacherEntry, per_image_metric
+from harness.methods.metrics import glyphs as glyphs_metrics
 from softdimo.data.glyphs import CLASS_NAMES
 from softdimo.teachers.glyphs import (GlyphsConfig, GlyphsTeacher, GlyphsWorld, build_glyphs_teacher,
                                       build_glyphs_world, cache_entry)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from harness.builtin.file_fields import FileFields
-from harness.conditions import imagenet_class_names
-from harness.entries import RunContext, TeacherEntry
-from harness.registry import teachers
+from harness.contracts.entries import RunContext, TeacherEntry
+from harness.contracts.registry import teachers
+from harness.grid.conditions import imagenet_class_names
 
 # Di[M]O's ImageNet recipe; each teacher adds its sampler (and may note how a value applies to it).
 DIMO_IMAGENET: dict[str, Any] = {

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import assets
 from harness.builtin.file_fields import FileFields
 from harness.builtin.imagenet import register_teacher
-from harness.entries import RunContext
+from harness.contracts.entries import RunContext
+from harness.store import assets
 from softdimo.teachers.maskbit import MASKBIT_BITS, MaskBitConfig, MaskBitTeacher, build_maskbit_teacher
 
 HF_USER = "https://huggingface.co/markweber"

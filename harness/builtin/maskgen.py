@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import assets
-from harness.assets import Asset
 from harness.builtin.text_to_image import register_teacher
-from harness.entries import RunContext
+from harness.contracts.entries import RunContext
+from harness.store import assets
+from harness.store.assets import Asset
 from softdimo.teachers.maskgen import MaskGenConfig, MaskGenTeacher, build_maskgen_teacher
 
 DEFAULT_TEXT_ENCODER = "ViT-L-14-336"

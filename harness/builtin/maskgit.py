@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import assets
 from harness.builtin.file_fields import FileFields
 from harness.builtin.imagenet import register_teacher
-from harness.entries import RunContext
+from harness.contracts.entries import RunContext
+from harness.store import assets
 from softdimo.teachers.maskgit import RELEASED_SAMPLERS, MaskGITConfig, MaskGITTeacher, build_maskgit_teacher
 
 HF_REPO = "https://huggingface.co/llvictorll/Maskgit-pytorch"

@@ -1,7 +1,7 @@
 """The paper-scale metrics (docs/metrics.md): ImageNet-256 FID / IS / KID / PRDC under the ADM protocol
 for the class-conditional teachers; HPS v2.1 / v2.0, GenEval and CLIP score for the text-to-image
-teachers. Each entry reads the run's samples (`EvalInput.samples`, written by harness.samples, or
-the in-memory images converted with `harness.samples.to_uint8`) and returns values with protocols.
+teachers. Each entry reads the run's samples (`EvalInput.samples`, written by harness.methods.samples, or
+the in-memory images converted with `harness.methods.samples.to_uint8`) and returns values with protocols.
 """
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import assets, registry
-from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
-from harness.metrics import clip_score, fid, geneval, hps
-from harness.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
+from harness.methods.metrics import clip_score, fid, geneval, hps
+from harness.methods.samples import UINT8_CONVERSION, SampleSource, array_samples, open_samples, to_uint8
+from harness.store import assets
 
 CLASS_TO_IMAGE = ("maskbit", "maskgit")
 TEXT_TO_IMAGE = ("maskgen", "meissonic")

@@ -8,10 +8,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import registry
 from harness.builtin.metrics_paper import TEXT_TO_IMAGE, samples_of
-from harness.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
-from harness.metrics import image_reward, pickscore
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, MetricEntry, MetricValue, RewardEntry, RunContext, per_image_metric
+from harness.methods.metrics import image_reward, pickscore
 
 
 # `metric`: the mean score of a run's (image, prompt) pairs under `module`'s scorer (`load(device)`),

@@ -1,7 +1,7 @@
 """Registers the text-to-image FID metrics of the papers' tables: MS-COCO FID (`fid_coco`, the
 T2IBenchmark COCO-30k protocol of Di[M]O's evaluation) and MJHQ-30K FID (`fid_mjhq30k`, MaskGen's
 model-zoo metric). A run's samples must be its protocol's prompts in order (`teacher.eval_prompts`
-written by `python -m harness.metrics.t2i_prompts`): with exactly 30,000 of them the metric is the
+written by `python -m harness.methods.metrics.t2i_prompts`): with exactly 30,000 of them the metric is the
 30k protocol, with fewer the any-count one (its count recorded, so it never matches a 30k number).
 """
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from harness import assets, registry
 from harness.builtin.metrics_paper import TEXT_TO_IMAGE, samples_of
-from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
-from harness.metrics import fid, t2i_prompts
-from harness.samples import UINT8_CONVERSION
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
+from harness.methods.metrics import fid, t2i_prompts
+from harness.methods.samples import UINT8_CONVERSION
+from harness.store import assets
 
 # metric -> (protocol of exactly 30k samples, protocol of any count)
 T2I_FID = {"fid_coco": ("coco30k-fid-t2ibenchmark", "coco-fid-t2ibenchmark"),

@@ -1,12 +1,12 @@
-"""Registers the protocol families `python -m harness.evaluate` scores outside sample sets under, each
+"""Registers the protocol families `python -m harness.cell.evaluate` scores outside sample sets under, each
 once under every protocol name it has (`registry.protocols`):
 
-- `fid` (`harness.metrics.fid.FID_PROTOCOLS`): images (folder, npz, zip); FID, IS, KID, PRDC against
+- `fid` (`harness.methods.metrics.fid.FID_PROTOCOLS`): images (folder, npz, zip); FID, IS, KID, PRDC against
   the protocol's or a given reference; text-to-image ones check `--captions` against their prompts;
-- `hps` (`harness.metrics.hps.BENCHMARK_PROTOCOLS`): the HPS v2 benchmark layout;
+- `hps` (`harness.methods.metrics.hps.BENCHMARK_PROTOCOLS`): the HPS v2 benchmark layout;
 - `geneval`: a GenEval image folder, scored by GenEval's own evaluator;
-- `clip` (`harness.metrics.clip_score.CLIP_PROTOCOLS`): images and their captions;
-- `mini` (`harness.mini_protocols.MINI_PROTOCOLS`): the mini worlds, scored as grid runs are.
+- `clip` (`harness.methods.metrics.clip_score.CLIP_PROTOCOLS`): images and their captions;
+- `mini` (`harness.methods.mini_protocols.MINI_PROTOCOLS`): the mini worlds, scored as grid runs are.
 """
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness import assets, mini_protocols, registry
-from harness.assets.trust import private_dir
-from harness.entries import EvalRequest, MetricValue, ProtocolFamily
-from harness.environment import cache_dir, run_context
-from harness.metrics import clip_score, fid, geneval, hps, t2i_prompts
-from harness.run_spec import CellError
-from harness.samples import open_samples
+from harness.contracts import registry
+from harness.contracts.entries import EvalRequest, MetricValue, ProtocolFamily
+from harness.contracts.run_spec import CellError
+from harness.methods import mini_protocols
+from harness.methods.environment import cache_dir, run_context
+from harness.methods.metrics import clip_score, fid, geneval, hps, t2i_prompts
+from harness.methods.samples import open_samples
+from harness.store import assets
+from harness.store.assets.trust import private_dir
 from softdimo.teachers.text_conditioned import read_prompts
 
 #----------------------------------------------------------------------------
@@ -42,7 +44,7 @@ def tree_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-# sha256 of the images of a folder, npz or zip (`harness.samples`).
+# sha256 of the images of a folder, npz or zip (`harness.methods.samples`).
 def images_sha256(path: Path) -> str:
     return open_samples(path).content_sha256()
 

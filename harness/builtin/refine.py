@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import registry
-from harness.entries import RefinementEntry, RewardEntry
-from harness.students import build_rewards
-from harness.metrics import digits_reward
-from harness.spec import CellError, check_reward_names
+from harness.contracts import registry
+from harness.contracts.entries import RefinementEntry, RewardEntry
+from harness.grid.spec import CellError, check_reward_names
+from harness.methods.metrics import digits_reward
+from harness.methods.students import build_rewards
 from softdimo.refine.gan import GANConfig, GANRefinement
 from softdimo.refine.reinforce import ReinforceConfig, ReinforceRefinement
 from softdimo.refine.reward import RewardConfig, RewardConfigError, RewardRefinement, reward_weights

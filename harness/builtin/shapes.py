@@ -1,13 +1,14 @@
 """The mini-scale text-to-image "shapes" world: teacher, exact checker, learned rewards, and the
-reference rungs of its calibration ladder (`harness/references.py`)."""
+reference rungs of its calibration ladder (`harness/methods/references.py`)."""
 from __future__ import annotations
 
 from typing import Any
 
-from harness import registry, students
-from harness.entries import MethodEntry, RewardEntry, RunContext, TeacherEntry, per_image_metric
-from harness.metrics import shapes_clip, shapes_eval
-from harness.references import SHAPES_RUNGS
+from harness.contracts import registry
+from harness.contracts.entries import MethodEntry, RewardEntry, RunContext, TeacherEntry, per_image_metric
+from harness.methods import students
+from harness.methods.metrics import shapes_clip, shapes_eval
+from harness.methods.references import SHAPES_RUNGS
 from softdimo.teachers.shapes import ShapesConfig, ShapesTeacher, build_shapes_teacher, cache_entry
 
 #----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from harness.entries import RunContext, TeacherEntry
-from harness.registry import teachers
+from harness.contracts.entries import RunContext, TeacherEntry
+from harness.contracts.registry import teachers
 
 # Di[M]O's text-to-image recipe; each teacher adds its steps, re-masking schedule and sampler.
 DIMO_TEXT_TO_IMAGE: dict[str, Any] = {

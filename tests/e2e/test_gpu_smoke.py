@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cost_plan import load_table
+from harness.launch.cost_plan import load_table
 
 ROOT = Path(__file__).resolve().parents[2]
 

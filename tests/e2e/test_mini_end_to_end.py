@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import report, run, store
-from harness.numerics import pinned_environment
-from harness.baselines.__main__ import main as baselines_main
+from harness import run, store
+from harness.report import build as report
+from harness.methods.numerics import pinned_environment
+from harness.report.baselines import main as baselines_main
 from tests.conftest import TINY_TEACHER
 
 pytestmark = pytest.mark.slow                     # whole grids through both commands: minutes

@@ -10,7 +10,7 @@ import pytest
 import submitit
 
 from tests import slurm_jobs
-from harness.profiles import load_profile
+from harness.grid.profiles import load_profile
 from tests.slurm_cluster import LocalCluster, executor_for, poll
 
 pytestmark = pytest.mark.slurm

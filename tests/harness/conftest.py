@@ -51,7 +51,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
 # Assets looked for only under tmp_path: no asset's own variable, no upstream caches.
 @pytest.fixture
 def isolated_assets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from harness import assets
+    from harness.store import assets
     for _, asset in assets.manifest.items():
         if asset.env_var:
             monkeypatch.delenv(asset.env_var, raising=False)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness import baselines
-from harness.baseline_protocols import (TEXT_TO_IMAGE_TASKS, assumption_footnotes, computable_protocols,
+from harness.methods.metrics.geneval import GENEVAL_TASKS
+from harness.methods.metrics.hps import HPS_STYLES
+from harness.report.baseline_protocols import (TEXT_TO_IMAGE_TASKS, assumption_footnotes, computable_protocols,
                                         protocol_mappings, unmapped_lines)
-from harness.metrics.geneval import GENEVAL_TASKS
-from harness.metrics.hps import HPS_STYLES
+from harness.store import baselines
 
 
 def _papers():

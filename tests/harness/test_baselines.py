@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import baselines, cell, store, tables
-from harness.baselines.__main__ import main as _baselines_main  # the command line
+from harness import cell, store
 from harness.grid import load_grid
-from harness.results import frame, record_rows
+from harness.report import tables
+from harness.report.baselines import main as _baselines_main  # the command line
+from harness.store import baselines
+from harness.store.results import frame, record_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,7 @@ def test_paper_baselines_carry_citation_quality_protocol():
     assert soft_hps.protocol["assumed"] is True and "inferred" in soft_hps.protocol["notes"]
     assert all(b.citation and b.protocol.get("name") for b in rows)
     # HPS v2.0 vs v2.1 is refused (different metrics and protocols).
-    from harness.protocol import protocol_mismatch
+    from harness.contracts.protocol import protocol_mismatch
     assert protocol_mismatch(hps[0].protocol, soft_hps.protocol) == \
         "different protocols (hpsv2-benchmark-v2.0 vs hpsv2-benchmark-v2.1)"
 

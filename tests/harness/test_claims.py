@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import claims
-from harness.baselines import baselines_dir
 from harness.grid import load_grid
-from harness.compare import select
-from harness.results import frame, record_rows
+from harness.report import claims
+from harness.report.compare import select
+from harness.store.baselines import baselines_dir
+from harness.store.results import frame, record_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,13 +154,13 @@ def test_fidelity_claims_table_equals_the_stored_per_seed_numbers() -> None:
     doc = (ROOT / "docs" / "fidelity.md").read_text(encoding="utf-8")
     table = claims.stored_table(baselines_dir() / claims.STORED_FILE, baselines_dir() / claims.CLAIMS_FILE)
     assert claims.with_table(doc, table, "docs/fidelity.md") == doc, \
-        "docs/fidelity.md's claims table differs from baselines/mini_reference.csv: python -m harness.claims --write docs/fidelity.md"
+        "docs/fidelity.md's claims table differs from baselines/mini_reference.csv: python -m harness.report.claims --write docs/fidelity.md"
 
 
 def test_the_stored_table_follows_every_stored_number(tmp_path: Path) -> None:
     # Changing one stored per-seed value of a claim's cell changes the table; a value of a run
     # that is no cell of any claim's grid does not.
-    from harness.baselines import read_csv, write_csv
+    from harness.store.baselines import read_csv, write_csv
     stored = read_csv(baselines_dir() / claims.STORED_FILE, "stored")
     claims_file = baselines_dir() / claims.CLAIMS_FILE
     path = tmp_path / "stored.csv"

@@ -7,9 +7,9 @@ import math
 import pytest
 from scipy import stats
 
-from harness import compare
-from harness.baselines import Baseline
-from harness.results import frame
+from harness.report import compare
+from harness.store.baselines import Baseline
+from harness.store.results import frame
 
 P = {"name": "p", "samples": 10}
 

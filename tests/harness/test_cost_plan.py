@@ -1,4 +1,4 @@
-"""The cost plan of `harness.run --dry-run` (harness/cost_plan.py): accelerator-hours per cell and in
+"""The cost plan of `harness.run --dry-run` (harness/launch/cost_plan.py): accelerator-hours per cell and in
 total from the step-cost table, shared students paid once, measured rows over estimates, cells that
 cannot finish within the profile's limit, and bad tables refused with file, line and column."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import cost_plan, run
-from harness.cost_plan import Resources, StepCost, StepCostError, load_table, plan_costs, write_rows
+from harness import run
 from harness.grid import load_grid
-from harness.spec import resolve_cell
+from harness.grid.spec import resolve_cell
+from harness.launch import cost_plan
+from harness.launch.cost_plan import Resources, StepCost, StepCostError, load_table, plan_costs, write_rows
 from tests.conftest import TINY_TEACHER
 
 ROOT = Path(__file__).resolve().parents[2]

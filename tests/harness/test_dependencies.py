@@ -1,4 +1,4 @@
-"""Shared work scheduled instead of waited for (harness.dependencies), `--only`, and continuations
+"""Shared work scheduled instead of waited for (harness.grid.dependencies), `--only`, and continuations
 (`distill.init_from`) as the grid reads and the launcher plans them; the debug and local executors
 honouring the plan. The SLURM side: tests/harness/test_slurm_dependencies.py."""
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import dependencies, store
+from harness import store
+from harness.contracts.run_spec import ADDED_PARAMS, RunSpec
+from harness.grid import dependencies
 from harness.grid import GridError, load_grid
-from harness.run_spec import ADDED_PARAMS, RunSpec
-from harness.spec import resolve_cell
+from harness.grid.spec import resolve_cell
 from softdimo.teachers import cache
 from tests.conftest import TINY_TEACHER as TINY
 from softdimo.teachers.cache_digest import write_digest

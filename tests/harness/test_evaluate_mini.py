@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import cell, evaluate, registry, store
-from harness.entries import RunContext
-from harness.spec import resolve_cell
+from harness import cell, store
+from harness.cell import evaluate
+from harness.contracts import registry
+from harness.contracts.entries import RunContext
+from harness.grid.spec import resolve_cell
 from softdimo.data import shapes as world
 from tests.conftest import TINY_GLYPHS
 

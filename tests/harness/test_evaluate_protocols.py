@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import assets, evaluate, registry, store
-from harness.entries import EvalRequest, MetricValue, ProtocolFamily
+from harness import store
+from harness.cell import evaluate
+from harness.contracts import registry
+from harness.contracts.entries import EvalRequest, MetricValue, ProtocolFamily
+from harness.store import assets
 
 
 # The toy family: the mean brightness of `images` (an npz, [N, C, H, W] in [0, 1]), and with a

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import submitit
 
-from harness import costs, executors, launch, slurm, store
-from harness.executors import JobEnd, SubmittedJob
-from harness.spec import resolve_cell
+from harness import launch, store
+from harness.cell import slurm
+from harness.grid.spec import resolve_cell
+from harness.launch import executors
+from harness.launch.executors import JobEnd, SubmittedJob
+from harness.report import costs
 
 # sacct -X -n -P -D -o JobID,State,ElapsedRaw,AllocTRES for a job requeued once, then failed.
 SACCT_ROWS = ("17_3|REQUEUED|7200|billing=16,cpu=16,gres/gpu=8,mem=512G,node=2\n"

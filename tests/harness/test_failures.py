@@ -1,6 +1,6 @@
 """The group's store beside collectives, on a real TCPStore in this process: rank 0's word passed
 to the others (`Processes.share`: waited for outside collectives, logged, in step), and the first
-failure of a cell named once (`harness.failures`): the process that raised, or a process whose
+failure of a cell named once (`harness.contracts.failures`): the process that raised, or a process whose
 heartbeat stopped, never one that left normally. The end-to-end cases (processes killed, hung,
 gone with the store) are in test_process_faults.py."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Iterator
 import pytest
 import torch.distributed as dist
 
-from harness import distributed, failures
-from harness.distributed import Processes, processes_over
+from harness.contracts import distributed, failures
+from harness.contracts.distributed import Processes, processes_over
 
 
 @pytest.fixture

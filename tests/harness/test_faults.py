@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from harness import run, store
-from harness.entries import RunContext
-from harness.spec import resolve_cell
-from harness.students import distil_student, prefix_key, student_key
+from harness.contracts.entries import RunContext
+from harness.grid.spec import resolve_cell
+from harness.methods.students import distil_student, prefix_key, student_key
 from softdimo.teachers.cache_digest import CorruptEntryError
 from softdimo.teachers.digits import build_digits_teacher
 from tests.conftest import TINY_TEACHER

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from harness import registry, run
-from harness.entries import RunContext
+from harness import run
+from harness.contracts import registry
+from harness.contracts.entries import RunContext
 from harness.grid import load_grid
-from harness.spec import resolve_cell
+from harness.grid.spec import resolve_cell
 from tests.conftest import TINY_GLYPHS
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "ablations"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import registry, run
+from harness import run
+from harness.contracts import registry
 from harness.grid import GridError, load_grid
 
 HEAD = """

@@ -1,5 +1,6 @@
 """The import graph of the project's packages: one way down, no circles, `softdimo` independent,
-the contracts of `harness` on the ground floor.
+the folders of `harness` in layers (each imports only the folders its layer allows), the contracts
+on the ground floor.
 
 Every `import` and `from ... import` statement of `harness/` and `softdimo/` counts, at any depth:
 inside functions and under `if TYPE_CHECKING:` too (a type-only import still names the module it
@@ -86,9 +87,9 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_is_read() -> None:
     graph = import_graph()
-    assert "harness.registry" in graph["harness.spec"]
-    assert "softdimo.train" in graph["harness.students"]
-    assert "softdimo.teachers.base" in graph["harness.entries"]     # under TYPE_CHECKING only
+    assert "harness.contracts.registry" in graph["harness.grid.spec"]
+    assert "softdimo.train" in graph["harness.methods.students"]
+    assert "softdimo.teachers.base" in graph["harness.contracts.entries"]     # under TYPE_CHECKING only
 
 
 def test_no_module_imports_a_module_that_imports_it_back() -> None:
@@ -104,7 +105,7 @@ def test_softdimo_never_imports_harness() -> None:
 
 
 # The contracts every stage shares: the spec record, the entry types and their registries.
-GROUND_FLOOR = {"harness.run_spec", "harness.entries", "harness.registry"}
+GROUND_FLOOR = {"harness.contracts.run_spec", "harness.contracts.entries", "harness.contracts.registry"}
 
 
 # The floor stands on the basement: harness modules that import no other harness module (leaves), or
@@ -116,3 +117,40 @@ def test_the_ground_floor_stands_on_the_basement_only() -> None:
     basement = leaves | {m for m in harness if graph[m] & harness - {"harness"} <= leaves}
     climbs = {m: sorted(graph[m] & harness - GROUND_FLOOR - basement - {"harness"}) for m in GROUND_FLOOR}
     assert {m: t for m, t in climbs.items() if t} == {}
+
+
+# The layers of `harness/` (docs/design.md, "Layers"): each folder (or top-level module) and the
+# folders it may import besides itself and `softdimo`. The relation is the design; the test below
+# holds the code to it, type-only imports included.
+MAY_IMPORT: dict[str, set[str]] = {
+    "contracts": set(),
+    "store": {"contracts"},
+    "grid": {"contracts", "store"},
+    "methods": {"contracts", "store", "grid"},
+    "builtin": {"contracts", "store", "grid", "methods"},
+    "cell": {"contracts", "store", "grid", "methods", "builtin"},
+    "launch": {"contracts", "store", "grid", "methods", "builtin", "cell"},
+    "report": {"contracts", "store", "grid", "methods", "builtin"},
+    "prepare": {"contracts", "store", "grid", "methods", "builtin"},
+    "api": {"contracts", "store", "grid", "methods", "builtin", "cell", "launch", "report"},
+    "run": {"contracts", "store", "grid", "methods", "builtin", "cell", "launch", "report", "api"},
+}
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def test_every_folder_of_harness_has_a_layer_and_the_layers_have_no_circle() -> None:
+    top = {p.stem if p.suffix else p.name for p in (ROOT / "harness").iterdir()
+           if p.name != "__init__.py" and not p.name.startswith((".", "__pycache__"))}
+    assert top == set(MAY_IMPORT)
+    assert _cycle({k: set(v) for k, v in MAY_IMPORT.items()}) is None
+
+
+def test_each_folder_imports_only_what_its_layer_allows() -> None:
+    graph = import_graph()
+    wrong = {m: sorted(t for t in ts if t.startswith("harness.") and _layer(t) != _layer(m)
+                       and _layer(t) not in MAY_IMPORT[_layer(m)])
+             for m, ts in graph.items() if m.startswith("harness.")}
+    assert {m: t for m, t in wrong.items() if t} == {}

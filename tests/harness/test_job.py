@@ -17,10 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import cell, environment, images, store, workqueue
-from harness.images import load_condition_samples
-from harness.samples import to_uint8
-from harness.spec import resolve_cell
+from harness import cell, store
+from harness.cell import workqueue
+from harness.grid.spec import resolve_cell
+from harness.methods import environment, images
+from harness.methods.images import load_condition_samples
+from harness.methods.samples import to_uint8
 
 STUDENT = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft", "seed": 1,
            "eval.samples": 30, "eval.grid_images": 9, "eval.metrics": ["toy_mean", "toy_fidelity"]}
@@ -139,9 +141,10 @@ def test_cache_dir_and_threads(monkeypatch, tmp_path):
 
 # The record lists every asset the run resolved, with its sha256; the cache folder is private.
 def test_record_provenance_lists_the_assets_the_run_used(tmp_path, monkeypatch):
-    from harness import assets, registry
-    from harness.assets import pinning
-    from harness.entries import MetricEntry
+    from harness.contracts import registry
+    from harness.contracts.entries import MetricEntry
+    from harness.store import assets
+    from harness.store.assets import pinning
     root = tmp_path / "assets"
     (root / "toy").mkdir(parents=True)
     (root / "toy" / "weights.bin").write_bytes(b"toy weights")

@@ -1,4 +1,4 @@
-"""Paper table layouts (`harness.layouts`): files that load or say what is wrong, the papers' rows
+"""Paper table layouts (`harness.report.layouts`): files that load or say what is wrong, the papers' rows
 with every matching run beside them, "no run" where none matches, deltas only under matching
 protocols, best values in bold by direction, `--metrics`; and the LaTeX of every layout and of the
 default tables compiled by a real LaTeX engine."""
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import latex, layouts, report, tables
-from harness.baselines import Baseline, load_all
-from harness.protocol import protocol_id
-from harness.results import frame
-from harness.yaml_lines import YamlFileError
+from harness.report import build as report
+from harness.contracts.protocol import protocol_id
+from harness.grid.yaml_lines import YamlFileError
+from harness.report import latex, layouts, tables
+from harness.store.baselines import Baseline, load_all
+from harness.store.results import frame
 
 P_GOOD = {"name": "toy-fd", "samples": 100}
 P_ACC = {"name": "toy-acc"}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from harness import run
-from harness.entries import RunContext
+from harness.contracts.entries import RunContext
+from harness.grid.spec import CellError, resolve_cell
 from harness.methods import run_dimo
-from harness.spec import CellError, resolve_cell
-from harness.students import student_key
+from harness.methods.students import student_key
 from tests.conftest import TINY_TEACHER
 
 TINY = {f"teacher.{k}": v for k, v in TINY_TEACHER.__dict__.items()}

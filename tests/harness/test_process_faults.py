@@ -22,7 +22,7 @@ import pytest
 
 from harness import launch, store
 from harness.grid import load_grid
-from harness.students import student_key
+from harness.methods.students import student_key
 from tests.harness.test_slurm_launch import LONG_STEPS, digits_block, main, records, run_log, write_grid
 from tests.slurm_cluster import poll
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import costs, distributed, run, store
+from harness import run, store
+from harness.contracts import distributed
 from harness.grid import load_grid
-from harness.results import load_frame
-from harness.students import student_key
+from harness.methods.students import student_key
+from harness.report import costs
+from harness.store.results import load_frame
 from tests.conftest import TINY_TEACHER
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from harness.profiles import (PROFILES_DIR, ProfileError, check_submitit_parameters, list_profiles,
+from harness.grid.profiles import (PROFILES_DIR, ProfileError, check_submitit_parameters, list_profiles,
                               load_profile, to_submitit_executor_kwargs, to_submitit_parameters)
 
 CLUSTER_SCRIPT = Path(__file__).resolve().parents[2] / "slurm" / "localhost" / "cluster.py"

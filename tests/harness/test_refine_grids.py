@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import assets, run
+from harness import run
 from harness.grid import load_grid
+from harness.store import assets
 
 ABLATIONS = Path(__file__).resolve().parents[2] / "ablations"
 GRIDS = {"soft_vs_gumbel_gan": 40, "dimo_gan_only": 15, "gan_mask_range": 10, "tteo_best_of_n": 45,

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness import cell, registry, store
-from harness.entries import RelaxationEntry, RunContext
+from harness import cell, store
+from harness.contracts import registry
+from harness.contracts.entries import RelaxationEntry, RunContext
+from harness.grid.spec import CellError, resolve_cell
 from harness.methods import run_dimo
-from harness.students import SAMPLE_BATCH, merged_selection, student_key
-from harness.spec import CellError, resolve_cell
+from harness.methods.students import SAMPLE_BATCH, merged_selection, student_key
 from softdimo.refine.selection import SelectionLog
 from tests.conftest import TINY_TEACHER
 

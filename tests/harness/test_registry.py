@@ -5,8 +5,12 @@ import io
 
 import pytest
 
-from harness import baselines, executors, plugins, registry, run
-from harness.registry import Registry, UnknownNameError
+from harness import run
+from harness.builtin import plugins
+from harness.contracts import registry
+from harness.contracts.registry import Registry, UnknownNameError
+from harness.launch import executors
+from harness.store import baselines
 from softdimo.config import DistillConfig
 
 

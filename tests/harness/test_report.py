@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import cell, plots, report, store, tables
-from harness.baselines import Baseline
+from harness import cell, store
+from harness.report import build as report
 from harness.grid import load_grid
-from harness.results import frame, method_label, record_rows, sampling_steps
+from harness.report import plots, tables
+from harness.store.baselines import Baseline
+from harness.store.results import frame, method_label, record_rows, sampling_steps
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "toy_table.md"
 P_MEAN = {"name": "toy-mean", "samples": 20}
@@ -23,7 +25,7 @@ P_FID = {"name": "toy-fidelity", "samples": 20}
 
 def run_row(label: str, seed: int, metric: str, value: float | None, protocol: dict,
             steps: int | None = 1, teacher: str = "toy", higher: bool = False) -> dict:
-    from harness.protocol import protocol_id
+    from harness.contracts.protocol import protocol_id
     return {"kind": "run", "source": "grid", "grid": "grid", "teacher": teacher, "label": label,
             "group": f"{teacher}:{label}", "metric": metric, "value": value, "higher_is_better": higher,
             "protocol": protocol, "protocol_id": protocol_id(protocol), "steps": steps, "seed": seed,
@@ -207,8 +209,9 @@ compare: {reference: {relaxation: toy_hard}}
 # The report lists methods in the order the grid's matrix names them (here the reverse of the
 # alphabetical one) in its tables, comparisons, figures and side-by-side samples.
 def test_the_report_keeps_the_grids_method_order(write_grid, tmp_path):
-    from harness import compare, run, side_by_side
-    from harness.results import labels_in_order
+    from harness import run
+    from harness.report import compare, side_by_side
+    from harness.store.results import labels_in_order
     results = tmp_path / "results"
     assert run.main(["--grid", str(write_grid(ORDERED)), "--results", str(results), "--executor", "debug"],
                     io.StringIO(), io.StringIO()) == 0
@@ -248,8 +251,9 @@ def _check_report_travels(folder: Path, target: Path, forbidden: list[str]) -> N
 
 
 def test_side_by_side_takes_one_seed_and_one_run_per_method(tmp_path):
-    from harness import conditions, side_by_side
-    from harness.images import save_condition_samples
+    from harness.grid import conditions
+    from harness.methods.images import save_condition_samples
+    from harness.report import side_by_side
     import torch
     rows = []
     for label, seeds in (("B student", (0, 1)), ("A student", (1,)), ("Sampler (8 steps)", (0,))):
@@ -271,7 +275,7 @@ def test_side_by_side_takes_one_seed_and_one_run_per_method(tmp_path):
 
 
 def test_steps_figure_marks_stored_numbers_only_under_the_runs_protocol(tmp_path):
-    from harness import figures
+    from harness.report import figures
     df = golden_rows()
     points = figures._reference_points(df, "toy", "toy_mean", [P_MEAN])
     assert sorted(points) == [("Other method", "papers", 4, 0.35), ("Soft student", "mini_reference", 1, 0.41)]

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import executors, launch, run, store, workqueue
+from harness import launch, run, store
+from harness.cell import workqueue
 from harness.grid import load_grid
-from harness.numerics import pinned_environment
-from harness.spec import RunSpec, resolve_cell
+from harness.grid.spec import RunSpec, resolve_cell
+from harness.launch import executors
+from harness.methods.numerics import pinned_environment
 
 GRID = """
 name: e2e
@@ -114,7 +116,7 @@ def test_local_executor_workers_crash_and_no_wait(write_grid, tmp_path, monkeypa
     ok = [r for r in records if r["status"] == "ok"]
     assert {r["provenance"]["executor"] for r in ok} == {"local"}
     assert {r["provenance"]["job_id"] for r in ok} <= set(jobs)
-    # Mini cells run pinned (harness.numerics): one thread and the fixed kernel levels, whatever
+    # Mini cells run pinned (harness.methods.numerics): one thread and the fixed kernel levels, whatever
     # the machine's cores; the record says so and carries the machine and the stage hashes.
     pinned = bool(pinned_environment("mini"))
     for r in ok:
@@ -320,9 +322,9 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
 
     import submitit
     from harness.cell import JobTerms, SlurmCell
+    from harness.grid.profiles import load_profile
     from harness.launch import JOBS
-    from harness.profiles import load_profile
-    from harness.provenance import CodeVersion
+    from harness.store.provenance import CodeVersion
     monkeypatch.setattr(submitit, "AutoExecutor", RecordingExecutor)
     RecordingExecutor.instances.clear()
     specs = [resolve_cell({"teacher": "toy", "method": "toy_sampler", "seed": i}, "mini")
@@ -337,7 +339,7 @@ def test_slurm_submission_arrays_chunked_with_explicit_timeout(monkeypatch, tmp_
     assert ex.params["timeout_min"] == 240 and ex.params["cpus_per_task"] == 8
     assert ex.params["gpus_per_node"] == 1 and ex.params["slurm_partition"] == "gpu"
     assert ex.params["slurm_array_parallelism"] == 32                  # the profile's
-    # mini cells run pinned (harness.numerics): one thread and the fixed kernel levels, exported
+    # mini cells run pinned (harness.methods.numerics): one thread and the fixed kernel levels, exported
     # after the profile's own settings, so they win in the job's shell
     pins = pinned_environment("mini")
     assert ex.params["slurm_setup"] == ["export OMP_NUM_THREADS=8", f"export SOFTDIMO_THREADS={1 if pins else 8}",

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness.entries import RunContext
-from harness.metrics import clip_score, hps, image_reward, pickscore
-from harness.metrics.features import load_tfidelity_inception
-from harness.metrics.random_weights import register_open_clip_config, write_open_clip
-from harness.spec import resolve_cell
-from harness.students import continue_prefix, distil_student, student_key
+from harness.contracts.entries import RunContext
+from harness.grid.spec import resolve_cell
+from harness.methods.metrics import clip_score, hps, image_reward, pickscore
+from harness.methods.metrics.features import load_tfidelity_inception
+from harness.methods.metrics.random_weights import register_open_clip_config, write_open_clip
+from harness.methods.students import continue_prefix, distil_student, student_key
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.relax import relax_soft
 from softdimo.teachers.cache import DONE_MARKER

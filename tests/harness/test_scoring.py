@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness import registry
-from harness.distributed import SINGLE, processes_over
-from harness.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
-from harness.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
-from harness.samples import ShardedSamples, to_uint8
-from harness.scoring import SAMPLE_FILES_DIR, score
+from harness.contracts import registry
+from harness.contracts.distributed import SINGLE, processes_over
+from harness.contracts.entries import EvalInput, MetricEntry, MetricValue, RunContext, per_image_metric
+from harness.contracts.held_samples import SAMPLE_BATCH, HeldBatch, HeldSamples
+from harness.methods.samples import ShardedSamples, to_uint8
+from harness.methods.scoring import SAMPLE_FILES_DIR, score
 
 N = 2 * SAMPLE_BATCH + 200                 # batches 0, 1, 2: ranks 0, 1, 0
 

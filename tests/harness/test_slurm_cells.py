@@ -1,5 +1,5 @@
 """The SLURM side of a cell without a cluster: the code-version check of `SlurmCell`, deferring
-the preemption signal to a step boundary (`harness.preemption`), the assets check before launch,
+the preemption signal to a step boundary (`harness.methods.preemption`), the assets check before launch,
 and parsing of sacct rows."""
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import assets, preemption, registry, run, slurm, store
-from harness.entries import MetricEntry
+from harness import run, store
+from harness.cell import slurm
 from harness.cell import CellFailedError, JobTerms, SlurmCell
-from harness.provenance import CodeVersion, code_version
-from harness.spec import RunSpec, resolve_cell
+from harness.contracts import registry
+from harness.contracts.entries import MetricEntry
+from harness.grid.spec import RunSpec, resolve_cell
+from harness.methods import preemption
+from harness.store import assets
+from harness.store.provenance import CodeVersion, code_version
 
 TOY_GRID = """
 name: assets_toy

@@ -1,4 +1,4 @@
-"""Shared work scheduled on a real one-node SLURM cluster (harness.dependencies): the mini
+"""Shared work scheduled on a real one-node SLURM cluster (harness.grid.dependencies): the mini
 `soft_vs_hard` grid goes out with its refined cells depending (`--dependency=afterok:`) on their
 Di[M]O cell, which trains the teacher and the shared Di[M]O prefix first; no cell waits on a cache
 lock. A cell whose leader failed is recorded as failed and its job cancelled, never left pending.

@@ -22,8 +22,8 @@ import yaml
 
 from harness import launch, run, store
 from harness.grid import load_grid
-from harness.provenance import code_version
-from harness.profiles import load_profile
+from harness.grid.profiles import load_profile
+from harness.store.provenance import code_version
 from tests.conftest import TINY_TEACHER
 from tests.slurm_cluster import LocalCluster, poll
 
@@ -185,7 +185,7 @@ def test_mini_grid_through_slurm_matches_debug_and_resumes_after_usr2(
 
     # The same grid in local worker processes, training its students again (not from the student
     # cache): identical metrics, info (but the student's timing) and samples. Local workers run
-    # pinned as SLURM tasks do (harness.numerics); the in-process debug executor does not, so on a
+    # pinned as SLURM tasks do (harness.methods.numerics); the in-process debug executor does not, so on a
     # machine whose default kernels are not the pinned ones its numbers may differ in float32 bits.
     shutil.rmtree(teacher_cache / "students")
     debug = tmp_path / "local"

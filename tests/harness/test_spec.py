@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import registry
+from harness.contracts import registry
+from harness.contracts.run_spec import ADDED_PARAMS, CellError, RunSpec
 from harness.grid import load_grid
-from harness.run_spec import ADDED_PARAMS, CellError, RunSpec
-from harness.spec import STAGE_CONFIGS, resolve_cell
+from harness.grid.spec import STAGE_CONFIGS, resolve_cell
 from softdimo.params import schema
 
 CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
@@ -21,7 +21,7 @@ CELL = {"teacher": "toy", "method": "toy_student", "relaxation": "toy_soft",
 
 def test_run_id_stable_across_processes():
     spec = resolve_cell(CELL, "mini", ("toy_lab",), {"eval.samples": 12})
-    code = ("import json, sys, harness.builtin, toy_lab; from harness.spec import resolve_cell; "
+    code = ("import json, sys, harness.builtin, toy_lab; from harness.grid.spec import resolve_cell; "
             "print(resolve_cell(json.loads(sys.argv[1]), 'mini', ('toy_lab',), "
             "{'eval.samples': 12}).run_id)")
     root = Path(__file__).resolve().parents[2]

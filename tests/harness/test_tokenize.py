@@ -1,4 +1,4 @@
-"""`python -m harness.tokenize`: a generated class-per-folder tree tokenised end to end by the tiny
+"""`python -m harness.prepare.tokenize`: a generated class-per-folder tree tokenised end to end by the tiny
 MaskBit and MaskGIT teachers (parity-fixture weights, the real encoders), into exactly the file
 `teacher.real_tokens` reads; labels from the folders; resumable chunk by chunk; sharded over
 processes that agree on one plan and merge once."""
@@ -17,11 +17,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torchvision import transforms
 
-from harness.entries import RunContext
-from harness.registry import teachers
-from harness.tokenize import parts
-from harness.tokenize.__main__ import main, parse_args
-from harness.tokenize.preprocess import load_image
+from harness.contracts.entries import RunContext
+from harness.contracts.registry import teachers
+from harness.prepare.tokenize import parts
+from harness.prepare.tokenize.__main__ import main, parse_args
+from harness.prepare.tokenize.preprocess import load_image
 from softdimo.teachers.maskbit import MaskBitConfig
 from softdimo.teachers.maskgit import MaskGITConfig
 from tests.softdimo.test_maskbit import GEN_FILE, TOK_FILE
@@ -177,7 +177,7 @@ def test_two_processes_share_the_work_and_merge_once(image_tree, tmp_path):
     single = tmp_path / "single.safetensors"
     assert main([*MASKBIT, "--images", str(image_tree), "--out", str(single)]) == 0
     out = tmp_path / "sharded.safetensors"
-    cmd = [sys.executable, "-m", "harness.tokenize", *MASKBIT, "--images", str(image_tree), "--out", str(out),
+    cmd = [sys.executable, "-m", "harness.prepare.tokenize", *MASKBIT, "--images", str(image_tree), "--out", str(out),
            "--num-shards", "2", "--chunk-size", "5"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([*cmd, "--shard", str(s)], cwd=REPO, env=env, stdout=subprocess.PIPE,

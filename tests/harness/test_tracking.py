@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import run, store, tracking
+from harness import run, store
+from harness.contracts import tracking
 from harness.grid import load_grid
 from tests.harness.test_procs_per_cell import TEACHER
 

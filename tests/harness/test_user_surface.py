@@ -118,7 +118,7 @@ def test_an_installed_package_registers_its_entries_through_the_entry_point_grou
         "[softdimo_harness.plugins]\nacme = acme_lab\n")
     (site / "acme_lab.py").write_text(textwrap.dedent("""
         from harness import registry
-        from harness.entries import MetricEntry, MetricValue
+        from harness.contracts.entries import MetricEntry, MetricValue
 
         # The mean pixel of the generated images.
         def acme_mean(inp, ctx):

@@ -1,4 +1,4 @@
-"""`python -m harness.verify`: each run against the stored numbers of its run id, per metric
+"""`python -m harness.report.verify`: each run against the stored numbers of its run id, per metric
 identical / float / seed noise / different, and the first stage whose hash differs."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 from harness import cell, store
-from harness.baselines.__main__ import main as baselines_main
 from harness.grid import load_grid
-from harness.verify import FLOAT_RTOL, main as verify_main, seed_noise_bound
+from harness.report.baselines import main as baselines_main
+from harness.report.verify import FLOAT_RTOL, main as verify_main, seed_noise_bound
 
 GRID = """
 name: ref

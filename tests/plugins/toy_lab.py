@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from harness import registry
-from harness.entries import (EvalInput, MethodEntry, MethodResult, MetricEntry, MetricValue,
+from harness.contracts import registry
+from harness.contracts.entries import (EvalInput, MethodEntry, MethodResult, MetricEntry, MetricValue,
                              RefinementEntry, RelaxationEntry, RunContext, TeacherEntry, labels_of)
-from harness.spec import RunSpec
+from harness.grid.spec import RunSpec
 from softdimo.params import param
 from softdimo.teachers.cache import cached_dir
 

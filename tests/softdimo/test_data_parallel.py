@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from harness.distributed import SINGLE, processes_over
-from harness.entries import EvalInput, RunContext
-from harness.metrics.digits import NETWORK_METRICS
-from harness.students import SAMPLE_BATCH, batched_samples
+from harness.contracts.distributed import SINGLE, processes_over
+from harness.contracts.entries import EvalInput, RunContext
+from harness.methods.metrics.digits import NETWORK_METRICS
+from harness.methods.students import SAMPLE_BATCH, batched_samples
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.parallel import DataParallel
 from softdimo.refine.gan import GANConfig, GANRefinement

@@ -116,7 +116,7 @@ def test_aux_loss_uses_masked_slots_and_label_smoothing() -> None:
 def test_forward_as_relaxations_reproduce_forward_values_exactly(dtype: torch.dtype) -> None:
     # A relaxation declaring `forward_as` shares that relaxation's students (harness.methods.
     # student_key), which is sound only if q and the tokens are the same to the bit, at any scale.
-    from harness import registry
+    from harness.contracts import registry
     g = torch.Generator().manual_seed(5)
     declared = [e for _, e in registry.relaxations.items() if e.forward_as]
     assert [e.name for e in declared] == ["gumbel"]

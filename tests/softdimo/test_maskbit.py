@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from harness import assets
-from harness.entries import RunContext
-from harness.registry import refinements, teachers
-from harness.spec import STAGE_CONFIGS
+from harness.contracts.entries import RunContext
+from harness.contracts.registry import refinements, teachers
+from harness.grid.spec import STAGE_CONFIGS
+from harness.store import assets
 from softdimo.params import schema
 from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, TokenLayout, guided_logits
 from softdimo.teachers.maskbit import (MaskBitConfig, build_maskbit_teacher, generator_arch, guidance_weight,

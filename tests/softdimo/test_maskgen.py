@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
-from harness import assets
-from harness.assets import AssetError
 from harness.builtin import maskgen as maskgen_entry
-from harness.entries import RunContext
-from harness.registry import teachers
-from harness.spec import STAGE_CONFIGS
+from harness.contracts.entries import RunContext
+from harness.contracts.registry import teachers
+from harness.grid.spec import STAGE_CONFIGS
+from harness.store import assets
+from harness.store.assets import AssetError
 from softdimo.params import schema
 from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, guided_logits
 from softdimo.teachers.clip_text import build_clip_text_encoder
@@ -379,9 +379,9 @@ def test_missing_weights_name_the_asset(tmp_path, monkeypatch):
 
 
 def test_paper_cells_resolve_with_maskgen_defaults(monkeypatch):
-    from harness import registry
-    from harness.entries import MethodEntry
-    from harness.spec import CellError, resolve_cell
+    from harness.contracts import registry
+    from harness.contracts.entries import MethodEntry
+    from harness.grid.spec import CellError, resolve_cell
 
     sampler = MethodEntry("maskgen_test_sampler", stages=("teacher", "sample"), run=lambda spec, ctx: None)
     monkeypatch.setitem(registry.methods._entries, sampler.name, sampler)
@@ -435,8 +435,8 @@ def test_soft_dimo_with_a_reward_step_end_to_end(tiny_teacher, tmp_path):
     import open_clip
     from safetensors.torch import load_file as load_safetensors
 
-    from harness.metrics.clip_score import CLIPModel, CLIPScoreReward
-    from harness.metrics.hps import OPENAI_MEAN, OPENAI_STD
+    from harness.methods.metrics.clip_score import CLIPModel, CLIPScoreReward
+    from harness.methods.metrics.hps import OPENAI_MEAN, OPENAI_STD
     from softdimo.config import DistillConfig, RelaxConfig
     from softdimo.refine.reward import RewardConfig, RewardRefinement
     from softdimo.relax import RELAXATIONS

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from harness import assets
-from harness.entries import RunContext
-from harness.registry import refinements, teachers
+from harness.contracts.entries import RunContext
+from harness.contracts.registry import refinements, teachers
+from harness.grid.spec import STAGE_CONFIGS
 from harness.run import main as run_main
-from harness.spec import STAGE_CONFIGS
+from harness.store import assets
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.dimo import perturb_embeddings
 from softdimo.params import schema

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
-from harness import assets
-from harness.assets import AssetError
 from harness.builtin import meissonic as meissonic_entry
-from harness.entries import RunContext
-from harness.registry import teachers
-from harness.spec import STAGE_CONFIGS
+from harness.contracts.entries import RunContext
+from harness.contracts.registry import teachers
+from harness.grid.spec import STAGE_CONFIGS
+from harness.store import assets
+from harness.store.assets import AssetError
 from softdimo.dimo import perturb_embeddings
 from softdimo.params import schema
 from softdimo.teachers.base import Condition, ImageNoise, MDMNetwork, Teacher, guided_logits, mask_ratio
@@ -488,7 +488,7 @@ def test_parity_and_sampling_on_gpu(io, tmp_path, monkeypatch):
 def test_released_teacher_samples_on_gpu(tmp_path):
     names = meissonic_entry.required_assets(MeissonicConfig())
     if assets.check_before_launch(names, verify_hash=False):
-        pytest.skip("released Meissonic weights are not installed (python -m harness.assets check)")
+        pytest.skip("released Meissonic weights are not installed (python -m harness.prepare.assets check)")
     ctx = RunContext(tmp_path / "run", tmp_path / "cache", device=torch.device("cuda"))
     teacher = teachers.get("meissonic").build(MeissonicConfig(), ctx)
     cond = teacher.encode_condition(["a photo of a cat"])

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.entries import RunContext
-from harness.students import build_rewards
+from harness.contracts.entries import RunContext
+from harness.methods.students import build_rewards
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.refine.reinforce import (ReinforceConfig, ReinforceRefinement, leave_one_out, sample_log_prob,
                                        score_function_loss)

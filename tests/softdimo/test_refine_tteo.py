@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.entries import RunContext
-from harness.students import build_rewards, selector, summed_reward
+from harness.contracts.entries import RunContext
+from harness.methods.students import build_rewards, selector, summed_reward
 from softdimo.config import SampleConfig
 from softdimo.refine.best_of_n import TTSCost, TTSSettings, sample_test_time
 from softdimo.refine.selection import SelectionLog, Selector

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import registry
-from harness.entries import EvalInput, RunContext
-from harness.spec import resolve_cell
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
+from harness.grid.spec import resolve_cell
 from softdimo.config import DistillConfig, RelaxConfig
 from softdimo.data import shapes as world
 from softdimo.relax import RELAXATIONS

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from harness.metrics import shapes_eval
+from harness.methods.metrics import shapes_eval
 from softdimo.data import shapes as world
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import assets
-from harness.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception
+from harness.methods.metrics.random_weights import write_cleanfid_inception, write_tfidelity_inception
+from harness.store import assets
 
 N_SAMPLES, N_REFERENCE, SIZE = 10, 8, 32
 CACHE_VARIABLES = ("SOFTDIMO_INCEPTION_TORCHSCRIPT", "SOFTDIMO_INCEPTION_TFIDELITY", "SOFTDIMO_ADM_IMAGENET256",

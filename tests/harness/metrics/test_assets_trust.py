@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness import assets, plugins
-from harness.assets import Asset, check_asset, manifest
-from harness.assets.__main__ import main as assets_main
-from harness.assets.pins import LOCK_FILE
-from harness.assets.trust import private_dir, untrusted_reason
-from harness.metrics import features
+from harness.builtin import plugins
+from harness.methods.metrics import features
+from harness.prepare.assets import main as assets_main
+from harness.store import assets
+from harness.store.assets import Asset, check_asset, manifest
+from harness.store.assets.pins import LOCK_FILE
+from harness.store.assets.trust import private_dir, untrusted_reason
 
 PLANTED = b"planted by another local user"
 TEST_ASSETS = (
@@ -220,7 +221,7 @@ def test_private_dir_is_made_0700_and_refuses_shared_places(tmp_path):
 
 
 def test_feature_cache_of_an_evaluation_is_private(asset_root, image_dirs, tmp_path):
-    from harness import evaluate
+    from harness.cell import evaluate
     results = tmp_path / "results"
     assert evaluate.main(["--samples", str(image_dirs["samples"]), "--protocol", "fid-tfidelity",
                           "--reference", str(image_dirs["reference"]), "--results", str(results),

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.metrics import class_world as cw
-from harness.metrics import digits as m
-from harness.metrics.digits_nets import NETS, WEIGHTS_DIR, load_net
-from harness.metrics.digits_nets import test_accuracy as accuracy_on_test_split
-from harness.assets import sha256_file
+from harness.methods.metrics import class_world as cw
+from harness.methods.metrics import digits as m
+from harness.methods.metrics.digits_nets import NETS, WEIGHTS_DIR, load_net
+from harness.methods.metrics.digits_nets import test_accuracy as accuracy_on_test_split
+from harness.store.assets import sha256_file
 from tests.float_tolerance import rounding_atol
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.assets import sha256_file
-from harness.entries import RunContext
-from harness.metrics import glyphs as m
-from harness.metrics.glyphs_nets import NETS, WEIGHTS_DIR, load_net
-from harness.metrics.glyphs_nets import test_accuracy as accuracy_on_test_split
-from harness.metrics.glyphs_nets import test_pose_mse as pose_mse_on_test_split
-from harness.scoring import score_images
-from harness.spec import resolve_cell
+from harness.contracts.entries import RunContext
+from harness.grid.spec import resolve_cell
+from harness.methods.metrics import glyphs as m
+from harness.methods.metrics.glyphs_nets import NETS, WEIGHTS_DIR, load_net
+from harness.methods.metrics.glyphs_nets import test_accuracy as accuracy_on_test_split
+from harness.methods.metrics.glyphs_nets import test_pose_mse as pose_mse_on_test_split
+from harness.methods.scoring import score_images
+from harness.store.assets import sha256_file
 from softdimo.data import glyphs as data
 from tests.float_tolerance import rounding_atol
 

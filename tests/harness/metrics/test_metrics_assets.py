@@ -6,9 +6,10 @@ import hashlib
 
 import pytest
 
-from harness import assets, registry
-from harness.assets.__main__ import main as _assets_main  # the command line
-from harness.assets import Asset, check_asset, check_before_launch, manifest
+from harness.contracts import registry
+from harness.prepare.assets import main as _assets_main  # the command line
+from harness.store import assets
+from harness.store.assets import Asset, check_asset, check_before_launch, manifest
 
 GOOD = b"released weights"
 TEST_ASSETS = (
@@ -49,7 +50,7 @@ def test_library_caches_are_linked_not_searched(asset_root, tmp_path, monkeypatc
     snap.parent.mkdir(parents=True)
     snap.write_bytes(b"y")
     assert check_asset(manifest.get("test-torch-hub")).state == "missing"
-    with pytest.raises(assets.AssetError, match="python -m harness.assets link"):
+    with pytest.raises(assets.AssetError, match="python -m harness.prepare.assets link"):
         assets.resolve("test-hf")
     assert _assets_main(["link", "--names", "test-torch-hub", "test-hf"]) == 0
     assert assets.resolve("test-torch-hub") == asset_root / "test" / "hub.pth"

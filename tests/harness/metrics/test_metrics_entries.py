@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness import baselines, registry
-from harness.entries import EvalInput, RunContext
-from harness.metrics import fid, hps
-from harness.metrics.features import features_of, load_extractor
-from harness.metrics.random_weights import register_open_clip_config, write_open_clip
-from harness.samples import UINT8_CONVERSION, array_samples, generate_samples, open_samples
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
+from harness.methods.metrics import fid, hps
+from harness.methods.metrics.features import features_of, load_extractor
+from harness.methods.metrics.random_weights import register_open_clip_config, write_open_clip
+from harness.methods.samples import UINT8_CONVERSION, array_samples, generate_samples, open_samples
+from harness.store import baselines
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -88,7 +89,7 @@ def test_hps_entry_pairs_and_benchmark(asset_root, tmp_path, monkeypatch, stand_
 # protocol (here the any-count protocol of 10 images, renamed as a 50k run would record it) agrees
 # with Di[M]O's FID / IS / PRDC rows on every field both record, and Soft-Di[M]O's FID by assumption.
 def test_stored_imagenet_numbers_match_what_a_run_records(adm_batch, tmp_path):
-    from harness.protocol import protocol_mismatch
+    from harness.contracts.protocol import protocol_mismatch
     labels = list(range(10))
     generate_samples(lambda conds, noise: noise.rand(3, 256, 256), labels, tmp_path / "samples", seed=0,
                      batch_size=5, shard_size=5)

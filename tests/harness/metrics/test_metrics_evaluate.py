@@ -1,4 +1,4 @@
-"""`python -m harness.evaluate`: any folder of samples evaluated under a named protocol, recorded with
+"""`python -m harness.cell.evaluate`: any folder of samples evaluated under a named protocol, recorded with
 a content-derived run id, never overwriting an ok record; bad input stops before any computation."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from harness import evaluate
-from harness.metrics import fid
-from harness.samples import open_samples
+from harness.cell import evaluate
+from harness.methods.metrics import fid
+from harness.methods.samples import open_samples
 
 
 def _run(tmp_path, *args: str) -> int:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.assets import sha256_file
-from harness.metrics import features, fid
-from harness.metrics.features import (check_tfidelity_kwargs, extract_features, features_of, load_extractor,
+from harness.methods.metrics import features, fid
+from harness.methods.metrics.features import (check_tfidelity_kwargs, extract_features, features_of, load_extractor,
                                       load_reference)
-from harness.samples import array_samples, open_samples
+from harness.methods.samples import array_samples, open_samples
+from harness.store.assets import sha256_file
 from tests.float_tolerance import INCEPTION, rounding_atol
 
 TFID = "torch-fidelity/inception-v3-compat"

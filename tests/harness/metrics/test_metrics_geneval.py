@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.metrics import geneval
-from harness.metrics.geneval import GenEvalConfig
+from harness.methods.metrics import geneval
+from harness.methods.metrics.geneval import GenEvalConfig
 
 METADATA = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -169,7 +169,7 @@ def test_config_from_env_and_default_command(tmp_path, monkeypatch, asset_root):
 
 
 def test_evaluate_command_runs_geneval(tmp_path, monkeypatch, asset_root):
-    from harness import evaluate
+    from harness.cell import evaluate
     root = _checkout(tmp_path)
     metadata = geneval.read_metadata(root / geneval.METADATA_FILE)
     layout = geneval.write_layout(tmp_path / "images", metadata, _images())

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from harness.metrics import clip_score, hps
-from harness.metrics.random_weights import TINY_OPEN_CLIP, register_open_clip_config, write_open_clip
+from harness.methods.metrics import clip_score, hps
+from harness.methods.metrics.random_weights import TINY_OPEN_CLIP, register_open_clip_config, write_open_clip
 from softdimo.teachers.base import Condition
 from tests.float_tolerance import rounding_atol
 from tests.scorer_parity import SCORE

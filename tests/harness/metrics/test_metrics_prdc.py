@@ -6,10 +6,10 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from harness.metrics import fid
-from harness.metrics.features import features_of, load_extractor
-from harness.metrics.prdc import knn_radii, prdc
-from harness.samples import open_samples
+from harness.methods.metrics import fid
+from harness.methods.metrics.features import features_of, load_extractor
+from harness.methods.metrics.prdc import knn_radii, prdc
+from harness.methods.samples import open_samples
 
 
 # Naeem et al. (2020), written from the definitions with full distance matrices.

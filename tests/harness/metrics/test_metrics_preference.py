@@ -14,10 +14,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness import assets, registry, run
-from harness.entries import EvalInput, RunContext
+from harness import run
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
 from harness.grid import load_grid
-from harness.metrics import image_reward, pickscore
+from harness.methods.metrics import image_reward, pickscore
+from harness.store import assets
 from softdimo.teachers.base import Condition
 from softdimo.teachers.weights import CheckpointError
 from tests.float_tolerance import rounding_atol, rounding_close

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.samples import (UINT8_CONVERSION, SampleWriter, balanced_labels, generate_samples,
+from harness.methods.samples import (UINT8_CONVERSION, SampleWriter, balanced_labels, generate_samples,
                              merge_npz_shards, open_samples, to_uint8)
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.metrics import clip_score, hps, image_reward, pickscore
+from harness.methods.metrics import clip_score, hps, image_reward, pickscore
 from tests.float_tolerance import rounding_close
 from tests.scorer_parity import (GRADIENT, PARITY, PIXELS, SCORE, float_images, load_state, parity_inputs,
                                  write_clip_tokenizer_json)

@@ -17,11 +17,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from harness import assets, baselines, evaluate, registry
-from harness.entries import EvalInput, RunContext
-from harness.metrics import fid, t2i_prompts
-from harness.metrics.features import _T2IBenchmarkImages, extract_features, features_of, load_extractor
-from harness.samples import array_samples, open_samples, to_uint8
+from harness.cell import evaluate
+from harness.contracts import registry
+from harness.contracts.entries import EvalInput, RunContext
+from harness.methods.metrics import fid, t2i_prompts
+from harness.methods.metrics.features import _T2IBenchmarkImages, extract_features, features_of, load_extractor
+from harness.methods.samples import array_samples, open_samples, to_uint8
+from harness.store import assets, baselines
 from softdimo.teachers.text_conditioned import read_prompts as read_prompt_file
 from tests.float_tolerance import INCEPTION, rounding_atol, rounding_close
 
@@ -231,7 +233,7 @@ def test_list_protocols_names_the_text_to_image_fids(capsys):
 # The stored FID baselines agree with what a run records, on every field both have: a full 30k run
 # compares with them, an any-count run does not.
 def test_stored_baselines_compare_with_full_runs_only(coco_assets, mjhq_assets, tmp_path):
-    from harness.protocol import protocol_mismatch
+    from harness.contracts.protocol import protocol_mismatch
     papers = baselines.registered.get("papers").load()
     coco = _run_metric("fid_coco", _images(4, 32, seed=2), CAPTIONS[:4], tmp_path)["fid_coco"].protocol
     mjhq = _run_metric("fid_mjhq30k", _images(4, 32, seed=2), t2i_prompts.read_prompts("mjhq30k")[:4],

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import registry
-from harness.entries import RunContext
-from harness.metrics.shapes_clip_net import contradicting_prompt, load_clip
+from harness.contracts import registry
+from harness.contracts.entries import RunContext
+from harness.methods.metrics.shapes_clip_net import contradicting_prompt, load_clip
 from softdimo.data import shapes as world
 from softdimo.teachers.base import Condition
 
