@@ -49,6 +49,7 @@ from harness import store
 from harness.builtin import plugins
 from harness.contracts import registry
 from harness.contracts.entries import OPTIONAL_EVAL_OPTIONS, EvalRequest, MetricValue, ProtocolFamily
+from harness.contracts.run_spec import ProblemsError
 from harness.store import assets
 from harness.store.provenance import now, provenance
 
@@ -161,10 +162,8 @@ def request_of(args: argparse.Namespace) -> EvalRequest:
 
 
 # The request has problems (`problems`, one line each, naming the option); nothing was computed.
-class EvaluationError(ValueError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+class EvaluationError(ProblemsError):
+    pass
 
 
 # An evaluation's record: its run id, where it is, its status (ok, diverged: some value not finite,

@@ -93,6 +93,14 @@ def _short(v: Any) -> str:
     return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
+# Every problem found in one request (a grid file, an evaluation), one line each naming what is
+# wrong; nothing was launched or computed.
+class ProblemsError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
 # A problem with one key of one cell; the grid loader adds the file and line.
 class CellError(ValueError):
     def __init__(self, key: str, message: str):

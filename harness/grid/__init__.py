@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping
 
 from harness.contracts import registry
 from harness.contracts.registry import did_you_mean
-from harness.contracts.run_spec import AXIS_KEYS, NONE, SCALES, CellError, RunSpec
+from harness.contracts.run_spec import AXIS_KEYS, NONE, SCALES, CellError, ProblemsError, RunSpec
 from harness.grid import yaml_lines
 from harness.grid.selectors import (AXES as SELECTOR_AXES, SelectorError, check_selector, parse_selector, same, select,
                                spec_value)
@@ -64,10 +64,8 @@ _AXES_HELP = f"{', '.join(AXIS_KEYS)}, or a parameter <stage>.<field>"
 
 
 # All problems found in one grid file, one `FILE:LINE: key: message` line each.
-class GridError(ValueError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+class GridError(ProblemsError):
+    pass
 
 
 # An expanded grid: its cells as RunSpecs (ordered, de-duplicated) and what launching needs.

@@ -67,7 +67,7 @@ def test_execute_writes_ok_record(tmp_path, monkeypatch):
     assert prov["accelerator"] == ("cpu" if not torch.cuda.is_available() else
                                    f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
     assert prov["packages"]["torch"] == importlib.metadata.version("torch")
-    root = Path(cell.__file__).resolve().parents[1]
+    root = Path(cell.__file__).resolve().parents[2]
     if (root / ".git").exists():                   # a git checkout (CI may copy files only)
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True).stdout.strip()

@@ -261,7 +261,7 @@ def test_report_list_and_layout_options(tmp_path, capsys):
 
 def test_a_broken_layout_file_is_listed_not_fatal(tmp_path, monkeypatch):
     folder = tmp_path / "baselines"
-    shutil.copytree(Path(layouts.__file__).resolve().parents[1] / "baselines", folder)
+    shutil.copytree(Path(layouts.__file__).resolve().parents[2] / "baselines", folder)
     (folder / "layouts" / "broken.yaml").write_text("title: t\npaper: p\ncolumns: []\nrows: [{label: A}]\n")
     monkeypatch.setenv("SOFTDIMO_BASELINES", str(folder))
     df = frame([run("hard", 0, "digits_fd", 20.0, {"name": "digits-fd"}, method="dimo", teacher="digits")])

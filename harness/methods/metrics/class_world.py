@@ -99,6 +99,36 @@ def committed_loader(nets: Mapping[str, NetSpec], weights_dir: Path, world: str,
     return load
 
 
+# One batch's loss of a network being trained: (network, the batch's item indices, the run's generator).
+BatchLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+
+
+# Train `spec`'s network deterministically on 1 thread: the spec's seed sets the initial weights and a
+# generator that orders the `n` training items of `load() -> (n, batch_loss)` each epoch, in batches
+# of `batch`; Adam at the spec's rate. Logs each epoch's last loss; returns the network in eval mode.
+def train_deterministic(spec: NetSpec, batch: int, load: Callable[[], tuple[int, BatchLoss]],
+                        log: Callable[[str], None] = print) -> nn.Module:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(spec.seed)
+        net = spec.make()
+        n, batch_loss = load()
+        g = torch.Generator().manual_seed(spec.seed)
+        opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+        for epoch in range(spec.epochs):
+            order = torch.randperm(n, generator=g)
+            for i in range(0, n, batch):
+                loss = batch_loss(net, order[i:i + batch], g)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            log(f"{spec.name}: epoch {epoch + 1}/{spec.epochs}, last loss {loss.item():.4f}")
+        return net.eval()
+    finally:
+        torch.set_num_threads(threads)
+
+
 # The command that re-trains committed networks: `train(spec)` for each chosen one, saved under
 # --out, then a line with its hash and `describe(key, net)` (its held-out quality).
 def retrain_main(world: str, nets: Mapping[str, NetSpec], default_out: Path,

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.methods.metrics.class_world import NetSpec, committed_loader, retrain_main
+from harness.methods.metrics.class_world import (BatchLoss, NetSpec, committed_loader, retrain_main,
+                                                 train_deterministic)
 from softdimo.data import digits as data
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -97,29 +98,15 @@ def _randomly_quantized(pixels: Tensor, g: torch.Generator) -> Tensor:
     return (k.float() / (levels[:, None] - 1).float()).view(-1, 1, data.SIDE, data.SIDE)
 
 
-# Train one network deterministically on the training split (1 thread); returns it in eval mode.
+# Train one network deterministically on the training split (1 thread), on images quantised to a
+# random level count each; returns it in eval mode.
 def train_net(spec: NetSpec, log: Callable[[str], None] = print) -> nn.Module:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(spec.seed)
-        net = spec.make()
+    def load() -> tuple[int, BatchLoss]:
         split = data.load_split("train")
         pixels, labels = torch.as_tensor(split.pixels, dtype=torch.long), torch.as_tensor(split.labels)
-        g = torch.Generator().manual_seed(spec.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-        for epoch in range(spec.epochs):
-            order = torch.randperm(len(labels), generator=g)
-            for i in range(0, len(order), 64):
-                idx = order[i:i + 64]
-                loss = F.cross_entropy(net(_randomly_quantized(pixels[idx], g)), labels[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        log(f"{spec.name}: trained {spec.epochs} epochs, last loss {loss.item():.4f}")
-        return net.eval()
-    finally:
-        torch.set_num_threads(threads)
+        return len(labels), lambda net, idx, g: F.cross_entropy(net(_randomly_quantized(pixels[idx], g)),
+                                                                labels[idx])
+    return train_deterministic(spec, 64, load, log)
 
 
 # Test-split accuracy of a classifier at one quantisation.

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.methods.metrics.class_world import NetSpec, committed_loader, retrain_main
+from harness.methods.metrics.class_world import (BatchLoss, NetSpec, committed_loader, retrain_main,
+                                                 train_deterministic)
 from softdimo.data import glyphs as data
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -89,34 +90,20 @@ NETS = {
 # class, colour and pose (both cross-entropies plus the pose's mean squared error), the classifier
 # the class. Returns it in eval mode.
 def train_net(spec: NetSpec, log: Callable[[str], None] = print) -> nn.Module:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(spec.seed)
-        net = spec.make()
+    def load() -> tuple[int, BatchLoss]:
         images, labels = data.load_split("train")
         params = data.draw_parameters(data.SPLIT_SEEDS["train"], 0, len(labels))
         colours, pose = params["colour"], data.pose_targets(params)
-        g = torch.Generator().manual_seed(spec.seed)
-        opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
-        for epoch in range(spec.epochs):
-            order = torch.randperm(len(labels), generator=g)
-            for i in range(0, len(order), BATCH):
-                idx = order[i:i + BATCH]
-                x = images[idx].float() / 255
-                if isinstance(net, GlyphsCNN):
-                    class_logits, colour_logits, pose_pred = net.forward_all(x)
-                    loss = (F.cross_entropy(class_logits, labels[idx]) + F.cross_entropy(colour_logits, colours[idx])
-                            + F.mse_loss(pose_pred, pose[idx]))
-                else:
-                    loss = F.cross_entropy(net(x), labels[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            log(f"{spec.name}: epoch {epoch + 1}/{spec.epochs}, last loss {loss.item():.4f}")
-        return net.eval()
-    finally:
-        torch.set_num_threads(threads)
+
+        def batch_loss(net: nn.Module, idx: Tensor, g: torch.Generator) -> Tensor:
+            x = images[idx].float() / 255
+            if isinstance(net, GlyphsCNN):
+                class_logits, colour_logits, pose_pred = net.forward_all(x)
+                return (F.cross_entropy(class_logits, labels[idx]) + F.cross_entropy(colour_logits, colours[idx])
+                        + F.mse_loss(pose_pred, pose[idx]))
+            return F.cross_entropy(net(x), labels[idx])
+        return len(labels), batch_loss
+    return train_deterministic(spec, BATCH, load, log)
 
 
 # Test-split class accuracy of a network.
