@@ -117,7 +117,7 @@ def test_an_installed_package_registers_its_entries_through_the_entry_point_grou
     (site / "acme_lab-0.1.dist-info" / "entry_points.txt").write_text(
         "[softdimo_harness.plugins]\nacme = acme_lab\n")
     (site / "acme_lab.py").write_text(textwrap.dedent("""
-        from harness import registry
+        from harness.contracts import registry
         from harness.contracts.entries import MetricEntry, MetricValue
 
         # The mean pixel of the generated images.
@@ -126,7 +126,7 @@ def test_an_installed_package_registers_its_entries_through_the_entry_point_grou
 
         registry.metrics.register("acme_mean", MetricEntry("acme_mean", acme_mean, description="mean pixel"))
         """))
-    probe = ("from harness import plugins, registry\n"
+    probe = ("from harness.builtin import plugins\nfrom harness.contracts import registry\n"
              "loaded = plugins.load_builtins()\n"
              "print('acme_lab' in loaded, 'acme_mean' in registry.metrics, 'digits_fd' in registry.metrics)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
