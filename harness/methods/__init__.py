@@ -1,4 +1,5 @@
-"""The built-in methods: how a cell produces its samples.
+"""What a cell computes; this module: the built-in methods, how a cell produces its samples (the
+package beside it: students, samples, scoring, metrics, references).
 
 - `dimo`: one-step distillation of the teacher (Di[M]O with the cell's relaxation and refinement),
   then one-step sampling with the EMA generator (optionally with TTEO and best-of-N,
