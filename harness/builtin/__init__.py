@@ -1,6 +1,3 @@
-"""Built-in registry entries, one module per area; importing this package registers them all."""
-from __future__ import annotations
-
-from harness.builtin import (baselines, core, digits, glyphs, maskbit,  # noqa: F401
-                             maskgen, maskgit, meissonic, metrics_paper, metrics_preference,
-                             metrics_t2i_fid, protocols, refine, shapes)
+"""The composition root: `plugins.py` fills the registries (the built-in entries of `all_entries.py`,
+a grid's `plugins:`, the entry-point group). Importing the package registers nothing, so a job that
+only needs `plugins` imports no entry until it loads them."""

@@ -31,7 +31,7 @@ def load_module(module: str) -> None:
 
 # The built-in entries and every module of the entry-point group; returns the group's modules.
 def load_builtins() -> list[str]:
-    import harness.builtin  # noqa: F401  (registers the built-in entries)
+    import harness.builtin.all_entries  # noqa: F401  (registers the built-in entries)
     loaded = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         load_module(ep.value.split(":")[0])
