@@ -1,4 +1,4 @@
-"""Filling the registries: the built-in entries (`harness.builtin`, the composition root), the
+"""Filling the registries: the built-in entries (`harness.builtin.all_entries`, imported on demand), the
 modules a grid names under `plugins:`, and the modules of the `softdimo_harness.plugins`
 entry-point group of installed packages. Only the entry points call this module: the commands
 (`harness.run`, `harness.report`, `harness.cell.evaluate`, `harness.prepare.assets`,
